@@ -1,0 +1,302 @@
+"""Profiles: one typed, validated config object per run.
+
+A profile is a YAML file in ``redpo/profiles/``. Everything tunable lives there, never in code, so that a
+run is fully described by ``(profile, overrides)`` and both go into the manifest.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+PROFILES_DIR = Path(__file__).parent / "profiles"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(ValueError):
+    """A profile or override is invalid; the message names the file and key and says how to fix it."""
+
+
+class _Strict(BaseModel):
+    """Base for every config section: unknown keys are errors, values are type-checked."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class SamplingConfig(_Strict):
+    """Decoding parameters; the defaults are the paper's (LLaMA-2-7b-chat)."""
+
+    temperature: float = Field(0.4, ge=0.0)
+    top_p: float = Field(0.9, gt=0.0, le=1.0)
+    top_k: int = Field(20, ge=0)
+    repetition_penalty: float = Field(1.15, gt=0.0)
+    max_new_tokens: int = Field(96, ge=1)
+
+
+class DatasetConfig(_Strict):
+    """Which dataset, where its files are (relative to ``REDPO_DATA_DIR``), and optional subsetting."""
+
+    name: Literal["semeval", "tacred", "tacrev", "retacred", "fewrel"] = "semeval"
+    path: str | None = None
+    """Folder under ``REDPO_DATA_DIR``; ``None`` picks the dataset's standard place (see ``DEFAULT_PATHS``)."""
+    relations: list[str] | None = None
+    """Restrict every stage to these labels (smoke uses a few); ``None`` means all labels."""
+    test_subsample: int | None = Field(None, ge=1)
+    """Evaluate on one stratified, seeded test subset of this size shared by all arms (``None``: full test)."""
+    dev_subsample: int | None = Field(None, ge=1)
+
+
+    @property
+    def resolved_path(self) -> str:
+        return self.path or DEFAULT_PATHS[self.name]
+
+
+DEFAULT_PATHS = {
+    "semeval": "semeval2010_task8/knowprompt_split",
+    "tacred": "tacred",
+    "tacrev": "tacrev",
+    "retacred": "retacred",
+    "fewrel": "fewrel",
+}
+
+
+class FewShotConfig(_Strict):
+    """KnowPrompt-style K-shot splits: K rows per relation after a seeded shuffle."""
+
+    k: list[int] = Field(default_factory=lambda: [8])
+    seeds: list[int] = Field(default_factory=lambda: [1, 2, 3])
+
+    @field_validator("k", "seeds")
+    @classmethod
+    def _non_empty_positive(cls, v: list[int]) -> list[int]:
+        if not v or any(x < 1 for x in v):
+            raise ValueError("must be a non-empty list of positive integers")
+        return v
+
+
+class GeneratorConfig(_Strict):
+    """The generator LLM: a registry name, hub id or local path, plus batching and decoding."""
+
+    model: str = "qwen2.5-coder-0.5b-instruct"
+    backend: Literal["transformers"] = "transformers"
+    batch_size: int = Field(19, ge=1)
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
+    sampling: SamplingConfig = SamplingConfig()
+    fit_seconds: float = Field(0.0, ge=0.0)
+    """Smoke only: fit the tiny random model this long on real prompt -> sample pairs so it emits markers."""
+    fit_examples: int = Field(400, ge=1)
+
+
+class GenerationConfig(_Strict):
+    """Sample generation (AAO / OBO / baseline): how many, how many tries, which demonstrations."""
+
+    n_per_relation: int = Field(8, ge=1)
+    """Valid samples wanted per relation and arm."""
+    max_attempts: int = Field(24, ge=1)
+    """Model calls per relation and arm before giving up (OBO: one sample per call)."""
+    aao_max_calls: int = Field(3, ge=1)
+    """AAO/baseline: calls per relation before giving up (each call asks for the missing samples)."""
+    num_demos: int = Field(5, ge=1)
+    """Gold demonstrations drawn from the K-shot split for each relation's prompt."""
+    obo_window: int | None = Field(None, ge=1)
+    """OBO ablation: keep only the last W demonstrations (``None``: accumulate all, as the paper does)."""
+    negative_label: Literal["generate", "manual"] = "generate"
+    """``generate``: the negative label is generated like any other; ``manual``: copy the K manual samples."""
+    min_tokens: int = Field(4, ge=1)
+    max_tokens: int = Field(80, ge=2)
+    arms: list[str] = Field(
+        default_factory=lambda: ["baseline", "aao", "aao_nodiv", "obo", "obo_nodiv"]
+    )
+    seed: int = 0
+
+
+class EncoderConfig(_Strict):
+    """The non-LLM RE classifier (entity-marker pooling over an encoder)."""
+
+    model: str = "minilm-l6"
+    max_length: int = Field(128, ge=16)
+    batch_size: int = Field(16, ge=1)
+    epochs: int = Field(10, ge=1)
+    learning_rate: float = Field(5e-5, gt=0)
+    warmup_ratio: float = Field(0.1, ge=0, le=1)
+    weight_decay: float = Field(0.01, ge=0)
+    early_stopping_patience: int = Field(3, ge=1)
+    typed_markers: bool = False
+    eval_batch_size: int = Field(64, ge=1)
+
+
+class LoraConfigSection(_Strict):
+    r: int = Field(8, ge=1)
+    alpha: int = Field(16, ge=1)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+
+class DPOConfig(_Strict):
+    """DPO fine-tuning of the generator (TRL DPOTrainer + PEFT LoRA)."""
+
+    enabled: bool = True
+    beta: float = Field(0.1, gt=0)
+    learning_rate: float = Field(5e-5, gt=0)
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int = Field(-1, ge=-1)
+    batch_size: int = Field(2, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    max_length: int = Field(512, ge=32)
+    pairs_per_relation: int = Field(8, ge=1)
+    chain_length: int = Field(4, ge=1)
+    """Steps of one simulated OBO chain (demonstrations grow by one per step)."""
+    kind_mix: dict[str, float] = Field(
+        default_factory=lambda: {"wrong_relation": 1.0, "near_copy": 1.0, "exact_copy": 1.0}
+    )
+    precompute_ref_log_probs: bool = True
+    split_seed: int = 0
+    lora: LoraConfigSection = LoraConfigSection()
+
+    @field_validator("kind_mix")
+    @classmethod
+    def _known_kinds(cls, v: dict[str, float]) -> dict[str, float]:
+        allowed = {"wrong_relation", "near_copy", "exact_copy"}
+        unknown = set(v) - allowed
+        if unknown:
+            raise ValueError(f"unknown rejected kind(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+        if any(w < 0 for w in v.values()) or sum(v.values()) <= 0:
+            raise ValueError("weights must be >= 0 and not all zero")
+        return v
+
+
+class LLMREConfig(_Strict):
+    """The direct-LLM RE baseline."""
+
+    enabled: bool = True
+    max_new_tokens: int = Field(16, ge=1)
+    batch_size: int = Field(16, ge=1)
+
+
+class PlateauConfig(_Strict):
+    n_values: list[int] = Field(default_factory=lambda: [4, 8, 16, 32])
+    arms: list[str] = Field(default_factory=lambda: ["obo", "obo_dpo", "aao"])
+
+
+class Profile(_Strict):
+    """One run's complete configuration."""
+
+    name: str
+    description: str = ""
+    dataset: DatasetConfig = DatasetConfig()
+    fewshot: FewShotConfig = FewShotConfig()
+    generator: GeneratorConfig = GeneratorConfig()
+    generation: GenerationConfig = GenerationConfig()
+    encoder: EncoderConfig = EncoderConfig()
+    dpo: DPOConfig = DPOConfig()
+    llm_re: LLMREConfig = LLMREConfig()
+    plateau: PlateauConfig = PlateauConfig()
+    seed: int = 42
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Profile:
+        if self.generation.min_tokens >= self.generation.max_tokens:
+            raise ValueError("generation.min_tokens must be smaller than generation.max_tokens")
+        return self
+
+    # ---- paths -------------------------------------------------------------------------------------
+    @property
+    def data_dir(self) -> Path:
+        return data_dir()
+
+    @property
+    def dataset_dir(self) -> Path:
+        return data_dir() / self.dataset.resolved_path
+
+    @property
+    def results_dir(self) -> Path:
+        return results_root() / self.name
+
+    @property
+    def cache_dir(self) -> Path:
+        return cache_dir()
+
+
+# ---- environment-driven locations ------------------------------------------------------------------
+def data_dir() -> Path:
+    """``REDPO_DATA_DIR``, defaulting to the gitignored ``data/`` at the repository root."""
+    return Path(os.environ.get("REDPO_DATA_DIR") or REPO_ROOT / "data").expanduser()
+
+
+def cache_dir() -> Path:
+    """``REDPO_CACHE`` (converted models, tiny models), defaulting to ``~/.cache/redpo``."""
+    return Path(os.environ.get("REDPO_CACHE") or Path.home() / ".cache" / "redpo").expanduser()
+
+
+def results_root() -> Path:
+    """``REDPO_RESULTS_DIR``, defaulting to ``results/`` at the repository root."""
+    return Path(os.environ.get("REDPO_RESULTS_DIR") or REPO_ROOT / "results").expanduser()
+
+
+# ---- loading -------------------------------------------------------------------------------------
+def available_profiles() -> list[str]:
+    return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"generation.n_per_relation=4"`` -> ``("generation.n_per_relation", 4)``; values are YAML scalars."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {text!r} is not of the form key=value (e.g. -p fewshot.k=[8,16])")
+    return key.strip(), yaml.safe_load(raw)
+
+
+def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any], source: str) -> dict[str, Any]:
+    """Merge dotted-key overrides into a nested dict (a copy); unknown sections fail later in validation."""
+    merged = _deep_copy(raw)
+    for dotted, value in overrides.items():
+        node = merged
+        parts = dotted.split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"{source}: override {dotted!r}: {part!r} is a value, not a section")
+            node = child
+        node[parts[-1]] = value
+    return merged
+
+
+def load_profile(name_or_path: str | Path = "cpu", overrides: dict[str, Any] | None = None) -> Profile:
+    """Load a profile by name (``smoke``/``cpu``/``paper``) or YAML path, apply overrides, validate."""
+    path = Path(name_or_path)
+    if path.suffix not in {".yaml", ".yml"}:
+        path = PROFILES_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        raise ConfigError(
+            f"profile {str(name_or_path)!r} not found at {path}; available: {', '.join(available_profiles())}"
+        )
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a profile must be a YAML mapping of sections")
+    raw.setdefault("name", path.stem)
+    merged = apply_overrides(raw, dict(overrides or {}), source=str(path))
+    try:
+        return Profile.model_validate(merged)
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in err.errors()
+        )
+        raise ConfigError(
+            f"{path} (with overrides {overrides or {}}): {problems}. "
+            "Fix the key in the profile YAML or the -p override; see README 'Profiles'."
+        ) from None
+
+
+def profile_to_dict(profile: Profile) -> dict[str, Any]:
+    """A JSON-safe dict of the resolved profile, for the manifest."""
+    return profile.model_dump(mode="json")
+
+
+def _deep_copy(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in d.items()}
