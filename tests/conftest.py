@@ -1,0 +1,40 @@
+"""Shared fixtures. Real data comes from ``REDPO_DATA_DIR`` (``make data`` fills ``data/`` from the mirror)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from redpo.config import REPO_ROOT, data_dir
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def _real_data_root() -> Path:
+    root = data_dir()
+    if (root / "semeval2010_task8").is_dir():
+        return root
+    mirror = Path(os.environ.get("REDPO_DATA_MIRROR") or REPO_ROOT.parent / "shared" / "data")
+    if (mirror / "semeval2010_task8").is_dir():
+        return mirror
+    raise RuntimeError(f"no SemEval data under {root} or {mirror}; run `make data` (see README 'Data')")
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    """Folder holding ``semeval2010_task8/`` and ``fewrel/`` (real data, read-only)."""
+    return _real_data_root()
+
+
+@pytest.fixture()
+def results_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point ``REDPO_RESULTS_DIR`` at a temporary folder so tests never touch ``results/``."""
+    monkeypatch.setenv("REDPO_RESULTS_DIR", str(tmp_path / "results"))
+    return tmp_path / "results"
+
+
+@pytest.fixture()
+def fixtures_dir() -> Path:
+    return FIXTURES
