@@ -42,11 +42,11 @@ class DatasetConfig(_Strict):
 
     name: Literal["semeval", "tacred", "tacrev", "retacred", "fewrel"] = "semeval"
     path: str | None = None
-    """Folder under ``REDPO_DATA_DIR``; ``None`` picks the dataset's standard place (see ``DEFAULT_PATHS``)."""
+    """Folder under ``REDPO_DATA_DIR``; ``None`` picks the standard place (``DEFAULT_PATHS``)."""
     relations: list[str] | None = None
     """Restrict every stage to these labels (smoke uses a few); ``None`` means all labels."""
     test_subsample: int | None = Field(None, ge=1)
-    """Evaluate on one stratified, seeded test subset of this size shared by all arms (``None``: full test)."""
+    """One stratified, seeded test subset of this size, shared by all arms (``None``: full test)."""
     dev_subsample: int | None = Field(None, ge=1)
 
 
@@ -69,6 +69,9 @@ class FewShotConfig(_Strict):
 
     k: list[int] = Field(default_factory=lambda: [8])
     seeds: list[int] = Field(default_factory=lambda: [1, 2, 3])
+    chained_shuffle: bool = True
+    """KnowPrompt's script shuffles one list in place for seeds 1..5 in turn, so split K-3 is the train file
+    shuffled with seed 1, then 2, then 3. ``True`` reproduces its files; ``False`` shuffles once per seed."""
 
     @field_validator("k", "seeds")
     @classmethod

@@ -1,0 +1,328 @@
+"""Loaders, K-shot sampler, subsets and data fetching (fixtures in tests/fixtures/data/, written by hand)."""
+
+from __future__ import annotations
+
+import io
+import json
+import urllib.error
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from redpo import data
+from redpo.config import load_profile
+from redpo.data import DataError
+from redpo.relations import get_schema
+from redpo.sample import RESample
+
+SEMEVAL = get_schema("semeval")
+
+
+@pytest.fixture()
+def fx(fixtures_dir: Path) -> Path:
+    return fixtures_dir / "data"
+
+
+@pytest.fixture()
+def real_env(data_root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("REDPO_DATA_DIR", str(data_root))
+    return data_root
+
+
+# ---- loaders -------------------------------------------------------------------------------------------
+def test_load_knowprompt_jsonl(fx: Path) -> None:
+    samples = data.load_knowprompt_jsonl(fx / "knowprompt_tiny.txt", SEMEVAL)
+    assert len(samples) == 10  # the blank line is skipped, as KnowPrompt does
+    first = samples[0]
+    assert (first.head_name, first.tail_name, first.relation) == ("play", "humor", "Component-Whole(e2,e1)")
+    assert samples[4].tail == (4, 6) and samples[4].tail_name == "old car"
+
+
+def test_knowprompt_types_are_kept(fx: Path) -> None:
+    samples = data.load_knowprompt_jsonl(fx / "tacred_tiny.txt", get_schema("tacred"))
+    assert [(s.head_type, s.tail_type) for s in samples] == [
+        ("ORGANIZATION", "PERSON"),  # top-level subj_type / obj_type
+        ("ORGANIZATION", "DATE"),  # h.type / t.type
+        (None, None),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "needle"),
+    [
+        ("bad_json.txt", "bad_json.txt:2: not valid JSON"),
+        ("span_out_of_range.txt", "span_out_of_range.txt:2: bad entity span"),
+        (
+            "unknown_label.txt",
+            "unknown_label.txt:2: unknown relation 'Causes-Effect(e1,e2)' for dataset 'semeval'",
+        ),
+        ("missing_key.txt", "missing_key.txt:2: missing key 'pos'"),
+        ("no_such_file.txt", "no_such_file.txt: JSONL file not found"),
+    ],
+)
+def test_malformed_knowprompt_files_name_file_line_and_fix(fx: Path, name: str, needle: str) -> None:
+    with pytest.raises(DataError) as err:
+        data.load_knowprompt_jsonl(fx / name, SEMEVAL)
+    message = str(err.value)
+    assert needle in message
+    assert any(word in message for word in ("fix", "check", "run `make data`"))
+
+
+def test_unknown_label_passes_without_schema(fx: Path) -> None:
+    assert data.load_knowprompt_jsonl(fx / "unknown_label.txt")[1].relation == "Causes-Effect(e1,e2)"
+
+
+def test_load_semeval_official_crlf(fx: Path) -> None:
+    raw = (fx / "semeval_official_tiny.TXT").read_bytes()
+    assert b"\r\n" in raw
+    samples = data.load_semeval_official(fx / "semeval_official_tiny.TXT", schema=SEMEVAL)
+    assert [s.meta["id"] for s in samples] == ["1", "2", "3", "4"]
+    assert samples[0].head_name == "configuration" and samples[0].tail_name == "elements"
+    assert samples[0].relation == "Component-Whole(e2,e1)"
+    assert samples[3].tokens[:2] == ("tom", "'s") and samples[3].head_name == "cat"
+    assert not any("\r" in tok for s in samples for tok in s.tokens)
+    cased = data.load_semeval_official(fx / "semeval_official_tiny.TXT", lowercase=False)
+    assert cased[0].tokens[0] == "The"
+
+
+def test_semeval_official_bad_markers(fx: Path) -> None:
+    with pytest.raises(DataError, match=r"semeval_official_bad_markers\.TXT:1: unusable entity markers"):
+        data.load_semeval_official(fx / "semeval_official_bad_markers.TXT")
+
+
+def test_load_fewrel(fx: Path) -> None:
+    schema = get_schema("fewrel", fx)  # fixtures/data/pid2name.json
+    samples = data.load_fewrel(fx / "fewrel_tiny.json", schema)
+    assert [s.relation for s in samples] == ["P177", "P177", "P17", "P17"]
+    assert samples[0].head_name == "Cape Girardeau Bridge"
+    # "\u00a0" dropped and spans shifted; first tail mention overlaps the head, so the second is used
+    assert samples[1].tokens[:2] == ("An", "analysis")
+    assert (samples[1].head_name, samples[1].tail, samples[1].tail_name) == (
+        "Golden Gate Bridge",
+        (9, 11),
+        "Golden Gate",
+    )
+    assert samples[2].tokens == ("Paris", "is", "in", "France", ".") and samples[2].tail_name == "France"
+    assert samples[3].head_name == "New and York"  # non-contiguous [0, 2] is widened to min..max+1
+    assert all(RESample.from_marked(s.to_marked(), s.relation) == s for s in samples)
+
+
+def test_fewrel_errors(fx: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "overlap.json"
+    bad.write_text(
+        json.dumps({"P17": [{"tokens": ["a", "b"], "h": ["a", "Q1", [[0]]], "t": ["a", "Q2", [[0]]]}]})
+    )
+    with pytest.raises(DataError, match=r"overlap\.json: P17\[0\]: every head mention overlaps"):
+        data.load_fewrel(bad)
+    (tmp_path / "pid2name.json").write_text(json.dumps({"P17": ["country", "sovereign state"]}))
+    with pytest.raises(DataError, match=r"fewrel_tiny\.json: relation P177: unknown relation 'P177'"):
+        data.load_fewrel(fx / "fewrel_tiny.json", get_schema("fewrel", tmp_path))
+    bad.write_text('{"P17": [')
+    with pytest.raises(DataError, match=r"overlap\.json:1: not valid JSON"):
+        data.load_fewrel(bad)
+
+
+# ---- marked text round trip ----------------------------------------------------------------------------
+_TOKEN = st.text(
+    alphabet=st.characters(blacklist_categories=("Z", "C"), blacklist_characters="<>"), min_size=1, max_size=6
+)
+
+
+@st.composite
+def _samples(draw: st.DrawFn) -> RESample:
+    tokens = draw(st.lists(_TOKEN, min_size=2, max_size=12))
+    cuts = sorted(draw(st.lists(st.integers(0, len(tokens)), min_size=4, max_size=4)))
+    a, b, c, d = cuts
+    if a == b or c == d:  # need two non-empty, non-overlapping spans
+        a, b, c, d = 0, 1, len(tokens) - 1, len(tokens)
+    first, second = (a, b), (c, d)
+    head, tail = (first, second) if draw(st.booleans()) else (second, first)
+    return RESample(tuple(tokens), head, tail, draw(st.sampled_from(SEMEVAL.labels)))
+
+
+@settings(max_examples=200, deadline=None)
+@given(_samples())
+def test_marked_text_round_trip(sample: RESample) -> None:
+    back = RESample.from_marked(sample.to_marked(), sample.relation)
+    assert back == sample
+    assert RESample.from_json(json.loads(json.dumps(sample.to_json()))) == sample
+
+
+# ---- K-shot ----------------------------------------------------------------------------------------------
+def _knowprompt_reference(lines: list[str], k: int, seeds: list[int]) -> dict[int, str]:
+    """KnowPrompt's generate_k_shot.py as its README describes it, re-derived: load the non-blank lines
+    once; for each seed in turn, reseed NumPy and shuffle that same list in place, group rows by relation
+    in order of appearance, and write the first k rows of each group with json.dumps."""
+    rows = [json.loads(line) for line in lines if line.strip()]
+    out = {}
+    for seed in seeds:
+        np.random.seed(seed)
+        np.random.shuffle(rows)
+        groups: dict[str, list[dict]] = {}
+        for row in rows:
+            groups.setdefault(row["relation"], []).append(row)
+        out[seed] = "".join(json.dumps(r) + "\n" for g in groups.values() for r in g[:k])
+    return out
+
+
+def test_kshot_matches_knowprompt_procedure(fx: Path, tmp_path: Path) -> None:
+    train = fx / "knowprompt_tiny.txt"
+    expected = _knowprompt_reference(train.read_text().splitlines(), k=2, seeds=[1, 2, 3, 4, 5])
+    for seed in (1, 2, 3, 4, 5):
+        target = data.write_kshot(train, tmp_path, k=2, seed=seed)
+        assert target == tmp_path / "k-shot" / f"2-{seed}"
+        assert (target / "train.txt").read_text() == expected[seed]
+    unchained = _knowprompt_reference(train.read_text().splitlines(), k=2, seeds=[3])[3]
+    kept = data.kshot_sample(
+        [json.loads(x) for x in train.read_text().splitlines() if x], 2, 3, chained=False
+    )
+    assert "".join(json.dumps(r) + "\n" for r in kept) == unchained
+
+
+def test_kshot_on_samples_and_counts(fx: Path, tmp_path: Path) -> None:
+    samples = data.load_knowprompt_jsonl(fx / "knowprompt_tiny.txt")
+    picked = data.kshot_sample(samples, k=2, seed=1)
+    assert Counter(s.relation for s in picked) == {
+        "Component-Whole(e2,e1)": 1, "Cause-Effect(e2,e1)": 2, "Other": 2,
+        "Cause-Effect(e1,e2)": 2, "Component-Whole(e1,e2)": 2,
+    }  # fmt: skip
+    rows = [json.loads(x) for x in (fx / "knowprompt_tiny.txt").read_text().splitlines() if x]
+    assert [s.to_json() for s in picked] == data.kshot_sample(rows, 2, 1)  # same rows, same order
+    data.write_kshot(samples, tmp_path, 2, 1)
+    assert data.load_kshot(tmp_path, 2, 1, SEMEVAL) == picked
+    with pytest.raises(DataError, match="write it first"):
+        data.load_kshot(tmp_path, 8, 1)
+
+
+def test_kshot_is_byte_identical_and_copies_siblings(real_env: Path, tmp_path: Path) -> None:
+    train = real_env / "semeval2010_task8/knowprompt_split/train.txt"
+    first = (data.write_kshot(train, tmp_path / "a", 8, 1) / "train.txt").read_bytes()
+    second = data.write_kshot(train, tmp_path / "b", 8, 1)
+    assert (second / "train.txt").read_bytes() == first
+    assert {p.name for p in second.iterdir()} == {
+        "train.txt",
+        "val.txt",
+        "test.txt",
+        "rel2id.json",
+        "temp.txt",
+    }
+    counts = Counter(json.loads(x)["relation"] for x in first.decode().splitlines())
+    assert len(counts) == 18 and set(counts.values()) == {8}  # Entity-Destination(e2,e1) has no train row
+
+
+# ---- real data, splits, subsets ---------------------------------------------------------------------------
+def test_real_semeval_counts(real_env: Path) -> None:
+    profile = load_profile("cpu")
+    info = data.describe_data(profile)
+    assert {s: info["splits"][s]["count"] for s in data.SPLITS} == {"train": 6507, "val": 1493, "test": 2717}
+    assert info["num_labels"] == 19 and info["negative_label"] == "Other"
+    assert info["splits"]["train"]["labels"]["Entity-Destination(e2,e1)"] == 0
+    assert info["splits"]["test"]["labels"]["Entity-Destination(e2,e1)"] == 1
+    assert (
+        info["files"]["semeval2010_task8/knowprompt_split/train.txt"]
+        == data.SEMEVAL_KNOWPROMPT_SHA256["train.txt"]
+    )
+    assert data.data_file_hashes(profile) == info["files"]
+
+
+def test_load_split_relations_filter(real_env: Path) -> None:
+    wanted = ["Other", "Cause-Effect(e1,e2)"]
+    profile = load_profile("cpu", {"dataset.relations": wanted})
+    assert {s.relation for s in data.load_split(profile, "val")} == set(wanted)
+    bad = load_profile("cpu", {"dataset.relations": ["Cause-Effect(e1", "e2)"]})
+    with pytest.raises(DataError, match=r"dataset\.relations .*'Cause-Effect\(e1'.*quote labels"):
+        data.load_split(bad, "train")
+
+
+@pytest.mark.parametrize("name", ["tacred", "tacrev", "retacred"])
+def test_missing_tacred_dir_explains_ldc(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDPO_DATA_DIR", str(tmp_path))
+    with pytest.raises(DataError) as err:
+        data.load_split(load_profile("paper", {"dataset.name": name}), "train")
+    message = str(err.value)
+    assert str(tmp_path / name) in message and "LDC" in message
+    assert (
+        f"$REDPO_DATA_DIR/{name}/" in message and "rel2id.json" in message and "KnowPrompt JSONL" in message
+    )
+
+
+def test_load_split_tacred_from_folder(fx: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDPO_DATA_DIR", str(tmp_path))
+    (tmp_path / "tacrev").mkdir()
+    (tmp_path / "tacrev" / "dev.txt").write_bytes((fx / "tacred_tiny.txt").read_bytes())
+    profile = load_profile("paper", {"dataset.name": "tacrev"})
+    assert len(data.load_split(profile, "val")) == 3  # KnowPrompt's dev.txt name is accepted for val
+    with pytest.raises(DataError, match="LDC"):
+        data.load_split(profile, "test")
+    with pytest.raises(DataError, match="unknown split"):
+        data.load_split(profile, "dev")  # type: ignore[arg-type]
+
+
+def test_missing_semeval_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDPO_DATA_DIR", str(tmp_path))
+    with pytest.raises(DataError, match="run `make data`"):
+        data.load_split(load_profile("cpu"), "train")
+
+
+def test_stratified_subset(fx: Path) -> None:
+    samples = data.load_knowprompt_jsonl(fx / "knowprompt_tiny.txt")  # one label has a single example
+    subset = data.stratified_subset(samples, 5, seed=0)
+    assert len(subset) == 5 and subset == data.stratified_subset(samples, 5, seed=0)
+    assert [samples.index(s) for s in subset] == sorted(samples.index(s) for s in subset)
+    counts = Counter(s.relation for s in subset)
+    assert counts["Cause-Effect(e1,e2)"] >= 1 and counts["Other"] >= 1
+    assert data.stratified_subset(samples, 50, seed=0) == samples
+    assert len(data.stratified_subset(samples, 1, seed=3)) == 1
+
+
+def test_stratified_subset_keeps_proportions(real_env: Path) -> None:
+    test = data.load_split(load_profile("cpu"), "test")
+    subset = data.stratified_subset(test, 500, seed=1)
+    full, part = Counter(s.relation for s in test), Counter(s.relation for s in subset)
+    assert len(subset) == 500
+    assert all(abs(part[lab] - 500 * n / len(test)) < 1 for lab, n in full.items())
+    assert subset != data.stratified_subset(test, 500, seed=2)
+
+
+# ---- fetching ---------------------------------------------------------------------------------------------
+def test_fetch_from_mirror_is_idempotent(fx: Path, tmp_path: Path) -> None:
+    mirror = tmp_path / "mirror"
+    (mirror / "semeval2010_task8" / "knowprompt_split").mkdir(parents=True)
+    (mirror / "fewrel").mkdir()
+    (mirror / "semeval2010_task8/knowprompt_split/train.txt").write_bytes(
+        (fx / "knowprompt_tiny.txt").read_bytes()
+    )
+    (mirror / "fewrel/val_wiki.json").write_bytes((fx / "fewrel_tiny.json").read_bytes())
+    dest = tmp_path / "data"
+    assert all(line.startswith("copied") for line in data.fetch_data(dest, mirror))
+    assert all(line.startswith("unchanged") for line in data.fetch_data(dest, mirror))
+    (dest / "fewrel/val_wiki.json").write_text("{}")
+    assert sum(line.startswith("copied") for line in data.fetch_data(dest, mirror)) == 1
+    with pytest.raises(DataError, match=r"mirror lacks semeval2010_task8, fewrel/"):
+        data.fetch_data(dest, mirror / "semeval2010_task8")
+
+
+def test_fetch_download_checks_hash_and_reports_offline(real_env: Path, tmp_path: Path) -> None:
+    source = real_env / "semeval2010_task8/knowprompt_split"
+    urls: list[str] = []
+
+    def fake_open(url: str, timeout: float) -> io.BytesIO:
+        urls.append(url)
+        return io.BytesIO((source / url.rsplit("/", 1)[1]).read_bytes())
+
+    log = data.fetch_data(tmp_path, opener=fake_open)
+    assert len(log) == 4 and all(line.startswith("downloaded") for line in log)
+    assert all(data.KNOWPROMPT_COMMIT in u and "zjunlp/KnowPrompt" in u for u in urls)
+    assert all(line.startswith("unchanged") for line in data.fetch_data(tmp_path, opener=fake_open))
+
+    def offline(url: str, timeout: float) -> io.BytesIO:
+        raise urllib.error.URLError("Name or service not known")
+
+    with pytest.raises(DataError, match=r"cannot download .*offline"):
+        data.fetch_data(tmp_path / "fresh", opener=offline)
+    with pytest.raises(DataError, match="sha256"):
+        data.fetch_data(tmp_path / "bad", opener=lambda url, timeout: io.BytesIO(b"nope"))
