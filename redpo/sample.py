@@ -14,7 +14,7 @@ from typing import Any
 
 HEAD_OPEN, HEAD_CLOSE, TAIL_OPEN, TAIL_CLOSE = "<e1>", "</e1>", "<e2>", "</e2>"
 MARKERS = (HEAD_OPEN, HEAD_CLOSE, TAIL_OPEN, TAIL_CLOSE)
-_MARKER_RE = re.compile(r"(</?e[12]>)")
+MARKER_RE = re.compile(r"(</?e[12]>)")
 
 
 class MarkedTextError(ValueError):
@@ -118,7 +118,7 @@ class RESample:
         ``from_marked(s.to_marked())`` lossless); the LLM parser passes a word tokenizer instead.
         """
         split = tokenize or str.split
-        pieces = _MARKER_RE.split(text)
+        pieces = MARKER_RE.split(text)
         counts = {m: pieces.count(m) for m in MARKERS}
         if not any(counts.values()):
             raise MarkedTextError("no_markers")

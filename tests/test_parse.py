@@ -1,0 +1,208 @@
+"""Parsing LLM replies: decorations stripped, each validity rule fires with its reason, never raises."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from redpo import parse
+from redpo.prompts import demo_text
+from redpo.relations import RelationSchema, get_schema
+from redpo.sample import RESample
+
+REL = "Cause-Effect(e1,e2)"
+SEMEVAL = get_schema("semeval")
+TYPED = RelationSchema(
+    dataset="toy",
+    labels=("per:city_of_birth", "no_relation"),
+    negative_label="no_relation",
+    explanations={"per:city_of_birth": "born in", "no_relation": "none"},
+    entity_types=("PERSON", "CITY"),
+)
+GOOD = "the <e1>storm</e1> caused severe <e2>flooding</e2> in the valley ."
+DEMO = RESample.from_marked("the <e1>virus</e1> triggered a massive <e2>outbreak</e2> last year .", REL)
+
+
+def _parse(text: str, **kw) -> parse.ParseResult:
+    return parse.parse_response(text, REL, SEMEVAL, **kw)
+
+
+def _reasons(result: parse.ParseResult) -> list[str]:
+    return [r.reason for r in result.rejects]
+
+
+def test_plain_marked_line_parses_to_spans_and_relation() -> None:
+    (sample,) = _parse(GOOD).valid
+    assert sample.relation == REL
+    assert sample.head_name == "storm" and sample.tail_name == "flooding"
+    assert sample.tokens[-1] == "."
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        f"1. {GOOD}",
+        f"2) {GOOD}",
+        f"(3) {GOOD}",
+        f"- {GOOD}",
+        f"* {GOOD}",
+        f"Sample 3: {GOOD}",
+        f"**Example 2:** {GOOD}",
+        f'"{GOOD}"',
+        f'4. "{GOOD}"',
+        f"Relation: {REL} | {GOOD}",
+        f"Relation: Cause-Effect(e1, e2) | Context: {GOOD}",
+        GOOD.replace("<e1>", "<E1>").replace("</e2>", "</ e2 >"),
+    ],
+)
+def test_decorations_are_stripped(line: str) -> None:
+    result = _parse(line)
+    assert [s.to_marked() for s in result.valid] == [GOOD], result.rejects
+
+
+def test_tokenizes_punctuation_and_lowercases_for_semeval() -> None:
+    (sample,) = _parse("The <e1>Storm's</e1> winds caused <e2>damage</e2>, sadly.").valid
+    assert sample.tokens == ("the", "storm", "'s", "winds", "caused", "damage", ",", "sadly", ".")
+    assert sample.head == (1, 3)
+    (cased,) = parse.parse_response(
+        "Head type: person | Tail type: CITY | <e1>Ann</e1> was born in <e2>Rome</e2>.",
+        "per:city_of_birth",
+        TYPED,
+    ).valid
+    assert cased.tokens[0] == "Ann" and (cased.head_type, cased.tail_type) == ("PERSON", "CITY")
+
+
+def test_demo_text_round_trips_through_the_parser() -> None:
+    """What the prompt shows is what the parser reads back: same tokens, same spans."""
+    (back,) = _parse(demo_text(DEMO, SEMEVAL)).valid
+    assert back == DEMO
+    quoted = RESample.from_marked("ovens with a `` fail safe '' <e1>lock</e1> and a <e2>timer</e2> .", REL)
+    assert _parse(demo_text(quoted, SEMEVAL)).valid == [quoted]
+
+
+def test_real_semeval_demonstrations_round_trip(data_root: Path) -> None:
+    """Gold rows shown as demonstrations parse back to themselves (bar gold rows with head == tail text)."""
+    path = data_root / "semeval2010_task8" / "knowprompt_split" / "train.txt"
+    with path.open() as f:
+        rows = [RESample.from_json(json.loads(line)) for line, _ in zip(f, range(600), strict=False)]
+    kept = [r for r in rows if r.head_name != r.tail_name]
+    back = [
+        parse.parse_response(demo_text(r, SEMEVAL), r.relation, SEMEVAL, max_tokens=200).valid for r in kept
+    ]
+    assert sum(b == [r] for b, r in zip(back, kept, strict=True)) >= 0.99 * len(kept)
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        ("1. the storm caused severe flooding in the valley .", "no_markers"),
+        ("the <e1>storm caused severe <e2>flooding</e2> .", "malformed_markers"),
+        ("the <e1>storm</e1> caused <e1>rain</e1> and <e2>flooding</e2> .", "malformed_markers"),
+        ("the <e1><e2>storm</e2></e1> caused floods .", "malformed_markers"),
+        ("the <e1> </e1> caused severe <e2>flooding</e2> .", "empty_entity"),
+        ("the <e1>storm</e1> caused another <e2>Storm</e2> .", "same_entity"),
+        ("<e1>storm</e1> <e2>flood</e2>", "too_short"),
+        ("the <e1>storm</e1> caused <e2>flooding</e2> " + "and more " * 40, "too_long"),
+        (f"Relation: Cause-Effect(e2,e1) | {GOOD}", "wrong_relation"),
+        (f"Relation: Other | {GOOD}", "wrong_relation"),
+    ],
+)
+def test_each_rule_rejects_with_its_reason(line: str, reason: str) -> None:
+    result = _parse(line)
+    assert result.valid == []
+    assert _reasons(result) == [reason]
+    assert result.rejects[0].text == line
+
+
+def test_bad_or_missing_types_on_typed_dataset() -> None:
+    def reasons(line: str) -> list[str]:
+        return _reasons(parse.parse_response(line, "per:city_of_birth", TYPED))
+
+    assert reasons("Head type: PERSON | Tail type: PLANET | <e1>ann</e1> was born on <e2>mars</e2> .") == [
+        "bad_type"
+    ]
+    assert reasons("<e1>ann</e1> was born in <e2>rome</e2> .") == ["bad_type"]
+    assert _reasons(_parse(GOOD)) == []  # untyped SemEval never checks types
+
+
+def test_copies_and_duplicates() -> None:
+    text = "\n".join(
+        [
+            f"1. {DEMO.to_marked().replace('the ', 'The ')}",  # a demo modulo case -> copy_of_demo
+            f"2. {GOOD}",
+            f"3. {GOOD.replace(' .', '')}",  # same modulo punctuation -> duplicate
+            f"4. {GOOD.replace('storm', 'hurricane')}",  # other entity -> not an exact copy
+        ]
+    )
+    result = _parse(text, demos=[DEMO])
+    assert _reasons(result) == ["copy_of_demo", "duplicate"]
+    assert [s.head_name for s in result.valid] == ["storm", "hurricane"]
+    previous = _parse(GOOD).valid
+    assert _reasons(_parse(GOOD, previous=previous)) == ["duplicate"]
+
+
+def test_chatter_is_ignored_but_a_reply_without_samples_is_one_reject() -> None:
+    result = _parse(f"Here are 2 new samples:\n\n1. {GOOD}\nI hope these help!")
+    assert len(result.valid) == 1 and result.rejects == []
+    assert result.chatter == ["Here are 2 new samples:", "I hope these help!"]
+    nothing = _parse("Sorry, I cannot do that.")
+    assert nothing.valid == [] and _reasons(nothing) == ["no_markers"]
+    assert _reasons(_parse("")) == ["no_markers"]
+
+
+def test_expect_one_takes_the_first_marked_line_only() -> None:
+    other = GOOD.replace("storm", "drought").replace("flooding", "famine")
+    result = _parse(f"Sure! Here is one:\n{GOOD}\n{other}", expect="one")
+    assert [s.head_name for s in result.valid] == ["storm"] and result.rejects == []
+    assert _reasons(_parse("the storm caused floods .", expect="one")) == ["no_markers"]
+
+
+def test_reason_constants_cover_the_brief() -> None:
+    assert set(parse.REASONS) == {
+        "no_markers",
+        "malformed_markers",
+        "empty_entity",
+        "same_entity",
+        "copy_of_demo",
+        "duplicate",
+        "wrong_relation",
+        "too_short",
+        "too_long",
+        "bad_type",
+    }
+    assert _parse(f"1. {GOOD}\n2. <e1>a</e1> <e2>b</e2>").reason_counts() == {"too_short": 1}
+
+
+def test_near_copy_score_ignores_entities_and_sees_rewrites() -> None:
+    swapped = RESample.from_marked(
+        "the <e1>fire</e1> triggered a massive <e2>evacuation</e2> last year .", REL
+    )
+    different = RESample.from_marked("heavy <e1>rain</e1> over the weekend led to <e2>landslides</e2> .", REL)
+    assert parse.near_copy_score(swapped, [DEMO]) == 1.0
+    assert parse.is_near_copy(swapped, [different, DEMO])
+    assert parse.near_copy_score(different, [DEMO]) < 0.5
+    assert not parse.is_near_copy(different, [DEMO])
+    assert parse.near_copy_score(different, []) == 0.0
+    # 9 masked tokens vs 8 (one word dropped): ratio = 2*8/17
+    shorter = RESample.from_marked("the <e1>fire</e1> triggered a <e2>evacuation</e2> last year .", REL)
+    assert parse.near_copy_score(shorter, [DEMO]) == pytest.approx(16 / 17)
+
+
+_PIECES = [*"ab |:.\"'-*1()\n<>/e2", "<e1>", "</e1>", "<e2>", "</e2>", "Relation: ", "Sample 2: ", " | "]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.sampled_from(_PIECES), max_size=40).map("".join) | st.text(max_size=60),
+    st.sampled_from(["one", "many"]),
+)
+def test_never_raises(text: str, expect: str) -> None:
+    result = parse.parse_response(text, REL, SEMEVAL, demos=[DEMO], expect=expect)  # type: ignore[arg-type]
+    assert result.valid or result.rejects
+    assert all(r.reason in parse.REASONS for r in result.rejects)
+    typed = parse.parse_response(text, "per:city_of_birth", TYPED, expect=expect)  # type: ignore[arg-type]
+    assert typed.valid or typed.rejects
