@@ -1,0 +1,56 @@
+# redpo: every user-facing command. `make setup` once, then `make test` / `make reproduce PROFILE=cpu`.
+PYTHON ?= .venv/bin/python
+PROFILE ?= cpu
+TORCH_SPEC ?= torch==2.13.0
+TORCH_PIP_ARGS ?=
+REDPO_DATA_MIRROR ?= ../shared/data
+MIRROR ?= $(REDPO_DATA_MIRROR)
+KERNEL ?= redpo
+NOTEBOOKS := $(wildcard notebooks/*.ipynb)
+STAMP := .venv/.redpo-installed
+
+# Pass --mirror only when the mirror exists; otherwise `redpo data --fetch` downloads the pinned files.
+MIRROR_ARG := $(if $(wildcard $(MIRROR)),--mirror $(MIRROR))
+
+.PHONY: setup data test reproduce lab strip lint clean
+
+# A non-default PYTHON (e.g. a conda env from environment.yml) is used as it is: no .venv is built.
+ifeq ($(PYTHON),.venv/bin/python)
+setup: $(STAMP)
+else
+setup:
+	@echo "PYTHON=$(PYTHON): using that environment as it is (no .venv)"
+endif
+
+# torch goes in first, on its own, so resolving the rest never pulls a CUDA build; the stamp makes a
+# second `make setup` a no-op until pyproject.toml changes.
+$(STAMP): pyproject.toml
+	test -x .venv/bin/python || python3 -m venv .venv
+	.venv/bin/python -m pip install --quiet --quiet --upgrade pip
+	.venv/bin/python -m pip install --quiet --quiet $(TORCH_PIP_ARGS) '$(TORCH_SPEC)'
+	.venv/bin/python -m pip install --quiet --quiet -e '.[dev]'
+	.venv/bin/python -m ipykernel install --user --name $(KERNEL) --display-name "$(KERNEL)"
+	touch $@
+
+data: setup
+	$(PYTHON) -m redpo data --fetch $(MIRROR_ARG)
+
+test: data
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m pytest
+
+reproduce: setup
+	$(PYTHON) -m redpo run --profile $(PROFILE)
+
+lab: setup
+	$(PYTHON) -m jupyter lab notebooks/
+
+strip: setup
+	$(PYTHON) -m nbstripout --keep-id $(NOTEBOOKS)
+
+lint: setup
+	$(PYTHON) -m ruff check .
+
+clean:
+	rm -rf .pytest_cache .ruff_cache .hypothesis results/smoke
+	find . -path ./.venv -prune -o -name __pycache__ -type d -exec rm -rf {} +

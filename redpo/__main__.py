@@ -1,0 +1,206 @@
+"""``python -m redpo run|data|models|bench``: the command line over the runner, data layer and model registry.
+
+Expected failures (bad profile or override, missing data, unknown model, failing notebook) print one line
+naming the cause and exit non-zero without a traceback; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from redpo.config import ConfigError, available_profiles, data_dir, load_profile, parse_override
+from redpo.results import ResultsDir, write_json
+
+EXIT_USAGE = 2
+EXIT_FAILED = 1
+
+BENCHMARKS: dict[str, str] = {
+    "generation": "redpo.bench:bench_generation",
+}
+"""``python -m redpo bench NAME`` -> ``"module:function"``, imported only when that benchmark runs.
+
+The function takes ``(profile: Profile, results: ResultsDir)`` and returns a JSON-safe dict, which the CLI
+prints and saves as ``metrics/bench_NAME.json``. Register one by adding a line here.
+"""
+
+
+# ---- helpers --------------------------------------------------------------------------------------------
+def parse_overrides(items: Sequence[str] | None) -> dict[str, Any]:
+    """``-p key=value`` items -> ``{key: value}``; a later item wins over an earlier one."""
+    return dict(parse_override(item) for item in items or [])
+
+
+def format_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Plain aligned columns: readable in a terminal and in CI logs without extra dependencies."""
+    if not rows:
+        return "(empty)"
+    cols = list(dict.fromkeys(k for row in rows for k in row))
+    cells = [[_cell(row.get(c, "")) for c in cols] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(cols)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    """Lists show their first item and a count, so a multi-part wheel list does not flood the table."""
+    if isinstance(value, (list, tuple)):
+        if len(value) > 1:
+            return f"{value[0]} (+{len(value) - 1} more)"
+        return str(value[0]) if value else ""
+    return str(value)
+
+
+def expected_errors() -> tuple[type[BaseException], ...]:
+    """Errors that are the user's to fix. A module that was never imported cannot have raised its error,
+    so only loaded ones are consulted (importing ``redpo.models`` just to catch its error costs ~10 s)."""
+    from redpo.runner import RunnerError
+
+    errors: list[type[BaseException]] = [ConfigError, RunnerError]
+    for module, name in (("redpo.data", "DataError"), ("redpo.models", "ModelError")):
+        if module in sys.modules:
+            errors.append(getattr(sys.modules[module], name))
+    return tuple(errors)
+
+
+# ---- commands ---------------------------------------------------------------------------------------------
+def cmd_run(args: argparse.Namespace) -> int:
+    from redpo.runner import run
+
+    only = [n for part in args.only or [] for n in part.split(",")]
+    run(
+        args.profile,
+        parse_overrides(args.param),
+        only=only,
+        results_dir=args.results_dir,
+        notebooks_dir=args.notebooks_dir,
+        progress=not args.no_progress,
+    )
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from redpo.data import default_mirror, describe_data, fetch_data
+
+    if args.fetch:
+        mirror = args.mirror or default_mirror()
+        log = fetch_data(data_dir(), mirror)
+        done = Counter(line.split(" ", 1)[0] for line in log)
+        print(
+            f"data from {mirror or 'the pinned download'} into {data_dir()}: "
+            + ", ".join(f"{n} {what}" for what, n in sorted(done.items()))
+        )
+    profile = load_profile(args.profile, parse_overrides(args.param))
+    info = describe_data(profile)
+    print(f"dataset {info['dataset']} at {info['path']}")
+    rows = [
+        {"split": split, "samples": f"{s['count']:,}" if "count" in s else "missing"}
+        for split, s in info["splits"].items()
+    ]
+    print(format_table(rows))
+    print(f"{info['num_labels']} labels (negative: {info['negative_label']})")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from redpo.models import prepare, registry_table
+
+    if args.prepare:
+        info = prepare(args.prepare)
+        row = {"name": info.name, "source": info.source, "sha256": info.sha256, "path": info.path}
+        print(format_table([row]))
+    else:
+        print(format_table(registry_table()))
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    module, _, func = BENCHMARKS[args.bench].partition(":")
+    bench: Callable[..., dict[str, Any]] = getattr(importlib.import_module(module), func)
+    profile = load_profile(args.profile, parse_overrides(args.param))
+    results = ResultsDir(profile, root=Path(args.results_dir) if args.results_dir else None)
+    report = bench(profile, results)
+    path = write_json(results.metrics / f"bench_{args.bench}.json", report)
+    print(json.dumps(report, indent=2, sort_keys=True))
+    print(f"saved {path}", file=sys.stderr)
+    return 0
+
+
+# ---- parser ---------------------------------------------------------------------------------------------
+def add_profile_args(p: argparse.ArgumentParser, default: str = "cpu") -> None:
+    p.add_argument(
+        "--profile", default=default, help=f"profile name ({', '.join(available_profiles())}) or a YAML path"
+    )
+    p.add_argument(
+        "-p",
+        "--param",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a profile field, dotted, YAML value (repeatable): -p fewshot.k=[8,16]",
+    )
+
+
+def add_results_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--results-dir", help="results root (default: REDPO_RESULTS_DIR or ./results)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m redpo", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="execute the numbered notebooks with papermill")
+    add_profile_args(run)
+    add_results_arg(run)
+    run.add_argument("--only", action="append", metavar="NN[,NN]", help="run only these notebooks, e.g. 00,02")
+    run.add_argument("--notebooks-dir", type=Path, help="folder of NN_*.ipynb (default: notebooks/)")
+    run.add_argument("--no-progress", action="store_true", help="hide papermill's per-cell progress bar")
+    run.set_defaults(func=cmd_run)
+
+    data = sub.add_parser("data", help="fetch the data and print split sizes and labels")
+    add_profile_args(data)
+    data.add_argument("--fetch", action="store_true", help="copy (or download) the datasets into REDPO_DATA_DIR")
+    data.add_argument("--mirror", help="folder to fetch from (default: REDPO_DATA_MIRROR or ../shared/data)")
+    data.set_defaults(func=cmd_data)
+
+    models = sub.add_parser("models", help="print the model registry, or prepare one model")
+    models.add_argument("--prepare", metavar="NAME", help="resolve/convert/build NAME and print its sha256")
+    models.set_defaults(func=cmd_models)
+
+    bench = sub.add_parser(
+        "bench",
+        help="micro-benchmarks registered by other modules",
+        description=f"registered: {', '.join(BENCHMARKS) or 'none yet'} (see BENCHMARKS in redpo/__main__.py)",
+    )
+    bench_sub = bench.add_subparsers(dest="bench", required=True, metavar="NAME")
+    for name, target in BENCHMARKS.items():
+        b = bench_sub.add_parser(name, help=f"run {target}")
+        add_profile_args(b)
+        add_results_arg(b)
+        b.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from redpo.runner import NotebookFailed
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except NotebookFailed as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    except expected_errors() as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""The few lines every notebook starts with, kept here so the notebooks stay thin and identical in setup.
+
+A notebook's ``parameters`` cell holds ``profile``, ``results_dir`` and ``overrides``; papermill (or a person
+in JupyterLab) sets them, and :func:`setup` turns them into a validated profile and its results folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from redpo.config import Profile, load_profile
+from redpo.results import ResultsDir
+
+FIGURE_FORMATS = ("png", "pdf")
+
+
+def setup(
+    profile: str = "cpu", results_dir: str = "", overrides: dict[str, Any] | None = None
+) -> tuple[Profile, ResultsDir]:
+    """Load the profile (with overrides) and its ``<results_dir>/<profile>/`` folder; set the plot style.
+
+    ``results_dir`` is the results *root* (like ``REDPO_RESULTS_DIR``); empty means the default root, so a
+    notebook opened by hand writes to the same place ``make reproduce`` does.
+    """
+    prof = load_profile(profile, overrides or {})
+    results = ResultsDir(prof, root=Path(results_dir) if results_dir else None)
+    set_style()
+    return prof, results
+
+
+def set_style() -> None:
+    """One seaborn style for every figure, so plots from different notebooks look alike."""
+    import seaborn as sns
+
+    sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
+
+
+def save_figure(fig: Any, results: ResultsDir, name: str) -> list[Path]:
+    """Save a matplotlib figure as PNG and PDF under ``figures/``: PNG for the README, PDF for papers."""
+    paths = []
+    for fmt in FIGURE_FORMATS:
+        path = results.figures / f"{name}.{fmt}"
+        fig.savefig(path, bbox_inches="tight", dpi=150)
+        paths.append(path)
+    return paths

@@ -1,0 +1,90 @@
+"""Profiles load, and bad keys/values fail with a message naming the key and the file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from redpo.config import ConfigError, available_profiles, load_profile, parse_override
+
+
+@pytest.mark.parametrize("name", available_profiles())
+def test_every_shipped_profile_loads(name: str) -> None:
+    profile = load_profile(name)
+    assert profile.name == name
+    assert profile.fewshot.k and profile.fewshot.seeds
+
+
+def test_shipped_profiles_are_the_documented_ones() -> None:
+    assert {"smoke", "cpu", "paper"} <= set(available_profiles())
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "mine.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_unknown_key_names_key_and_file(tmp_path: Path) -> None:
+    path = _write(tmp_path, "dataset:\n  nmae: semeval\n")
+    with pytest.raises(ConfigError) as err:
+        load_profile(path)
+    assert "dataset.nmae" in str(err.value)
+    assert str(path) in str(err.value)
+
+
+def test_bad_value_names_key_and_file(tmp_path: Path) -> None:
+    path = _write(tmp_path, "generation:\n  n_per_relation: 0\n")
+    with pytest.raises(ConfigError) as err:
+        load_profile(path)
+    assert "generation.n_per_relation" in str(err.value)
+    assert str(path) in str(err.value)
+
+
+def test_bad_override_value_names_key_and_profile_file() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_profile("smoke", {"fewshot.k": [0]})
+    assert "fewshot.k" in str(err.value)
+    assert "smoke.yaml" in str(err.value)
+
+
+def test_unknown_profile_lists_available() -> None:
+    with pytest.raises(ConfigError, match=r"available: .*cpu"):
+        load_profile("nosuchprofile")
+
+
+def test_dotted_overrides_reach_nested_sections() -> None:
+    profile = load_profile(
+        "smoke",
+        dict(map(parse_override, ["generation.n_per_relation=5", "generator.sampling.temperature=0.7"])),
+    )
+    assert profile.generation.n_per_relation == 5
+    assert profile.generator.sampling.temperature == pytest.approx(0.7)
+    assert profile.generator.model == load_profile("smoke").generator.model  # siblings untouched
+
+
+def test_override_replaces_a_nested_list() -> None:
+    overrides = dict(map(parse_override, ["dpo.lora.target_modules=[q_proj, v_proj]", "fewshot.k=[8,16]"]))
+    profile = load_profile("cpu", overrides)
+    assert profile.dpo.lora.target_modules == ["q_proj", "v_proj"]
+    assert profile.fewshot.k == [8, 16]
+
+
+def test_override_into_a_value_is_an_error() -> None:
+    with pytest.raises(ConfigError, match="'name' is a value, not a section"):
+        load_profile("smoke", {"dataset.name.x": 1})
+
+
+@pytest.mark.parametrize("text", ["no_equals", "=5", ""])
+def test_malformed_override_says_the_form(text: str) -> None:
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_override(text)
+
+
+def test_override_values_are_yaml_scalars() -> None:
+    assert parse_override("a.b=3") == ("a.b", 3)
+    assert parse_override("a.b=0.5") == ("a.b", 0.5)
+    assert parse_override("a.b=true") == ("a.b", True)
+    assert parse_override("a.b=null") == ("a.b", None)
+    assert parse_override("a.b=text") == ("a.b", "text")

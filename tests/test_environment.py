@@ -1,0 +1,50 @@
+"""environment.yml (conda) and the Makefile's torch pin must say what pyproject.toml says."""
+
+from __future__ import annotations
+
+import re
+
+import tomllib
+import yaml
+
+from redpo.config import REPO_ROOT
+
+
+def _pyproject_deps() -> list[str]:
+    with (REPO_ROOT / "pyproject.toml").open("rb") as f:
+        return tomllib.load(f)["project"]["dependencies"]
+
+
+def _conda_pip_deps() -> list[str]:
+    env = yaml.safe_load((REPO_ROOT / "environment.yml").read_text())
+    pip_sections = [d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d]
+    assert len(pip_sections) == 1, "environment.yml needs exactly one pip: section"
+    return pip_sections[0]
+
+
+def _normalize(req: str) -> str:
+    return re.sub(r"\s+", "", req).lower()
+
+
+def test_conda_pip_list_matches_pyproject() -> None:
+    pip = _conda_pip_deps()
+    assert "-e .[dev]" in pip, "environment.yml must install the package itself with `-e .[dev]`"
+    conda = sorted(_normalize(r) for r in pip if not r.startswith("-e"))
+    project = sorted(_normalize(r) for r in _pyproject_deps())
+    assert conda == project, (
+        f"only in environment.yml: {sorted(set(conda) - set(project))}; "
+        f"only in pyproject.toml: {sorted(set(project) - set(conda))}"
+    )
+
+
+def test_conda_python_is_pinned() -> None:
+    env = yaml.safe_load((REPO_ROOT / "environment.yml").read_text())
+    assert "python=3.11" in env["dependencies"]
+
+
+def test_makefile_torch_pin_matches_pyproject() -> None:
+    torch = [r for r in _pyproject_deps() if re.match(r"torch\b", r)]
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    pin = re.search(r"^TORCH_SPEC \?= (\S+)$", makefile, re.MULTILINE)
+    assert pin, "Makefile lost its TORCH_SPEC line"
+    assert [_normalize(pin.group(1))] == [_normalize(t) for t in torch]

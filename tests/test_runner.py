@@ -1,0 +1,130 @@
+"""The runner end to end: the smoke profile through notebook 00, and a failing notebook stopping the run."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from redpo.__main__ import BENCHMARKS, format_table, parse_overrides
+from redpo.manifest import load_manifest, output_files
+from redpo.runner import RunnerError, discover
+
+
+def redpo_cli(*args: str, data_root: Path, results: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "REDPO_RESULTS_DIR": str(results), "REDPO_DATA_DIR": str(data_root)}
+    return subprocess.run([sys.executable, "-m", "redpo", *args], capture_output=True, text=True, env=env, timeout=900)
+
+
+def write_notebook(path: Path, *sources: str) -> Path:
+    """A minimal notebook honouring the contract: typed ``parameters`` cell first, then ``sources``."""
+    params = nbformat.v4.new_code_cell(
+        'profile: str = "cpu"\nresults_dir: str = ""\noverrides: dict = {}', metadata={"tags": ["parameters"]}
+    )
+    nb = nbformat.v4.new_notebook(cells=[params, *(nbformat.v4.new_code_cell(s) for s in sources)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+@pytest.mark.slow
+def test_smoke_runs_notebook_00(data_root: Path, results_tmp: Path) -> None:
+    proc = redpo_cli(
+        "run", "--profile", "smoke", "--only", "00", "--no-progress", data_root=data_root, results=results_tmp
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = results_tmp / "smoke"
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    entry = manifest["notebooks"]["00_data.ipynb"]
+    assert entry["status"] == "succeeded" and entry["seconds"] > 0 and entry["error"] is None
+    assert (run_dir / "notebooks" / "00_data.ipynb").is_file()
+    assert manifest["profile"] == "smoke" and manifest["profile_config"]["fewshot"]["k"] == [4]
+    assert manifest["data_files"] and manifest["environment"]["packages"]["papermill"]
+    assert set(manifest["git"]) == {"commit", "dirty"}
+    kshot = [p for p in (run_dir / "kshot").rglob("*") if p.is_file()]
+    assert kshot, "notebook 00 wrote no K-shot split"
+    assert json.loads((run_dir / "metrics" / "data.json").read_text())
+    listed = manifest["files"]
+    assert "notebooks/00_data.ipynb" in listed and "metrics/data.json" in listed
+    assert all(len(f["sha256"]) == 64 for f in listed.values())
+
+
+def test_failing_notebook_stops_the_run_and_is_named(data_root: Path, results_tmp: Path, tmp_path: Path) -> None:
+    nbdir = tmp_path / "nbs"
+    nbdir.mkdir()
+    write_notebook(nbdir / "00_ok.ipynb", "x = 1")
+    write_notebook(nbdir / "01_boom.ipynb", "y = 2", "raise ValueError('the data is upside down')")
+    write_notebook(nbdir / "02_never.ipynb", "open('ran.txt', 'w').write('should not run')")
+    proc = redpo_cli(
+        "run",
+        "--profile",
+        "smoke",
+        "--notebooks-dir",
+        str(nbdir),
+        "-p",
+        "seed=7",
+        "--no-progress",
+        data_root=data_root,
+        results=results_tmp,
+    )
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    # In [4]: the executed copy's numbering (its own parameters cell, papermill's injected one, y = 2, raise)
+    assert "01_boom.ipynb" in last and "ValueError: the data is upside down" in last and "cell In [4]" in last
+    assert "Traceback" not in proc.stderr
+    manifest = load_manifest(results_tmp / "smoke")
+    assert manifest["overrides"] == {"seed": 7}
+    assert manifest["notebooks"]["00_ok.ipynb"]["status"] == "succeeded"
+    assert manifest["notebooks"]["01_boom.ipynb"]["status"] == "failed"
+    assert "02_never.ipynb" not in manifest["notebooks"]
+    assert not (nbdir / "ran.txt").exists()
+    assert (results_tmp / "smoke" / "notebooks" / "01_boom.ipynb").is_file()
+
+
+def test_bad_override_is_one_clean_line(data_root: Path, results_tmp: Path) -> None:
+    proc = redpo_cli("run", "--profile", "smoke", "-p", "fewshot.k=[0]", data_root=data_root, results=results_tmp)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: ") and "fewshot.k" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_discover_orders_and_filters(tmp_path: Path) -> None:
+    for name in ("10_late", "02_b", "00_a", "notes"):
+        write_notebook(tmp_path / f"{name}.ipynb")
+    assert [p.name for p in discover(tmp_path)] == ["00_a.ipynb", "02_b.ipynb", "10_late.ipynb"]
+    assert [p.name for p in discover(tmp_path, ["2", "10"])] == ["02_b.ipynb", "10_late.ipynb"]
+    with pytest.raises(RunnerError, match="--only 07: no such notebook"):
+        discover(tmp_path, ["07"])
+
+
+def test_output_files_skip_cache_and_manifest(tmp_path: Path) -> None:
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "big.bin").write_bytes(b"x" * 10)
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics" / "m.json").write_text("{}")
+    (tmp_path / "manifest.json").write_text("{}")
+    files = output_files(tmp_path)
+    assert list(files) == ["metrics/m.json"] and files["metrics/m.json"]["bytes"] == 2
+
+
+@pytest.mark.parametrize("name", sorted(BENCHMARKS))
+def test_registered_benchmarks_exist(name: str) -> None:
+    """Checked by parsing, not importing: a benchmark module may pull in torch and transformers."""
+    module, _, func = BENCHMARKS[name].partition(":")
+    spec = importlib.util.find_spec(module)
+    assert spec and spec.origin, f"bench {name}: no module {module}"
+    tree = ast.parse(Path(spec.origin).read_text())
+    assert func in {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}, f"bench {name}: no {func}"
+
+
+def test_cli_helpers() -> None:
+    assert parse_overrides(["a.b=1", "c=[x, y]", "a.b=2"]) == {"a.b": 2, "c": ["x", "y"]}
+    table = format_table([{"name": "m", "size": 3}, {"name": "longer", "size": None}])
+    assert table.splitlines()[0].split() == ["name", "size"] and "longer" in table
