@@ -81,6 +81,26 @@ class FewShotConfig(_Strict):
         return v
 
 
+class TinyFitConfig(_Strict):
+    """Smoke only: fit a tiny random Llama on real (prompt -> gold sample) pairs so it emits marker-shaped text.
+
+    A fixed step count (not a wall-time budget) keeps the fitted model identical on any machine.
+    """
+
+    steps: int = Field(0, ge=0)
+    """Optimiser steps; 0 disables fitting and loads ``generator.model`` as named."""
+    examples: int = Field(400, ge=1)
+    vocab_size: int = Field(1000, ge=300)
+    hidden: int = Field(128, ge=16)
+    layers: int = Field(2, ge=1)
+    learning_rate: float = Field(5e-3, gt=0)
+    batch_size: int = Field(8, ge=1)
+    max_length: int = Field(192, ge=32)
+    """Fitting sees only the prompt's tail (last demonstrations, instruction, assistant turn): cheaper steps."""
+    threads: int = Field(1, ge=1)
+    """A sub-million-parameter model gains nothing from intra-op threads and loses a lot to oversubscription."""
+
+
 class GeneratorConfig(_Strict):
     """The generator LLM: a registry name, hub id or local path, plus batching and decoding."""
 
@@ -89,9 +109,7 @@ class GeneratorConfig(_Strict):
     batch_size: int = Field(19, ge=1)
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
     sampling: SamplingConfig = SamplingConfig()
-    fit_seconds: float = Field(0.0, ge=0.0)
-    """Smoke only: fit the tiny random model this long on real prompt -> sample pairs so it emits markers."""
-    fit_examples: int = Field(400, ge=1)
+    fit: TinyFitConfig = TinyFitConfig()
 
 
 class GenerationConfig(_Strict):
@@ -114,6 +132,8 @@ class GenerationConfig(_Strict):
     arms: list[str] = Field(
         default_factory=lambda: ["baseline", "aao", "aao_nodiv", "obo", "obo_nodiv"]
     )
+    kshot_seeds: list[int] | None = None
+    """K-shot seeds whose splits get generated data (``None``: every seed in ``fewshot.seeds``)."""
     seed: int = 0
 
 

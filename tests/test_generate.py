@@ -1,0 +1,180 @@
+"""Generation loops (with a deterministic fake backend: these tests are about loop logic) and crash-resume
+(on the real tiny Llama backend: that test is about real sampling being replayed exactly)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from redpo.config import Profile, SamplingConfig, load_profile
+from redpo.generate import (
+    CachedGenerator,
+    GenerationOutput,
+    ModelKey,
+    generate_arm,
+    load_arm,
+    make_generator,
+    save_arm,
+)
+from redpo.llm_cache import LLMCache
+from redpo.relations import get_schema
+from redpo.sample import RESample
+
+RELATIONS = ["Other", "Cause-Effect(e1,e2)", "Component-Whole(e2,e1)", "Entity-Destination(e1,e2)"]
+SCHEMA = get_schema("semeval")
+_GOLD = [
+    "the <e1>storm</e1> caused heavy <e2>damage</e2> in the town .",
+    "a <e1>spark</e1> started the <e2>fire</e2> last night .",
+    "the <e1>virus</e1> produced a high <e2>fever</e2> in the patient .",
+    "her <e1>speech</e1> led to loud <e2>applause</e2> from the crowd .",
+]
+
+
+def demos() -> dict[str, list[RESample]]:
+    return {r: [RESample.from_marked(t, r) for t in _GOLD] for r in RELATIONS}
+
+
+def profile(**overrides: Any) -> Profile:
+    base = {"dataset.relations": RELATIONS, "generation.n_per_relation": 2, "generation.max_attempts": 4}
+    return load_profile("smoke", {**base, **overrides})
+
+
+class FakeBackend:
+    """Writes a fresh valid sample per call, except for relations listed in ``broken`` (no markers)."""
+
+    batch_size = 64
+
+    def __init__(self, broken: tuple[str, ...] = ()) -> None:
+        self.broken = broken
+        self.batches: list[list[str]] = []
+
+    def render(self, messages: list[dict[str, str]]) -> str:
+        return "\n".join(m["content"] for m in messages)
+
+    def generate(self, prompts: list[str], sampling: SamplingConfig, seed: int) -> list[GenerationOutput]:
+        self.batches.append(list(prompts))
+        out = []
+        for i, p in enumerate(prompts):
+            rel = re.search(r"relation '([^']+)'", p).group(1)
+            n = sum(len(b) for b in self.batches) + i
+            text = "no sample here" if rel in self.broken else f"the <e1>alpha{n}</e1> met the <e2>beta{n}</e2> today ."
+            out.append(GenerationOutput(text, 5))
+        return out
+
+
+def run(arm: str, prof: Profile, backend: FakeBackend, **kw: Any) -> Any:
+    gen = CachedGenerator(backend, LLMCache(None), ModelKey("fake", "0" * 64))
+    return generate_arm(arm, prof, SCHEMA, demos(), gen, progress=False, **kw)
+
+
+def prompts_of(backend: FakeBackend, relation: str) -> list[str]:
+    return [p for b in backend.batches for p in b if f"relation '{relation}'" in p]
+
+
+def test_obo_appends_every_valid_sample_to_the_next_prompt() -> None:
+    backend = FakeBackend()
+    result = run("obo", profile(**{"generation.n_per_relation": 3}), backend)
+    for rel in RELATIONS:
+        prompts = prompts_of(backend, rel)
+        assert len(result.samples[rel]) == 3 and len(prompts) == 3
+        for s in result.samples[rel]:
+            later = prompts[s.meta["attempt"] + 1 :]
+            assert all(s.to_marked() in p for p in later)
+            assert s.to_marked() not in prompts[s.meta["attempt"]]
+
+
+def test_obo_window_keeps_only_the_last_demonstrations() -> None:
+    backend = FakeBackend()
+    prof = profile(**{"generation.n_per_relation": 3, "generation.obo_window": 2})
+    result = run("obo", prof, backend)
+    rel = RELATIONS[1]
+    last_prompt = prompts_of(backend, rel)[-1]
+    assert len(re.findall(r"^\d+\. ", last_prompt, flags=re.M)) == 2
+    assert all(s.to_marked() in last_prompt for s in result.samples[rel][:2])
+
+
+def test_each_step_batches_all_pending_relations_and_stops_at_n_or_budget() -> None:
+    backend = FakeBackend(broken=("Component-Whole(e2,e1)",))
+    result = run("obo", profile(), backend)  # n=2, max_attempts=4
+    assert [len(b) for b in backend.batches] == [4, 4, 1, 1]
+    broken = result.stats["Component-Whole(e2,e1)"]
+    assert (broken.attempts, broken.valid, broken.stop, broken.rejects["no_markers"]) == (4, 0, "budget", 4)
+    ok = result.stats["Cause-Effect(e1,e2)"]
+    assert (ok.attempts, ok.valid, ok.stop) == (2, 2, "n_reached")
+    assert len(result.records) == 2 * 3 + 4
+
+
+def test_aao_asks_for_the_missing_samples_within_its_call_budget() -> None:
+    backend = FakeBackend()  # one sample per reply, so every relation needs two calls
+    result = run("aao", profile(**{"generation.aao_max_calls": 2}), backend)
+    assert [len(b) for b in backend.batches] == [4, 4]
+    assert "Generate 2 new samples" in backend.batches[0][0] and "Generate 1 new samples" in backend.batches[1][0]
+    assert all(len(v) == 2 for v in result.samples.values())
+
+
+@pytest.mark.parametrize("mode", ["manual", "generate"])
+def test_negative_label_manual_or_generated(mode: str, tmp_path: Path) -> None:
+    backend = FakeBackend()
+    result = run("baseline", profile(**{"generation.negative_label": mode}), backend, k=4, kshot_seed=1)
+    other = result.samples["Other"]
+    if mode == "manual":
+        assert [s.to_marked() for s in other] == _GOLD and all(s.meta["source"] == "manual" for s in other)
+        assert not prompts_of(backend, "Other") and result.stats["Other"].stop == "manual"
+    else:
+        assert len(other) == 2 and all(s.meta["source"] == "generated" for s in other)
+        assert prompts_of(backend, "Other")
+    paths = save_arm(result, tmp_path)
+    assert paths["samples"].name == "baseline_k4_s1.jsonl"
+    back = load_arm(tmp_path, "baseline", k=4, seed=1)
+    assert back.samples == result.samples and back.stats == result.stats and back.records == result.records
+
+
+# ---- crash-resume on the real tiny Llama -----------------------------------------------------------------
+class Fault(RuntimeError):
+    pass
+
+
+class FaultyBackend:
+    """Delegates to a real backend and raises after ``limit`` batch calls (a crash mid-run)."""
+
+    def __init__(self, inner: Any, limit: int | None) -> None:
+        self.inner, self.limit, self.calls = inner, limit, 0
+        self.batch_size = inner.batch_size
+
+    def render(self, messages: list[dict[str, str]]) -> str:
+        return self.inner.render(messages)
+
+    def generate(self, prompts: list[str], sampling: SamplingConfig, seed: int) -> list[GenerationOutput]:
+        if self.limit is not None and self.calls >= self.limit:
+            raise Fault("injected")
+        self.calls += 1
+        return self.inner.generate(prompts, sampling, seed)
+
+
+def test_resume_after_crash_gives_identical_outputs_without_repeated_calls(tmp_path: Path) -> None:
+    from redpo.models import load_causal_lm
+
+    loaded = load_causal_lm("tiny-random-llama")
+    prof = profile(
+        **{"generator.batch_size": 3, "generator.sampling.max_new_tokens": 6, "generation.max_attempts": 3}
+    )
+
+    def attempt(cache: Path, limit: int | None) -> tuple[Any, CachedGenerator]:
+        gen = make_generator(prof, loaded, cache=cache)
+        gen.backend = FaultyBackend(gen.backend, limit)
+        return generate_arm("obo", prof, SCHEMA, demos(), gen, progress=False), gen
+
+    reference, ref_gen = attempt(tmp_path / "ref.jsonl", None)
+    assert ref_gen.backend_calls == 6  # 3 steps x (4 relations in chunks of 3); the random model finds nothing
+    with pytest.raises(Fault):
+        attempt(tmp_path / "run.jsonl", 3)
+    resumed, gen = attempt(tmp_path / "run.jsonl", None)
+    assert gen.backend_calls == 3 and gen.cache.hits == 4 + 3  # step 1 and 3 of step 2 were saved
+    assert [r.text for r in resumed.records] == [r.text for r in reference.records]
+    lines = (tmp_path / "run.jsonl").read_text().splitlines()
+    keys = [e["key"] for line in lines for e in json.loads(line)["entries"]]
+    assert len(lines) == 6 and len(keys) == len(set(keys)) == 12
