@@ -1,0 +1,212 @@
+"""Running generation arms over a profile's K-shot splits, and summarising them for the notebooks.
+
+Notebooks 01 (baseline), 02 (ICL grid) and 03 (DPO) all do the same thing: load the K-shot split, pick the
+relations, load the generator once, run some arms through the cache, save them, and compare valid rates and
+diversity. Keeping that here keeps the notebooks thin and the comparisons identical.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+
+from redpo.config import Profile
+from redpo.data import load_kshot
+from redpo.diversity import common_relations, diversity_report, make_encoder_embedder
+from redpo.generate import (
+    ArmResult,
+    CachedGenerator,
+    generate_arm,
+    load_arm,
+    make_generator,
+    prepare_generator,
+    save_arm,
+)
+from redpo.manifest import record_model
+from redpo.relations import RelationSchema, get_schema
+from redpo.results import ResultsDir, write_json
+from redpo.sample import RESample
+
+Split = tuple[int, int]
+"""A K-shot split: ``(K, seed)``."""
+
+
+def generation_splits(profile: Profile) -> list[Split]:
+    """The ``(K, seed)`` splits that get generated data: every K, and ``generation.kshot_seeds`` (or all seeds)."""
+    seeds = profile.generation.kshot_seeds or profile.fewshot.seeds
+    return [(k, seed) for k in profile.fewshot.k for seed in seeds]
+
+
+def kshot_by_relation(
+    profile: Profile, results: ResultsDir, k: int, seed: int, schema: RelationSchema
+) -> dict[str, list[RESample]]:
+    """The split's gold samples grouped by relation, restricted to the profile's relations.
+
+    Relations with no gold sample in the split (SemEval's ``Entity-Destination(e2,e1)`` has none in train)
+    are left out: with nothing to demonstrate, there is nothing to generate from.
+    """
+    wanted = profile.dataset.relations or list(schema.labels)
+    grouped: dict[str, list[RESample]] = {rel: [] for rel in wanted}
+    for s in load_kshot(results.kshot, k, seed, schema=schema):
+        if s.relation in grouped:
+            grouped[s.relation].append(s)
+    return {rel: pool for rel, pool in grouped.items() if pool}
+
+
+def open_generator(profile: Profile, results: ResultsDir) -> CachedGenerator:
+    """Load the profile's generator once, record its hash in the manifest, and wrap it in the call cache."""
+    loaded = prepare_generator(profile)
+    record_model(results, loaded.info)
+    return make_generator(profile, loaded, cache=results.cache / "llm_calls.jsonl")
+
+
+def run_arms(
+    profile: Profile,
+    results: ResultsDir,
+    arms: Sequence[str],
+    *,
+    generator: CachedGenerator | None = None,
+    progress: bool = True,
+) -> dict[tuple[str, int, int], ArmResult]:
+    """Generate every arm on every generation split, save each, and return them keyed ``(arm, K, seed)``.
+
+    Answers already in the call cache cost nothing, so re-running a finished notebook is quick and a killed
+    run resumes where it stopped.
+    """
+    schema = get_schema(profile.dataset.name, profile.data_dir)
+    generator = generator or open_generator(profile, results)
+    out: dict[tuple[str, int, int], ArmResult] = {}
+    for k, seed in generation_splits(profile):
+        pools = kshot_by_relation(profile, results, k, seed, schema)
+        for arm in arms:
+            result = generate_arm(arm, profile, schema, pools, generator, k=k, kshot_seed=seed, progress=progress)
+            save_arm(result, results)
+            out[(result.name, k, seed)] = result
+    return out
+
+
+def load_arms(profile: Profile, results: ResultsDir, names: Sequence[str]) -> dict[tuple[str, int, int], ArmResult]:
+    """Read back saved arms (from an earlier notebook) for every generation split."""
+    return {
+        (name, k, seed): load_arm(results, name, k=k, seed=seed)
+        for k, seed in generation_splits(profile)
+        for name in names
+    }
+
+
+def gold_arm(profile: Profile, results: ResultsDir, k: int, seed: int) -> ArmResult:
+    """The K-shot gold samples dressed as an arm: the reference row in every diversity table."""
+    schema = get_schema(profile.dataset.name, profile.data_dir)
+    pools = kshot_by_relation(profile, results, k, seed, schema)
+    return ArmResult("gold", "gold", pools, {}, [], {"k": k, "kshot_seed": seed})
+
+
+# ---- summaries -----------------------------------------------------------------------------------------
+def yield_summary(results: Mapping[tuple[str, int, int], ArmResult]) -> pd.DataFrame:
+    """One row per arm and split: calls, candidates, valid samples, valid rate and the top reject reasons.
+
+    ``valid_rate`` is valid samples over *candidate samples* (valid + rejected lines, surplus excluded), which
+    compares AAO (many per call) with OBO (one per call) fairly; ``valid_per_call`` is the per-call yield.
+    """
+    rows = []
+    for (name, k, seed), res in results.items():
+        generated = [st for st in res.stats.values() if not st.manual]
+        rejects = res.reject_counts()
+        rejects.pop("surplus", None)
+        valid = sum(st.valid for st in generated)
+        calls = sum(st.attempts for st in generated)
+        candidates = valid + sum(rejects.values())
+        rows.append({
+            "arm": name,
+            "k": k,
+            "seed": seed,
+            "relations": len(generated),
+            "calls": calls,
+            "valid": valid,
+            "valid_rate": valid / candidates if candidates else 0.0,
+            "valid_per_call": valid / calls if calls else 0.0,
+            "relations_short": sum(st.stop == "budget" for st in generated),
+            "seconds": res.info.get("seconds"),
+            "top_rejects": ", ".join(f"{r} {n}" for r, n in rejects.most_common(3)),
+        })
+    return pd.DataFrame(rows)
+
+
+def reject_table(results: Mapping[tuple[str, int, int], ArmResult]) -> pd.DataFrame:
+    """Reject reasons per arm (summed over splits), as shares of each arm's rejected candidates."""
+    totals: dict[str, Counter[str]] = {}
+    for (name, _k, _seed), res in results.items():
+        totals.setdefault(name, Counter()).update(res.reject_counts())
+    frame = pd.DataFrame(totals).fillna(0).astype(int).T
+    return frame.drop(columns=["surplus"], errors="ignore")
+
+
+def diversity_summary(
+    arms: Mapping[tuple[str, int, int], ArmResult],
+    profile: Profile,
+    results: ResultsDir,
+    *,
+    embed_model: str | None = None,
+    include_gold: bool = True,
+) -> dict[str, Any]:
+    """Diversity of every arm per split, over the relations that *all* compared arms have (>= 2 samples).
+
+    Returns ``{"splits": {"k8_s1": {"relations": [...], "arms": {name: report}}}}``; the gold K-shot samples
+    are added as a reference arm. ``embed_model`` (default: the profile's encoder) embeds for ``embed_cos``.
+    """
+    from redpo.models import load_encoder
+
+    encoder = load_encoder(embed_model or profile.encoder.model)
+    record_model(results, encoder.info)
+    embed = make_encoder_embedder(encoder)
+    out: dict[str, Any] = {"embed_model": encoder.info.name, "splits": {}}
+    for k, seed in sorted({(k, s) for (_n, k, s) in arms}):
+        split_arms = {name: res for (name, kk, ss), res in arms.items() if (kk, ss) == (k, seed)}
+        if include_gold:
+            split_arms = {**split_arms, "gold": gold_arm(profile, results, k, seed)}
+        demos = gold_arm(profile, results, k, seed).samples
+        rels = common_relations({name: res.samples for name, res in split_arms.items()})
+        out["splits"][f"k{k}_s{seed}"] = {
+            "k": k,
+            "seed": seed,
+            "relations": rels,
+            "arms": {
+                name: diversity_report(res.samples, demos_by_relation=demos, embed=embed, relations=rels)
+                for name, res in split_arms.items()
+            },
+        }
+    return out
+
+
+def diversity_frame(summary: Mapping[str, Any]) -> pd.DataFrame:
+    """Macro metrics as a tidy table: one row per (split, arm)."""
+    rows = []
+    for split, block in summary["splits"].items():
+        for name, report in block["arms"].items():
+            rows.append({"split": split, "arm": name, "relations": len(block["relations"]), **report["macro"]})
+    return pd.DataFrame(rows)
+
+
+def save_generation_metrics(
+    results: ResultsDir, stem: str, arms: Mapping[tuple[str, int, int], ArmResult], diversity: Mapping[str, Any]
+) -> None:
+    """``metrics/<stem>.json``: yield and diversity in one file, the input of the figures and claims report."""
+    write_json(results.metrics / f"{stem}.json", {
+        "yield": yield_summary(arms).to_dict(orient="records"),
+        "rejects": reject_table(arms).to_dict(orient="index"),
+        "diversity": diversity,
+    })
+
+
+def examples_side_by_side(
+    arms: Mapping[tuple[str, int, int], ArmResult], relation: str, n: int = 4
+) -> pd.DataFrame:
+    """The first ``n`` samples of one relation from every arm, in columns: the easiest way to *see* diversity."""
+    cols = {}
+    for (name, k, seed), res in arms.items():
+        texts = [s.to_marked() for s in res.samples.get(relation, [])[:n]]
+        cols[f"{name} (k{k} s{seed})"] = texts + [""] * (n - len(texts))
+    return pd.DataFrame(cols)
