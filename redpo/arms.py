@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from redpo.config import Profile
-from redpo.data import load_kshot
+from redpo.data import load_profile_kshot, profile_schema
 from redpo.diversity import common_relations, diversity_report, make_encoder_embedder
 from redpo.generate import (
     ArmResult,
@@ -26,7 +26,7 @@ from redpo.generate import (
     save_arm,
 )
 from redpo.manifest import record_model
-from redpo.relations import RelationSchema, get_schema
+from redpo.relations import RelationSchema
 from redpo.results import ResultsDir, write_json
 from redpo.sample import RESample
 
@@ -48,11 +48,9 @@ def kshot_by_relation(
     Relations with no gold sample in the split (SemEval's ``Entity-Destination(e2,e1)`` has none in train)
     are left out: with nothing to demonstrate, there is nothing to generate from.
     """
-    wanted = profile.dataset.relations or list(schema.labels)
-    grouped: dict[str, list[RESample]] = {rel: [] for rel in wanted}
-    for s in load_kshot(results.kshot, k, seed, schema=schema):
-        if s.relation in grouped:
-            grouped[s.relation].append(s)
+    grouped: dict[str, list[RESample]] = {rel: [] for rel in profile.dataset.relations or schema.labels}
+    for s in load_profile_kshot(profile, results.kshot, k, seed):
+        grouped[s.relation].append(s)
     return {rel: pool for rel, pool in grouped.items() if pool}
 
 
@@ -76,7 +74,7 @@ def run_arms(
     Answers already in the call cache cost nothing, so re-running a finished notebook is quick and a killed
     run resumes where it stopped.
     """
-    schema = get_schema(profile.dataset.name, profile.data_dir)
+    schema = profile_schema(profile)
     generator = generator or open_generator(profile, results)
     out: dict[tuple[str, int, int], ArmResult] = {}
     for k, seed in generation_splits(profile):
@@ -99,7 +97,7 @@ def load_arms(profile: Profile, results: ResultsDir, names: Sequence[str]) -> di
 
 def gold_arm(profile: Profile, results: ResultsDir, k: int, seed: int) -> ArmResult:
     """The K-shot gold samples dressed as an arm: the reference row in every diversity table."""
-    schema = get_schema(profile.dataset.name, profile.data_dir)
+    schema = profile_schema(profile)
     pools = kshot_by_relation(profile, results, k, seed, schema)
     return ArmResult("gold", "gold", pools, {}, [], {"k": k, "kshot_seed": seed})
 

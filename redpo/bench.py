@@ -18,15 +18,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from redpo.config import Profile, load_profile, parse_override
-from redpo.data import load_split
+from redpo.data import load_split, profile_schema
 from redpo.generate import TransformersBackend, first_prompt
 from redpo.parse import parse_response
-from redpo.relations import get_schema
 
 
 def _obo_prompts(profile: Profile, backend: TransformersBackend) -> tuple[list[str], list[str], Any]:
     """The first OBO step of every relation, demonstrations drawn from the TRAIN split as the loops draw them."""
-    schema = get_schema(profile.dataset.name)
+    schema = profile_schema(profile)
     train = load_split(profile, "train")
     relations = [r for r in schema.labels if any(s.relation == r for s in train)]
     texts = [

@@ -277,7 +277,7 @@ def split_path(profile: Profile, split: Split) -> Path:
 def load_split(profile: Profile, split: Split) -> list[RESample]:
     """One split of the profile's dataset, restricted to ``dataset.relations`` when that is set."""
     name = profile.dataset.name
-    schema = get_schema(name, profile.dataset_dir if name == "fewrel" else None)
+    schema = profile_schema(profile)
     path = split_path(profile, split)
     samples = load_fewrel(path, schema) if name == "fewrel" else load_knowprompt_jsonl(path, schema)
     wanted = profile.dataset.relations
@@ -333,17 +333,22 @@ def kshot_dir(out_dir: Path | str, k: int, seed: int) -> Path:
 
 
 def write_kshot(
-    train: Path | str | Sequence[RESample], out_dir: Path | str, k: int, seed: int, *, chained: bool = True
+    train: Path | str | Sequence[RESample],
+    out_dir: Path | str,
+    k: int,
+    seed: int,
+    *,
+    chained: bool = True,
+    copy_siblings: bool = True,
 ) -> Path:
     """Write ``<out_dir>/k-shot/<K>-<seed>/train.txt`` byte-for-byte as KnowPrompt would, and copy
-    ``val.txt``/``dev.txt``/``test.txt``/``rel2id.json``/``temp.txt`` beside it when ``train`` is a file (its
-    README copies them by hand). Returns the split directory."""
+    ``val.txt``/``dev.txt``/``test.txt``/``rel2id.json``/``temp.txt`` beside it when ``train`` is a file and
+    ``copy_siblings`` (KnowPrompt's README copies them by hand). Returns the split directory."""
     if isinstance(train, (str, Path)):
         train_path = Path(train)
         rows: list[Any] = [row for _, row in _iter_jsonl(train_path)]
-        siblings = [
-            train_path.parent / n for n in ("val.txt", "dev.txt", "test.txt", "rel2id.json", "temp.txt")
-        ]
+        names = ("val.txt", "dev.txt", "test.txt", "rel2id.json", "temp.txt") if copy_siblings else ()
+        siblings = [train_path.parent / n for n in names]
     else:
         rows, siblings = [s.to_json() for s in train], []
     target = kshot_dir(out_dir, k, seed)
@@ -363,6 +368,34 @@ def load_kshot(
     path = kshot_dir(out_dir, k, seed) / "train.txt"
     _require_file(path, f"{k}-shot split (seed {seed})", "write it first with write_kshot (notebook 00_data)")
     return load_knowprompt_jsonl(path, schema)
+
+
+def write_profile_kshots(profile: Profile, out_dir: Path | str) -> list[Path]:
+    """KnowPrompt's exact K-shot files for every K and seed of the profile.
+
+    They are drawn from the *full* train file, so a profile's relation filter never changes which rows a
+    split holds (smoke's four relations get the same rows the cpu run gets); filtering happens on load.
+    Only ``train.txt`` is written: redpo reads dev and test from the dataset itself.
+    """
+    train = split_path(profile, "train")
+    return [
+        write_kshot(train, out_dir, k, seed, chained=profile.fewshot.chained_shuffle, copy_siblings=False)
+        for k in profile.fewshot.k
+        for seed in profile.fewshot.seeds
+    ]
+
+
+def profile_schema(profile: Profile) -> RelationSchema:
+    """The relation schema of the profile's dataset (FewRel's is read from its ``pid2name.json``)."""
+    name = profile.dataset.name
+    return get_schema(name, profile.dataset_dir if name == "fewrel" else None)
+
+
+def load_profile_kshot(profile: Profile, out_dir: Path | str, k: int, seed: int) -> list[RESample]:
+    """A K-shot split restricted to the profile's relations (``dataset.relations``), labels validated."""
+    samples = load_kshot(out_dir, k, seed, profile_schema(profile))
+    wanted = profile.dataset.relations
+    return samples if wanted is None else [s for s in samples if s.relation in wanted]
 
 
 # ---- subsets ----------------------------------------------------------------------------------------------
@@ -501,7 +534,7 @@ def describe_data(profile: Profile) -> dict[str, Any]:
     """Counts per split, label count and distribution, and file hashes: what ``python -m redpo data``
     prints and the manifest records. Splits that do not exist (FewRel test) are reported as missing."""
     name = profile.dataset.name
-    schema = get_schema(name, profile.dataset_dir if name == "fewrel" else None)
+    schema = profile_schema(profile)
     labels = list(profile.dataset.relations or schema.labels)
     splits: dict[str, Any] = {}
     for split in SPLITS:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from redpo import prompts
 from redpo.config import Profile, SamplingConfig

@@ -26,9 +26,9 @@ import torch
 
 from redpo import prompts
 from redpo.config import Profile, TinyFitConfig, cache_dir
-from redpo.sample import RESample
+from redpo.sample import MARKERS, RESample
 
-FIT_VERSION = 2
+FIT_VERSION = 3
 """Bump when the pair recipe or the training loop changes, so cached fitted models are rebuilt."""
 FITTED_NAME = "tiny-fitted-llama"
 
@@ -147,11 +147,10 @@ def fitted_tiny_llama(profile: Profile) -> Any:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from redpo import models
-    from redpo.data import load_split
-    from redpo.relations import get_schema
+    from redpo.data import load_split, profile_schema
 
     settings = profile.generator.fit
-    schema = get_schema(profile.dataset.name)
+    schema = profile_schema(profile)
     pairs = build_pairs(profile, load_split(profile, "train"), schema)
     config = {"version": FIT_VERSION, "seed": profile.seed, **settings.model_dump(mode="json")}
     out_dir = cache_dir() / "models" / fitted_dir_name(pairs, config)
@@ -159,7 +158,7 @@ def fitted_tiny_llama(profile: Profile) -> Any:
     def build(out: Path) -> dict[str, Any]:
         models.build_tiny_llama(
             out, _corpus(pairs), vocab_size=settings.vocab_size, hidden=settings.hidden,
-            layers=settings.layers, seed=profile.seed,
+            layers=settings.layers, seed=profile.seed, added_tokens=MARKERS,
         )
         tokenizer = AutoTokenizer.from_pretrained(out)
         model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)

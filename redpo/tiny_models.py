@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import (
     BertConfig,
     BertModel,
@@ -90,8 +90,14 @@ def default_corpus(n_sentences: int = 3000, seed: int = 0) -> list[str]:
     return lines
 
 
-def train_bpe_tokenizer(corpus: Iterable[str], vocab_size: int = 1000) -> PreTrainedTokenizerFast:
-    """Byte-level BPE over ``corpus`` with ChatML specials; byte-level means any text encodes without UNK."""
+def train_bpe_tokenizer(
+    corpus: Iterable[str], vocab_size: int = 1000, added_tokens: Sequence[str] = ()
+) -> PreTrainedTokenizerFast:
+    """Byte-level BPE over ``corpus`` with ChatML specials; byte-level means any text encodes without UNK.
+
+    ``added_tokens`` become single, non-special tokens (the smoke generator gets the entity markers this way,
+    so a sub-million-parameter model learns the output format in seconds rather than spelling ``<e1>``).
+    """
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -103,6 +109,7 @@ def train_bpe_tokenizer(corpus: Iterable[str], vocab_size: int = 1000) -> PreTra
         show_progress=False,
     )
     tok.train_from_iterator(corpus, trainer=trainer)
+    tok.add_tokens([AddedToken(t, normalized=False, special=False) for t in added_tokens])
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         pad_token="<|pad|>",
@@ -166,12 +173,13 @@ def build_tiny_llama(
     heads: int = 4,
     max_positions: int = 2048,
     seed: int = 0,
+    added_tokens: Sequence[str] = (),
 ) -> Path:
     """A random ``LlamaForCausalLM`` (~0.5M params by default) with a BPE tokenizer trained on ``corpus``.
 
     Pass a corpus of real prompts to get a tokenizer that fits them (the smoke profile's fitted model).
     """
-    tokenizer = train_bpe_tokenizer(default_corpus(seed=seed) if corpus is None else corpus, vocab_size)
+    tokenizer = train_bpe_tokenizer(default_corpus(seed=seed) if corpus is None else corpus, vocab_size, added_tokens)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=hidden,
