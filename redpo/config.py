@@ -150,6 +150,9 @@ class EncoderConfig(_Strict):
     early_stopping_patience: int = Field(3, ge=1)
     typed_markers: bool = False
     eval_batch_size: int = Field(64, ge=1)
+    seeds_per_split: int = Field(1, ge=1)
+    """Classifier seeds per K-shot split. Every RE arm runs on the same (split, seed) grid; the cpu profile
+    generates for one split only, so it varies the classifier seed instead."""
 
 
 class LoraConfigSection(_Strict):

@@ -38,3 +38,24 @@ def results_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture()
 def fixtures_dir() -> Path:
     return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def smoke_pipeline(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> Path:
+    """Run ``python -m redpo run --profile smoke`` over every notebook once; return ``<results>/smoke``.
+
+    One shared run keeps the suite fast: each notebook's test reads the metrics files this run wrote
+    (never notebook outputs). A failed run fails every test that uses it, with the runner's error.
+    """
+    import subprocess
+    import sys
+
+    results = tmp_path_factory.mktemp("smoke_results")
+    env = {**os.environ, "REDPO_RESULTS_DIR": str(results), "REDPO_DATA_DIR": str(data_root)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "redpo", "run", "--profile", "smoke", "--no-progress"],
+        capture_output=True, text=True, env=env, timeout=1200,
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"smoke pipeline failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+    return results / "smoke"

@@ -35,24 +35,25 @@ def write_notebook(path: Path, *sources: str) -> Path:
 
 
 @pytest.mark.slow
-def test_smoke_runs_notebook_00(data_root: Path, results_tmp: Path) -> None:
-    proc = redpo_cli(
-        "run", "--profile", "smoke", "--only", "00", "--no-progress", data_root=data_root, results=results_tmp
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    run_dir = results_tmp / "smoke"
+def test_smoke_pipeline_succeeds_with_full_provenance(smoke_pipeline: Path) -> None:
+    run_dir = smoke_pipeline
     manifest = json.loads((run_dir / "manifest.json").read_text())
-    entry = manifest["notebooks"]["00_data.ipynb"]
-    assert entry["status"] == "succeeded" and entry["seconds"] > 0 and entry["error"] is None
-    assert (run_dir / "notebooks" / "00_data.ipynb").is_file()
+    notebooks = sorted(p.name for p in discover())
+    assert sorted(manifest["notebooks"]) == notebooks
+    for name, entry in manifest["notebooks"].items():
+        assert entry["status"] == "succeeded" and entry["seconds"] > 0 and entry["error"] is None, name
+        assert (run_dir / "notebooks" / name).is_file()
     assert manifest["profile"] == "smoke" and manifest["profile_config"]["fewshot"]["k"] == [4]
     assert manifest["data_files"] and manifest["environment"]["packages"]["papermill"]
     assert set(manifest["git"]) == {"commit", "dirty"}
+    assert {m["source"] for m in manifest["models"].values()} == {"tiny"}
+    assert all(len(m["sha256"]) == 64 for m in manifest["models"].values())
     kshot = [p for p in (run_dir / "kshot").rglob("*") if p.is_file()]
     assert kshot, "notebook 00 wrote no K-shot split"
     assert json.loads((run_dir / "metrics" / "data.json").read_text())
     listed = manifest["files"]
     assert "notebooks/00_data.ipynb" in listed and "metrics/data.json" in listed
+    assert not any(path.startswith("cache/") for path in listed)
     assert all(len(f["sha256"]) == 64 for f in listed.values())
 
 
