@@ -11,13 +11,11 @@ Tokens/s counts generated tokens (up to EOS); valid samples/min counts replies t
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
 from collections.abc import Sequence
 from typing import Any
 
-from redpo.config import Profile, load_profile, parse_override
+from redpo.config import Profile
 from redpo.data import load_split, profile_schema
 from redpo.generate import TransformersBackend, first_prompt
 from redpo.parse import parse_response
@@ -93,22 +91,3 @@ def bench_generation(profile: Profile, results: Any = None, *, loaded: Any | Non
         f"ratio: {result['speedup_tokens_per_s']}x tokens/s"
     )
     return result
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m redpo bench generation --profile cpu [-p key=value ...]``."""
-    parser = argparse.ArgumentParser(prog="redpo bench generation", description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", default="cpu")
-    parser.add_argument("-p", "--param", action="append", default=[], help="override, e.g. -p generator.batch_size=8")
-    parser.add_argument("--json", help="also write the result to this JSON file")
-    args = parser.parse_args(argv)
-    profile = load_profile(args.profile, dict(parse_override(p) for p in args.param))
-    result = bench_generation(profile)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

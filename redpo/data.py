@@ -22,6 +22,7 @@ from typing import Any, Literal, TypeVar
 import numpy as np
 
 from redpo.config import REPO_ROOT, Profile
+from redpo.hashing import sha256_file
 from redpo.relations import RelationSchema, UnknownLabelError, get_schema
 from redpo.sample import MarkedTextError, RESample
 
@@ -426,14 +427,6 @@ def stratified_subset(samples: Sequence[RESample], n: int, seed: int) -> list[RE
 
 
 # ---- files: hashing, copying, fetching --------------------------------------------------------------------
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(data)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from redpo.config import REPO_ROOT, Profile, profile_to_dict
-from redpo.data import sha256_file
+from redpo.hashing import sha256_file
 from redpo.results import ResultsDir, read_json, write_json
 
 MANIFEST_NAME = "manifest.json"

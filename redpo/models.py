@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from redpo.config import cache_dir
+from redpo.hashing import sha256_file
 from redpo.tiny_models import BUILDER_VERSION, build_tiny_bert, build_tiny_llama
 
 Source = Literal["local", "hub", "packaged", "tiny"]
@@ -202,14 +203,6 @@ def _model_dir(name: str) -> Path:
 
 
 # ---- hashing ---------------------------------------------------------------------------------------
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _hash_index_path() -> Path:
     return cache_dir() / "file_hashes.json"
 
@@ -310,7 +303,6 @@ def cached_build(
     return ModelInfo(name, str(out_dir), marker["sha256"], source, marker.get("details", {}))
 
 
-_cached_build = cached_build  # old private name, still used by smoke_fit
 
 
 # ---- packaged offline models -----------------------------------------------------------------------
