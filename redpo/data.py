@@ -59,7 +59,7 @@ def _require_file(path: Path, what: str, fix: str) -> Path:
     return path
 
 
-def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """``(line_number, row)`` for every non-blank line (KnowPrompt skips blank lines too)."""
     _require_file(Path(path), "JSONL file", "check the path, or run `make data` for SemEval")
     with Path(path).open(encoding="utf-8") as f:
@@ -122,7 +122,7 @@ def _sample_from_row(row: dict[str, Any], where: str, schema: RelationSchema | N
 def load_knowprompt_jsonl(path: Path | str, schema: RelationSchema | None = None) -> list[RESample]:
     """KnowPrompt's ``train/val/test.txt`` (SemEval and the TACRED family); ``schema`` validates labels."""
     path = Path(path)
-    return [_sample_from_row(row, f"{path}:{lineno}", schema) for lineno, row in _iter_jsonl(path)]
+    return [_sample_from_row(row, f"{path}:{lineno}", schema) for lineno, row in iter_jsonl(path)]
 
 
 # ---- SemEval official format ---------------------------------------------------------------------------
@@ -347,7 +347,7 @@ def write_kshot(
     ``copy_siblings`` (KnowPrompt's README copies them by hand). Returns the split directory."""
     if isinstance(train, (str, Path)):
         train_path = Path(train)
-        rows: list[Any] = [row for _, row in _iter_jsonl(train_path)]
+        rows: list[Any] = [row for _, row in iter_jsonl(train_path)]
         names = ("val.txt", "dev.txt", "test.txt", "rel2id.json", "temp.txt") if copy_siblings else ()
         siblings = [train_path.parent / n for n in names]
     else:

@@ -7,11 +7,12 @@ keeps that contract explicit.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from redpo.config import Profile, results_root
+from redpo.data import iter_jsonl
 from redpo.sample import RESample
 
 SUBDIRS = ("notebooks", "kshot", "generations", "metrics", "dpo", "adapters", "figures", "tables", "cache")
@@ -65,19 +66,6 @@ def write_samples(path: Path, samples: Iterable[RESample]) -> Path:
             f.write(json.dumps(s.to_json(), ensure_ascii=False) + "\n")
     tmp.replace(path)
     return path
-
-
-def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield ``(line_number, object)``; a bad line raises an error naming the file and line."""
-    with path.open() as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({err.msg}); fix or delete the line") from None
-            yield lineno, obj
 
 
 def read_samples(path: Path) -> list[RESample]:
