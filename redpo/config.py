@@ -153,9 +153,14 @@ class EncoderConfig(_Strict):
     seeds_per_split: int = Field(1, ge=1)
     """Classifier seeds per K-shot split. Every RE arm runs on the same (split, seed) grid; the cpu profile
     generates for one split only, so it varies the classifier seed instead."""
+    threads: int | None = Field(None, ge=1)
+    """Torch intra-op threads while training and predicting (``None``: torch's default). Smoke uses 1: a tiny
+    model gains nothing from threads and loses a lot to oversubscription on a busy machine."""
 
 
 class LoraConfigSection(_Strict):
+    """PEFT LoRA of the DPO adapters (the paper publishes no rank; r=8 on the attention projections is cheap)."""
+
     r: int = Field(8, ge=1)
     alpha: int = Field(16, ge=1)
     dropout: float = Field(0.05, ge=0, lt=1)
@@ -163,24 +168,32 @@ class LoraConfigSection(_Strict):
 
 
 class DPOConfig(_Strict):
-    """DPO fine-tuning of the generator (TRL DPOTrainer + PEFT LoRA)."""
+    """DPO fine-tuning of the generator (TRL DPOTrainer + PEFT LoRA), paper §4."""
 
     enabled: bool = True
     beta: float = Field(0.1, gt=0)
     learning_rate: float = Field(5e-5, gt=0)
     epochs: float = Field(1.0, gt=0)
     max_steps: int = Field(-1, ge=-1)
+    """Optimiser steps per adapter; -1 trains for ``epochs`` instead."""
     batch_size: int = Field(2, ge=1)
     gradient_accumulation_steps: int = Field(1, ge=1)
     max_length: int = Field(512, ge=32)
+    """Prompt + completion tokens (the paper truncates at 1024); a pair whose prompt alone is longer is dropped."""
     pairs_per_relation: int = Field(8, ge=1)
     chain_length: int = Field(4, ge=1)
     """Steps of one simulated OBO chain (demonstrations grow by one per step)."""
+    num_demos: int | None = Field(None, ge=1)
+    """Gold demonstrations that start each chain (``None``: ``generation.num_demos``); fewer = shorter prompts."""
     kind_mix: dict[str, float] = Field(
         default_factory=lambda: {"wrong_relation": 1.0, "near_copy": 1.0, "exact_copy": 1.0}
     )
+    """Relative weights of the rejected kinds; per relation, counts follow by largest remainder."""
     precompute_ref_log_probs: bool = True
     split_seed: int = 0
+    """Seeds the two-half relation split (adapter A trains on half A and generates for half B)."""
+    arms: list[Literal["obo", "aao", "obo_nodiv", "aao_nodiv"]] = Field(default_factory=lambda: ["obo", "aao"])
+    """Generation arms re-run with the adapters; results are named ``<arm>_dpo``."""
     lora: LoraConfigSection = LoraConfigSection()
 
     @field_validator("kind_mix")
@@ -196,11 +209,17 @@ class DPOConfig(_Strict):
 
 
 class LLMREConfig(_Strict):
-    """The direct-LLM RE baseline."""
+    """The direct-LLM RE baseline (``redpo.llm_re``): the generator labels each test sentence itself."""
 
     enabled: bool = True
     max_new_tokens: int = Field(16, ge=1)
-    batch_size: int = Field(16, ge=1)
+    """Greedy tokens per answer; a label name needs few (SemEval's longest is 11 Qwen tokens)."""
+    batch_size: int = Field(8, ge=1)
+    """Prompts per cached model call. LLM-RE prompts carry every relation (~1,000 tokens), so batches are
+    smaller than generation's."""
+    splits: int = Field(1, ge=1)
+    """Run on the first N generation splits (each shows that split's demonstrations). One demonstration per
+    relation makes K nearly irrelevant, and every run costs a full pass over the test set."""
 
 
 class PlateauConfig(_Strict):

@@ -1,0 +1,221 @@
+"""RE experiments: arm training sets, the grid, resume, and aggregation checked by hand."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from redpo import paper_numbers
+from redpo.config import Profile, load_profile
+from redpo.data import write_kshot
+from redpo.generate import arm_paths
+from redpo.re_experiments import (
+    CLASSIFIER_SEED_STRIDE,
+    GridCell,
+    RunStore,
+    arm_order,
+    arm_training_sets,
+    best_arm,
+    claim_checks,
+    evaluation_sets,
+    first_per_relation,
+    format_mean_sd,
+    grid_cells,
+    markdown_table,
+    per_relation_frame,
+    results_table,
+    run_grid,
+    summarize,
+    summed_confusion,
+    union,
+)
+from redpo.results import ResultsDir, write_samples
+from redpo.sample import RESample
+
+RELATIONS = ["Other", "Cause-Effect(e1,e2)", "Component-Whole(e2,e1)"]
+
+
+def _s(i: int, relation: str, word: str = "x") -> RESample:
+    return RESample.from_marked(f"the <e1>{word}{i}</e1> and the <e2>y{i}</e2> here .", relation)
+
+
+def _profile(**overrides: Any) -> Profile:
+    return load_profile("smoke", {"dataset.relations": RELATIONS, "fewshot.seeds": [1], **overrides})
+
+
+def _results(tmp_path: Path, prof: Profile, k: int = 2) -> ResultsDir:
+    """A results folder with a K-shot split (K per relation) and a few generation files."""
+    results = ResultsDir(prof, root=tmp_path)
+    manual = [_s(i, rel, "m") for rel in RELATIONS for i in range(k)]
+    write_kshot(manual, results.kshot, k, 1)
+    generated = [_s(i, rel, "g") for rel in RELATIONS for i in range(k + 2)]
+    generated.append(manual[0])  # a copied manual negative sample (generation.negative_label: manual)
+    for arm in ("baseline", "obo", "obo_dpo"):
+        write_samples(arm_paths(results, arm, k, 1)["samples"], generated)
+    write_samples(arm_paths(results, "aao", k, 1)["samples"], [])
+    return results
+
+
+def test_arm_training_sets_manual_gen_mix(tmp_path: Path) -> None:
+    prof = _profile(**{"fewshot.k": [2]})
+    results = _results(tmp_path, prof)
+    sets = arm_training_sets(prof, results, 2, 1)
+    assert list(sets) == ["manual", "gen:baseline", "gen:aao", "mix:aao", "gen:obo", "mix:obo", "gen:obo_dpo",
+                          "mix:obo_dpo"]
+    manual = sets["manual"]
+    assert sorted(s.text for s in manual) == sorted(_s(i, r, "m").text for r in RELATIONS for i in range(2))
+    # gen = the first K per relation in file order (the copied manual sample comes 7th for "Other": dropped)
+    assert sets["gen:obo"] == [_s(i, rel, "g") for rel in RELATIONS for i in range(2)]
+    assert sets["mix:obo"] == [*manual, *sets["gen:obo"]]
+    assert "mix:baseline" not in sets  # the Xu et al. baseline is generated-only
+    assert sets["gen:aao"] == [] and sets["mix:aao"] == manual
+
+
+def test_first_per_relation_and_union() -> None:
+    a, b = _s(0, "Other"), _s(1, "Other")
+    c = _s(0, "Cause-Effect(e1,e2)")
+    assert first_per_relation([a, c, b], 1) == [a, c]
+    assert first_per_relation([a, c, b], 5) == [a, c, b]
+    assert union([a, c], [b, a]) == [a, c, b]  # a generated copy of a manual sample is kept once
+
+
+def test_grid_cells_and_classifier_seeds() -> None:
+    prof = load_profile("smoke", {"fewshot.k": [4, 8], "fewshot.seeds": [1, 2], "encoder.seeds_per_split": 2})
+    cells = grid_cells(prof)
+    assert [(c.k, c.split_seed, c.classifier_seed) for c in cells] == [
+        (4, 1, 1000), (4, 1, 1001), (4, 2, 2000), (4, 2, 2001),
+        (8, 1, 1000), (8, 1, 1001), (8, 2, 2000), (8, 2, 2001),
+    ]  # fmt: skip
+    cpu = grid_cells(load_profile("cpu"))
+    assert [c.name for c in cpu] == ["k8_s1_c1000", "k8_s1_c1001", "k8_s1_c1002"]
+    assert GridCell(8, 3, 4).classifier_seed == 3 * CLASSIFIER_SEED_STRIDE + 4
+
+
+def _run(arm: str, k: int, value: float, macro: float | None = None, **extra: Any) -> dict[str, Any]:
+    row = {"arm": arm, "k": k, "micro_f1": value, **extra}
+    if macro is not None:
+        row["semeval_macro_f1"] = macro
+    return row
+
+
+RUNS = [
+    _run("manual", 8, 0.5, 0.4), _run("manual", 8, 0.6, 0.5), _run("manual", 8, 0.7, 0.6),
+    _run("mix:obo", 8, 0.8), _run("mix:obo", 8, 0.6), _run("mix:obo", 8, 0.7),
+    _run("gen:obo", 8, 0.3), _run("gen:obo", 8, 0.2), _run("gen:obo", 8, 0.1),
+    _run("llm", 8, 0.25),
+]  # fmt: skip
+
+
+def test_summarize_mean_and_sample_sd_by_hand() -> None:
+    summary = summarize(RUNS).set_index("arm")
+    assert list(summary.index) == ["manual", "gen:obo", "mix:obo", "llm"]  # display order
+    assert summary.loc["manual", "mean"] == pytest.approx(0.6)
+    assert summary.loc["manual", "sd"] == pytest.approx(0.1)  # sqrt(((-.1)^2 + 0 + .1^2) / 2)
+    assert summary.loc["gen:obo", "n"] == 3 and summary.loc["gen:obo", "mean"] == pytest.approx(0.2)
+    assert math.isnan(summary.loc["llm", "sd"])  # one run: no spread
+    macro = summarize(RUNS, "semeval_macro_f1")
+    assert list(macro["arm"]) == ["manual"] and macro["mean"].iloc[0] == pytest.approx(0.5)
+    assert format_mean_sd(0.6, 0.1) == "60.0 ± 10.0" and format_mean_sd(0.25, float("nan")) == "25.0"
+
+
+def test_results_table_puts_the_paper_numbers_beside_redpo() -> None:
+    table = results_table(RUNS, "semeval")
+    assert table.loc["manual", "K=8"] == "60.0 ± 10.0"
+    assert table.loc["manual", "paper K=8"] == "61.39"
+    assert table.loc["mix:obo", "paper K=8"] == "67.92"
+    assert table.loc["llm", "paper K=8"] == "25.55" and table.loc["llm", "K=8"] == "25.0"
+    assert table.loc["gen:obo", "paper K=8"] == ""  # the paper's K=8 generated row is OBO + DPO
+    assert results_table(RUNS, "tacrev").loc["manual", "paper K=8"] == ""
+
+
+def test_paper_numbers_are_the_published_tables() -> None:
+    assert paper_numbers.paper_value("semeval", 8, "gen:obo_dpo") == 42.02
+    assert paper_numbers.paper_value("semeval", 32, "gen:obo") == 30.03
+    assert paper_numbers.paper_value("tacred", 16, "llm") is None
+    assert paper_numbers.paper_value("tacred", 8, "gen:obo_dpo") == 22.48
+    assert len(paper_numbers.published("semeval")) == 5 + 5
+    assert all(p.source == "N" for p in paper_numbers.PUBLISHED)
+
+
+def test_claim_checks_by_hand() -> None:
+    claims = claim_checks(RUNS).set_index("claim")
+    mixed = claims.loc["6: manual + generated beats manual (obo)"]
+    assert mixed["holds"] == "yes" and mixed["diff"] == pytest.approx(0.1) and not mixed["clear"]
+    gen = claims.loc["5: generated-only beats direct LLM (obo)"]
+    assert gen["holds"] == "no" and gen["diff"] == pytest.approx(-0.05)
+    assert claims.loc["3: DPO improves OBO-generated data", "holds"] == "n/a (arm not run)"
+
+
+def test_per_relation_confusion_and_best_arm() -> None:
+    labels = ["Other", "A", "B"]
+    runs = [
+        {"arm": "manual", "k": 8, "micro_f1": 0.5, "labels": labels, "confusion": [[1, 0, 0], [1, 1, 0], [0, 0, 0]],
+         "per_relation": [{"label": "Other", "f1": 0.6, "support": 1}, {"label": "A", "f1": 0.4, "support": 2},
+                          {"label": "B", "f1": 0.0, "support": 0}]},
+        {"arm": "manual", "k": 8, "micro_f1": 0.7, "labels": labels, "confusion": [[0, 1, 0], [0, 2, 0], [0, 0, 0]],
+         "per_relation": [{"label": "Other", "f1": 0.0, "support": 1}, {"label": "A", "f1": 0.8, "support": 2},
+                          {"label": "B", "f1": 0.0, "support": 0}]},
+        {"arm": "gen:obo", "k": 8, "micro_f1": 0.4, "labels": labels, "confusion": [[1, 0, 0], [0, 0, 2], [0, 0, 0]],
+         "per_relation": []},
+        {"arm": "llm", "k": 8, "micro_f1": 0.9},
+    ]
+    frame = per_relation_frame(runs)
+    assert list(frame.columns) == ["A", "Other"]  # B has no gold support
+    assert frame.loc["manual", "A"] == pytest.approx(0.6)
+    assert best_arm(runs) == "manual"  # the LLM is not a trained arm
+    confusion = summed_confusion(runs, "manual")
+    assert confusion.loc["A", "A"] == 3 and confusion.loc["Other", "A"] == 1
+    assert "B" not in confusion.index
+    assert "B" in summed_confusion(runs, "gen:obo").columns  # predicted, so kept
+
+
+def test_markdown_table_and_arm_order() -> None:
+    frame = pd.DataFrame({"a": [1.23456, float("nan")], "b": ["x|y", "z"]})
+    assert markdown_table(frame, index=False) == "| a | b |\n|---|---|\n| 1.235 | x\\|y |\n|  | z |\n"
+    assert arm_order(["llm", "mix:aao", "gen:obo_dpo", "manual", "gen:baseline", "zzz"]) == [
+        "manual", "gen:baseline", "gen:obo_dpo", "mix:aao", "llm", "zzz"
+    ]
+
+
+def test_run_store_skips_a_torn_line(tmp_path: Path) -> None:
+    path = tmp_path / "runs.jsonl"
+    RunStore(path).add({"fingerprint": "a", "micro_f1": 0.5})
+    with path.open("a") as f:
+        f.write('{"fingerprint": "b", "micro')
+    store = RunStore(path)
+    assert store.get("a") == {"fingerprint": "a", "micro_f1": 0.5} and store.get("b") is None
+
+
+def test_evaluation_sets_are_stratified_seeded_subsets(data_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDPO_DATA_DIR", str(data_root))
+    prof = load_profile("smoke")
+    dev, test = evaluation_sets(prof)
+    assert len(dev) == prof.dataset.dev_subsample and len(test) == prof.dataset.test_subsample
+    assert {s.relation for s in test} == set(prof.dataset.relations)
+    assert evaluation_sets(prof) == (dev, test)
+    full_dev, _ = evaluation_sets(load_profile("smoke", {"dataset.dev_subsample": None}))
+    assert len(full_dev) > len(dev)
+
+
+@pytest.mark.slow
+def test_run_grid_trains_every_arm_and_resumes(tmp_path: Path) -> None:
+    prof = _profile(**{"fewshot.k": [2], "encoder.epochs": 1, "encoder.threads": 1})
+    results = _results(tmp_path, prof)
+    dev = test = [_s(i, rel, "t") for rel in RELATIONS for i in range(2)]
+    first = run_grid(prof, results, dev, test, progress=False)
+    trained = {r["arm"] for r in first["runs"]}
+    assert trained == {"manual", "gen:baseline", "gen:obo", "mix:obo", "gen:obo_dpo", "mix:obo_dpo", "mix:aao"}
+    assert first["skipped"] == [{"arm": "gen:aao", "cell": "k2_s1_c1000", "reason": "empty training set"}]
+    assert not any(r["cached"] for r in first["runs"])
+    for r in first["runs"]:
+        assert 0.0 <= r["micro_f1"] <= 1.0 and r["n_train"] > 0 and r["classifier_seed"] == 1000
+    again = run_grid(prof, results, dev, test, progress=False)
+    assert all(r["cached"] for r in again["runs"])
+    assert [r["micro_f1"] for r in again["runs"]] == [r["micro_f1"] for r in first["runs"]]
+    lines = (results.cache / "re_runs.jsonl").read_text().splitlines()
+    assert len(lines) == len(first["runs"]) and all(json.loads(line)["fingerprint"] for line in lines)
