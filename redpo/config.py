@@ -170,7 +170,6 @@ class LoraConfigSection(_Strict):
 class DPOConfig(_Strict):
     """DPO fine-tuning of the generator (TRL DPOTrainer + PEFT LoRA), paper §4."""
 
-    enabled: bool = True
     beta: float = Field(0.1, gt=0)
     learning_rate: float = Field(5e-5, gt=0)
     epochs: float = Field(1.0, gt=0)

@@ -1,0 +1,215 @@
+"""DPO pairs (invariants on real SemEval data) and a tiny real DPO run (TRL + PEFT on a tiny Llama)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from datasets import Dataset
+
+from redpo import prompts
+from redpo.config import load_profile
+from redpo.data import kshot_sample, load_split, profile_schema
+from redpo.dpo_pairs import (
+    HALVES,
+    KINDS,
+    DPOPairs,
+    allocate_kinds,
+    build_pairs,
+    leakage_report,
+    load_halves,
+    load_pairs,
+    pair_samples,
+    save_pairs,
+    split_relations,
+)
+from redpo.parse import NEAR_COPY_THRESHOLD, exact_key, near_copy_score
+from redpo.results import ResultsDir
+from redpo.sample import RESample
+
+PAIRS_PER_RELATION = 7
+
+
+@pytest.fixture(scope="module")
+def built(data_root: Path) -> dict[str, Any]:
+    """Pairs for the smoke relations, 7 per relation (uneven on purpose: 7 = 3 + 2 + 2), chains of 3."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("REDPO_DATA_DIR", str(data_root))
+    profile = load_profile("smoke", {"dpo.pairs_per_relation": PAIRS_PER_RELATION, "dpo.chain_length": 3})
+    schema = profile_schema(profile)
+    train = load_split(profile, "train")
+    kshot = kshot_sample(train, 4, 1)
+    pairs = build_pairs(profile, schema, train, kshot, lambda m: prompts.render(m, None))
+    yield {"profile": profile, "schema": schema, "train": train, "kshot": kshot, "pairs": pairs}
+    mp.undo()
+
+
+def _rows(pairs: DPOPairs) -> list[dict[str, Any]]:
+    return [row for ds in pairs.datasets.values() for row in ds]
+
+
+def _sample(text: str, relation: str) -> RESample:
+    return RESample.from_marked(text, relation)
+
+
+def _mix(wrong: float, near: float, exact: float) -> dict[str, float]:
+    return {"wrong_relation": wrong, "near_copy": near, "exact_copy": exact}
+
+
+@pytest.mark.parametrize(
+    ("n", "mix", "expected"),
+    [
+        (3, _mix(1, 1, 1), _mix(1, 1, 1)),
+        (7, _mix(1, 1, 1), _mix(3, 2, 2)),
+        (6, _mix(2, 1, 0), _mix(4, 2, 0)),
+        (5, {"near_copy": 1}, _mix(0, 5, 0)),
+    ],
+)
+def test_kind_allocation_is_exact_largest_remainder(n: int, mix: dict, expected: dict) -> None:
+    assert allocate_kinds(n, mix) == expected
+
+
+def test_halves_are_seeded_disjoint_and_place_the_negative_label_once() -> None:
+    labels = [f"r{i}" for i in range(9)] + ["Other"]
+    a, b = split_relations(labels, 3, "Other"), split_relations(labels, 3, "Other")
+    assert a == b
+    assert set(a.halves["A"]).isdisjoint(a.halves["B"])
+    assert sorted(a.halves["A"] + a.halves["B"]) == sorted(labels)
+    assert len(a.halves["A"]) == len(a.halves["B"]) == 5
+    assert sum("Other" in rels for rels in a.halves.values()) == 1
+    assert a.generate_relations("A") == a.train_relations("B")
+    assert split_relations(labels, 4, "Other") != a
+
+
+def test_chosen_is_an_unseen_gold_train_sample_of_the_target_relation(built: dict) -> None:
+    gold = {(s.relation, exact_key(s)) for s in built["train"]}
+    kshot = {exact_key(s) for s in built["kshot"]}
+    rows = _rows(built["pairs"])
+    assert rows
+    for row in rows:
+        chosen = _sample(row["chosen_marked"], row["relation"])
+        assert row["chosen"] == prompts.demo_text(chosen, built["schema"])
+        assert (row["relation"], exact_key(chosen)) in gold
+        assert exact_key(chosen) not in kshot, "K-shot samples must never be chosen"
+        assert exact_key(chosen) not in {exact_key(_sample(d, row["relation"])) for d in row["demos"]}
+        assert row["chosen"] != row["rejected"]
+        assert prompts.DISSIMILARITY_INSTRUCTION_OBO in row["prompt"]
+        assert prompts.OBO_INSTRUCTION.format(relation=row["relation"]) in row["prompt"]
+
+
+def test_kind_proportions_per_relation_are_as_configured(built: dict) -> None:
+    expected = allocate_kinds(PAIRS_PER_RELATION, built["profile"].dpo.kind_mix)
+    per_relation: dict[str, Counter] = {}
+    for row in _rows(built["pairs"]):
+        per_relation.setdefault(row["relation"], Counter())[row["kind"]] += 1
+    assert set(per_relation) == set(built["profile"].dataset.relations)
+    for counts in per_relation.values():
+        assert {k: counts.get(k, 0) for k in KINDS} == expected
+
+
+def test_obo_chaining_appends_each_chosen_to_the_next_prompt(built: dict) -> None:
+    chains: dict[tuple[str, int], list[dict]] = {}
+    for row in _rows(built["pairs"]):
+        chains.setdefault((row["relation"], row["chain"]), []).append(row)
+    assert any(len(c) == 3 for c in chains.values()), "chain_length 3 should give 3-step chains"
+    for chain in chains.values():
+        chain.sort(key=lambda r: r["step"])
+        assert [r["step"] for r in chain] == list(range(len(chain)))
+        for prev, nxt in itertools.pairwise(chain):
+            assert nxt["n_demos"] == prev["n_demos"] + 1 == len(nxt["demos"])
+            assert nxt["demos"] == [*prev["demos"], prev["chosen_marked"]]
+            assert f"{len(nxt['demos'])}. {prev['chosen']}" in nxt["prompt"]
+
+
+def test_rejected_kinds_are_what_they_claim(built: dict) -> None:
+    by_key = {exact_key(s): s.relation for s in built["train"]}
+    seen = Counter()
+    for row in _rows(built["pairs"]):
+        rel, kind = row["relation"], row["kind"]
+        rejected = _sample(row["rejected_marked"], rel)
+        demos = [_sample(d, rel) for d in row["demos"]]
+        demo_keys = {exact_key(d) for d in demos}
+        seen[kind] += 1
+        if kind == "exact_copy":
+            assert row["rejected_marked"] in row["demos"]
+        elif kind == "near_copy":
+            assert exact_key(rejected) not in demo_keys, "a near copy must not be an exact copy"
+            assert near_copy_score(rejected, demos) >= NEAR_COPY_THRESHOLD
+            assert all(
+                (rejected.head_name, rejected.tail_name) != (d.head_name, d.tail_name) for d in demos
+            ), "the entities must be replaced"
+        else:
+            assert row["rejected_source_relation"] != rel
+            assert by_key[exact_key(rejected)] == row["rejected_source_relation"], "a gold sample of another relation"
+            assert row["rejected"] == prompts.demo_text(rejected, built["schema"]), "shown in the target's format"
+    assert set(seen) == set(KINDS)
+
+
+def test_no_gold_sample_crosses_halves(built: dict) -> None:
+    pairs, train, kshot = built["pairs"], built["train"], built["kshot"]
+    report = leakage_report(pairs, train, kshot)
+    assert report["ok"], report
+    for adapter in HALVES:
+        own = set(pairs.halves.train_relations(adapter))
+        forbidden = {exact_key(s) for s in train if s.relation not in own}
+        for row in pairs.datasets[adapter]:
+            assert row["relation"] in own and row["rejected_source_relation"] in own
+            assert not {exact_key(s) for s in pair_samples(row)} & forbidden
+
+
+def test_leakage_check_catches_a_planted_leak(built: dict) -> None:
+    pairs, train = built["pairs"], built["train"]
+    generates = set(pairs.halves.generate_relations("A"))
+    foreign = next(s for s in train if s.relation in generates)
+    rows = list(pairs.datasets["A"])
+    rows[0] = {**rows[0], "demos": [*rows[0]["demos"], foreign.to_marked()]}
+    planted = DPOPairs(pairs.halves, {**pairs.datasets, "A": Dataset.from_list(rows)})
+    report = leakage_report(planted, train, built["kshot"])
+    assert not report["ok"]
+    assert report["adapters"]["A"]["leaks"][0]["row"] == 0
+
+
+def test_pairs_round_trip_through_the_results_folder(built: dict, results_tmp: Path) -> None:
+    results = ResultsDir(built["profile"])
+    paths = save_pairs(built["pairs"], results)
+    assert paths["A"].name == "pairs_A.jsonl"
+    for half in HALVES:
+        back = load_pairs(results, half)
+        assert back.to_list() == built["pairs"].datasets[half].to_list()
+        assert {"prompt", "chosen", "rejected", "kind", "relation", "half"} <= set(back.column_names)
+    assert load_halves(results).halves == built["pairs"].halves.halves
+
+
+def test_tiny_dpo_run_moves_the_lora_weights_and_lowers_the_loss(tmp_path: Path) -> None:
+    """A trivially separable preference (always 'yes yes', never 'no no'): DPO must learn it in a few steps."""
+    from safetensors.torch import load_file
+
+    from redpo.dpo_train import LOG_NAME, train_adapter
+
+    profile = load_profile("smoke", {
+        "generator.fit.steps": 0,
+        "generator.model": "tiny-random-llama",
+        "dpo.max_steps": 10,
+        "dpo.batch_size": 4,
+        "dpo.learning_rate": 5.0e-3,
+        "dpo.max_length": 64,
+    })
+    pairs = Dataset.from_list([
+        {"prompt": f"<|im_start|>user\nquestion {i}<|im_end|>\n<|im_start|>assistant\n",
+         "chosen": "yes yes yes", "rejected": "no no no"}
+        for i in range(16)
+    ])
+    out = tmp_path / "adapter"
+    log = train_adapter(profile, pairs, out, progress=False)
+    losses = [row["loss"] for row in log["history"]]
+    assert log["steps"] == 10 and len(losses) == 10
+    assert losses[-1] < losses[0] - 0.05, losses
+    assert log["history"][-1]["rewards/accuracies"] == 1.0
+    weights = load_file(out / "adapter_model.safetensors")
+    lora_b = [t for name, t in weights.items() if "lora_B" in name]
+    assert lora_b and any(t.abs().sum() > 0 for t in lora_b), "LoRA B starts at zero; training must move it"
+    assert json.loads((out / LOG_NAME).read_text())["adapter_sha256"] == log["adapter_sha256"]
