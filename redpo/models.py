@@ -494,6 +494,9 @@ def resolve_model(name: str) -> ModelInfo:
     local = Path(name).expanduser()
     if local.is_dir():
         path = local.resolve()
+        marker = _read_marker(path)
+        if marker is not None:  # one of redpo's own builds: keep its registry name and recorded hash
+            return ModelInfo(marker["name"], str(path), marker["sha256"], marker["source"], marker.get("details", {}))
         return ModelInfo(name, str(path), hash_model_dir(path), "local")
     if name in PACKAGED:
         return _prepare_packaged(PACKAGED[name])

@@ -182,3 +182,11 @@ def test_packaged_smollm2_converts_and_generates() -> None:
 def test_packaged_entries_are_consistent() -> None:
     for entry in models.PACKAGED.values():
         assert len(entry.packages) == len(entry.parts) and len(entry.sha256) == 64
+
+
+def test_a_marked_build_resolves_under_its_own_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loading one of redpo's cached builds by path keeps its registry name and recorded hash (manifest names)."""
+    monkeypatch.setenv("REDPO_CACHE", str(tmp_path / "cache"))
+    built = models.ensure_tiny("tiny-random-llama")
+    by_path = models.resolve_model(built.path)
+    assert (by_path.name, by_path.sha256, by_path.source) == ("tiny-random-llama", built.sha256, "tiny")
