@@ -12,7 +12,7 @@ STAMP := .venv/.redpo-installed
 # Pass --mirror only when the mirror exists; otherwise `redpo data --fetch` downloads the pinned files.
 MIRROR_ARG := $(if $(wildcard $(MIRROR)),--mirror $(MIRROR))
 
-.PHONY: setup data test reproduce lab strip lint clean
+.PHONY: setup data test reproduce figures lab strip lint clean
 
 # A non-default PYTHON (e.g. a conda env from environment.yml) is used as it is: no .venv is built.
 ifeq ($(PYTHON),.venv/bin/python)
@@ -41,6 +41,10 @@ test: data
 
 reproduce: setup
 	$(PYTHON) -m redpo run --profile $(PROFILE)
+
+# Figures, tables and claims.md from results/$(PROFILE)/metrics only: no model is loaded, it takes seconds.
+figures: setup
+	$(PYTHON) -m redpo figures --profile $(PROFILE)
 
 lab: setup
 	$(PYTHON) -m jupyter lab notebooks/

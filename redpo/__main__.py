@@ -1,4 +1,4 @@
-"""``python -m redpo run|data|models|bench``: the command line over the runner, data layer and model registry.
+"""``python -m redpo run|figures|data|models|bench``: the command line over the runner, figures, data and models.
 
 Expected failures (bad profile or override, missing data, unknown model, failing notebook) print one line
 naming the cause and exit non-zero without a traceback; anything else is a bug and keeps its traceback.
@@ -134,6 +134,32 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+MODEL_LIBRARIES = ("torch", "transformers", "peft", "trl")
+
+
+def cmd_figures(args: argparse.Namespace) -> int:
+    """Rebuild every figure, table and ``claims.md`` from the saved metrics; it loads no model and says so."""
+    import time
+
+    from redpo import plots, report
+
+    start = time.perf_counter()
+    profile = load_profile(args.profile, parse_overrides(args.param))
+    results = ResultsDir(profile, root=Path(args.results_dir) if args.results_dir else None)
+    if not (results.root / "metrics").is_dir():
+        raise ConfigError(f"{results.root}/metrics does not exist; run `python -m redpo run --profile "
+                          f"{profile.name}` first")
+    for name, out in plots.draw_all(results).items():
+        print(f"figure {name}: {out if isinstance(out, str) else ', '.join(p.name for p in out)}")
+    built = report.build_all(results)
+    for group in report.TABLES:
+        print(f"tables {group}: {built[group] if isinstance(built[group], str) else ', '.join(built[group])}")
+    print(f"claims.md: {', '.join(f'{i} {v}' for i, v in enumerate(built['claims'], 1))}")
+    loaded = [m for m in MODEL_LIBRARIES if m in sys.modules]
+    print(f"rebuilt in {time.perf_counter() - start:.1f}s; model libraries imported: {', '.join(loaded) or 'none'}")
+    return 0
+
+
 # ---- parser ---------------------------------------------------------------------------------------------
 def add_profile_args(p: argparse.ArgumentParser, default: str = "cpu") -> None:
     p.add_argument(
@@ -163,6 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--notebooks-dir", type=Path, help="folder of NN_*.ipynb (default: notebooks/)")
     run.add_argument("--no-progress", action="store_true", help="hide papermill's per-cell progress bar")
     run.set_defaults(func=cmd_run)
+
+    figures = sub.add_parser("figures", help="rebuild every figure, table and claims.md from saved metrics")
+    add_profile_args(figures)
+    add_results_arg(figures)
+    figures.set_defaults(func=cmd_figures)
 
     data = sub.add_parser("data", help="fetch the data and print split sizes and labels")
     add_profile_args(data)

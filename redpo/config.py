@@ -222,8 +222,23 @@ class LLMREConfig(_Strict):
 
 
 class PlateauConfig(_Strict):
+    """Notebook 05: RE score against N generated samples per relation (``redpo.plateau``).
+
+    Each arm is generated once up to ``max(n_values)``; every smaller N takes the first N samples per relation.
+    """
+
     n_values: list[int] = Field(default_factory=lambda: [4, 8, 16, 32])
     arms: list[str] = Field(default_factory=lambda: ["obo", "obo_dpo", "aao"])
+    """Generation arms (``generate.ARMS``) or ``<arm>_dpo`` for the notebook 03 adapters."""
+    min_gain: float = Field(0.01, ge=0)
+    """Plateau rule: a gain in micro-F1 (0-1) no larger than max(this, the larger seed sd) is no gain."""
+
+    @field_validator("n_values")
+    @classmethod
+    def _increasing(cls, v: list[int]) -> list[int]:
+        if not v or any(x < 1 for x in v) or sorted(set(v)) != v:
+            raise ValueError("must be a non-empty, strictly increasing list of positive integers")
+        return v
 
 
 class Profile(_Strict):

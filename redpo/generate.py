@@ -25,7 +25,6 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-import torch
 from tqdm import tqdm
 
 from redpo import prompts
@@ -82,6 +81,8 @@ class TransformersBackend:
         return prompts.render(messages, self.tokenizer)
 
     def generate(self, prompts: list[str], sampling: SamplingConfig, seed: int) -> list[GenerationOutput]:
+        import torch  # here, not at module level: `python -m redpo figures` reads arm files without torch
+
         torch.manual_seed(seed)
         out: list[GenerationOutput] = []
         for start in range(0, len(prompts), self.batch_size):
@@ -102,12 +103,14 @@ class TransformersBackend:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         return kwargs
 
-    @torch.inference_mode()
     def _generate_batch(self, batch: list[str], sampling: SamplingConfig) -> list[GenerationOutput]:
+        import torch
+
         # The rendered chat template already holds any BOS; adding special tokens again would double it.
         enc = self.tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False)
         enc = enc.to(self.model.device)
-        seqs = self.model.generate(**enc, **self._generate_kwargs(sampling))
+        with torch.inference_mode():
+            seqs = self.model.generate(**enc, **self._generate_kwargs(sampling))
         new = seqs[:, enc["input_ids"].shape[1] :].tolist()
         self.calls += 1
         texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)

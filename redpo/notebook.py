@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from redpo.config import Profile, load_profile
+from redpo.plots import FORMATS as FIGURE_FORMATS
+from redpo.plots import save_figure, set_style
 from redpo.results import ResultsDir
 
-FIGURE_FORMATS = ("png", "pdf")
+__all__ = ["FIGURE_FORMATS", "save_figure", "set_style", "setup"]
 
 
 def setup(
@@ -28,19 +30,3 @@ def setup(
     set_style()
     return prof, results
 
-
-def set_style() -> None:
-    """One seaborn style for every figure, so plots from different notebooks look alike."""
-    import seaborn as sns
-
-    sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
-
-
-def save_figure(fig: Any, results: ResultsDir, name: str) -> list[Path]:
-    """Save a matplotlib figure as PNG and PDF under ``figures/``: PNG for the README, PDF for papers."""
-    paths = []
-    for fmt in FIGURE_FORMATS:
-        path = results.figures / f"{name}.{fmt}"
-        fig.savefig(path, bbox_inches="tight", dpi=150)
-        paths.append(path)
-    return paths

@@ -36,7 +36,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 from tqdm import tqdm
 
 from redpo import paper_numbers
@@ -46,7 +45,6 @@ from redpo.data import load_profile_kshot, load_split, profile_schema, stratifie
 from redpo.generate import ARMS, arm_paths
 from redpo.manifest import record_model
 from redpo.re_metrics import score
-from redpo.re_model import predict, train_re_model
 from redpo.results import ResultsDir, read_samples, write_json
 from redpo.sample import RESample
 
@@ -163,6 +161,8 @@ def arm_order(arms: Sequence[str]) -> list[str]:
 @contextmanager
 def torch_threads(n: int | None) -> Iterator[None]:
     """Temporarily set torch's intra-op threads (``encoder.threads``); ``None`` leaves them alone."""
+    import torch  # lazily: the aggregation helpers below serve `python -m redpo figures`, which loads no model
+
     before = torch.get_num_threads()
     if n:
         torch.set_num_threads(n)
@@ -233,6 +233,8 @@ def _train_and_score(
     test: Sequence[RESample],
     output_dir: Path,
 ) -> dict[str, Any]:
+    from redpo.re_model import predict, train_re_model
+
     schema = profile_schema(profile)
     trained = train_re_model(
         train, dev, schema, profile.encoder, encoder_name=profile.encoder.model, seed=cell.classifier_seed,
@@ -273,6 +275,22 @@ def run_grid(
     Runs found in the resume cache are reused (``"cached": true``). An arm whose training set is empty (a
     generation arm that produced nothing valid) is listed under ``skipped`` with the reason, not trained.
     """
+    splits = dict.fromkeys((c.k, c.split_seed) for c in grid_cells(profile))
+    sets = {split: arm_training_sets(profile, results, *split) for split in splits}
+    return run_training_sets(profile, results, sets, dev, test, progress=progress)
+
+
+def run_training_sets(
+    profile: Profile,
+    results: ResultsDir,
+    sets_by_split: Mapping[tuple[int, int], Mapping[str, Sequence[RESample]]],
+    dev: Sequence[RESample],
+    test: Sequence[RESample],
+    *,
+    progress: bool = True,
+) -> dict[str, list[dict[str, Any]]]:
+    """:func:`run_grid` on given training sets (``{(K, split seed): {arm: samples}}``), in every grid cell of
+    each split, through the same resume cache: a set equal to one notebook 04 trained is not trained again."""
     from redpo.models import load_encoder
 
     record_model(results, load_encoder(profile.encoder.model).info)
@@ -280,8 +298,7 @@ def run_grid(
     dev_digest, test_digest = _digest(dev), _digest(test)
     cells = grid_cells(profile)
     work = []
-    for k, split_seed in dict.fromkeys((c.k, c.split_seed) for c in cells):
-        sets = arm_training_sets(profile, results, k, split_seed)
+    for (k, split_seed), sets in sets_by_split.items():
         mine = [c for c in cells if (c.k, c.split_seed) == (k, split_seed)]
         work += [(c, arm, train) for c in mine for arm, train in sets.items()]
     runs: list[dict[str, Any]] = []
