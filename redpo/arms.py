@@ -108,6 +108,8 @@ def yield_summary(results: Mapping[tuple[str, int, int], ArmResult]) -> pd.DataF
 
     ``valid_rate`` is valid samples over *candidate samples* (valid + rejected lines, surplus excluded), which
     compares AAO (many per call) with OBO (one per call) fairly; ``valid_per_call`` is the per-call yield.
+    ``model_seconds`` is the generation time behind the responses, including calls answered from the cache
+    (what the arm cost); ``seconds`` is this run's wall time (near zero when everything was cached).
     """
     rows = []
     for (name, k, seed), res in results.items():
@@ -127,6 +129,7 @@ def yield_summary(results: Mapping[tuple[str, int, int], ArmResult]) -> pd.DataF
             "valid_rate": valid / candidates if candidates else 0.0,
             "valid_per_call": valid / calls if calls else 0.0,
             "relations_short": sum(st.stop == "budget" for st in generated),
+            "model_seconds": res.info.get("model_seconds"),
             "seconds": res.info.get("seconds"),
             "top_rejects": ", ".join(f"{r} {n}" for r, n in rejects.most_common(3)),
         })

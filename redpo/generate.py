@@ -421,7 +421,7 @@ def generate_arm(
     calls_before = generator.backend_calls
     render = generator.render
     bar = tqdm(total=budget, desc=f"generate {name}", unit="step", disable=not progress)
-    step = 0
+    step, model_seconds = 0, 0.0
     pending = [s for s in states if gen.n_per_relation > 0]
     while pending:
         asked = [gen.n_per_relation - len(s.valid) if spec.many else 1 for s in pending]
@@ -430,6 +430,7 @@ def generate_arm(
             for s, n in zip(pending, asked, strict=True)
         ]
         responses = generator.generate(requests)
+        model_seconds += sum(r.seconds for r in responses)
         for s, n, resp in zip(pending, asked, responses, strict=True):
             records.append(_absorb(s, resp, n, spec, schema, profile, name, step))
         step += 1
@@ -451,6 +452,7 @@ def generate_arm(
         "sampling": sampling.model_dump(mode="json"),
         "steps": step,
         "seconds": round(time.perf_counter() - t0, 3),
+        "model_seconds": round(model_seconds, 1),
         "backend_calls": generator.backend_calls - calls_before,
         "cached_responses": sum(r.cached for r in records),
         "responses": len(records),
