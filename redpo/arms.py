@@ -175,7 +175,10 @@ def diversity_summary(
             "seed": seed,
             "relations": rels,
             "arms": {
-                name: diversity_report(res.samples, demos_by_relation=demos, embed=embed, relations=rels)
+                # gold *is* the demonstrations: its near-copy share against them would be a meaningless 1.0
+                name: diversity_report(
+                    res.samples, demos_by_relation=None if name == "gold" else demos, embed=embed, relations=rels
+                )
                 for name, res in split_arms.items()
             },
         }

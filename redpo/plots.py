@@ -78,7 +78,12 @@ def _diversity_bars(metrics_file: str, results: ResultsDir, order: list[str], ti
                       var_name="metric")
     g = sns.catplot(data=long, x="arm", y="value", col="metric", kind="bar", col_wrap=3, sharey=False,
                     height=2.8, aspect=1.3, order=[a for a in order if a in set(table["arm"])], errorbar="sd")
-    g.set_xticklabels(rotation=40, ha="right")
+    for ax in g.axes.flat:  # every facet names its arms: a shared, hidden x axis leaves the bars anonymous
+        ax.tick_params(axis="x", labelbottom=True, labelrotation=40)
+        for label in ax.get_xticklabels():
+            label.set_horizontalalignment("right")
+        ax.set_xlabel("")
+    g.figure.subplots_adjust(hspace=0.55)
     g.figure.suptitle(title, y=1.03)
     return g.figure
 
