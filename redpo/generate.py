@@ -60,11 +60,16 @@ class Backend(Protocol):
         ...
 
 
+SHARED_PREFIX_MIN_TOKENS = 256
+"""Greedy batches whose prompts share at least this many leading tokens prefill them once (direct-LLM RE)."""
+
+
 class TransformersBackend:
     """Left-padded batched ``model.generate`` on a loaded HF causal LM (CPU or GPU)."""
 
-    def __init__(self, loaded: Any, batch_size: int) -> None:
+    def __init__(self, loaded: Any, batch_size: int, *, min_shared_prefix: int = SHARED_PREFIX_MIN_TOKENS) -> None:
         self.model = loaded.model.eval()
+        self.min_shared_prefix = min_shared_prefix
         self.tokenizer = loaded.tokenizer
         self.info = loaded.info
         self.batch_size = batch_size
@@ -76,6 +81,8 @@ class TransformersBackend:
             eos = self.tokenizer.eos_token_id
         self._eos_ids = set(eos if isinstance(eos, list) else [eos])
         self.calls = 0
+        self._prefix: tuple[list[int], Any] | None = None
+        """(token ids, KV cache) of the last shared prompt prefix; see :meth:`_reuse_shared_prefix`."""
 
     def render(self, messages: prompts.Messages) -> str:
         return prompts.render(messages, self.tokenizer)
@@ -84,6 +91,10 @@ class TransformersBackend:
         import torch  # here, not at module level: `python -m redpo figures` reads arm files without torch
 
         torch.manual_seed(seed)
+        if sampling.temperature == 0:
+            encoded = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+            if self._reuse_shared_prefix(encoded):
+                return [self._greedy_after_prefix(ids, sampling) for ids in encoded]
         out: list[GenerationOutput] = []
         for start in range(0, len(prompts), self.batch_size):
             out.extend(self._generate_batch(prompts[start : start + self.batch_size], sampling))
@@ -115,6 +126,53 @@ class TransformersBackend:
         self.calls += 1
         texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
         return [GenerationOutput(t, self._n_generated(ids)) for t, ids in zip(texts, new, strict=True)]
+
+    def _reuse_shared_prefix(self, encoded: list[list[int]]) -> bool:
+        """Make ``self._prefix`` the KV cache of the leading tokens all of ``encoded`` share, if that is long.
+
+        Why: the direct-LLM RE prompts repeat ~1,200 tokens of label explanations and differ only in the final
+        sentence, so prefilling the shared part once and each sentence alone is many times cheaper than
+        prefilling every prompt in full. A later batch that shares less of the cached prefix gets the common part
+        prefilled anew (once: the batches after it share that part too). Greedy decoding only, so the answers
+        equal full-prompt decoding up to float rounding.
+        """
+        import torch
+
+        shared = min(len(ids) for ids in encoded) - 1  # every prompt keeps >= 1 token to feed the model
+        for ids in encoded[1:]:
+            shared = next((i for i in range(shared) if ids[i] != encoded[0][i]), shared)
+        if self._prefix is not None:
+            kept = self._prefix[0]
+            limit = min(len(kept), shared)
+            shared = next((i for i in range(limit) if kept[i] != encoded[0][i]), limit)
+            if shared == len(kept):
+                return True
+        if shared < self.min_shared_prefix:
+            return False
+        prefix_ids = encoded[0][:shared]
+        with torch.inference_mode():
+            out = self.model(torch.tensor([prefix_ids], device=self.model.device), use_cache=True)
+        self._prefix = (prefix_ids, out.past_key_values)
+        return True
+
+    def _greedy_after_prefix(self, ids: list[int], sampling: SamplingConfig) -> GenerationOutput:
+        import copy
+
+        import torch
+
+        assert self._prefix is not None
+        cache = copy.deepcopy(self._prefix[1])  # generate() extends the cache in place
+        input_ids = torch.tensor([ids], device=self.model.device)
+        with torch.inference_mode():
+            seqs = self.model.generate(
+                input_ids=input_ids,
+                attention_mask=torch.ones_like(input_ids),
+                past_key_values=cache,
+                **self._generate_kwargs(sampling),
+            )
+        new = seqs[0, len(ids) :].tolist()
+        self.calls += 1
+        return GenerationOutput(self.tokenizer.decode(new, skip_special_tokens=True), self._n_generated(new))
 
     def _n_generated(self, ids: list[int]) -> int:
         """Tokens the model actually produced: up to and including the first EOS (the rest is padding)."""

@@ -135,3 +135,25 @@ def test_tiny_llama_runs_through_the_real_generation_path(tmp_path: Path) -> Non
     parsed = [parse_label(a, RELATIONS) for a in result.answers]
     assert result.unparseable == sum(p is None for p in parsed)
     assert 0.0 <= result.metrics["micro_f1"] <= 1.0
+
+
+@pytest.mark.slow
+def test_shared_prefix_reuse_gives_the_full_prompt_answers() -> None:
+    """Greedy prompts sharing a long head prefill it once (see TransformersBackend); answers must not change,
+    including after a later batch shares less of the cached prefix (the prefix shrinks to the common part)."""
+    from redpo.generate import TransformersBackend
+    from redpo.models import load_causal_lm
+
+    loaded = load_causal_lm("tiny-random-llama")
+    greedy = SamplingConfig(temperature=0.0, repetition_penalty=1.0, max_new_tokens=6)
+    head = "the <e1>storm</e1> caused heavy <e2>damage</e2> in the old town last year . " * 3
+    batches = [
+        [head + "alpha one", head + "alpha two two", head + "alpha three"],
+        [head[:40] + "beta", head[:40] + "gamma gamma"],
+    ]
+    reused = TransformersBackend(loaded, batch_size=4, min_shared_prefix=8)
+    full = TransformersBackend(loaded, batch_size=4, min_shared_prefix=10**9)
+    for prompts in batches:
+        assert reused.generate(prompts, greedy, 0) == full.generate(prompts, greedy, 0)
+        assert reused._prefix is not None and full._prefix is None
+    assert len(reused._prefix[0]) < len(reused.tokenizer(head)["input_ids"])  # shrunk to the shorter head
