@@ -567,12 +567,22 @@ def _absorb(
     )
 
 
+MERGED_SUMS = ("seconds", "model_seconds", "responses", "backend_calls", "cached_responses")
+
+
 def merge_arms(results: Sequence[ArmResult]) -> ArmResult:
     """Join runs over disjoint relation sets (the two DPO halves) into one result."""
     if not results:
         raise ValueError("nothing to merge")
     first = results[0]
-    merged = ArmResult(first.arm, first.name, {}, {}, [], {**first.info, "parts": [r.info for r in results]})
+    totals = {  # run-level counts cover every part, not just the first (the parts ran one after the other)
+        key: round(sum(r.info.get(key) or 0 for r in results), 3)
+        for key in MERGED_SUMS
+        if any(key in r.info for r in results)
+    }
+    relations = [rel for r in results for rel in r.info.get("relations", r.samples)]
+    info = {**first.info, **totals, "relations": relations, "parts": [r.info for r in results]}
+    merged = ArmResult(first.arm, first.name, {}, {}, [], info)
     for r in results:
         overlap = set(merged.samples) & set(r.samples)
         if overlap or r.name != first.name:

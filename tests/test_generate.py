@@ -178,3 +178,23 @@ def test_resume_after_crash_gives_identical_outputs_without_repeated_calls(tmp_p
     lines = (tmp_path / "run.jsonl").read_text().splitlines()
     keys = [e["key"] for line in lines for e in json.loads(line)["entries"]]
     assert len(lines) == 6 and len(keys) == len(set(keys)) == 12
+
+
+def test_merge_arms_joins_halves_and_sums_their_run_counts() -> None:
+    """The DPO arm is two runs (one per adapter); its saved info must describe both, not the first alone."""
+    from redpo.generate import ArmResult, RelationStats, merge_arms
+
+    def half(rel: str, seconds: float, responses: int) -> ArmResult:
+        sample = RESample.from_marked(f"the <e1>{rel}</e1> met the <e2>dog</e2> .", rel)
+        info = {"name": "obo_dpo", "relations": [rel], "seconds": seconds, "model_seconds": seconds - 1,
+                "responses": responses, "backend_calls": 2, "cached_responses": 0, "steps": 3}
+        return ArmResult("obo", "obo_dpo", {rel: [sample]}, {rel: RelationStats(rel)}, [], info)
+
+    merged = merge_arms([half("Other", 10.0, 4), half("Cause-Effect(e1,e2)", 20.5, 6)])
+    assert merged.info["relations"] == ["Other", "Cause-Effect(e1,e2)"]
+    assert (merged.info["seconds"], merged.info["model_seconds"]) == (30.5, 28.5)
+    assert (merged.info["responses"], merged.info["backend_calls"]) == (10, 4)
+    assert merged.info["steps"] == 3 and len(merged.info["parts"]) == 2
+    assert set(merged.samples) == {"Other", "Cause-Effect(e1,e2)"}
+    with pytest.raises(ValueError, match="overlapping"):
+        merge_arms([half("Other", 1.0, 1), half("Other", 1.0, 1)])
