@@ -203,16 +203,31 @@ class RunStore:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.runs: dict[str, dict[str, Any]] = {}
-        if self.path.is_file():
-            for line in self.path.read_text(encoding="utf-8").splitlines():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if isinstance(row, dict) and "fingerprint" in row:
-                    self.runs[row["fingerprint"]] = row
+        self._read_upto = 0  # bytes of complete lines already read
+        self._read_new_lines()
+
+    def _read_new_lines(self) -> None:
+        """Read the lines appended since the last read; a line without its newline yet is left for later."""
+        if not self.path.is_file():
+            return
+        with self.path.open("rb") as f:
+            f.seek(self._read_upto)
+            tail = f.read()
+        complete = tail[: tail.rfind(b"\n") + 1]
+        self._read_upto += len(complete)
+        for line in complete.decode("utf-8", errors="replace").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(row, dict) and "fingerprint" in row:
+                self.runs[row["fingerprint"]] = row
 
     def get(self, fingerprint: str) -> dict[str, Any] | None:
+        """The finished run, re-reading the file on a miss: another notebook (e.g. 05 beside 04) may have
+        finished it since this store was opened."""
+        if fingerprint not in self.runs:
+            self._read_new_lines()
         return self.runs.get(fingerprint)
 
     def add(self, record: dict[str, Any]) -> None:

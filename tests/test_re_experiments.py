@@ -191,6 +191,20 @@ def test_run_store_skips_a_torn_line(tmp_path: Path) -> None:
     assert store.get("a") == {"fingerprint": "a", "micro_f1": 0.5} and store.get("b") is None
 
 
+def test_run_store_sees_runs_another_process_finished_later(tmp_path: Path) -> None:
+    """Notebooks 04 and 05 may share the store at once: a miss re-reads what was appended since."""
+    path = tmp_path / "runs.jsonl"
+    mine, other = RunStore(path), RunStore(path)
+    assert mine.get("a") is None
+    other.add({"fingerprint": "a", "micro_f1": 0.5})
+    with path.open("a") as f:
+        f.write('{"fingerprint": "b", "micro_f1"')  # still being written
+    assert mine.get("a") == {"fingerprint": "a", "micro_f1": 0.5} and mine.get("b") is None
+    with path.open("a") as f:
+        f.write(": 0.25}\n")
+    assert mine.get("b") == {"fingerprint": "b", "micro_f1": 0.25}
+
+
 def test_evaluation_sets_are_stratified_seeded_subsets(data_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REDPO_DATA_DIR", str(data_root))
     prof = load_profile("smoke")
