@@ -82,9 +82,11 @@ def test_yield_counts_calls_until_n_valid_samples() -> None:
 
 
 def test_plateau_profile_scales_the_obo_budget_and_maps_arms() -> None:
-    prof = load_profile("cpu")
+    prof = load_profile("cpu", {"plateau.n_values": [4, 8, 16, 32]})
     big = PL.plateau_profile(prof)
     assert big.generation.n_per_relation == 32 and big.generation.max_attempts == 24 * 4
+    # cpu's own N values stop at generation.n_per_relation: the plateau run is notebook 02's, from the cache
+    assert PL.plateau_profile(load_profile("cpu")).generation == load_profile("cpu").generation
     assert big.generation.aao_max_calls == prof.generation.aao_max_calls and big.encoder == prof.encoder
     assert PL.base_arm("obo_dpo") == ("obo", True) and PL.base_arm("aao") == ("aao", False)
     with pytest.raises(ValueError, match=r"plateau\.arms: unknown arm 'nope'"):
