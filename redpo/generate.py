@@ -140,12 +140,10 @@ class TransformersBackend:
 
         shared = min(len(ids) for ids in encoded) - 1  # every prompt keeps >= 1 token to feed the model
         for ids in encoded[1:]:
-            shared = next((i for i in range(shared) if ids[i] != encoded[0][i]), shared)
+            shared = _common_length(ids, encoded[0], shared)
         if self._prefix is not None:
-            kept = self._prefix[0]
-            limit = min(len(kept), shared)
-            shared = next((i for i in range(limit) if kept[i] != encoded[0][i]), limit)
-            if shared == len(kept):
+            shared = _common_length(self._prefix[0], encoded[0], shared)
+            if shared == len(self._prefix[0]):
                 return True
         if shared < self.min_shared_prefix:
             return False
@@ -180,6 +178,12 @@ class TransformersBackend:
             if tok in self._eos_ids:
                 return i + 1
         return len(ids)
+
+
+def _common_length(a: Sequence[int], b: Sequence[int], limit: int) -> int:
+    """How many leading tokens ``a`` and ``b`` share, counting at most ``limit``."""
+    limit = min(limit, len(a), len(b))
+    return next((i for i in range(limit) if a[i] != b[i]), limit)
 
 
 # ==== cache in front of a backend =======================================================================
