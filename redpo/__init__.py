@@ -2,7 +2,7 @@
 Relation Extraction with Large Language Models* (arXiv 2505.23108)."""
 
 from redpo.config import Profile, load_profile
-from redpo.sample import RESample
+from redpo.core.sample import RESample
 
 __all__ = ["Profile", "RESample", "load_profile"]
 __version__ = "0.1.0"

@@ -16,13 +16,19 @@ from pathlib import Path
 from typing import Any
 
 from redpo.config import ConfigError, available_profiles, data_dir, load_profile, parse_override
-from redpo.results import ResultsDir, write_json
+from redpo.core.io import DataError, ResultsDir, write_json
+from redpo.data.fetch import default_mirror, fetch_data
+from redpo.data.overview import describe_data
+from redpo.models.registry import ModelError
+from redpo.run.runner import NotebookFailed, RunnerError, run
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
+EXPECTED_ERRORS: tuple[type[BaseException], ...] = (ConfigError, RunnerError, DataError, ModelError)
+"""Errors that are the user's to fix: one ``error:`` line and exit 2, no traceback."""
 
 BENCHMARKS: dict[str, str] = {
-    "generation": "redpo.bench:bench_generation",
+    "generation": "redpo.generation.bench:bench_generation",
 }
 """``python -m redpo bench NAME`` -> ``"module:function"``, imported only when that benchmark runs.
 
@@ -59,22 +65,8 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def expected_errors() -> tuple[type[BaseException], ...]:
-    """Errors that are the user's to fix. A module that was never imported cannot have raised its error,
-    so only loaded ones are consulted (importing ``redpo.models`` just to catch its error costs ~10 s)."""
-    from redpo.runner import RunnerError
-
-    errors: list[type[BaseException]] = [ConfigError, RunnerError]
-    for module, name in (("redpo.data", "DataError"), ("redpo.models", "ModelError")):
-        if module in sys.modules:
-            errors.append(getattr(sys.modules[module], name))
-    return tuple(errors)
-
-
 # ---- commands ---------------------------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
-    from redpo.runner import run
-
     only = [n for part in args.only or [] for n in part.split(",")]
     run(
         args.profile,
@@ -88,8 +80,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from redpo.data import default_mirror, describe_data, fetch_data
-
     if args.fetch:
         mirror = args.mirror or default_mirror()
         log = fetch_data(data_dir(), mirror)
@@ -111,10 +101,10 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from redpo.models import prepare, registry_table
+    from redpo.models.load import registry_table, resolve_model  # lazily: loading the model stack takes seconds
 
     if args.prepare:
-        info = prepare(args.prepare)
+        info = resolve_model(args.prepare)
         row = {"name": info.name, "source": info.source, "sha256": info.sha256, "path": info.path}
         print(format_table([row]))
     else:
@@ -141,7 +131,7 @@ def cmd_figures(args: argparse.Namespace) -> int:
     """Rebuild every figure, table and ``claims.md`` from the saved metrics; it loads no model and says so."""
     import time
 
-    from redpo import plots, report
+    from redpo.analysis import plots, report  # lazily: matplotlib is only needed here
 
     start = time.perf_counter()
     profile = load_profile(args.profile, parse_overrides(args.param))
@@ -220,15 +210,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from redpo.runner import NotebookFailed
-
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except NotebookFailed as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_FAILED
-    except expected_errors() as err:
+    except EXPECTED_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
 

@@ -8,13 +8,20 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+GenerationArm = Literal["baseline", "aao", "aao_nodiv", "obo", "obo_nodiv"]
+"""The generation arms a profile may name (their meaning: ``redpo.generation.specs.ARMS``)."""
+IclArm = Literal["aao", "aao_nodiv", "obo", "obo_nodiv"]
+"""The ICL arms (every arm but the Xu et al. baseline): the ones DPO can re-run with its adapters."""
+DPO_ARM_SUFFIX = "_dpo"
 
 
 class ConfigError(ValueError):
@@ -129,9 +136,10 @@ class GenerationConfig(_Strict):
     """``generate``: the negative label is generated like any other; ``manual``: copy the K manual samples."""
     min_tokens: int = Field(4, ge=1)
     max_tokens: int = Field(80, ge=2)
-    arms: list[str] = Field(
+    arms: list[GenerationArm] = Field(
         default_factory=lambda: ["baseline", "aao", "aao_nodiv", "obo", "obo_nodiv"]
     )
+    """Notebook 01 generates ``baseline`` if listed, notebook 02 every other arm listed."""
     kshot_seeds: list[int] | None = None
     """K-shot seeds whose splits get generated data (``None``: every seed in ``fewshot.seeds``)."""
     seed: int = 0
@@ -191,8 +199,9 @@ class DPOConfig(_Strict):
     precompute_ref_log_probs: bool = True
     split_seed: int = 0
     """Seeds the two-half relation split (adapter A trains on half A and generates for half B)."""
-    arms: list[Literal["obo", "aao", "obo_nodiv", "aao_nodiv"]] = Field(default_factory=lambda: ["obo", "aao"])
-    """Generation arms re-run with the adapters; results are named ``<arm>_dpo``."""
+    arms: list[IclArm] = Field(default_factory=lambda: ["obo", "aao"])
+    """Generation arms re-run with the adapters; results are named ``<arm>_dpo``. Each must be in
+    ``generation.arms``, since notebook 03 compares it with notebook 02's run of the same arm."""
     lora: LoraConfigSection = LoraConfigSection()
 
     @field_validator("kind_mix")
@@ -229,9 +238,18 @@ class PlateauConfig(_Strict):
 
     n_values: list[int] = Field(default_factory=lambda: [4, 8, 16, 32])
     arms: list[str] = Field(default_factory=lambda: ["obo", "obo_dpo", "aao"])
-    """Generation arms (``generate.ARMS``) or ``<arm>_dpo`` for the notebook 03 adapters."""
+    """Generation arms, or ``<arm>_dpo`` (an ICL arm) for the notebook 03 adapters."""
     min_gain: float = Field(0.01, ge=0)
     """Plateau rule: a gain in micro-F1 (0-1) no larger than max(this, the larger seed sd) is no gain."""
+
+    @field_validator("arms")
+    @classmethod
+    def _known_arms(cls, v: list[str]) -> list[str]:
+        allowed = [*get_args(GenerationArm), *(f"{a}{DPO_ARM_SUFFIX}" for a in get_args(IclArm))]
+        unknown = [a for a in v if a not in allowed]
+        if unknown:
+            raise ValueError(f"unknown arm(s) {unknown}; allowed: {', '.join(allowed)}")
+        return v
 
     @field_validator("n_values")
     @classmethod
@@ -260,6 +278,12 @@ class Profile(_Strict):
     def _consistent(self) -> Profile:
         if self.generation.min_tokens >= self.generation.max_tokens:
             raise ValueError("generation.min_tokens must be smaller than generation.max_tokens")
+        not_generated = [a for a in self.dpo.arms if a not in self.generation.arms]
+        if not_generated:
+            raise ValueError(
+                f"dpo.arms {not_generated} are not in generation.arms {self.generation.arms}: notebook 03 compares "
+                "each DPO arm with notebook 02's run of the same arm; add them to generation.arms"
+            )
         return self
 
     # ---- paths -------------------------------------------------------------------------------------
@@ -271,13 +295,6 @@ class Profile(_Strict):
     def dataset_dir(self) -> Path:
         return data_dir() / self.dataset.resolved_path
 
-    @property
-    def results_dir(self) -> Path:
-        return results_root() / self.name
-
-    @property
-    def cache_dir(self) -> Path:
-        return cache_dir()
 
 
 # ---- environment-driven locations ------------------------------------------------------------------

@@ -13,8 +13,8 @@ from redpo.config import load_profile
 def test_bench_generation_measures_both_modes_and_their_prefill(
     data_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from redpo.bench import bench_generation
-    from redpo.models import load_causal_lm
+    from redpo.generation.bench import bench_generation
+    from redpo.models.load import load_causal_lm
 
     monkeypatch.setenv("REDPO_DATA_DIR", str(data_root))
     prof = load_profile("smoke", {"generator.sampling.max_new_tokens": 8})

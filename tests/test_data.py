@@ -13,11 +13,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from redpo import data
 from redpo.config import load_profile
-from redpo.data import DataError
-from redpo.relations import get_schema
-from redpo.sample import RESample
+from redpo.core.io import DataError
+from redpo.core.relations import get_schema
+from redpo.core.sample import RESample
+from redpo.data import fetch, formats, overview, splits
 
 SEMEVAL = get_schema("semeval")
 
@@ -35,7 +35,7 @@ def real_env(data_root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 # ---- loaders -------------------------------------------------------------------------------------------
 def test_load_knowprompt_jsonl(fx: Path) -> None:
-    samples = data.load_knowprompt_jsonl(fx / "knowprompt_tiny.txt", SEMEVAL)
+    samples = formats.load_knowprompt_jsonl(fx / "knowprompt_tiny.txt", SEMEVAL)
     assert len(samples) == 10  # the blank line is skipped, as KnowPrompt does
     first = samples[0]
     assert (first.head_name, first.tail_name, first.relation) == ("play", "humor", "Component-Whole(e2,e1)")
@@ -43,7 +43,7 @@ def test_load_knowprompt_jsonl(fx: Path) -> None:
 
 
 def test_knowprompt_types_are_kept(fx: Path) -> None:
-    samples = data.load_knowprompt_jsonl(fx / "tacred_tiny.txt", get_schema("tacred"))
+    samples = formats.load_knowprompt_jsonl(fx / "tacred_tiny.txt", get_schema("tacred"))
     assert [(s.head_type, s.tail_type) for s in samples] == [
         ("ORGANIZATION", "PERSON"),  # top-level subj_type / obj_type
         ("ORGANIZATION", "DATE"),  # h.type / t.type
@@ -66,37 +66,37 @@ def test_knowprompt_types_are_kept(fx: Path) -> None:
 )
 def test_malformed_knowprompt_files_name_file_line_and_fix(fx: Path, name: str, needle: str) -> None:
     with pytest.raises(DataError) as err:
-        data.load_knowprompt_jsonl(fx / name, SEMEVAL)
+        formats.load_knowprompt_jsonl(fx / name, SEMEVAL)
     message = str(err.value)
     assert needle in message
     assert any(word in message for word in ("fix", "check", "run `make data`"))
 
 
 def test_unknown_label_passes_without_schema(fx: Path) -> None:
-    assert data.load_knowprompt_jsonl(fx / "unknown_label.txt")[1].relation == "Causes-Effect(e1,e2)"
+    assert formats.load_knowprompt_jsonl(fx / "unknown_label.txt")[1].relation == "Causes-Effect(e1,e2)"
 
 
 def test_load_semeval_official_crlf(fx: Path) -> None:
     raw = (fx / "semeval_official_tiny.TXT").read_bytes()
     assert b"\r\n" in raw
-    samples = data.load_semeval_official(fx / "semeval_official_tiny.TXT", schema=SEMEVAL)
+    samples = formats.load_semeval_official(fx / "semeval_official_tiny.TXT", schema=SEMEVAL)
     assert [s.meta["id"] for s in samples] == ["1", "2", "3", "4"]
     assert samples[0].head_name == "configuration" and samples[0].tail_name == "elements"
     assert samples[0].relation == "Component-Whole(e2,e1)"
     assert samples[3].tokens[:2] == ("tom", "'s") and samples[3].head_name == "cat"
     assert not any("\r" in tok for s in samples for tok in s.tokens)
-    cased = data.load_semeval_official(fx / "semeval_official_tiny.TXT", lowercase=False)
+    cased = formats.load_semeval_official(fx / "semeval_official_tiny.TXT", lowercase=False)
     assert cased[0].tokens[0] == "The"
 
 
 def test_semeval_official_bad_markers(fx: Path) -> None:
     with pytest.raises(DataError, match=r"semeval_official_bad_markers\.TXT:1: unusable entity markers"):
-        data.load_semeval_official(fx / "semeval_official_bad_markers.TXT")
+        formats.load_semeval_official(fx / "semeval_official_bad_markers.TXT")
 
 
 def test_load_fewrel(fx: Path) -> None:
     schema = get_schema("fewrel", fx)  # fixtures/data/pid2name.json
-    samples = data.load_fewrel(fx / "fewrel_tiny.json", schema)
+    samples = formats.load_fewrel(fx / "fewrel_tiny.json", schema)
     assert [s.relation for s in samples] == ["P177", "P177", "P17", "P17"]
     assert samples[0].head_name == "Cape Girardeau Bridge"
     # "\u00a0" dropped and spans shifted; first tail mention overlaps the head, so the second is used
@@ -117,13 +117,13 @@ def test_fewrel_errors(fx: Path, tmp_path: Path) -> None:
         json.dumps({"P17": [{"tokens": ["a", "b"], "h": ["a", "Q1", [[0]]], "t": ["a", "Q2", [[0]]]}]})
     )
     with pytest.raises(DataError, match=r"overlap\.json: P17\[0\]: every head mention overlaps"):
-        data.load_fewrel(bad)
+        formats.load_fewrel(bad)
     (tmp_path / "pid2name.json").write_text(json.dumps({"P17": ["country", "sovereign state"]}))
     with pytest.raises(DataError, match=r"fewrel_tiny\.json: relation P177: unknown relation 'P177'"):
-        data.load_fewrel(fx / "fewrel_tiny.json", get_schema("fewrel", tmp_path))
+        formats.load_fewrel(fx / "fewrel_tiny.json", get_schema("fewrel", tmp_path))
     bad.write_text('{"P17": [')
     with pytest.raises(DataError, match=r"overlap\.json:1: not valid JSON"):
-        data.load_fewrel(bad)
+        formats.load_fewrel(bad)
 
 
 # ---- marked text round trip ----------------------------------------------------------------------------
@@ -173,35 +173,35 @@ def test_kshot_matches_knowprompt_procedure(fx: Path, tmp_path: Path) -> None:
     train = fx / "knowprompt_tiny.txt"
     expected = _knowprompt_reference(train.read_text().splitlines(), k=2, seeds=[1, 2, 3, 4, 5])
     for seed in (1, 2, 3, 4, 5):
-        target = data.write_kshot(train, tmp_path, k=2, seed=seed)
+        target = splits.write_kshot(train, tmp_path, k=2, seed=seed)
         assert target == tmp_path / "k-shot" / f"2-{seed}"
         assert (target / "train.txt").read_text() == expected[seed]
     unchained = _knowprompt_reference(train.read_text().splitlines(), k=2, seeds=[3])[3]
-    kept = data.kshot_sample(
+    kept = splits.kshot_sample(
         [json.loads(x) for x in train.read_text().splitlines() if x], 2, 3, chained=False
     )
     assert "".join(json.dumps(r) + "\n" for r in kept) == unchained
 
 
 def test_kshot_on_samples_and_counts(fx: Path, tmp_path: Path) -> None:
-    samples = data.load_knowprompt_jsonl(fx / "knowprompt_tiny.txt")
-    picked = data.kshot_sample(samples, k=2, seed=1)
+    samples = formats.load_knowprompt_jsonl(fx / "knowprompt_tiny.txt")
+    picked = splits.kshot_sample(samples, k=2, seed=1)
     assert Counter(s.relation for s in picked) == {
         "Component-Whole(e2,e1)": 1, "Cause-Effect(e2,e1)": 2, "Other": 2,
         "Cause-Effect(e1,e2)": 2, "Component-Whole(e1,e2)": 2,
     }  # fmt: skip
     rows = [json.loads(x) for x in (fx / "knowprompt_tiny.txt").read_text().splitlines() if x]
-    assert [s.to_json() for s in picked] == data.kshot_sample(rows, 2, 1)  # same rows, same order
-    data.write_kshot(samples, tmp_path, 2, 1)
-    assert data.load_kshot(tmp_path, 2, 1, SEMEVAL) == picked
+    assert [s.to_json() for s in picked] == splits.kshot_sample(rows, 2, 1)  # same rows, same order
+    splits.write_kshot(samples, tmp_path, 2, 1)
+    assert splits.load_kshot(tmp_path, 2, 1, SEMEVAL) == picked
     with pytest.raises(DataError, match="write it first"):
-        data.load_kshot(tmp_path, 8, 1)
+        splits.load_kshot(tmp_path, 8, 1)
 
 
 def test_kshot_is_byte_identical_and_copies_siblings(real_env: Path, tmp_path: Path) -> None:
     train = real_env / "semeval2010_task8/knowprompt_split/train.txt"
-    first = (data.write_kshot(train, tmp_path / "a", 8, 1) / "train.txt").read_bytes()
-    second = data.write_kshot(train, tmp_path / "b", 8, 1)
+    first = (splits.write_kshot(train, tmp_path / "a", 8, 1) / "train.txt").read_bytes()
+    second = splits.write_kshot(train, tmp_path / "b", 8, 1)
     assert (second / "train.txt").read_bytes() == first
     assert {p.name for p in second.iterdir()} == {
         "train.txt",
@@ -217,32 +217,32 @@ def test_kshot_is_byte_identical_and_copies_siblings(real_env: Path, tmp_path: P
 # ---- real data, splits, subsets ---------------------------------------------------------------------------
 def test_real_semeval_counts(real_env: Path) -> None:
     profile = load_profile("cpu")
-    info = data.describe_data(profile)
-    assert {s: info["splits"][s]["count"] for s in data.SPLITS} == {"train": 6507, "val": 1493, "test": 2717}
+    info = overview.describe_data(profile)
+    assert {s: info["splits"][s]["count"] for s in splits.SPLITS} == {"train": 6507, "val": 1493, "test": 2717}
     assert info["num_labels"] == 19 and info["negative_label"] == "Other"
     assert info["splits"]["train"]["labels"]["Entity-Destination(e2,e1)"] == 0
     assert info["splits"]["test"]["labels"]["Entity-Destination(e2,e1)"] == 1
     assert (
         info["files"]["semeval2010_task8/knowprompt_split/train.txt"]
-        == data.SEMEVAL_KNOWPROMPT_SHA256["train.txt"]
+        == fetch.SEMEVAL_KNOWPROMPT_SHA256["train.txt"]
     )
-    assert data.data_file_hashes(profile) == info["files"]
+    assert fetch.data_file_hashes(profile) == info["files"]
 
 
 def test_load_split_relations_filter(real_env: Path) -> None:
     wanted = ["Other", "Cause-Effect(e1,e2)"]
     profile = load_profile("cpu", {"dataset.relations": wanted})
-    assert {s.relation for s in data.load_split(profile, "val")} == set(wanted)
+    assert {s.relation for s in splits.load_split(profile, "val")} == set(wanted)
     bad = load_profile("cpu", {"dataset.relations": ["Cause-Effect(e1", "e2)"]})
     with pytest.raises(DataError, match=r"dataset\.relations .*'Cause-Effect\(e1'.*quote labels"):
-        data.load_split(bad, "train")
+        splits.load_split(bad, "train")
 
 
 @pytest.mark.parametrize("name", ["tacred", "tacrev", "retacred"])
 def test_missing_tacred_dir_explains_ldc(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REDPO_DATA_DIR", str(tmp_path))
     with pytest.raises(DataError) as err:
-        data.load_split(load_profile("paper", {"dataset.name": name}), "train")
+        splits.load_split(load_profile("paper", {"dataset.name": name}), "train")
     message = str(err.value)
     assert str(tmp_path / name) in message and "LDC" in message
     assert (
@@ -255,37 +255,37 @@ def test_load_split_tacred_from_folder(fx: Path, tmp_path: Path, monkeypatch: py
     (tmp_path / "tacrev").mkdir()
     (tmp_path / "tacrev" / "dev.txt").write_bytes((fx / "tacred_tiny.txt").read_bytes())
     profile = load_profile("paper", {"dataset.name": "tacrev"})
-    assert len(data.load_split(profile, "val")) == 3  # KnowPrompt's dev.txt name is accepted for val
+    assert len(splits.load_split(profile, "val")) == 3  # KnowPrompt's dev.txt name is accepted for val
     with pytest.raises(DataError, match="LDC"):
-        data.load_split(profile, "test")
+        splits.load_split(profile, "test")
     with pytest.raises(DataError, match="unknown split"):
-        data.load_split(profile, "dev")  # type: ignore[arg-type]
+        splits.load_split(profile, "dev")  # type: ignore[arg-type]
 
 
 def test_missing_semeval_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REDPO_DATA_DIR", str(tmp_path))
     with pytest.raises(DataError, match="run `make data`"):
-        data.load_split(load_profile("cpu"), "train")
+        splits.load_split(load_profile("cpu"), "train")
 
 
 def test_stratified_subset(fx: Path) -> None:
-    samples = data.load_knowprompt_jsonl(fx / "knowprompt_tiny.txt")  # one label has a single example
-    subset = data.stratified_subset(samples, 5, seed=0)
-    assert len(subset) == 5 and subset == data.stratified_subset(samples, 5, seed=0)
+    samples = formats.load_knowprompt_jsonl(fx / "knowprompt_tiny.txt")  # one label has a single example
+    subset = splits.stratified_subset(samples, 5, seed=0)
+    assert len(subset) == 5 and subset == splits.stratified_subset(samples, 5, seed=0)
     assert [samples.index(s) for s in subset] == sorted(samples.index(s) for s in subset)
     counts = Counter(s.relation for s in subset)
     assert counts["Cause-Effect(e1,e2)"] >= 1 and counts["Other"] >= 1
-    assert data.stratified_subset(samples, 50, seed=0) == samples
-    assert len(data.stratified_subset(samples, 1, seed=3)) == 1
+    assert splits.stratified_subset(samples, 50, seed=0) == samples
+    assert len(splits.stratified_subset(samples, 1, seed=3)) == 1
 
 
 def test_stratified_subset_keeps_proportions(real_env: Path) -> None:
-    test = data.load_split(load_profile("cpu"), "test")
-    subset = data.stratified_subset(test, 500, seed=1)
+    test = splits.load_split(load_profile("cpu"), "test")
+    subset = splits.stratified_subset(test, 500, seed=1)
     full, part = Counter(s.relation for s in test), Counter(s.relation for s in subset)
     assert len(subset) == 500
     assert all(abs(part[lab] - 500 * n / len(test)) < 1 for lab, n in full.items())
-    assert subset != data.stratified_subset(test, 500, seed=2)
+    assert subset != splits.stratified_subset(test, 500, seed=2)
 
 
 # ---- fetching ---------------------------------------------------------------------------------------------
@@ -298,12 +298,12 @@ def test_fetch_from_mirror_is_idempotent(fx: Path, tmp_path: Path) -> None:
     )
     (mirror / "fewrel/val_wiki.json").write_bytes((fx / "fewrel_tiny.json").read_bytes())
     dest = tmp_path / "data"
-    assert all(line.startswith("copied") for line in data.fetch_data(dest, mirror))
-    assert all(line.startswith("unchanged") for line in data.fetch_data(dest, mirror))
+    assert all(line.startswith("copied") for line in fetch.fetch_data(dest, mirror))
+    assert all(line.startswith("unchanged") for line in fetch.fetch_data(dest, mirror))
     (dest / "fewrel/val_wiki.json").write_text("{}")
-    assert sum(line.startswith("copied") for line in data.fetch_data(dest, mirror)) == 1
+    assert sum(line.startswith("copied") for line in fetch.fetch_data(dest, mirror)) == 1
     with pytest.raises(DataError, match=r"mirror lacks semeval2010_task8, fewrel/"):
-        data.fetch_data(dest, mirror / "semeval2010_task8")
+        fetch.fetch_data(dest, mirror / "semeval2010_task8")
 
 
 def test_fetch_download_checks_hash_and_reports_offline(real_env: Path, tmp_path: Path) -> None:
@@ -314,15 +314,15 @@ def test_fetch_download_checks_hash_and_reports_offline(real_env: Path, tmp_path
         urls.append(url)
         return io.BytesIO((source / url.rsplit("/", 1)[1]).read_bytes())
 
-    log = data.fetch_data(tmp_path, opener=fake_open)
+    log = fetch.fetch_data(tmp_path, opener=fake_open)
     assert len(log) == 4 and all(line.startswith("downloaded") for line in log)
-    assert all(data.KNOWPROMPT_COMMIT in u and "zjunlp/KnowPrompt" in u for u in urls)
-    assert all(line.startswith("unchanged") for line in data.fetch_data(tmp_path, opener=fake_open))
+    assert all(fetch.KNOWPROMPT_COMMIT in u and "zjunlp/KnowPrompt" in u for u in urls)
+    assert all(line.startswith("unchanged") for line in fetch.fetch_data(tmp_path, opener=fake_open))
 
     def offline(url: str, timeout: float) -> io.BytesIO:
         raise urllib.error.URLError("Name or service not known")
 
     with pytest.raises(DataError, match=r"cannot download .*offline"):
-        data.fetch_data(tmp_path / "fresh", opener=offline)
+        fetch.fetch_data(tmp_path / "fresh", opener=offline)
     with pytest.raises(DataError, match="sha256"):
-        data.fetch_data(tmp_path / "bad", opener=lambda url, timeout: io.BytesIO(b"nope"))
+        fetch.fetch_data(tmp_path / "bad", opener=lambda url, timeout: io.BytesIO(b"nope"))

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from redpo import diversity as dv
-from redpo.sample import RESample
+from redpo.core.sample import RESample
+from redpo.generation import diversity as dv
 
 REL = "Cause-Effect(e1,e2)"
 

@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 from datasets import Dataset
 
-from redpo import prompts
 from redpo.config import load_profile
-from redpo.data import kshot_sample, load_split, profile_schema
-from redpo.dpo_pairs import (
+from redpo.core.io import ResultsDir
+from redpo.core.sample import RESample
+from redpo.data.splits import kshot_sample, load_split, profile_schema
+from redpo.dpo.pairs import (
     HALVES,
     KINDS,
     DPOPairs,
@@ -27,9 +28,8 @@ from redpo.dpo_pairs import (
     save_pairs,
     split_relations,
 )
-from redpo.parse import NEAR_COPY_THRESHOLD, exact_key, near_copy_score
-from redpo.results import ResultsDir
-from redpo.sample import RESample
+from redpo.generation import prompts
+from redpo.generation.parse import NEAR_COPY_THRESHOLD, exact_key, near_copy_score
 
 PAIRS_PER_RELATION = 7
 
@@ -188,7 +188,7 @@ def test_tiny_dpo_run_moves_the_lora_weights_and_lowers_the_loss(tmp_path: Path)
     """A trivially separable preference (always 'yes yes', never 'no no'): DPO must learn it in a few steps."""
     from safetensors.torch import load_file
 
-    from redpo.dpo_train import LOG_NAME, train_adapter
+    from redpo.dpo.train import LOG_NAME, train_adapter
 
     profile = load_profile("smoke", {
         "generator.fit.steps": 0,

@@ -11,18 +11,13 @@ from typing import Any
 import pytest
 
 from redpo.config import Profile, SamplingConfig, load_profile
-from redpo.generate import (
-    CachedGenerator,
-    GenerationOutput,
-    ModelKey,
-    generate_arm,
-    load_arm,
-    make_generator,
-    save_arm,
-)
-from redpo.llm_cache import LLMCache
-from redpo.relations import get_schema
-from redpo.sample import RESample
+from redpo.core.relations import get_schema
+from redpo.core.sample import RESample
+from redpo.generation.arms import make_generator
+from redpo.generation.backends import GenerationOutput
+from redpo.generation.cache import CachedGenerator, LLMCache, ModelKey
+from redpo.generation.loops import generate_arm
+from redpo.generation.store import load_arm, save_arm
 
 RELATIONS = ["Other", "Cause-Effect(e1,e2)", "Component-Whole(e2,e1)", "Entity-Destination(e1,e2)"]
 SCHEMA = get_schema("semeval")
@@ -156,7 +151,7 @@ class FaultyBackend:
 
 
 def test_resume_after_crash_gives_identical_outputs_without_repeated_calls(tmp_path: Path) -> None:
-    from redpo.models import load_causal_lm
+    from redpo.models.load import load_causal_lm
 
     loaded = load_causal_lm("tiny-random-llama")
     prof = profile(
@@ -182,7 +177,8 @@ def test_resume_after_crash_gives_identical_outputs_without_repeated_calls(tmp_p
 
 def test_merge_arms_joins_halves_and_sums_their_run_counts() -> None:
     """The DPO arm is two runs (one per adapter); its saved info must describe both, not the first alone."""
-    from redpo.generate import ArmResult, RelationStats, merge_arms
+    from redpo.generation.loops import merge_arms
+    from redpo.generation.store import ArmResult, RelationStats
 
     def half(rel: str, seconds: float, responses: int) -> ArmResult:
         sample = RESample.from_marked(f"the <e1>{rel}</e1> met the <e2>dog</e2> .", rel)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from redpo.config import SamplingConfig
-from redpo.generate import CachedGenerator, GenerationOutput, ModelKey, Request
-from redpo.llm_cache import CacheEntry, LLMCache, batch_seed, cache_key
+from redpo.generation.backends import GenerationOutput
+from redpo.generation.cache import CachedGenerator, CacheEntry, LLMCache, ModelKey, Request, batch_seed, cache_key
 
 BASE = {
     "model": "m",

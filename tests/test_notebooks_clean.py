@@ -8,7 +8,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from redpo.runner import NOTEBOOKS_DIR
+from redpo.run.runner import NOTEBOOKS_DIR
 
 NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
 PARAMETERS = {"profile": "str", "results_dir": "str", "overrides": "dict"}

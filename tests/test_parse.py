@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from redpo import parse
-from redpo.prompts import demo_text
-from redpo.relations import RelationSchema, get_schema
-from redpo.sample import RESample
+from redpo.core.relations import RelationSchema, get_schema
+from redpo.core.sample import RESample
+from redpo.generation import parse
+from redpo.generation.prompts import demo_text
 
 REL = "Cause-Effect(e1,e2)"
 SEMEVAL = get_schema("semeval")

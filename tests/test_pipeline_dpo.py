@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from redpo.dpo_pairs import HALVES, PAIR_COLUMNS
-from redpo.dpo_train import LOG_NAME
-from redpo.generate import arm_paths
-from redpo.results import read_samples
+from redpo.core.io import read_samples
+from redpo.dpo.pairs import HALVES, PAIR_COLUMNS
+from redpo.dpo.train import LOG_NAME
+from redpo.generation.store import arm_paths
 
 pytestmark = pytest.mark.slow
 

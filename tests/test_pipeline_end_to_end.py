@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from redpo.plots import FIGURES, FORMATS
-from redpo.report import TABLES
-from redpo.runner import discover
+from redpo.analysis.plots import FIGURES, FORMATS
+from redpo.analysis.report import TABLES
+from redpo.run.runner import discover
 
 pytestmark = pytest.mark.slow
 

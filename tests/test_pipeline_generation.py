@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from redpo.generate import ARMS, arm_paths
-from redpo.results import read_samples
-from redpo.sample import RESample
+from redpo.core.io import read_samples
+from redpo.core.sample import RESample
+from redpo.generation.specs import ARMS
+from redpo.generation.store import arm_paths
 
 pytestmark = pytest.mark.slow
 

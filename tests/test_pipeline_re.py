@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from redpo.config import load_profile
-from redpo.re_experiments import GENERATED_ARMS, MIXED_ARMS, grid_cells
+from redpo.extraction.training_sets import grid_cells
+from redpo.generation.specs import GENERATED_ARMS, MIXED_ARMS
 
 pytestmark = pytest.mark.slow
 

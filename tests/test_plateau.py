@@ -8,12 +8,16 @@ from typing import Any
 
 import pytest
 
-from redpo import plateau as PL
+from redpo.analysis import plateau
 from redpo.config import Profile, SamplingConfig, load_profile
-from redpo.generate import ArmResult, CachedGenerator, GenerationOutput, ModelKey, ResponseRecord, generate_arm
-from redpo.llm_cache import LLMCache
-from redpo.relations import get_schema
-from redpo.sample import RESample
+from redpo.core.relations import get_schema
+from redpo.core.sample import RESample
+from redpo.extraction import plateau_runs
+from redpo.generation.backends import GenerationOutput
+from redpo.generation.cache import CachedGenerator, LLMCache, ModelKey
+from redpo.generation.loops import generate_arm
+from redpo.generation.specs import split_dpo_name
+from redpo.generation.store import ArmResult, ResponseRecord
 
 RELATIONS = ["Cause-Effect(e1,e2)", "Component-Whole(e2,e1)"]
 GOLD = ["the <e1>storm</e1> caused heavy <e2>damage</e2> in the town .",
@@ -32,23 +36,23 @@ GOLD = ["the <e1>storm</e1> caused heavy <e2>damage</e2> in the town .",
     ],
 )
 def test_plateau_point_on_hand_made_curves(means: list[float], sds: list[float], expected: int | None) -> None:
-    assert PL.plateau_point([4, 8, 16, 32], means, sds, min_gain=0.01) == expected
+    assert plateau.plateau_point([4, 8, 16, 32], means, sds, min_gain=0.01) == expected
 
 
 def test_plateau_point_edge_cases() -> None:
-    assert PL.plateau_point([8], [0.3], [0.01]) is None  # one N: no step to judge
+    assert plateau.plateau_point([8], [0.3], [0.01]) is None  # one N: no step to judge
     nan = float("nan")
-    assert PL.plateau_point([1, 2], [0.10, 0.105], [nan, nan], min_gain=0.01) == 1  # no sd: min_gain decides
-    assert PL.plateau_point([1, 2], [0.10, 0.13], [nan, nan], min_gain=0.01) is None
-    assert PL.plateau_point([1, 2], [0.10, 0.13], [nan, nan], min_gain=0.05) == 1
+    assert plateau.plateau_point([1, 2], [0.10, 0.105], [nan, nan], min_gain=0.01) == 1  # no sd: min_gain decides
+    assert plateau.plateau_point([1, 2], [0.10, 0.13], [nan, nan], min_gain=0.01) is None
+    assert plateau.plateau_point([1, 2], [0.10, 0.13], [nan, nan], min_gain=0.05) == 1
 
 
 def test_curve_summary_and_plateau_table() -> None:
     runs = [{"plateau_arm": "obo", "data": "gen", "n": n, "micro_f1": v}
             for n, vals in ((4, (0.1, 0.2)), (8, (0.4, 0.5)), (16, (0.41, 0.5))) for v in vals]
-    summary = PL.curve_summary(runs)
+    summary = plateau.curve_summary(runs)
     assert summary["n"].tolist() == [4, 8, 16] and summary["mean"].tolist() == pytest.approx([0.15, 0.45, 0.455])
-    table = PL.plateau_table(summary, min_gain=0.01)
+    table = plateau.plateau_table(summary, min_gain=0.01)
     assert table.loc[0, "plateau_n"] == 8 and table.loc[0, "f1_last"] == pytest.approx(0.455)
 
 
@@ -62,7 +66,7 @@ def test_prefix_sets_take_the_first_n_per_relation_and_mix_with_manual() -> None
     texts = [f"the <e1>a{i}</e1> met the <e2>b{i}</e2> today ." for i in range(4)]
     arm = _arm({RELATIONS[0]: texts, RELATIONS[1]: texts[:1]})
     manual = [RESample.from_marked(GOLD[0], RELATIONS[0])]
-    sets = PL.prefix_sets({("obo", 4, 1): arm}, {(4, 1): manual}, 2)[(4, 1)]
+    sets = plateau_runs.prefix_sets({("obo", 4, 1): arm}, {(4, 1): manual}, 2)[(4, 1)]
     assert [s.to_marked() for s in sets["gen:obo"]] == [*texts[:2], texts[0]]
     assert sets["mix:obo"][0] == manual[0] and len(sets["mix:obo"]) == 4
 
@@ -74,8 +78,8 @@ def _record(rel: str, attempt: int, valid: int) -> ResponseRecord:
 def test_yield_counts_calls_until_n_valid_samples() -> None:
     records = [_record("r1", 0, 1), _record("r1", 1, 0), _record("r1", 2, 1), _record("r1", 3, 1),
                _record("r2", 0, 0), _record("r2", 1, 1)]
-    assert PL.calls_to_reach(records, 2) == {"r1": 3, "r2": None}
-    frame = PL.yield_curve({("obo", 8, 1): _arm({}, records)}, [1, 2])
+    assert plateau.calls_to_reach(records, 2) == {"r1": 3, "r2": None}
+    frame = plateau.yield_curve({("obo", 8, 1): _arm({}, records)}, [1, 2])
     row1, row2 = frame.to_dict(orient="records")
     assert row1["valid_per_call"] == pytest.approx((1 / 1 + 1 / 2) / 2) and row1["reached_share"] == 1.0
     assert row2["valid_per_call"] == pytest.approx(2 / 3) and row2["reached_share"] == 0.5
@@ -83,22 +87,24 @@ def test_yield_counts_calls_until_n_valid_samples() -> None:
 
 def test_plateau_profile_scales_the_obo_budget_and_maps_arms() -> None:
     prof = load_profile("cpu", {"plateau.n_values": [4, 8, 16, 32]})
-    big = PL.plateau_profile(prof)
+    big = plateau_runs.plateau_profile(prof)
     assert big.generation.n_per_relation == 32 and big.generation.max_attempts == 24 * 4
     # cpu's own N values stop at generation.n_per_relation: the plateau run is notebook 02's, from the cache
-    assert PL.plateau_profile(load_profile("cpu")).generation == load_profile("cpu").generation
+    assert plateau_runs.plateau_profile(load_profile("cpu")).generation == load_profile("cpu").generation
     assert big.generation.aao_max_calls == prof.generation.aao_max_calls and big.encoder == prof.encoder
-    assert PL.base_arm("obo_dpo") == ("obo", True) and PL.base_arm("aao") == ("aao", False)
-    with pytest.raises(ValueError, match=r"plateau\.arms: unknown arm 'nope'"):
-        PL.base_arm("nope")
+    assert split_dpo_name("obo_dpo") == ("obo", True) and split_dpo_name("aao") == ("aao", False)
+    with pytest.raises(ValueError, match=r"unknown arm 'nope'"):
+        split_dpo_name("nope")
+    with pytest.raises(ValueError, match=r"unknown arm 'baseline_dpo'"):
+        split_dpo_name("baseline_dpo")
 
 
 def test_dpo_arm_without_adapters_is_skipped_with_a_note(tmp_path: Path) -> None:
-    from redpo.results import ResultsDir
+    from redpo.core.io import ResultsDir
 
     results = ResultsDir("smoke", root=tmp_path)
-    assert PL.missing_prerequisite("obo", results) is None
-    assert "run notebook 03 first" in PL.missing_prerequisite("obo_dpo", results)
+    assert plateau_runs.missing_prerequisite("obo", results) is None
+    assert "run notebook 03 first" in plateau_runs.missing_prerequisite("obo_dpo", results)
 
 
 # ---- one generation up to max N: OBO prefixes are the shorter run, from the cache --------------------------
@@ -131,7 +137,7 @@ def test_longer_obo_run_starts_with_the_shorter_run_from_the_cache(tmp_path: Pat
     backend = PromptEcho()
     short = _generate(prof, backend, tmp_path / "calls.jsonl")
     calls_short = backend.calls
-    long = _generate(PL.plateau_profile(prof), backend, tmp_path / "calls.jsonl")
+    long = _generate(plateau_runs.plateau_profile(prof), backend, tmp_path / "calls.jsonl")
     for rel in RELATIONS:
         assert long.samples[rel][:2] == short.samples[rel] and len(long.samples[rel]) == 4
     assert long.info["cached_responses"] == calls_short  # the shared first calls cost nothing

@@ -6,9 +6,9 @@ import difflib
 
 import pytest
 
-from redpo import prompts
-from redpo.relations import RelationSchema, get_schema
-from redpo.sample import RESample
+from redpo.core.relations import RelationSchema, get_schema
+from redpo.core.sample import RESample
+from redpo.generation import prompts
 
 REL = "Component-Whole(e2,e1)"
 SEMEVAL = get_schema("semeval")

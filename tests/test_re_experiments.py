@@ -10,32 +10,25 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from redpo import paper_numbers
+from redpo.analysis import paper_numbers
+from redpo.analysis.re_tables import arm_order, best_arm, per_relation_frame, results_table, summarize, summed_confusion
+from redpo.analysis.tables import format_mean_sd, markdown_table
 from redpo.config import Profile, load_profile
-from redpo.data import write_kshot
-from redpo.generate import arm_paths
-from redpo.re_experiments import (
+from redpo.core.io import ResultsDir, write_samples
+from redpo.core.sample import RESample
+from redpo.data.splits import write_kshot
+from redpo.extraction.grid import run_grid
+from redpo.extraction.run_store import RunStore
+from redpo.extraction.training_sets import (
     CLASSIFIER_SEED_STRIDE,
     GridCell,
-    RunStore,
-    arm_order,
     arm_training_sets,
-    best_arm,
-    claim_checks,
     evaluation_sets,
     first_per_relation,
-    format_mean_sd,
     grid_cells,
-    markdown_table,
-    per_relation_frame,
-    results_table,
-    run_grid,
-    summarize,
-    summed_confusion,
     union,
 )
-from redpo.results import ResultsDir, write_samples
-from redpo.sample import RESample
+from redpo.generation.store import arm_paths
 
 RELATIONS = ["Other", "Cause-Effect(e1,e2)", "Component-Whole(e2,e1)"]
 
@@ -140,15 +133,6 @@ def test_paper_numbers_are_the_published_tables() -> None:
     assert paper_numbers.paper_value("tacred", 8, "gen:obo_dpo") == 22.48
     assert len(paper_numbers.published("semeval")) == 5 + 5
     assert all(p.source == "N" for p in paper_numbers.PUBLISHED)
-
-
-def test_claim_checks_by_hand() -> None:
-    claims = claim_checks(RUNS).set_index("claim")
-    mixed = claims.loc["6: manual + generated beats manual (obo)"]
-    assert mixed["holds"] == "yes" and mixed["diff"] == pytest.approx(0.1) and not mixed["clear"]
-    gen = claims.loc["5: generated-only beats direct LLM (obo)"]
-    assert gen["holds"] == "no" and gen["diff"] == pytest.approx(-0.05)
-    assert claims.loc["3: DPO improves OBO-generated data", "holds"] == "n/a (arm not run)"
 
 
 def test_per_relation_confusion_and_best_arm() -> None:

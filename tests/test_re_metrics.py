@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from redpo.re_metrics import (
+from redpo.core.relations import get_schema
+from redpo.extraction.metrics import (
     confusion,
     micro_f1_without_negative,
     per_relation_prf,
@@ -14,7 +15,6 @@ from redpo.re_metrics import (
     semeval_official_macro_f1,
     semeval_per_type,
 )
-from redpo.relations import get_schema
 
 CE12, CE21 = "Cause-Effect(e1,e2)", "Cause-Effect(e2,e1)"
 CW12, CW21 = "Component-Whole(e1,e2)", "Component-Whole(e2,e1)"

@@ -13,10 +13,10 @@ import torch
 from transformers import AutoTokenizer
 
 from redpo.config import EncoderConfig
-from redpo.re_model import encode, evaluate, keep_words, mark, predict, train_re_model
-from redpo.relations import RelationSchema
-from redpo.sample import MARKERS, RESample
-from redpo.tiny_models import build_tiny_bert
+from redpo.core.relations import RelationSchema
+from redpo.core.sample import MARKERS, RESample
+from redpo.extraction.model import encode, evaluate, keep_words, mark, predict, train_re_model
+from redpo.models.tiny import build_tiny_bert
 
 # Each relation is signalled by one cue word between the entities; "met" is the negative label's cue.
 CUES = {"owns": "owns", "likes": "likes", "fears": "fears", "none": "met"}

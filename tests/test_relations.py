@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from redpo.relations import TACRED_ENTITY_TYPES, UnknownLabelError, get_schema, undirected
+from redpo.core.relations import TACRED_ENTITY_TYPES, UnknownLabelError, get_schema, undirected
 
 
 def test_semeval_schema_matches_rel2id_and_explains_every_label(data_root: Path) -> None:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from redpo import report as R
-from redpo.results import ResultsDir, write_json
+from redpo.analysis import report
+from redpo.core.io import ResultsDir, write_json
 
 NAN = math.nan
 
@@ -18,38 +18,38 @@ NAN = math.nan
 @pytest.mark.parametrize(
     ("diff", "sd_a", "sd_b", "expected"),
     [
-        (0.05, 0.02, 0.03, R.HOLDS),  # larger than the larger sd, claimed direction
-        (-0.05, 0.02, 0.03, R.FAILS),  # larger than the larger sd, opposite direction
-        (0.02, 0.01, 0.03, R.INCONCLUSIVE),  # inside the larger sd
-        (-0.02, 0.03, 0.01, R.INCONCLUSIVE),
-        (0.05, NAN, 0.01, R.HOLDS),  # one run on one side: the other side's sd is the noise
-        (0.05, None, NAN, R.INCONCLUSIVE),  # no spread measured at all
-        (None, 0.01, 0.01, R.INCONCLUSIVE),
-        (0.03, 0.03, 0.0, R.INCONCLUSIVE),  # equal to the sd is not larger
+        (0.05, 0.02, 0.03, report.HOLDS),  # larger than the larger sd, claimed direction
+        (-0.05, 0.02, 0.03, report.FAILS),  # larger than the larger sd, opposite direction
+        (0.02, 0.01, 0.03, report.INCONCLUSIVE),  # inside the larger sd
+        (-0.02, 0.03, 0.01, report.INCONCLUSIVE),
+        (0.05, NAN, 0.01, report.HOLDS),  # one run on one side: the other side's sd is the noise
+        (0.05, None, NAN, report.INCONCLUSIVE),  # no spread measured at all
+        (None, 0.01, 0.01, report.INCONCLUSIVE),
+        (0.03, 0.03, 0.0, report.INCONCLUSIVE),  # equal to the sd is not larger
     ],
 )
 def test_verdict_rule(diff: float | None, sd_a: float | None, sd_b: float | None, expected: str) -> None:
-    assert R.verdict(diff, sd_a, sd_b) == expected
+    assert report.verdict(diff, sd_a, sd_b) == expected
 
 
 def test_combine_needs_agreement() -> None:
-    assert R.combine([R.HOLDS, R.HOLDS]) == R.HOLDS
-    assert R.combine([R.FAILS]) == R.FAILS
-    assert R.combine([R.HOLDS, R.INCONCLUSIVE]) == R.INCONCLUSIVE
-    assert R.combine([R.HOLDS, R.FAILS]) == R.INCONCLUSIVE
+    assert report.combine([report.HOLDS, report.HOLDS]) == report.HOLDS
+    assert report.combine([report.FAILS]) == report.FAILS
+    assert report.combine([report.HOLDS, report.INCONCLUSIVE]) == report.INCONCLUSIVE
+    assert report.combine([report.HOLDS, report.FAILS]) == report.INCONCLUSIVE
 
 
 def test_compare_signs_the_difference_by_the_claimed_direction() -> None:
-    lower = R.compare("x", "obo", "aao", (0.30, 0.01), (0.40, 0.02), higher_is_claimed=False)
-    assert lower.diff == pytest.approx(0.10) and lower.verdict == R.HOLDS
-    assert R.compare("x", "a", "b", None, (0.4, 0.1)).note == "not run"
+    lower = report.compare("x", "obo", "aao", (0.30, 0.01), (0.40, 0.02), higher_is_claimed=False)
+    assert lower.diff == pytest.approx(0.10) and lower.verdict == report.HOLDS
+    assert report.compare("x", "a", "b", None, (0.4, 0.1)).note == "not run"
 
 
 def test_plateau_verdict() -> None:
-    assert R.plateau_verdict(16, 32) == R.HOLDS
-    assert R.plateau_verdict(None, 32) == R.FAILS  # still rising at N=32
-    assert R.plateau_verdict(64, 64) == R.FAILS  # plateaus only after 32
-    assert R.plateau_verdict(1, 2) == R.INCONCLUSIVE  # N range never reaches the claim's 16-32
+    assert report.plateau_verdict(16, 32) == report.HOLDS
+    assert report.plateau_verdict(None, 32) == report.FAILS  # still rising at N=32
+    assert report.plateau_verdict(64, 64) == report.FAILS  # plateaus only after 32
+    assert report.plateau_verdict(1, 2) == report.INCONCLUSIVE  # N range never reaches the claim's 16-32
 
 
 def _re_row(arm: str, mean: float, sd: float | None) -> dict:
@@ -78,16 +78,16 @@ def hand_made(tmp_path: Path) -> ResultsDir:
 
 
 def test_claims_from_hand_made_metrics(hand_made: ResultsDir) -> None:
-    claims = {c.number: c for c in R.write_claims(hand_made)}
+    claims = {c.number: c for c in report.write_claims(hand_made)}
     assert [claims[i].verdict for i in range(1, 9)] == [
-        R.HOLDS,  # 1: both instruction comparisons lower the cosine by ~0.2 >> sd 0.01
-        R.HOLDS,  # 2: obo 0.21 vs aao 0.31
-        R.HOLDS,  # 3: gen:obo_dpo 40 vs gen:obo 30
-        R.HOLDS,  # 4: manual 60 > gen:obo_dpo 40
-        R.FAILS,  # 5: gen:obo_dpo 40 < llm 45 by more than the sd 2
-        R.INCONCLUSIVE,  # 6: mix:obo +1 (inside sd 3), mix:aao +10; mix:obo_dpo not run -> mixed
-        R.INCONCLUSIVE,  # 7: not run
-        R.INCONCLUSIVE,  # 8: not run
+        report.HOLDS,  # 1: both instruction comparisons lower the cosine by ~0.2 >> sd 0.01
+        report.HOLDS,  # 2: obo 0.21 vs aao 0.31
+        report.HOLDS,  # 3: gen:obo_dpo 40 vs gen:obo 30
+        report.HOLDS,  # 4: manual 60 > gen:obo_dpo 40
+        report.FAILS,  # 5: gen:obo_dpo 40 < llm 45 by more than the sd 2
+        report.INCONCLUSIVE,  # 6: mix:obo +1 (inside sd 3), mix:aao +10; mix:obo_dpo not run -> mixed
+        report.INCONCLUSIVE,  # 7: not run
+        report.INCONCLUSIVE,  # 8: not run
     ]
     assert "not run" in claims[7].measured and "not run" in claims[8].measured
     assert "K=8: mix:obo_dpo vs manual: not run" in claims[6].measured
@@ -109,8 +109,8 @@ def test_claim_7_and_8_from_plateau_and_leakage(hand_made: ResultsDir) -> None:
     stats = hand_made.generations / "obo_dpo_k8_s1.stats.json"
     stats.write_text(json.dumps({"info": {"parts": [{"adapter_half": "A", "relations": ["r2"]},
                                                     {"adapter_half": "B", "relations": ["r1"]}]}}))
-    assert R.claim_plateau(hand_made).verdict == R.HOLDS
-    assert R.claim_leakage(hand_made).verdict == R.HOLDS
+    assert report.claim_plateau(hand_made).verdict == report.HOLDS
+    assert report.claim_leakage(hand_made).verdict == report.HOLDS
     stats.write_text(json.dumps({"info": {"parts": [{"adapter_half": "A", "relations": ["r1"]}]}}))
-    leak = R.claim_leakage(hand_made)
-    assert leak.verdict == R.FAILS and "r1" in leak.measured
+    leak = report.claim_leakage(hand_made)
+    assert leak.verdict == report.FAILS and "r1" in leak.measured

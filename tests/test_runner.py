@@ -14,8 +14,8 @@ import nbformat
 import pytest
 
 from redpo.__main__ import BENCHMARKS, format_table, parse_overrides
-from redpo.manifest import load_manifest, output_files
-from redpo.runner import RunnerError, discover
+from redpo.core.manifest import load_manifest, output_files
+from redpo.run.runner import RunnerError, discover
 
 
 def redpo_cli(*args: str, data_root: Path, results: Path) -> subprocess.CompletedProcess[str]:

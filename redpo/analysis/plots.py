@@ -1,0 +1,227 @@
+"""Every figure of the pipeline, drawn from the saved metrics only, in one seaborn style.
+
+The notebooks call these functions after writing their metrics, and ``python -m redpo figures`` calls the same
+functions on the same files, so both write the same bytes. Nothing here imports torch or loads a model.
+Saving is deterministic (no software/date metadata), so re-drawing a committed figure leaves git clean.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+
+from redpo.analysis.re_tables import best_arm, per_relation_frame, summed_confusion
+from redpo.analysis.tables import diversity_frame
+from redpo.core.io import ResultsDir, read_json
+
+DPI = 110
+FORMATS = ("png", "pdf")
+METADATA = {"png": {"Software": None}, "pdf": {"Creator": None, "Producer": None, "CreationDate": None}}
+"""No software version or timestamp in the files: the same metrics give the same bytes."""
+ICL_ORDER = ("gold", "baseline", "aao", "aao_nodiv", "obo", "obo_nodiv")
+DIVERSITY_METRICS = ("tfidf_cos", "tfidf_cos_masked", "embed_cos", "self_bleu", "distinct_2", "near_copy_share")
+STYLE_RC = {"figure.facecolor": "white", "savefig.facecolor": "white", "figure.dpi": 100}
+"""Fixed regardless of the backend (Jupyter's inline backend sets its own figure defaults)."""
+
+
+class MissingMetrics(FileNotFoundError):
+    """A figure's input file does not exist yet, or holds no rows (the notebook that writes it has not run)."""
+
+
+def set_style() -> None:
+    """One seaborn theme for every figure, so plots from different notebooks look alike."""
+    sns.set_theme(context="notebook", style="whitegrid", palette="colorblind", rc=STYLE_RC)
+
+
+def save_figure(fig: Figure, results: ResultsDir, name: str) -> list[Path]:
+    """``figures/<name>.png`` and ``.pdf`` at a modest dpi, without metadata that changes between runs."""
+    paths = []
+    for fmt in FORMATS:
+        path = results.figures / f"{name}.{fmt}"
+        fig.savefig(path, format=fmt, dpi=DPI, bbox_inches="tight", metadata=METADATA[fmt])
+        paths.append(path)
+    return paths
+
+
+def _metrics(results: ResultsDir, name: str) -> Any:
+    path = results.root / "metrics" / name
+    if not path.is_file():
+        raise MissingMetrics(f"{path} does not exist")
+    return read_json(path)
+
+
+# ---- one function per figure -------------------------------------------------------------------------------
+def data_label_distribution(results: ResultsDir) -> Figure:
+    """Samples per relation and split (notebook 00; ``metrics/data.json``)."""
+    data = _metrics(results, "data.json")
+    labels = pd.DataFrame([
+        {"split": split, "relation": rel, "samples": n}
+        for split, dist in data["label_distribution"].items()
+        for rel, n in (dist or {}).items()
+    ])
+    order = labels[labels.split == "train"].sort_values("samples", ascending=False).relation
+    fig, ax = plt.subplots(figsize=(8, 0.32 * len(order) + 1.5))
+    sns.barplot(data=labels, y="relation", x="samples", hue="split", order=order, ax=ax)
+    ax.set(title=f"{data['dataset']}: samples per relation", xlabel="samples", ylabel="")
+    return fig
+
+
+def _diversity_bars(metrics_file: str, results: ResultsDir, order: list[str], title: str) -> Figure:
+    table = diversity_frame(_metrics(results, metrics_file)["diversity"])
+    long = table.melt(id_vars=["split", "arm"], value_vars=[m for m in DIVERSITY_METRICS if m in table],
+                      var_name="metric")
+    g = sns.catplot(data=long, x="arm", y="value", col="metric", kind="bar", col_wrap=3, sharey=False,
+                    height=2.8, aspect=1.3, order=[a for a in order if a in set(table["arm"])], errorbar="sd")
+    for ax in g.axes.flat:  # every facet names its arms: a shared, hidden x axis leaves the bars anonymous
+        ax.tick_params(axis="x", labelbottom=True, labelrotation=40)
+        for label in ax.get_xticklabels():
+            label.set_horizontalalignment("right")
+        ax.set_xlabel("")
+    g.figure.subplots_adjust(hspace=0.55)
+    g.figure.suptitle(title, y=1.03)
+    return g.figure
+
+
+def generation_diversity(results: ResultsDir) -> Figure:
+    """Diversity of the baseline and the AAO/OBO x instruction grid against gold (notebook 02)."""
+    return _diversity_bars("generation_icl.json", results, list(ICL_ORDER),
+                           "Diversity per arm (lower cosine / Self-BLEU, higher distinct-2 = more diverse)")
+
+
+def generation_dpo_diversity(results: ResultsDir) -> Figure:
+    """Diversity with vs without DPO, each DPO arm beside its base arm (notebook 03)."""
+    arms = diversity_frame(_metrics(results, "generation_dpo.json")["diversity"])["arm"].unique()
+    dpo = [a for a in arms if a.endswith("_dpo")]
+    order = ["gold", *(x for a in dpo for x in (a.removesuffix("_dpo"), a))]
+    return _diversity_bars("generation_dpo.json", results, order,
+                           "Diversity with vs without DPO (lower cosine / Self-BLEU, higher distinct-2 = more diverse)")
+
+
+def dpo_training_curves(results: ResultsDir) -> Figure:
+    """Loss, reward margin and reward accuracy per step of each adapter (notebook 03)."""
+    history = pd.DataFrame(_metrics(results, "dpo_history.json"), columns=["adapter", "step", "metric", "value"])
+    g = sns.relplot(data=history, x="step", y="value", hue="adapter", col="metric", kind="line", marker="o",
+                    facet_kws={"sharey": False}, height=3, aspect=1.2)
+    g.figure.suptitle("DPO training: loss, reward margin, reward accuracy per adapter", y=1.04)
+    return g.figure
+
+
+def _re_runs(results: ResultsDir) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    payload = _metrics(results, "re_results.json")
+    return payload["runs"], [*payload["runs"], *payload["llm_baseline"]]
+
+
+def re_per_relation_f1(results: ResultsDir) -> Figure:
+    """Mean F1 per relation and arm (notebook 04)."""
+    per_relation = per_relation_frame(_re_runs(results)[1])
+    fig, ax = plt.subplots(figsize=(0.55 * per_relation.shape[1] + 3, 0.4 * per_relation.shape[0] + 2))
+    sns.heatmap(per_relation, annot=True, fmt=".2f", cmap="viridis", vmin=0, vmax=1, cbar_kws={"label": "F1"},
+                ax=ax)
+    ax.set_title("Per-relation F1 (mean over cells)")
+    ax.set_xlabel("")
+    return fig
+
+
+def re_confusion_best(results: ResultsDir) -> Figure:
+    """Row-normalised confusion matrix of the best trained arm, counts annotated (notebook 04)."""
+    runs = _re_runs(results)[0]
+    best = best_arm(runs)
+    confusion = summed_confusion(runs, best)
+    share = confusion.div(confusion.sum(axis=1).where(lambda s: s > 0), axis=0).fillna(0)
+    fig, ax = plt.subplots(figsize=(0.5 * len(share) + 3, 0.45 * len(share) + 2))
+    sns.heatmap(share, annot=confusion, fmt="d", cmap="Blues", vmin=0, vmax=1,
+                cbar_kws={"label": "share of gold row"}, ax=ax)
+    ax.set_title(f"Confusion matrix: {best} (counts over {sum(r['arm'] == best for r in runs)} runs)")
+    return fig
+
+
+def plateau_f1(results: ResultsDir) -> Figure:
+    """Micro-F1 against N per arm, generated-only and mixed, mean line with a ±1 sd band; plateaus marked."""
+    payload = _metrics(results, "plateau.json")
+    summary = pd.DataFrame(payload["summary"], columns=["arm", "data", "n", "runs", "mean", "sd"])
+    if summary.empty:
+        raise MissingMetrics(f"{results.root}/metrics/plateau.json holds no RE runs")
+    summary["sd"] = summary["sd"].astype(float).fillna(0.0)
+    kinds = {"gen": "generated only", "mix": "manual + generated"}
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
+    palette = dict(zip(payload["arms"], sns.color_palette("colorblind", len(payload["arms"])), strict=True))
+    marks = {(p["arm"], p["data"]): p["plateau_n"] for p in payload["plateau"]}
+    for ax, (kind, label) in zip(axes, kinds.items(), strict=True):
+        for arm, g in summary[summary["data"] == kind].groupby("arm", sort=False):
+            g = g.sort_values("n")
+            color = palette.get(arm)
+            ax.plot(g["n"], g["mean"] * 100, marker="o", color=color, label=arm)
+            ax.fill_between(g["n"], (g["mean"] - g["sd"]) * 100, (g["mean"] + g["sd"]) * 100, color=color,
+                            alpha=0.2, linewidth=0)
+            plateau = marks.get((arm, kind))
+            if plateau is not None:
+                y = float(g.loc[g["n"] == plateau, "mean"].iloc[0]) * 100
+                ax.plot([plateau], [y], marker="*", markersize=15, color=color, markeredgecolor="black")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(payload["n_values"], [str(n) for n in payload["n_values"]])
+        ax.set(title=label, xlabel="N generated samples per relation", ylabel="micro-F1 (%)")
+    axes[0].legend(title="arm (★ = plateau)")
+    fig.suptitle("RE score against N (mean ± sd over grid cells)", y=1.02)
+    return fig
+
+
+def plateau_yield(results: ResultsDir) -> Figure:
+    """Valid samples per generation call by the time N were reached, and the share of relations reaching N."""
+    payload = _metrics(results, "plateau.json")
+    frame = pd.DataFrame(payload["yield"], columns=["arm", "k", "seed", "n", "relations", "reached_share",
+                                                    "valid_per_call"])
+    if frame.empty:
+        raise MissingMetrics(f"{results.root}/metrics/plateau.json holds no generation")
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for ax, col, ylabel in ((axes[0], "valid_per_call", "valid samples per call"),
+                            (axes[1], "reached_share", "share of relations reaching N")):
+        sns.lineplot(data=frame, x="n", y=col, hue="arm", hue_order=payload["arms"], marker="o", errorbar="sd",
+                     ax=ax)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(payload["n_values"], [str(n) for n in payload["n_values"]])
+        ax.set(xlabel="N valid samples per relation", ylabel=ylabel)
+    axes[1].set_ylim(0, 1.05)
+    fig.suptitle("Valid-sample yield of the plateau generations", y=1.02)
+    return fig
+
+
+FIGURES: dict[str, Callable[[ResultsDir], Figure]] = {
+    "data_label_distribution": data_label_distribution,
+    "generation_diversity": generation_diversity,
+    "dpo_training_curves": dpo_training_curves,
+    "generation_dpo_diversity": generation_dpo_diversity,
+    "re_per_relation_f1": re_per_relation_f1,
+    "re_confusion_best": re_confusion_best,
+    "plateau_f1": plateau_f1,
+    "plateau_yield": plateau_yield,
+}
+"""Every figure, in notebook order: ``figures/<name>.png|pdf``."""
+
+
+def draw(results: ResultsDir, name: str, *, close: bool = False) -> Figure:
+    """Draw figure ``name`` from the saved metrics in the common style, save PNG + PDF, return it for display."""
+    set_style()
+    fig = FIGURES[name](results)
+    save_figure(fig, results, name)
+    if close:
+        plt.close(fig)
+    return fig
+
+
+def draw_all(results: ResultsDir) -> dict[str, list[Path] | str]:
+    """Every figure whose metrics exist: ``{name: [png, pdf]}``, or ``{name: "skipped: <missing file>"}``."""
+    out: dict[str, list[Path] | str] = {}
+    for name in FIGURES:
+        try:
+            draw(results, name, close=True)
+        except MissingMetrics as err:
+            out[name] = f"skipped: {err}"
+            continue
+        out[name] = [results.figures / f"{name}.{fmt}" for fmt in FORMATS]
+    return out

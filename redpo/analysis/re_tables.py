@@ -1,0 +1,178 @@
+"""Tables of RE runs: summaries over grid cells, the main results table, per-relation F1, confusion, timing.
+
+They read run records (``metrics/re_results.json``), never a model, so ``python -m redpo figures`` rebuilds them
+without torch. :func:`save_re_results` writes that file at the end of notebook 04.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from redpo.analysis import paper_numbers
+from redpo.analysis.tables import format_mean_sd, json_safe, mean_sd, save_table
+from redpo.config import Profile
+from redpo.core.io import ResultsDir, read_json, write_json
+from redpo.core.sample import RESample
+from redpo.data.splits import generation_splits
+from redpo.extraction.training_sets import CLASSIFIER_SEED_STRIDE, arm_training_sets, describe_grid, grid_cells
+from redpo.generation.specs import GENERATED_ARMS, LLM_ARM, MIXED_ARMS
+
+
+def arm_order(arms: Sequence[str]) -> list[str]:
+    """Display order: manual, generated, mixed (each in :data:`GENERATED_ARMS` order), then the LLM."""
+    order = ["manual", *(f"gen:{a}" for a in GENERATED_ARMS), *(f"mix:{a}" for a in MIXED_ARMS), LLM_ARM]
+    known = [a for a in order if a in set(arms)]
+    return known + sorted(set(arms) - set(order))
+
+
+
+def training_set_sizes(profile: Profile, results: ResultsDir) -> pd.DataFrame:
+    """Rows arms (display order), columns generation splits, values training-set sizes (notebook 04)."""
+    sizes = pd.DataFrame([
+        {"split": f"k{k}_s{seed}", "arm": arm, "n_train": len(train)}
+        for k, seed in generation_splits(profile)
+        for arm, train in arm_training_sets(profile, results, k, seed).items()
+    ])
+    table = sizes.pivot(index="arm", columns="split", values="n_train")
+    return table.loc[arm_order(table.index.tolist())]
+
+
+def summarize(runs: Sequence[Mapping[str, Any]], metric: str = "micro_f1") -> pd.DataFrame:
+    """One row per (arm, K): runs, mean and sd of ``metric`` over the grid cells, in display order."""
+    frame = pd.DataFrame([{"arm": r["arm"], "k": r["k"], "value": r[metric]} for r in runs if metric in r])
+    if frame.empty:
+        return pd.DataFrame(columns=["arm", "k", "n", "mean", "sd"])
+    rows = []
+    for (arm, k), group in frame.groupby(["arm", "k"], sort=False):
+        mean, sd = mean_sd(group["value"].tolist())
+        rows.append({"arm": arm, "k": int(k), "n": len(group), "mean": mean, "sd": sd})
+    out = pd.DataFrame(rows)
+    out["order"] = out["arm"].map({a: i for i, a in enumerate(arm_order(out["arm"].unique()))})
+    return out.sort_values(["order", "k"]).drop(columns="order").reset_index(drop=True)
+
+
+
+
+def results_table(
+    runs: Sequence[Mapping[str, Any]], dataset: str, metric: str = "micro_f1", with_paper: bool = True
+) -> pd.DataFrame:
+    """Rows arms, columns K: redpo's mean ± sd (%) and, for micro-F1, the paper's number beside it."""
+    summary = summarize(runs, metric)
+    arms = list(dict.fromkeys(summary["arm"]))
+    table = pd.DataFrame(index=pd.Index(arms, name="arm"))
+    for k in sorted(summary["k"].unique()):
+        part = summary[summary["k"] == k].set_index("arm")
+        table[f"K={k}"] = [format_mean_sd(part.at[a, "mean"], part.at[a, "sd"]) if a in part.index else ""
+                           for a in arms]
+        table[f"n K={k}"] = [int(part.at[a, "n"]) if a in part.index else 0 for a in arms]
+        if with_paper:
+            values = [paper_numbers.paper_value(dataset, int(k), a) for a in arms]
+            table[f"paper K={k}"] = [f"{v:.2f}" if v is not None else "" for v in values]
+    return table
+
+
+def per_relation_frame(runs: Sequence[Mapping[str, Any]], labels: Sequence[str] | None = None) -> pd.DataFrame:
+    """Mean per-relation F1, rows arms, columns relations with gold support in the test set."""
+    rows = [
+        {"arm": r["arm"], "label": p["label"], "f1": p["f1"]}
+        for r in runs
+        for p in r.get("per_relation", [])
+        if p["support"] > 0 and (labels is None or p["label"] in labels)
+    ]
+    if not rows:
+        return pd.DataFrame()
+    frame = pd.DataFrame(rows).pivot_table(index="arm", columns="label", values="f1", aggfunc="mean")
+    return frame.loc[arm_order(frame.index.tolist())]
+
+
+def best_arm(runs: Sequence[Mapping[str, Any]], metric: str = "micro_f1") -> str:
+    """The arm with the highest mean ``metric`` over all its runs (ties: display order)."""
+    summary = summarize([r for r in runs if r["arm"] != LLM_ARM], metric)
+    if summary.empty:
+        raise ValueError("no trained runs to choose the best arm from; run the grid first")
+    means = summary.groupby("arm", sort=False)["mean"].mean()
+    return str(means.idxmax())
+
+
+def summed_confusion(runs: Sequence[Mapping[str, Any]], arm: str) -> pd.DataFrame:
+    """The confusion counts of all of an arm's runs, summed; rows gold, columns predicted; empty labels dropped."""
+    mine = [r for r in runs if r["arm"] == arm]
+    if not mine:
+        raise ValueError(f"no runs of arm {arm!r}; known arms: {sorted({r['arm'] for r in runs})}")
+    labels = mine[0]["labels"]
+    total = np.sum([np.asarray(r["confusion"]) for r in mine], axis=0)
+    frame = pd.DataFrame(total, index=pd.Index(labels, name="gold"), columns=pd.Index(labels, name="predicted"))
+    used = (frame.sum(axis=0) + frame.sum(axis=1)) > 0
+    return frame.loc[used, used]
+
+
+def timing_table(runs: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """Per arm: training-set size and wall time per training run (runs trained now, not read from cache)."""
+    frame = pd.DataFrame([r for r in runs if r["arm"] != LLM_ARM])
+    if frame.empty:
+        return pd.DataFrame()
+    out = frame.groupby("arm", sort=False).agg(
+        runs=("train_seconds", "size"),
+        n_train=("n_train", "mean"),
+        epochs=("epochs_run", "mean"),
+        train_seconds_mean=("train_seconds", "mean"),
+        train_seconds_max=("train_seconds", "max"),
+        predict_seconds=("predict_seconds", "mean"),
+    )
+    return out.loc[arm_order(out.index.tolist())].round(2)
+
+
+
+def save_re_results(
+    profile: Profile,
+    results: ResultsDir,
+    grid: Mapping[str, Sequence[Mapping[str, Any]]],
+    llm: Sequence[Mapping[str, Any]],
+    dev: Sequence[RESample],
+    test: Sequence[RESample],
+) -> Path:
+    """``metrics/re_results.json``: every run, the LLM baseline, the summaries, and how the sets were made."""
+    runs = list(grid["runs"])
+    every = [*runs, *llm]
+    payload = {
+        "profile": profile.name,
+        "dataset": profile.dataset.name,
+        "grid": {
+            "cells": [c.name for c in grid_cells(profile)],
+            "description": describe_grid(profile),
+            "classifier_seed_rule": f"split_seed * {CLASSIFIER_SEED_STRIDE} + seed_index",
+        },
+        "dev": {"n": len(dev), "subsample": profile.dataset.dev_subsample, "seed": profile.seed},
+        "test": {"n": len(test), "subsample": profile.dataset.test_subsample, "seed": profile.seed},
+        "encoder": profile.encoder.model_dump(mode="json"),
+        "runs": runs,
+        "skipped": list(grid.get("skipped", [])),
+        "llm_baseline": list(llm),
+        "summary": {
+            "micro_f1": summarize(every, "micro_f1").to_dict(orient="records"),
+            **({"semeval_macro_f1": summarize(every, "semeval_macro_f1").to_dict(orient="records")}
+               if profile.dataset.name == "semeval" else {}),
+        },
+        "paper_source": paper_numbers.SOURCE,
+    }
+    return write_json(results.metrics / "re_results.json", json_safe(payload))
+
+
+def re_tables(results: ResultsDir) -> dict[str, pd.DataFrame]:
+    """Notebook 04's tables from ``metrics/re_results.json``, saved under ``tables/`` (CSV + markdown)."""
+    payload = read_json(results.root / "metrics" / "re_results.json")
+    runs, every = payload["runs"], [*payload["runs"], *payload["llm_baseline"]]
+    tables = {"re_main": results_table(every, payload["dataset"])}
+    if payload["dataset"] == "semeval":
+        tables["re_semeval_macro"] = results_table(every, payload["dataset"], metric="semeval_macro_f1",
+                                                   with_paper=False)
+    tables["re_per_relation"] = per_relation_frame(every).round(4)
+    tables["re_train_time"] = timing_table(runs)
+    for name, frame in tables.items():
+        save_table(results, name, frame)
+    return tables

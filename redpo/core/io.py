@@ -1,0 +1,124 @@
+"""The layout of ``results/<profile>/`` and the file I/O every stage shares: JSON, JSONL and one atomic write.
+
+Notebooks never share variables: each reads what earlier notebooks wrote here. Keeping paths in one place
+keeps that contract explicit, and keeping every write behind :func:`atomic_write` means a crash never leaves
+half a file behind, whichever stage was writing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from redpo.config import Profile, results_root
+from redpo.core.sample import RESample
+
+SUBDIRS = ("notebooks", "kshot", "generations", "metrics", "dpo", "adapters", "figures", "tables", "cache")
+
+
+class DataError(ValueError):
+    """A data file is missing or malformed; the message names the file (and line) and how to fix it."""
+
+
+class ResultsDir:
+    """``results/<profile>/`` with named sub-folders (created on first use)."""
+
+    def __init__(self, profile: Profile | str, root: Path | None = None) -> None:
+        name = profile if isinstance(profile, str) else profile.name
+        self.root = Path(root or results_root()) / name
+
+    def sub(self, name: str) -> Path:
+        if name not in SUBDIRS:
+            raise ValueError(f"unknown results sub-folder {name!r}; known: {SUBDIRS}")
+        path = self.root / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def __getattr__(self, name: str) -> Path:
+        if name in SUBDIRS:
+            return self.sub(name)
+        raise AttributeError(name)
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest.json"
+
+
+# ---- writing ------------------------------------------------------------------------------------------
+def atomic_write(path: Path, data: bytes | str) -> Path:
+    """Write ``data`` to ``path`` through a uniquely named temporary file in the same folder, then rename.
+
+    The rename is atomic on POSIX, so readers see the old file or the new one, never a mix; the unique name
+    means two writers never trip over each other's temporary file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    blob = data.encode("utf-8") if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(blob)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_json(path: Path, obj: Any) -> Path:
+    """Pretty, key-sorted JSON, written atomically."""
+    return atomic_write(path, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def write_samples(path: Path, samples: Iterable[RESample]) -> Path:
+    """Samples as KnowPrompt-shaped JSONL, written atomically."""
+    return atomic_write(path, "".join(json.dumps(s.to_json(), ensure_ascii=False) + "\n" for s in samples))
+
+
+# ---- reading ------------------------------------------------------------------------------------------
+def read_json(path: Path) -> Any:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; run the notebook that writes it first")
+    return json.loads(path.read_text())
+
+
+def require_file(path: Path, what: str, fix: str) -> Path:
+    """``path`` if it is a file, else a :class:`DataError` naming it, what it should hold and the fix."""
+    if not Path(path).is_file():
+        raise DataError(f"{path}: {what} not found; {fix}")
+    return Path(path)
+
+
+def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line_number, row)`` for every non-blank line (KnowPrompt skips blank lines too)."""
+    require_file(Path(path), "JSONL file", "check the path, or run `make data` for SemEval")
+    with Path(path).open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(
+                    f"{path}:{lineno}: not valid JSON ({err.msg} at column {err.colno}); "
+                    "fix or delete the line (one JSON object per line)"
+                ) from None
+            if not isinstance(row, dict):
+                raise DataError(
+                    f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}; fix the line"
+                )
+            yield lineno, row
+
+
+def read_samples(path: Path) -> list[RESample]:
+    out = []
+    for lineno, row in iter_jsonl(path):
+        try:
+            out.append(RESample.from_json(row))
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"{path}:{lineno}: not a valid sample ({err})") from None
+    return out

@@ -1,0 +1,163 @@
+"""``results/<profile>/manifest.json``: what ran, on what code, data, models and packages, and what it wrote.
+
+Every update is load -> change -> atomic write, so the runner and a notebook's kernel (``record_model``) can
+both add to it without holding a stale copy, and a crash leaves the last good manifest in place.
+"""
+
+from __future__ import annotations
+
+import platform
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Protocol
+
+from redpo.config import REPO_ROOT, Profile, profile_to_dict
+from redpo.core.hashing import sha256_file
+from redpo.core.io import ResultsDir, read_json, write_json
+
+MANIFEST_NAME = "manifest.json"
+SKIPPED_DIRS = ("cache",)
+"""Sub-folders of ``results/<profile>/`` left out of the file list (re-creatable, possibly large)."""
+EXTRA_PACKAGES = ("redpo", "ipykernel", "nbclient", "huggingface_hub")
+"""Recorded besides redpo's own declared dependencies (which are read from its installed metadata)."""
+
+
+class ModelLike(Protocol):
+    """What :func:`record_model` needs from ``redpo.models``' model info."""
+
+    name: str
+    path: Any
+    sha256: str | None
+    source: str
+
+
+def now() -> str:
+    """UTC timestamp, ISO 8601, second precision."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def manifest_path(results: ResultsDir | Path) -> Path:
+    """Accept a ``ResultsDir`` or the ``results/<profile>/`` folder itself."""
+    root = results.root if isinstance(results, ResultsDir) else Path(results)
+    return root / MANIFEST_NAME
+
+
+def load_manifest(results: ResultsDir | Path) -> dict[str, Any]:
+    path = manifest_path(results)
+    return read_json(path) if path.is_file() else {}
+
+
+def update_manifest(results: ResultsDir | Path, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """Apply ``change`` to the current manifest and write it back atomically."""
+    manifest = load_manifest(results)
+    change(manifest)
+    write_json(manifest_path(results), manifest)
+    return manifest
+
+
+# ---- provenance --------------------------------------------------------------------------------------
+def git_state(repo: Path = REPO_ROOT) -> dict[str, Any]:
+    """Commit and dirty flag (tracked files only); ``None`` outside a git checkout."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(repo), *args], capture_output=True, text=True, check=True, timeout=30
+        ).stdout.strip()
+
+    try:
+        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "-uno"))}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def package_versions() -> dict[str, str | None]:
+    """Versions of redpo's declared runtime dependencies plus the notebook machinery."""
+    names = set(EXTRA_PACKAGES)
+    for req in metadata.requires("redpo") or []:
+        if "extra ==" not in req:
+            names.add(re.split(r"[\s<>=!~;\[(]", req, maxsplit=1)[0])
+    versions: dict[str, str | None] = {}
+    for name in sorted(names, key=str.lower):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def environment() -> dict[str, Any]:
+    return {
+        "python": sys.version.split()[0],
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "packages": package_versions(),
+    }
+
+
+def output_files(root: Path) -> dict[str, dict[str, Any]]:
+    """Every file under ``root`` but the manifest, temp files and ``SKIPPED_DIRS``, with sha256 and size."""
+    files = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = path.relative_to(root)
+        if rel.parts[0] in SKIPPED_DIRS or rel.name == MANIFEST_NAME or rel.suffix == ".tmp":
+            continue
+        files[rel.as_posix()] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+    return files
+
+
+# ---- what the runner and notebooks record -------------------------------------------------------------
+def start_run(
+    results: ResultsDir | Path,
+    profile: Profile,
+    overrides: dict[str, Any],
+    data_hashes: dict[str, str],
+) -> dict[str, Any]:
+    """Record the run-level facts; earlier notebook and model entries stay (a ``--only`` re-run updates)."""
+
+    def change(m: dict[str, Any]) -> None:
+        m.update(
+            profile=profile.name,
+            profile_config=profile_to_dict(profile),
+            overrides=overrides,
+            git=git_state(),
+            environment=environment(),
+            data_files=data_hashes,
+            started=now(),
+        )
+        m.setdefault("notebooks", {})
+        m.setdefault("models", {})
+
+    return update_manifest(results, change)
+
+
+def record_notebook(
+    results: ResultsDir | Path, name: str, entry: dict[str, Any], list_files: bool = True
+) -> dict[str, Any]:
+    """Store one notebook's status/times/error and (once it has finished) refresh the output file list."""
+    root = manifest_path(results).parent
+
+    def change(m: dict[str, Any]) -> None:
+        m.setdefault("notebooks", {})[name] = entry
+        if list_files:
+            m["files"] = output_files(root)
+        m["updated"] = now()
+
+    return update_manifest(results, change)
+
+
+def record_model(results: ResultsDir | Path, info: ModelLike) -> dict[str, Any]:
+    """Called by notebooks after loading a model, so the manifest names exactly what was used."""
+
+    def change(m: dict[str, Any]) -> None:
+        m.setdefault("models", {})[info.name] = {
+            "path": str(info.path),
+            "sha256": info.sha256,
+            "source": info.source,
+        }
+
+    return update_manifest(results, change)

@@ -1,0 +1,1 @@
+"""Stage 00: dataset formats, splits (K-shot, subsets) and fetching the data."""

@@ -1,0 +1,343 @@
+"""DPO training of the two LoRA adapters (TRL ``DPOTrainer`` + PEFT).
+
+- The reference model is the base model with the adapter disabled (``ref_model=None`` on a PEFT model), so no
+  second copy is loaded; ``dpo.precompute_ref_log_probs`` computes its log-probs once, before training.
+- Every knob comes from ``profile.dpo``; no gradient checkpointing (it trades time for memory, and CPU time is
+  the scarce resource here); LoRA dropout stays as configured (TRL's ``disable_dropout`` is off, and the base
+  models have no dropout of their own).
+- The base model is loaded fresh after ``clear_model_cache()``: PEFT injects LoRA layers *in place*, and the
+  cached object is shared with other callers.
+- An adapter whose ``training_log.json`` fingerprint (pairs file, dpo section, base model hash) matches is
+  reused, so adapters trained elsewhere (``accelerate launch -m redpo.dpo.train ...``) are picked up by the
+  notebook, and a re-run costs nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import datasets
+import pandas as pd
+from datasets import Dataset
+
+from redpo.config import ConfigError, Profile, load_profile, parse_override
+from redpo.core.io import ResultsDir, read_json, write_json
+from redpo.data.splits import load_split, profile_schema
+from redpo.dpo.pairs import (
+    HALVES,
+    DPOPairs,
+    all_kshot_samples,
+    build_pairs,
+    leakage_report,
+    load_pairs,
+    pairs_path,
+    save_pairs,
+)
+from redpo.generation.arms import prepare_generator
+from redpo.generation.prompts import render
+from redpo.generation.smoke_fit import fitted_tiny_llama
+from redpo.models.load import clear_model_cache
+from redpo.models.packaged import hash_model_dir
+from redpo.models.registry import LoadedModel
+
+ADAPTER_LABEL = "dpo"
+"""Arms generated with an adapter are named ``<arm>_dpo``."""
+LOG_NAME = "training_log.json"
+LOG_KEYS = ("loss", "rewards/margins", "rewards/accuracies", "rewards/chosen", "rewards/rejected", "learning_rate")
+
+
+# ---- base model -------------------------------------------------------------------------------------------
+def fresh_generator(profile: Profile) -> LoadedModel:
+    """A private copy of the profile's generator: training mutates it, so the shared cache must not hold it."""
+    clear_model_cache()
+    loaded = prepare_generator(profile)
+    clear_model_cache()
+    return loaded
+
+
+def base_model_name(profile: Profile) -> str:
+    """What ``load_causal_lm`` needs to rebuild the generator: the fitted tiny model's dir on smoke, else the
+    profile's model name."""
+    if profile.generator.fit.steps > 0:
+        return str(fitted_tiny_llama(profile).info.path)
+    return profile.generator.model
+
+
+def render_with(profile: Profile) -> Any:
+    """The chat-template renderer of the profile's generator (pairs are built on exactly the OBO prompt)."""
+    tokenizer = prepare_generator(profile).tokenizer
+    return lambda messages: render(messages, tokenizer)
+
+
+# ---- pairs ------------------------------------------------------------------------------------------------
+def build_and_save_pairs(profile: Profile, results: ResultsDir) -> tuple[DPOPairs, dict[str, Any]]:
+    """Build both adapters' pairs from the train split, check leakage, write them under ``dpo/``."""
+    schema = profile_schema(profile)
+    train, kshot = load_split(profile, "train"), all_kshot_samples(profile, results)
+    pairs = build_pairs(profile, schema, train, kshot, render_with(profile))
+    leakage = leakage_report(pairs, train, kshot)
+    save_pairs(pairs, results, leakage)
+    return pairs, leakage
+
+
+# ---- training ---------------------------------------------------------------------------------------------
+def adapter_dir(results: ResultsDir, half: str) -> Path:
+    return results.adapters / half
+
+
+def fingerprint(profile: Profile, pairs_file: Path, base_sha256: str) -> str:
+    """Identity of a training run: the pairs file, the dpo section, the seed and the base weights."""
+    blob = json.dumps(
+        {
+            "pairs": hashlib.sha256(pairs_file.read_bytes()).hexdigest(),
+            "dpo": profile.dpo.model_dump(mode="json"),
+            "seed": profile.seed,
+            "base": base_sha256,
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def lora_config(profile: Profile) -> Any:
+    from peft import LoraConfig
+
+    lora = profile.dpo.lora
+    return LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=list(lora.target_modules),
+        task_type="CAUSAL_LM",
+    )
+
+
+def trainer_config(profile: Profile, out_dir: Path, *, progress: bool) -> Any:
+    """TRL ``DPOConfig`` from ``profile.dpo``; bf16 only on a GPU with a bf16 generator."""
+    import torch
+    from trl import DPOConfig
+
+    dpo = profile.dpo
+    return DPOConfig(
+        output_dir=str(out_dir),
+        beta=dpo.beta,
+        learning_rate=dpo.learning_rate,
+        num_train_epochs=dpo.epochs,
+        max_steps=dpo.max_steps,
+        per_device_train_batch_size=dpo.batch_size,
+        gradient_accumulation_steps=dpo.gradient_accumulation_steps,
+        max_length=dpo.max_length,
+        precompute_ref_log_probs=dpo.precompute_ref_log_probs,
+        activation_checkpointing=False,
+        gradient_checkpointing=False,
+        disable_dropout=False,
+        bf16=profile.generator.dtype == "bfloat16" and torch.cuda.is_available(),
+        fp16=False,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        seed=profile.seed,
+        data_seed=profile.seed,
+        disable_tqdm=not progress,
+        dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),
+    )
+
+
+def prompt_lengths(pairs: Dataset, tokenizer: Any) -> Any:
+    """Prompt lengths in tokens (TRL drops a pair whose prompt alone reaches ``max_length``)."""
+    import numpy as np
+
+    return np.array([len(ids) for ids in tokenizer(list(pairs["prompt"]), add_special_tokens=False)["input_ids"]])
+
+
+def train_adapter(
+    profile: Profile,
+    pairs: Dataset,
+    out_dir: Path,
+    *,
+    loaded: LoadedModel | None = None,
+    progress: bool = True,
+    extra_log: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train one LoRA adapter with DPO on ``pairs`` and save it, with its per-step log, to ``out_dir``.
+
+    ``loaded`` (default: a fresh copy of the profile's generator) is modified in place; never pass a model
+    another caller shares. Returns the training log that is also written to ``out_dir/training_log.json``.
+    """
+    from transformers import PrinterCallback
+    from trl import DPOTrainer
+
+    if len(pairs) == 0:
+        raise ValueError(f"no pairs to train {out_dir.name} on; check dpo.pairs_per_relation and dataset.relations")
+    loaded = loaded or fresh_generator(profile)
+    too_long = prompt_lengths(pairs, loaded.tokenizer) >= profile.dpo.max_length
+    if too_long.all():
+        raise ValueError(
+            f"every prompt of {out_dir.name} has >= dpo.max_length={profile.dpo.max_length} tokens, so TRL would "
+            "drop every pair; raise dpo.max_length or lower dpo.num_demos / dpo.chain_length in the profile"
+        )
+    t0 = time.perf_counter()
+    bars = datasets.is_progress_bar_enabled()
+    if not progress:
+        datasets.disable_progress_bars()  # TRL's tokenizing/caching maps; the notebook shows the log instead
+    try:
+        trainer = DPOTrainer(
+            model=loaded.model,
+            ref_model=None,
+            args=trainer_config(profile, out_dir, progress=progress),
+            train_dataset=pairs.select_columns(["prompt", "chosen", "rejected"]),
+            processing_class=loaded.tokenizer,
+            peft_config=lora_config(profile),
+        )
+        if not progress:
+            trainer.remove_callback(PrinterCallback)
+        kept = len(trainer.train_dataset)
+        setup_seconds = time.perf_counter() - t0
+        output = trainer.train()
+    finally:
+        if bars:
+            datasets.enable_progress_bars()
+    seconds = time.perf_counter() - t0
+    trainer.accelerator.wait_for_everyone()
+    steps = trainer.state.global_step
+    log = {
+        **dict(extra_log or {}),
+        "adapter": out_dir.name,
+        "base_model": loaded.info.name,
+        "base_sha256": loaded.info.sha256,
+        "pairs": len(pairs),
+        "pairs_trained": kept,
+        "pairs_dropped_too_long": len(pairs) - kept,
+        "steps": steps,
+        "train_seconds": round(output.metrics.get("train_runtime", seconds), 3),
+        "setup_seconds": round(setup_seconds, 3),
+        "total_seconds": round(seconds, 3),
+        "seconds_per_step": round(output.metrics.get("train_runtime", seconds) / max(steps, 1), 3),
+        "dpo": profile.dpo.model_dump(mode="json"),
+        "history": [
+            {"step": row["step"], "epoch": row.get("epoch"), **{k: row[k] for k in LOG_KEYS if k in row}}
+            for row in trainer.state.log_history
+            if "loss" in row
+        ],
+    }
+    if trainer.accelerator.is_main_process:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        trainer.accelerator.unwrap_model(trainer.model).save_pretrained(out_dir)
+        log["adapter_sha256"] = hash_model_dir(out_dir)
+        write_json(out_dir / LOG_NAME, log)
+    trainer.accelerator.wait_for_everyone()
+    return log
+
+
+def ensure_adapter(profile: Profile, results: ResultsDir, half: str, *, progress: bool = True) -> dict[str, Any]:
+    """Adapter ``half`` trained on ``dpo/pairs_<half>.jsonl``: reused when its fingerprint matches, else trained."""
+    out_dir = adapter_dir(results, half)
+    loaded = fresh_generator(profile)
+    stamp = fingerprint(profile, pairs_path(results, half), loaded.info.sha256)
+    log_file = out_dir / LOG_NAME
+    if log_file.is_file():
+        log = read_json(log_file)
+        if log.get("fingerprint") == stamp and (out_dir / "adapter_config.json").is_file():
+            return {**log, "reused": True}
+    log = train_adapter(
+        profile, load_pairs(results, half), out_dir, loaded=loaded, progress=progress,
+        extra_log={"fingerprint": stamp},
+    )
+    return {**log, "reused": False}
+
+
+def training_history(logs: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    """Per-step loss, reward margin and reward accuracy of every adapter, long format for seaborn."""
+    rows = [
+        {"adapter": name, "step": row["step"], "metric": key, "value": row[key]}
+        for name, log in logs.items()
+        for row in log["history"]
+        for key in ("loss", "rewards/margins", "rewards/accuracies")
+        if key in row
+    ]
+    return pd.DataFrame(rows, columns=["adapter", "step", "metric", "value"])
+
+
+def training_summary(logs: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    """One row per adapter: pairs, steps, time, first/last loss and the final reward accuracy."""
+    rows = []
+    for name, log in logs.items():
+        hist = log["history"]
+        rows.append({
+            "adapter": name,
+            "pairs": log["pairs_trained"],
+            "steps": log["steps"],
+            "seconds": log["total_seconds"],
+            "seconds_per_step": log["seconds_per_step"],
+            "first_loss": hist[0]["loss"] if hist else None,
+            "last_loss": hist[-1]["loss"] if hist else None,
+            "final_reward_accuracy": hist[-1].get("rewards/accuracies") if hist else None,
+            "final_reward_margin": hist[-1].get("rewards/margins") if hist else None,
+            "reused": log.get("reused", False),
+        })
+    return pd.DataFrame(rows)
+
+
+def save_dpo_history(results: ResultsDir, history: pd.DataFrame) -> Path:
+    """``metrics/dpo_history.json``: per-step adapter training curves, so the figure needs no adapter files."""
+    return write_json(results.metrics / "dpo_history.json", history.to_dict(orient="records"))
+
+
+def save_dpo_metrics(
+    results: ResultsDir, pairs: DPOPairs, leakage: Mapping[str, Any], logs: Mapping[str, Mapping[str, Any]]
+) -> Path:
+    """``metrics/dpo.json``: pair counts per half and kind, the leakage verdict and each adapter's training
+    summary (steps, seconds per step, final loss and reward accuracy), for the README and the claims report."""
+    frame = pairs.frame()
+    return write_json(results.metrics / "dpo.json", {
+        "pairs": {h: len(ds) for h, ds in pairs.datasets.items()},
+        "pairs_by_kind": {h: g["kind"].value_counts().to_dict() for h, g in frame.groupby("half")},
+        "halves": pairs.halves.to_json(),
+        "skipped_relations": pairs.skipped,
+        "leakage_ok": bool(leakage["ok"]),
+        "training": training_summary(logs).to_dict(orient="records"),
+    })
+
+
+# ---- command line (also under `accelerate launch`) ----------------------------------------------------------
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m redpo.dpo.train --profile P --build-pairs`` then
+    ``accelerate launch -m redpo.dpo.train --profile P --half A`` (and ``--half B``)."""
+    parser = argparse.ArgumentParser(prog="redpo.dpo.train", description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="cpu")
+    parser.add_argument("-p", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--results-dir", default="")
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--half", choices=HALVES, help="train this adapter on dpo/pairs_<half>.jsonl")
+    group.add_argument("--build-pairs", action="store_true", help="build and check the pairs of both halves")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        profile = load_profile(args.profile, dict(parse_override(o) for o in args.overrides))
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    results = ResultsDir(profile, root=Path(args.results_dir) if args.results_dir else None)
+    if args.build_pairs:
+        pairs, leakage = build_and_save_pairs(profile, results)
+        sizes = {h: len(ds) for h, ds in pairs.datasets.items()}
+        print(f"pairs {sizes}, leakage ok: {leakage['ok']} -> {results.dpo}")
+        return 0 if leakage["ok"] else 1
+    log = ensure_adapter(profile, results, args.half, progress=not args.no_progress)
+    print(
+        f"adapter {args.half}: {log['steps']} steps, {log['seconds_per_step']} s/step"
+        f"{' (reused)' if log['reused'] else ''} -> {adapter_dir(results, args.half)}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,133 @@
+"""Notebook 05's experiment: generate each plateau arm up to the largest N, then train RE on every prefix N.
+
+- **One generation per arm.** Each arm of ``plateau.arms`` is generated once up to ``max(plateau.n_values)``
+  valid samples per relation (``generation.max_attempts`` scaled by the same factor, so OBO keeps its budget per
+  sample) and saved as ``generations/plateau_<arm>_k<K>_s<seed>.*``, beside notebook 02's files, never over them.
+  Every smaller N takes the first N samples per relation (a prefix). An OBO prompt depends only on the
+  demonstrations and the valid samples so far, so the first calls of the longer run are notebook 02's calls, read
+  from the cache; ``<arm>_dpo`` arms use notebook 03's adapters (each relation through the other half's adapter).
+- **Same RE grid as notebook 04.** For each N, ``gen:<arm>`` (the prefix) and ``mix:<arm>`` (manual + prefix) are
+  trained in every grid cell on the shared dev/test subsets through :func:`redpo.extraction.grid.run_training_sets`,
+  so a training set equal to one notebook 04 trained is read from the run store.
+
+The plateau rule and the yield curve that judge these runs are in :mod:`redpo.analysis.plateau`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from redpo.config import Profile
+from redpo.core.io import ResultsDir
+from redpo.data.splits import generation_splits, load_profile_kshot, profile_schema
+from redpo.dpo.generate import generate_dpo_arms
+from redpo.dpo.pairs import HALVES, load_halves
+from redpo.extraction.grid import run_training_sets
+from redpo.extraction.training_sets import first_per_relation, union
+from redpo.generation.arms import kshot_by_relation, open_generator
+from redpo.generation.loops import generate_arm
+from redpo.generation.specs import split_dpo_name
+from redpo.generation.store import ArmKey, ArmResult, plateau_name, save_arm
+
+
+def plateau_profile(profile: Profile) -> Profile:
+    """The profile with ``generation.n_per_relation = max(plateau.n_values)`` and the OBO call budget scaled
+    by the same factor (AAO keeps ``aao_max_calls``: each of its calls asks for all missing samples)."""
+    gen = profile.generation
+    n_max = max(profile.plateau.n_values)
+    attempts = max(gen.max_attempts, math.ceil(gen.max_attempts * n_max / gen.n_per_relation))
+    return profile.model_copy(
+        update={"generation": gen.model_copy(update={"n_per_relation": n_max, "max_attempts": attempts})}
+    )
+
+
+
+def missing_prerequisite(arm: str, results: ResultsDir) -> str | None:
+    """Why ``arm`` cannot be generated yet (a DPO arm needs notebook 03's halves and both adapters), or None."""
+    _base, dpo = split_dpo_name(arm)
+    if not dpo:
+        return None
+    if not (results.dpo / "halves.json").is_file():
+        return f"{arm}: dpo/halves.json is missing; run notebook 03 first"
+    for half in HALVES:
+        if not (results.adapters / half / "adapter_config.json").is_file():
+            return f"{arm}: adapter {half} is missing under adapters/; run notebook 03 first"
+    return None
+
+
+
+def generate_plateau_arms(
+    profile: Profile, results: ResultsDir, *, progress: bool = True
+) -> tuple[dict[ArmKey, ArmResult], list[str]]:
+    """Generate every ``plateau.arms`` arm up to max N on every generation split, save each as ``plateau_*``.
+
+    Returns the results keyed ``(arm, K, seed)`` (``arm`` without the prefix) and one note per skipped arm.
+    """
+    prof = plateau_profile(profile)
+    schema = profile_schema(prof)
+    splits = generation_splits(prof)
+    pools = {split: kshot_by_relation(prof, results, *split, schema) for split in splits}
+    notes = {arm: missing_prerequisite(arm, results) for arm in prof.plateau.arms}
+    skipped = [note for note in notes.values() if note]
+    wanted = [arm for arm, note in notes.items() if note is None]
+    out: dict[ArmKey, ArmResult] = {}
+    plain = [arm for arm in wanted if not split_dpo_name(arm)[1]]
+    if plain:
+        generator = open_generator(prof, results)
+        for (k, seed), pool in pools.items():
+            for arm in plain:
+                out[(arm, k, seed)] = generate_arm(
+                    arm, prof, schema, pool, generator, k=k, kshot_seed=seed, progress=progress
+                )
+        del generator
+    dpo_bases = [split_dpo_name(arm)[0] for arm in wanted if split_dpo_name(arm)[1]]
+    if dpo_bases:
+        dpo_prof = prof.model_copy(update={"dpo": prof.dpo.model_copy(update={"arms": dpo_bases})})
+        out.update(generate_dpo_arms(dpo_prof, results, load_halves(results), splits, pools,
+                                     progress=progress, save=False))
+    for result in out.values():
+        save_arm(plateau_name(result), results)
+    return out, skipped
+
+
+# ---- RE training on prefixes -----------------------------------------------------------------------------
+def prefix_sets(
+    arms: Mapping[ArmKey, ArmResult], manual: Mapping[tuple[int, int], Sequence[Any]], n: int
+) -> dict[tuple[int, int], dict[str, list[Any]]]:
+    """Training sets at one N: ``{(K, seed): {"gen:<arm>": first N per relation, "mix:<arm>": manual + those}}``.
+
+    The arm names are notebook 04's, so at N = K the fingerprint of a set equal to notebook 04's matches and
+    the run comes from the resume cache.
+    """
+    out: dict[tuple[int, int], dict[str, list[Any]]] = {}
+    for (arm, k, seed), result in arms.items():
+        generated = first_per_relation(result.all_samples(), n)
+        sets = out.setdefault((k, seed), {})
+        sets[f"gen:{arm}"] = generated
+        sets[f"mix:{arm}"] = union(manual[(k, seed)], generated)
+    return out
+
+
+def run_plateau_grid(
+    profile: Profile,
+    results: ResultsDir,
+    arms: Mapping[ArmKey, ArmResult],
+    dev: Sequence[Any],
+    test: Sequence[Any],
+    *,
+    progress: bool = True,
+) -> dict[str, list[dict[str, Any]]]:
+    """Every N x arm x data kind in every grid cell; each run record gains ``n``, ``plateau_arm`` and ``data``."""
+    manual = {(k, s): load_profile_kshot(profile, results.kshot, k, s) for (_a, k, s) in arms}
+    runs: list[dict[str, Any]] = []
+    skipped: list[dict[str, Any]] = []
+    for n in profile.plateau.n_values:
+        grid = run_training_sets(profile, results, prefix_sets(arms, manual, n), dev, test, progress=progress)
+        for run in grid["runs"]:
+            kind, _, arm = run["arm"].partition(":")
+            runs.append({**run, "n": n, "plateau_arm": arm, "data": kind})
+        skipped += [{**row, "n": n} for row in grid["skipped"]]
+    return {"runs": runs, "skipped": skipped}
+

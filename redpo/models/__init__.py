@@ -1,0 +1,1 @@
+"""Models by name: packaged offline models, tiny random models, hub ids and local folders, with content hashes."""

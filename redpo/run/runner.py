@@ -1,0 +1,154 @@
+"""Run the numbered notebooks in order through papermill, one profile at a time.
+
+The notebooks are the pipeline: each reads what earlier ones wrote under ``results/<profile>/``. The runner
+only injects the parameters, keeps executed copies beside the results, stops at the first failure with the
+notebook and cell that failed, and records status and timing in the manifest after every notebook.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from redpo.config import REPO_ROOT, load_profile, results_root
+from redpo.core.io import ResultsDir
+from redpo.core.manifest import now, record_notebook, start_run
+from redpo.data.fetch import data_file_hashes
+
+NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+NOTEBOOK_RE = re.compile(r"^(\d{2})_\w+\.ipynb$")
+KERNEL = "redpo"
+FALLBACK_KERNEL = "python3"
+"""``python3`` runs the current interpreter (jupyter_client substitutes ``sys.executable`` for it)."""
+
+
+class RunnerError(ValueError):
+    """The run was asked for something that does not exist (e.g. ``--only 09``)."""
+
+
+class NotebookFailed(RuntimeError):
+    """A notebook raised; the message names the notebook, the cell and the error."""
+
+
+@dataclass(frozen=True)
+class NotebookResult:
+    name: str
+    status: str
+    seconds: float
+    error: str | None = None
+
+
+def say(message: str) -> None:
+    """Progress lines go to stderr, beside papermill's progress bar, so stdout stays clean."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def discover(notebooks_dir: Path = NOTEBOOKS_DIR, only: Sequence[str] | None = None) -> list[Path]:
+    """``NN_name.ipynb`` files in numeric order, optionally only those whose number is in ``only``."""
+    found = sorted(
+        (p for p in Path(notebooks_dir).glob("*.ipynb") if NOTEBOOK_RE.match(p.name)),
+        key=lambda p: (int(p.name[:2]), p.name),
+    )
+    if not only:
+        if not found:
+            raise RunnerError(f"no NN_*.ipynb notebooks in {notebooks_dir}")
+        return found
+    wanted = {n.strip().zfill(2) for n in only if n.strip()}
+    missing = wanted - {p.name[:2] for p in found}
+    if missing:
+        raise RunnerError(
+            f"--only {','.join(sorted(missing))}: no such notebook in {notebooks_dir}; "
+            f"available: {', '.join(p.name for p in found) or 'none'}"
+        )
+    return [p for p in found if p.name[:2] in wanted]
+
+
+def choose_kernel(preferred: str = KERNEL) -> str:
+    """The ``redpo`` kernel if it runs this very interpreter; otherwise warn and use ``python3``.
+
+    ``make setup`` registers ``redpo`` per user, so another checkout's setup can leave it pointing at a
+    different venv; running that would silently execute another copy of the code.
+    """
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        spec = KernelSpecManager().get_kernel_spec(preferred)
+    except NoSuchKernel:
+        say(
+            f"warning: Jupyter kernel {preferred!r} is not registered (`make setup` registers it); "
+            f"using {FALLBACK_KERNEL!r}"
+        )
+        return FALLBACK_KERNEL
+    exe = spec.argv[0] if spec.argv else ""
+    if os.path.abspath(exe) != os.path.abspath(sys.executable):
+        say(
+            f"warning: Jupyter kernel {preferred!r} runs {exe}, not this environment's {sys.executable} "
+            f"(re-run `make setup` here to re-register it); using {FALLBACK_KERNEL!r}"
+        )
+        return FALLBACK_KERNEL
+    return preferred
+
+
+def run(
+    profile: str,
+    overrides: dict[str, Any] | None = None,
+    only: Sequence[str] | None = None,
+    results_dir: Path | str | None = None,
+    notebooks_dir: Path | str | None = None,
+    progress: bool = True,
+) -> list[NotebookResult]:
+    """Execute the notebooks for ``profile``; raise :class:`NotebookFailed` at the first failing one.
+
+    ``results_dir`` is the results root (default ``REDPO_RESULTS_DIR``); outputs go to ``<root>/<profile>/``.
+    """
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    overrides = dict(overrides or {})
+    resolved = load_profile(profile, overrides)  # fail on a bad profile before starting any kernel
+    root = Path(results_dir) if results_dir else results_root()
+    results = ResultsDir(resolved, root=root)
+    notebooks = discover(Path(notebooks_dir or NOTEBOOKS_DIR), only)
+    kernel = choose_kernel()
+    start_run(results, resolved, overrides, data_file_hashes(resolved))
+    parameters = {"profile": profile, "results_dir": str(root.resolve()), "overrides": overrides}
+
+    done: list[NotebookResult] = []
+    for i, nb in enumerate(notebooks, 1):
+        output = results.notebooks / nb.name
+        say(f"[{i}/{len(notebooks)}] {nb.name} (profile {resolved.name}, kernel {kernel})")
+        entry: dict[str, Any] = {"status": "running", "start": now(), "output": str(output)}
+        record_notebook(results, nb.name, entry, list_files=False)
+        t0 = time.perf_counter()
+        error = None
+        try:
+            pm.execute_notebook(
+                str(nb),
+                str(output),
+                parameters=parameters,
+                kernel_name=kernel,
+                progress_bar=progress,
+                cwd=str(nb.parent),
+            )
+        except PapermillExecutionError as err:
+            error = f"cell In [{err.exec_count}]: {err.ename}: {err.evalue}"
+        except Exception as err:  # kernel death, unreadable notebook: still a clean, recorded failure
+            error = f"{type(err).__name__}: {err}"
+        seconds = round(time.perf_counter() - t0, 2)
+        status = "failed" if error else "succeeded"
+        entry.update(status=status, end=now(), seconds=seconds, error=error)
+        record_notebook(results, nb.name, entry)
+        done.append(NotebookResult(nb.name, status, seconds, error))
+        if error:
+            raise NotebookFailed(
+                f"notebook {nb.name} failed after {seconds:.1f}s: {error} (executed copy with the traceback: {output})"
+            )
+        say(f"    {nb.name} succeeded in {seconds:.1f}s")
+    say(f"done: {len(done)} notebook(s) in {sum(r.seconds for r in done):.1f}s; manifest: {results.manifest}")
+    return done
