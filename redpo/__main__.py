@@ -17,6 +17,7 @@ from typing import Any
 
 from redpo.config import ConfigError, available_profiles, data_dir, load_profile, parse_override
 from redpo.core.io import DataError, ResultsDir, write_json
+from redpo.core.manifest import record_rebuilt_files
 from redpo.data.fetch import default_mirror, fetch_data
 from redpo.data.overview import describe_data
 from redpo.models.registry import ModelError
@@ -145,6 +146,7 @@ def cmd_figures(args: argparse.Namespace) -> int:
     for group in report.TABLES:
         print(f"tables {group}: {built[group] if isinstance(built[group], str) else ', '.join(built[group])}")
     print(f"claims.md: {', '.join(f'{i} {v}' for i, v in enumerate(built['claims'], 1))}")
+    record_rebuilt_files(results)
     loaded = [m for m in MODEL_LIBRARIES if m in sys.modules]
     print(f"rebuilt in {time.perf_counter() - start:.1f}s; model libraries imported: {', '.join(loaded) or 'none'}")
     return 0

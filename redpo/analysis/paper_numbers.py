@@ -1,8 +1,8 @@
-"""The paper's published RE numbers (PAPER.md §5), as data, with the redpo arms each is compared with.
+"""The paper's published RE numbers (main and ablation tables), as data, with the redpo arms each is compared with.
 
-Every number here is tagged **[N]** in PAPER.md: it comes from a third-party reading note of the paper, so
-treat it as approximate and as a target for the *direction* of an effect, not as a value to match. Values are
-KnowPrompt micro-F1 in percent (negative label excluded), the paper's main number.
+Every number comes from a third-party reading note of the paper, so treat it as approximate and as a target for
+the *direction* of an effect, not as a value to match. Values are KnowPrompt micro-F1 in percent (negative label
+excluded), the paper's main number.
 
 Mapping to redpo arms (``manual``, ``gen:<arm>``, ``mix:<arm>``, ``llm``):
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-SOURCE = "PAPER.md §5 [N]: a third-party reading note of the paper (approximate; KnowPrompt, micro-F1 %)"
+SOURCE = "the paper's main and ablation tables, via a third-party reading note (approximate; KnowPrompt, micro-F1 %)"
 
 
 @dataclass(frozen=True)

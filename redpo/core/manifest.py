@@ -161,3 +161,25 @@ def record_model(results: ResultsDir | Path, info: ModelLike) -> dict[str, Any]:
         }
 
     return update_manifest(results, change)
+
+
+REBUILT = ("figures/", "tables/", "claims.md")
+"""What ``python -m redpo figures`` rewrites from the metrics: the manifest's entries for these are refreshed."""
+
+
+def record_rebuilt_files(results: ResultsDir | Path) -> dict[str, Any]:
+    """Refresh the manifest's sha256/size of the rebuilt files (:data:`REBUILT`) and drop entries whose file is gone.
+
+    Only these entries change, and nothing time-dependent is written, so rebuilding unchanged figures leaves the
+    manifest byte-identical; files outside them (``kshot/``, adapters) keep the entries of the run that made them.
+    """
+    root = manifest_path(results).parent
+    if not manifest_path(results).is_file():
+        return {}
+    rebuilt = {rel: entry for rel, entry in output_files(root).items() if rel.startswith(REBUILT)}
+
+    def change(m: dict[str, Any]) -> None:
+        kept = {rel: entry for rel, entry in m.get("files", {}).items() if not rel.startswith(REBUILT)}
+        m["files"] = dict(sorted({**kept, **rebuilt}.items()))
+
+    return update_manifest(results, change)
