@@ -1,4 +1,5 @@
-# redpo: every user-facing command. `make setup` once, then `make test` / `make reproduce PROFILE=cpu`.
+# redpo: every user-facing command. `make setup` once, then `make test-fast` while you work, `make test` before you
+# stop (CI runs it), and `make reproduce PROFILE=cpu`.
 PYTHON ?= .venv/bin/python
 PROFILE ?= cpu
 TORCH_SPEC ?= torch==2.13.0
@@ -12,7 +13,7 @@ STAMP := .venv/.redpo-installed
 # Pass --mirror only when the mirror exists; otherwise `redpo data --fetch` downloads the pinned files.
 MIRROR_ARG := $(if $(wildcard $(MIRROR)),--mirror $(MIRROR))
 
-.PHONY: setup data test reproduce figures lab strip lint clean
+.PHONY: setup data test test-fast reproduce figures lab strip lint clean
 
 # A non-default PYTHON (e.g. a conda env from environment.yml) is used as it is: no .venv is built.
 ifeq ($(PYTHON),.venv/bin/python)
@@ -35,9 +36,13 @@ $(STAMP): pyproject.toml
 data: setup
 	$(PYTHON) -m redpo data --fetch $(MIRROR_ARG)
 
-test: data
-	$(PYTHON) -m ruff check .
+# The full suite: lint, the import contract, then every test (notebooks, training, packaged models included).
+test: data lint
 	$(PYTHON) -m pytest
+
+# Feedback in about a minute: everything but the tests marked slow (notebook runs, training, packaged models).
+test-fast: data lint
+	$(PYTHON) -m pytest -m "not slow"
 
 reproduce: setup
 	$(PYTHON) -m redpo run --profile $(PROFILE)
@@ -52,9 +57,11 @@ lab: setup
 strip: setup
 	$(PYTHON) -m nbstripout --keep-id $(NOTEBOOKS)
 
+# ruff, and the layer contract of pyproject.toml (lint-imports).
 lint: setup
 	$(PYTHON) -m ruff check .
+	$(dir $(PYTHON))lint-imports
 
 clean:
-	rm -rf .pytest_cache .ruff_cache .hypothesis results/smoke
+	rm -rf .pytest_cache .ruff_cache .hypothesis .import_linter_cache results/smoke
 	find . -path ./.venv -prune -o -name __pycache__ -type d -exec rm -rf {} +

@@ -23,9 +23,9 @@ def test_bench_generation_measures_both_modes_and_their_prefill(
     assert batched["requests"] == single["requests"] == len(prof.dataset.relations)
     assert (batched["batch_size"], single["batch_size"]) == (prof.generator.batch_size, 1)
     for mode in (batched, single):
-        assert mode["prefill_seconds"] > 0 and mode["seconds"] > 0
+        assert mode["prefill_seconds"] >= 0 and mode["seconds"] > 0  # rounded to 10 ms: a tiny prefill reads 0
         assert 0 < mode["new_tokens"] <= 8 * mode["requests"]
         # decoding is a part of the run, so its rate is higher; the tiny model's timing noise can exceed its
         # decode time, and then there is no decode rate at all
         assert mode["decode_tokens_per_s"] is None or mode["decode_tokens_per_s"] >= mode["tokens_per_s"]
-    assert result["speedup_tokens_per_s"] == pytest.approx(batched["tokens_per_s"] / single["tokens_per_s"], 0.01)
+    assert result["speedup_tokens_per_s"] == round(batched["tokens_per_s"] / single["tokens_per_s"], 2)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
-from redpo.config import ConfigError, available_profiles, load_profile, parse_override
+from redpo.config import ConfigError, GenerationArm, IclArm, available_profiles, load_profile, parse_override
+from redpo.generation.specs import ARMS, ICL_ARMS, split_dpo_name
 
 
 @pytest.mark.parametrize("name", available_profiles())
@@ -88,3 +91,30 @@ def test_override_values_are_yaml_scalars() -> None:
     assert parse_override("a.b=true") == ("a.b", True)
     assert parse_override("a.b=null") == ("a.b", None)
     assert parse_override("a.b=text") == ("a.b", "text")
+
+
+# ---- arm names are checked when the profile loads, not hours later in a notebook -------------------------------
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ({"plateau.arms": ["obo_typo"]}, "plateau.arms"),
+        ({"plateau.arms": ["baseline_dpo"]}, "plateau.arms"),  # the baseline has no DPO arm
+        ({"generation.arms": ["obo", "aoa"]}, "generation.arms"),
+        ({"dpo.arms": ["baseline"]}, "dpo.arms"),
+    ],
+)
+def test_an_unknown_arm_fails_at_load_naming_the_key(override: dict[str, list[str]], named: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(named)):
+        load_profile("smoke", override)
+
+
+def test_a_dpo_arm_must_be_generated_first() -> None:
+    with pytest.raises(ConfigError, match=r"dpo\.arms \['aao'\] are not in generation\.arms"):
+        load_profile("smoke", {"generation.arms": ["baseline", "obo"], "dpo.arms": ["obo", "aao"]})
+    assert load_profile("smoke", {"generation.arms": ["obo"], "dpo.arms": ["obo"]}).dpo.arms == ["obo"]
+
+
+def test_the_profile_vocabulary_and_the_arm_catalogue_name_the_same_arms() -> None:
+    assert tuple(ARMS) == get_args(GenerationArm)
+    assert get_args(IclArm) == ICL_ARMS
+    assert all(split_dpo_name(f"{arm}_dpo") == (arm, True) for arm in ICL_ARMS)

@@ -326,3 +326,23 @@ def test_fetch_download_checks_hash_and_reports_offline(real_env: Path, tmp_path
         fetch.fetch_data(tmp_path / "fresh", opener=offline)
     with pytest.raises(DataError, match="sha256"):
         fetch.fetch_data(tmp_path / "bad", opener=lambda url, timeout: io.BytesIO(b"nope"))
+
+
+def test_notebook_00_overview_writes_the_kshot_files_and_data_json(data_root: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from redpo.core.io import ResultsDir, read_json
+
+    monkeypatch.setenv("REDPO_DATA_DIR", str(data_root))
+    prof = load_profile("smoke")  # K=4, seeds 1 and 2, four relations
+    results = ResultsDir(prof, root=tmp_path)
+    info = overview.describe_data(prof)
+    kshot = overview.write_kshot_table(prof, results)
+    assert kshot[["k", "seed", "samples", "relations"]].values.tolist() == [[4, 1, 16, 4], [4, 2, 16, 4]]
+    assert kshot["path"].tolist() == ["kshot/k-shot/4-1", "kshot/k-shot/4-2"]
+    assert overview.split_sizes(info)["samples"].to_dict() == {"train": 2495, "val": 574, "test": 1029}
+    table = overview.label_table(info)
+    assert table.index[0] == "Other" and list(table.columns) == ["test", "train", "val"]
+    saved = read_json(overview.save_data_metrics(results, info, kshot))
+    assert saved["counts"] == {"train": 2495, "val": 574, "test": 1029}
+    assert saved["kshot"][0] == {"k": 4, "seed": 1, "samples": 16, "relations": 4, "path": "kshot/k-shot/4-1"}
+    assert saved["label_distribution"]["train"] == table["train"].to_dict()

@@ -17,6 +17,7 @@ import pytest
 
 from redpo.analysis.plots import FIGURES, FORMATS
 from redpo.analysis.report import TABLES
+from redpo.config import load_profile
 from redpo.run.runner import discover
 
 pytestmark = pytest.mark.slow
@@ -43,7 +44,7 @@ def test_every_figure_exists_as_png_and_pdf(smoke_pipeline: Path) -> None:
 
 def test_plateau_metrics_cover_every_arm_n_and_data_kind(smoke_pipeline: Path) -> None:
     plateau = json.loads((smoke_pipeline / "metrics" / "plateau.json").read_text())
-    assert plateau["n_values"] == [1, 2] and not plateau["skipped_arms"]
+    assert plateau["n_values"] == load_profile("smoke").plateau.n_values and not plateau["skipped_arms"]
     curves = {(row["arm"], row["data"], row["n"]) for row in plateau["summary"]}
     assert curves == {(a, d, n) for a in ("obo", "obo_dpo", "aao") for d in ("gen", "mix") for n in (1, 2)}
     assert all(row["runs"] == 2 for row in plateau["summary"])  # smoke: 2 grid cells

@@ -38,7 +38,7 @@ def test_scores_are_fractions_and_runs_are_complete(smoke_pipeline: Path) -> Non
     assert n_test == load_profile("smoke").dataset.test_subsample
     for run in results["runs"]:
         assert 0.0 <= run["micro_f1"] <= 1.0 and 0.0 <= run["semeval_macro_f1"] <= 1.0
-        assert run["n"] == n_test and run["n_train"] > 0 and run["train_seconds"] >= 0
+        assert run["n"] == n_test and run["n_train"] > 0
         assert {"arm", "k", "split_seed", "classifier_seed"} <= set(run)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import random
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -76,10 +75,8 @@ def test_tiny_bert_learns_a_cue_word_fixture(tiny_encoder: str, tmp_path: Path) 
         warmup_ratio=0.1,
         early_stopping_patience=8,
     )
-    start = time.perf_counter()
     trained = train_re_model(train, dev, SCHEMA, cfg, encoder_name=tiny_encoder, seed=0, output_dir=tmp_path)
     result = evaluate(trained, test, SCHEMA)
-    assert time.perf_counter() - start < 60
     assert result["micro_f1"] >= 0.9, result["per_relation"]
     assert trained.model.head[-1].out_features == len(SCHEMA.labels)
     assert trained.best_dev_micro_f1 is not None and trained.train_seconds > 0

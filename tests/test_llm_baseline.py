@@ -158,3 +158,18 @@ def test_shared_prefix_reuse_gives_the_full_prompt_answers() -> None:
         assert reused.generate(prompts, greedy, 0) == full.generate(prompts, greedy, 0)
         assert reused._prefix is not None and full._prefix is None
     assert len(reused._prefix[0]) < len(reused.tokenizer(head)["input_ids"])  # shrunk to the shorter head
+
+
+def test_disabled_baseline_runs_nothing_and_loads_no_model(tmp_path: Path) -> None:
+    from redpo.core.io import ResultsDir
+    from redpo.extraction.llm_baseline import run_llm_baselines
+
+    prof = load_profile("smoke", {"llm_re.enabled": False})
+    assert run_llm_baselines(prof, ResultsDir(prof, root=tmp_path), test=[]) == []
+
+
+def test_summary_line_names_split_score_and_failures() -> None:
+    from redpo.extraction.llm_baseline import LLMREResult
+
+    result = LLMREResult(8, 1, ["Other"] * 4, ["?"] * 4, 3, {"micro_f1": 0.25}, 12.4, 1)
+    assert result.summary() == "k8_s1: micro-F1 0.250, unparseable 3/4, 12 s (1 answers from the cache)"

@@ -194,3 +194,21 @@ def test_merge_arms_joins_halves_and_sums_their_run_counts() -> None:
     assert set(merged.samples) == {"Other", "Cause-Effect(e1,e2)"}
     with pytest.raises(ValueError, match="overlapping"):
         merge_arms([half("Other", 1.0, 1), half("Other", 1.0, 1)])
+
+
+def test_notebooks_01_and_02_take_their_arms_from_the_profile() -> None:
+    from redpo.generation.arms import baseline_arms, icl_arms
+
+    prof = load_profile("smoke", {"generation.arms": ["obo", "baseline", "aao"], "dpo.arms": ["obo"]})
+    assert baseline_arms(prof) == ["baseline"] and icl_arms(prof) == ["obo", "aao"]
+    no_baseline = load_profile("smoke", {"generation.arms": ["obo"], "dpo.arms": ["obo"]})
+    assert baseline_arms(no_baseline) == [] and icl_arms(no_baseline) == ["obo"]
+
+
+def test_of_split_keeps_the_arms_of_one_kshot_split() -> None:
+    from redpo.generation.arms import of_split
+    from redpo.generation.store import ArmResult
+
+    arms = {(name, 8, seed): ArmResult(name, name, {}, {}) for name in ("obo", "aao") for seed in (1, 2)}
+    assert sorted(of_split(arms, 8, 2)) == [("aao", 8, 2), ("obo", 8, 2)]
+    assert of_split(arms, 16, 1) == {}
