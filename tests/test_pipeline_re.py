@@ -54,10 +54,13 @@ def test_llm_baseline_is_scored_on_the_same_test_set(smoke_pipeline: Path) -> No
 
 
 def test_tables_and_figures_are_written(smoke_pipeline: Path) -> None:
-    for name in ("re_main", "re_semeval_macro", "re_claims", "re_per_relation", "re_train_time"):
+    for name in ("re_main", "re_semeval_macro", "re_per_relation", "re_train_time"):
         for ext in ("csv", "md"):
             path = smoke_pipeline / "tables" / f"{name}.{ext}"
             assert path.is_file() and path.stat().st_size > 0, path
+    # one claims system: verdicts live in claims.md only, never in a second RE-runner table
+    assert not list((smoke_pipeline / "tables").glob("re_claims.*"))
+    assert "## Claim 6" in (smoke_pipeline / "claims.md").read_text()
     main = (smoke_pipeline / "tables" / "re_main.md").read_text()
     assert "paper K=4" in main and "| manual |" in main
     for name in ("re_per_relation_f1", "re_confusion_best"):

@@ -38,6 +38,7 @@ from datasets import Dataset
 
 from redpo.config import Profile
 from redpo.core.io import ResultsDir, iter_jsonl, write_json
+from redpo.core.relations import RelationSchema
 from redpo.core.sample import RESample
 from redpo.data.splits import load_profile_kshot
 from redpo.generation import prompts
@@ -113,7 +114,7 @@ def split_relations(relations: Sequence[str], seed: int, negative_label: str | N
     return RelationHalves({"A": tuple(rels[:cut]), "B": tuple(rels[cut:])}, seed, negative_label)
 
 
-def profile_halves(profile: Profile, schema: Any) -> RelationHalves:
+def profile_halves(profile: Profile, schema: RelationSchema) -> RelationHalves:
     """The profile's relations (``dataset.relations`` or every label) split with ``dpo.split_seed``."""
     return split_relations(profile.dataset.relations or schema.labels, profile.dpo.split_seed, schema.negative_label)
 
@@ -261,7 +262,7 @@ class DPOPairs:
 
 def build_pairs(
     profile: Profile,
-    schema: Any,
+    schema: RelationSchema,
     train: Sequence[RESample],
     kshot: Sequence[RESample],
     render: Render,
@@ -295,7 +296,7 @@ def _relation_pairs(
     half: str,
     pools: Mapping[str, Sequence[RESample]],
     profile: Profile,
-    schema: Any,
+    schema: RelationSchema,
     render: Render,
     rng: random.Random,
 ) -> list[dict[str, Any]]:

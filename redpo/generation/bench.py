@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from redpo.config import Profile
+from redpo.core.relations import RelationSchema
 from redpo.data.splits import load_split, profile_schema
 from redpo.generation.arms import prepare_generator
 from redpo.generation.backends.transformers import TransformersBackend
@@ -30,7 +31,7 @@ from redpo.generation.loops import first_prompt
 from redpo.generation.parse import parse_response
 
 
-def _obo_prompts(profile: Profile, backend: TransformersBackend) -> tuple[list[str], list[str], Any]:
+def _obo_prompts(profile: Profile, backend: TransformersBackend) -> tuple[list[str], list[str], RelationSchema]:
     """The first OBO step of every relation, demonstrations drawn from the TRAIN split as the loops draw them."""
     schema = profile_schema(profile)
     train = load_split(profile, "train")
@@ -43,7 +44,11 @@ def _obo_prompts(profile: Profile, backend: TransformersBackend) -> tuple[list[s
 
 
 def _measure(
-    backend: TransformersBackend, prompts: list[str], relations: Sequence[str], profile: Profile, schema: Any,
+    backend: TransformersBackend,
+    prompts: list[str],
+    relations: Sequence[str],
+    profile: Profile,
+    schema: RelationSchema,
     batch_size: int,
 ) -> dict[str, Any]:
     sampling, gen = profile.generator.sampling, profile.generation

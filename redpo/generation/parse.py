@@ -33,8 +33,9 @@ from typing import Literal
 
 from nltk.tokenize import TreebankWordTokenizer
 
+from redpo.core.relations import RelationSchema
 from redpo.core.sample import MARKER_RE, MARKERS, MarkedTextError, RESample
-from redpo.generation.prompts import HEAD_TYPE_FIELD, RELATION_FIELD, TAIL_TYPE_FIELD, SchemaLike
+from redpo.generation.prompts import HEAD_TYPE_FIELD, RELATION_FIELD, TAIL_TYPE_FIELD
 
 # ---- reject reasons ------------------------------------------------------------------------------------
 NO_MARKERS = "no_markers"
@@ -226,7 +227,7 @@ def _norm_label(label: str) -> str:
 def parse_response(
     text: str,
     relation: str,
-    schema: SchemaLike,
+    schema: RelationSchema,
     *,
     demos: Sequence[RESample] = (),
     previous: Sequence[RESample] = (),
@@ -267,7 +268,7 @@ def parse_response(
 def _validate(
     line: _Line,
     relation: str,
-    schema: SchemaLike,
+    schema: RelationSchema,
     tokenize: Callable[[str], list[str]],
     min_tokens: int,
     max_tokens: int,
@@ -297,7 +298,7 @@ def _validate(
     return sample
 
 
-def _schema_types(line: _Line, schema: SchemaLike) -> tuple[str, str] | Reject:
+def _schema_types(line: _Line, schema: RelationSchema) -> tuple[str, str] | Reject:
     """Both entity types, spelled as in the schema; a ``bad_type`` reject when one is missing or unknown."""
     canonical = {t.casefold(): t for t in schema.entity_types or ()}
     found: list[str] = []

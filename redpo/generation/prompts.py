@@ -18,24 +18,14 @@ segments separated by ``" | "``:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, Literal, Protocol
+from collections.abc import Sequence
+from typing import Any, Literal
 
+from redpo.core.relations import RelationSchema
 from redpo.core.sample import RESample
 
 Messages = list[dict[str, str]]
 Mode = Literal["aao", "obo"]
-
-
-class SchemaLike(Protocol):
-    """The fields of ``redpo.relations.RelationSchema`` that prompts and parsing read."""
-
-    dataset: str
-    labels: tuple[str, ...] | list[str]
-    negative_label: str | None
-    explanations: Mapping[str, str]
-    entity_types: tuple[str, ...] | None
-    lowercase: bool
 
 
 # ---- shared pieces ---------------------------------------------------------------------------------
@@ -92,7 +82,7 @@ DISSIMILARITY_INSTRUCTION: dict[str, str] = {
 
 
 # ---- builders ----------------------------------------------------------------------------------------
-def demo_text(sample: RESample, schema: SchemaLike, *, with_relation: bool = False) -> str:
+def demo_text(sample: RESample, schema: RelationSchema, *, with_relation: bool = False) -> str:
     """One demonstration line: optional fields, then the marked sentence with tokens joined by spaces.
 
     Tokens are shown as stored (SemEval's KnowPrompt files are lower-cased, PTB-tokenized), so a model that
@@ -107,7 +97,7 @@ def demo_text(sample: RESample, schema: SchemaLike, *, with_relation: bool = Fal
     return FIELD_SEP.join([*fields, sample.to_marked()])
 
 
-def _types_list(schema: SchemaLike) -> str:
+def _types_list(schema: RelationSchema) -> str:
     return ", ".join(schema.entity_types or ())
 
 
@@ -118,7 +108,7 @@ def _messages(user_parts: Sequence[str]) -> Messages:
     ]
 
 
-def baseline_prompt(schema: SchemaLike, relation: str, demos: Sequence[RESample], n: int) -> Messages:
+def baseline_prompt(schema: RelationSchema, relation: str, demos: Sequence[RESample], n: int) -> Messages:
     """Xu et al. 2023: task sentence (+ types), k demonstrations carrying their relation, "generate more"."""
     intro = (
         BASELINE_INTRO_TYPED.format(types=_types_list(schema))
@@ -135,7 +125,7 @@ def baseline_prompt(schema: SchemaLike, relation: str, demos: Sequence[RESample]
 
 
 def icl_prompt(
-    schema: SchemaLike,
+    schema: RelationSchema,
     relation: str,
     demos: Sequence[RESample],
     *,
