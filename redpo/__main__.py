@@ -33,8 +33,8 @@ BENCHMARKS: dict[str, str] = {
 }
 """``python -m redpo bench NAME`` -> ``"module:function"``, imported only when that benchmark runs.
 
-The function takes ``(profile: Profile, results: ResultsDir)`` and returns a JSON-safe dict, which the CLI
-prints and saves as ``metrics/bench_NAME.json``. Register one by adding a line here.
+The function takes ``(profile: Profile, results: ResultsDir, *, backends: list[str])`` and returns a JSON-safe
+dict, which the CLI prints and saves as ``metrics/bench_NAME.json``. Register one by adding a line here.
 """
 
 
@@ -113,12 +113,25 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_engine(args: argparse.Namespace) -> int:
+    """Build llama-server for this machine (once; a finished build is reused) and print where it is."""
+    from redpo.models.llama_cpp import build_llama_server, find_build
+
+    build = build_llama_server(jobs=args.jobs) if args.build else find_build()
+    if build is None:
+        print("llama-server: not built for this machine; run `python -m redpo engine --build` (or `make setup`)")
+        return 0
+    print(format_table([{"engine": "llama.cpp", "server": str(build.server), "version": build.version,
+                         "built in": f"{build.info.get('build_seconds')} s"}]))
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     module, _, func = BENCHMARKS[args.bench].partition(":")
     bench: Callable[..., dict[str, Any]] = getattr(importlib.import_module(module), func)
     profile = load_profile(args.profile, parse_overrides(args.param))
     results = ResultsDir(profile, root=Path(args.results_dir) if args.results_dir else None)
-    report = bench(profile, results)
+    report = bench(profile, results, backends=[b.strip() for b in args.backends.split(",") if b.strip()])
     path = write_json(results.metrics / f"bench_{args.bench}.json", report)
     print(json.dumps(report, indent=2, sort_keys=True))
     print(f"saved {path}", file=sys.stderr)
@@ -197,6 +210,11 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--prepare", metavar="NAME", help="resolve/convert/build NAME and print its sha256")
     models.set_defaults(func=cmd_models)
 
+    engine = sub.add_parser("engine", help="show, or build, the llama.cpp server for this machine")
+    engine.add_argument("--build", action="store_true", help="build llama-server from the pinned source (once)")
+    engine.add_argument("--jobs", type=int, help="parallel compile jobs (default: the free cores)")
+    engine.set_defaults(func=cmd_engine)
+
     bench = sub.add_parser(
         "bench",
         help="micro-benchmarks registered by other modules",
@@ -207,6 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
         b = bench_sub.add_parser(name, help=f"run {target}")
         add_profile_args(b)
         add_results_arg(b)
+        b.add_argument("--backends", default="transformers,llama_cpp",
+                       help="engines to compare, comma-separated (default: transformers,llama_cpp)")
         b.set_defaults(func=cmd_bench)
     return parser
 

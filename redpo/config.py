@@ -108,11 +108,37 @@ class TinyFitConfig(_Strict):
     """A sub-million-parameter model gains nothing from intra-op threads and loses a lot to oversubscription."""
 
 
+class LlamaServerConfig(_Strict):
+    """``generator.backend: llama_cpp``: the local ``llama-server`` redpo starts, or a running server it talks to."""
+
+    threads: int | None = Field(None, ge=1)
+    """Threads of the server (``None``: every core this process may use). Never more than the free cores: the
+    engine's OpenMP threads collapse when oversubscribed, and RE training never runs beside it."""
+    parallel: int = Field(19, ge=1)
+    """Server slots: requests decoded together with continuous batching; one slot keeps one prompt prefix warm."""
+    ctx_per_slot: int = Field(4096, ge=128)
+    """Context tokens per slot (prompt + reply); the server's context is ``parallel`` times this."""
+    weights: Literal["packaged", "f32", "f16", "q8_0"] = "packaged"
+    """``packaged``: serve a packaged model's own GGUF file as it is. ``f32``/``f16``/``q8_0``: a GGUF made once
+    with llama.cpp's converter from the very weights the transformers backend loads (the smoke generator too)."""
+    startup_timeout: float = Field(300.0, gt=0)
+    """Seconds to wait for ``/health`` (loading a 0.5B GGUF takes a few seconds)."""
+    url: str | None = None
+    """A running server to use instead of starting one: ``http://host:port`` of ``llama-server`` (``kind:
+    llama_cpp``), or of ``vllm serve`` / SGLang (``kind: openai``). redpo then starts and stops nothing."""
+    kind: Literal["llama_cpp", "openai"] = "llama_cpp"
+    """The API spoken at ``url``: llama.cpp's native ``/completion`` (slots, prompt cache) or ``/v1/completions``."""
+    served_model: str | None = None
+    """``kind: openai``: the model name the server serves (``vllm serve <name>``); default ``generator.model``."""
+
+
 class GeneratorConfig(_Strict):
     """The generator LLM: a registry name, hub id or local path, plus batching and decoding."""
 
     model: str = "qwen2.5-coder-0.5b-instruct"
-    backend: Literal["transformers"] = "transformers"
+    backend: Literal["transformers", "llama_cpp"] = "transformers"
+    """``transformers``: batched ``generate`` in this process. ``llama_cpp``: an HTTP server (see ``server``)."""
+    server: LlamaServerConfig = LlamaServerConfig()
     batch_size: int = Field(19, ge=1)
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
     sampling: SamplingConfig = SamplingConfig()

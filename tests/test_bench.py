@@ -1,4 +1,4 @@
-"""``redpo bench generation`` on the tiny Llama: both modes measured on the same prompts, prefill split out."""
+"""``redpo bench generation`` on the smoke generator: both engines on the same workloads, prefix reuse measured."""
 
 from __future__ import annotations
 
@@ -7,25 +7,29 @@ from pathlib import Path
 import pytest
 
 from redpo.config import load_profile
+from redpo.core.io import ResultsDir
 
 
 @pytest.mark.slow
-def test_bench_generation_measures_both_modes_and_their_prefill(
-    data_root: Path, monkeypatch: pytest.MonkeyPatch
+def test_both_engines_answer_the_same_workloads_and_llama_cpp_reuses_chain_prefixes(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from redpo.generation.bench import bench_generation
-    from redpo.models.load import load_causal_lm
+    from redpo.generation.bench import CHAIN_STEPS, bench_generation
 
     monkeypatch.setenv("REDPO_DATA_DIR", str(data_root))
-    prof = load_profile("smoke", {"generator.sampling.max_new_tokens": 8})
-    result = bench_generation(prof, loaded=load_causal_lm("tiny-random-llama"))
-    batched, single = result["batched"], result["single"]
-    assert batched["requests"] == single["requests"] == len(prof.dataset.relations)
-    assert (batched["batch_size"], single["batch_size"]) == (prof.generator.batch_size, 1)
-    for mode in (batched, single):
-        assert mode["prefill_seconds"] >= 0 and mode["seconds"] > 0  # rounded to 10 ms: a tiny prefill reads 0
-        assert 0 < mode["new_tokens"] <= 8 * mode["requests"]
-        # decoding is a part of the run, so its rate is higher; the tiny model's timing noise can exceed its
-        # decode time, and then there is no decode rate at all
-        assert mode["decode_tokens_per_s"] is None or mode["decode_tokens_per_s"] >= mode["tokens_per_s"]
-    assert result["speedup_tokens_per_s"] == round(batched["tokens_per_s"] / single["tokens_per_s"], 2)
+    prof = load_profile("smoke", {"generator.sampling.max_new_tokens": 8, "generator.server.weights": "f32",
+                                  "generator.server.threads": 1})
+    report = bench_generation(prof, ResultsDir(prof, root=tmp_path))
+    relations = len(prof.dataset.relations)
+    assert report["relations"] == relations and report["chain_steps"] == CHAIN_STEPS
+    hf, ll = report["backends"]["transformers"], report["backends"]["llama_cpp"]
+    for mode, steps in (("cold_step", 1), ("obo_chain", CHAIN_STEPS), ("aao", 1)):
+        assert hf[mode]["requests"] == ll[mode]["requests"] == steps * relations, mode
+        assert hf[mode]["valid"] >= 0 and ll[mode]["valid"] >= 0
+        assert report["ratio_seconds"][mode] > 0
+    # transformers recomputes every prompt of the chain; the server computes each first prompt and then only
+    # what a step adds (a few tokens more at most, where a step boundary splits a token)
+    assert ll["obo_chain"]["prompt_tokens"] < hf["obo_chain"]["prompt_tokens"]
+    assert ll["obo_chain"]["prompt_tokens"] <= report["chain_fresh_prompt_tokens"] + 8 * CHAIN_STEPS * relations
+    assert ll["cold_step"]["prompt_tokens"] == hf["cold_step"]["prompt_tokens"]  # same prompts, same tokens
+    assert report["chain_bound"]["fraction_reached"] > 0

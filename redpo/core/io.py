@@ -17,7 +17,9 @@ from typing import Any
 from redpo.config import Profile, results_root
 from redpo.core.sample import RESample
 
-SUBDIRS = ("notebooks", "kshot", "generations", "metrics", "dpo", "adapters", "figures", "tables", "cache")
+SUBDIRS = (
+    "notebooks", "kshot", "generations", "metrics", "dpo", "adapters", "figures", "tables", "cache", "logs",
+)
 
 
 class DataError(ValueError):

@@ -21,7 +21,7 @@ from redpo.core.hashing import sha256_file
 from redpo.core.io import ResultsDir, read_json, write_json
 
 MANIFEST_NAME = "manifest.json"
-SKIPPED_DIRS = ("cache",)
+SKIPPED_DIRS = ("cache", "logs")
 """Sub-folders of ``results/<profile>/`` left out of the file list (re-creatable, possibly large)."""
 EXTRA_PACKAGES = ("redpo", "ipykernel", "nbclient", "huggingface_hub")
 """Recorded besides redpo's own declared dependencies (which are read from its installed metadata)."""

@@ -23,6 +23,7 @@ from redpo.data.splits import generation_splits, load_profile_kshot, profile_sch
 from redpo.generation.backends.transformers import TransformersBackend
 from redpo.generation.cache import CachedGenerator, LLMCache, ModelKey
 from redpo.generation.diversity import common_relations, diversity_report, make_encoder_embedder
+from redpo.generation.engines import server_generator
 from redpo.generation.loops import generate_arm
 from redpo.generation.smoke_fit import fitted_tiny_llama
 from redpo.generation.specs import BASELINE_ARM
@@ -91,6 +92,8 @@ def kshot_by_relation(
 
 def open_generator(profile: Profile, results: ResultsDir) -> CachedGenerator:
     """Load the profile's generator once, record its hash in the manifest, and wrap it in the call cache."""
+    if profile.generator.backend == "llama_cpp":
+        return server_generator(profile, results, LLMCache(call_cache_path(results)))
     loaded = prepare_generator(profile)
     record_model(results, loaded.info)
     return make_generator(profile, loaded, cache=call_cache_path(results))

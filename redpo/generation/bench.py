@@ -1,123 +1,215 @@
-"""``python -m redpo bench generation``: what batching requests across relations buys on this machine.
+"""``python -m redpo bench generation --backends transformers,llama_cpp``: the engines on identical work.
 
-Both measurements use the same loaded model, the same prompts (one OBO step over every relation) and the same
-sampling, and bypass the LLM cache so that every number is a real model call:
+Every engine answers the same prompts with the same sampling, bypassing the call cache, so every number is a
+real model call. Three workloads, over every relation of the profile:
 
-(a) batched: the step's requests in batches of ``generator.batch_size``, as the loops send them;
-(b) single: the same requests one at a time.
+- **cold step**: one OBO request per relation, nothing cached;
+- **OBO chain**: ``CHAIN_STEPS`` OBO steps per relation whose prompts grow by one demonstration per step, as OBO's
+  do. The added demonstrations are gold train samples (not the model's own output), so the prompts are
+  byte-identical across engines and the comparison is of engines alone;
+- **AAO**: one all-at-once call per relation asking for ``generation.n_per_relation`` samples.
 
-Tokens/s counts generated tokens (up to EOS); valid samples/min counts replies the parser accepts.
-
-Each mode also times the *prefill* alone (one forward pass over the same prompts, in the same batches) and
-reports decode tokens/s = new tokens / (seconds - prefill seconds). Why: on a few CPU cores the prompts
-(~500 tokens each) cost about as much compute batched as one by one, so the end-to-end ratio is capped by the
-prefill's share; the decode ratio is what batching itself buys, and what a GPU's end-to-end ratio approaches.
+Each reports wall seconds, prompt tokens computed, new tokens, valid samples (the parser's verdict) and valid
+samples per minute; the cold step also times the prompt pass alone (prefill), so prefill and decode rates are
+separated. Ratios are against transformers batched. The **bound** of the chain is what this machine could do at
+best: the prompt tokens that must be computed when no prefix is recomputed (each relation's first prompt, then
+only what each step adds), plus the new tokens, at the peak prefill and decode rates measured on the cold step.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from redpo.config import Profile
+from redpo.config import Profile, SamplingConfig
+from redpo.core.io import ResultsDir
 from redpo.core.relations import RelationSchema
+from redpo.core.sample import RESample
 from redpo.data.splits import load_split, profile_schema
+from redpo.generation import engines, prompts
 from redpo.generation.arms import prepare_generator
+from redpo.generation.backends import GenerationOutput
+from redpo.generation.backends.server import ServerBackend
 from redpo.generation.backends.transformers import TransformersBackend
-from redpo.generation.loops import first_prompt
+from redpo.generation.loops import select_demos
 from redpo.generation.parse import parse_response
 
+CHAIN_STEPS = 8
+BACKENDS = ("transformers", "llama_cpp")
+Workload = list[list[str]]
+"""Prompts per step, each step one prompt per relation."""
 
-def _obo_prompts(profile: Profile, backend: TransformersBackend) -> tuple[list[str], list[str], RelationSchema]:
-    """The first OBO step of every relation, demonstrations drawn from the TRAIN split as the loops draw them."""
-    schema = profile_schema(profile)
+
+@dataclass(frozen=True)
+class Workloads:
+    relations: list[str]
+    cold: Workload
+    chain: Workload
+    aao: Workload
+    fresh_prompt_tokens: int
+    """Prompt tokens of the chain when no prefix is recomputed: first prompts in full, then each step's growth."""
+
+
+def _demos(profile: Profile, train: Sequence[RESample], relation: str, extra: int) -> tuple[list[RESample], list]:
+    pool = [s for s in train if s.relation == relation]
+    demos = select_demos(pool, profile.generation.num_demos, profile.generation.seed, relation)
+    return demos, [s for s in pool if s not in demos][:extra]
+
+
+def build_workloads(profile: Profile, schema: RelationSchema, render: Callable[[prompts.Messages], str],
+                    count_tokens: Callable[[str], int]) -> Workloads:
+    """The three workloads' rendered prompts (see the module docstring), for every relation with train data."""
     train = load_split(profile, "train")
-    relations = [r for r in schema.labels if any(s.relation == r for s in train)]
-    texts = [
-        first_prompt("obo", profile, schema, rel, [s for s in train if s.relation == rel], backend)
-        for rel in relations
-    ]
-    return relations, texts, schema
+    gen = profile.generation
+    relations = [r for r in (profile.dataset.relations or schema.labels) if any(s.relation == r for s in train)]
+    chain: Workload = [[] for _ in range(CHAIN_STEPS)]
+    aao, fresh = [], 0
+    for rel in relations:
+        demos, extra = _demos(profile, train, rel, CHAIN_STEPS - 1)
+        previous = ""
+        for step in range(CHAIN_STEPS):
+            text = render(prompts.icl_prompt(schema, rel, demos + extra[:step], mode="obo", n=1, dissimilar=True))
+            chain[step].append(text)
+            fresh += count_tokens(text) - (count_tokens(_shared(previous, text)) if previous else 0)
+            previous = text
+        aao.append(render(prompts.icl_prompt(schema, rel, demos, mode="aao", n=gen.n_per_relation, dissimilar=True)))
+    return Workloads(relations, [chain[0]], chain, [aao], fresh)
 
 
-def _measure(
-    backend: TransformersBackend,
-    prompts: list[str],
-    relations: Sequence[str],
-    profile: Profile,
-    schema: RelationSchema,
-    batch_size: int,
-) -> dict[str, Any]:
-    sampling, gen = profile.generator.sampling, profile.generation
-    backend.batch_size = batch_size
-    prefill = _prefill_seconds(backend, prompts, batch_size)
-    t0 = time.perf_counter()
-    outputs = backend.generate(prompts, sampling, seed=gen.seed)
-    seconds = time.perf_counter() - t0
-    valid = sum(
-        len(parse_response(o.text, rel, schema, expect="one", min_tokens=gen.min_tokens,
+def _shared(a: str, b: str) -> str:
+    n = next((i for i in range(min(len(a), len(b))) if a[i] != b[i]), min(len(a), len(b)))
+    return a[:n]
+
+
+def _valid(outputs: Sequence[GenerationOutput], relations: Sequence[str], profile: Profile,
+           schema: RelationSchema, expect: str) -> int:
+    gen = profile.generation
+    return sum(
+        len(parse_response(o.text, rel, schema, expect=expect, min_tokens=gen.min_tokens,  # type: ignore[arg-type]
                            max_tokens=gen.max_tokens).valid)
         for o, rel in zip(outputs, relations, strict=True)
     )
-    tokens = sum(o.n_new_tokens for o in outputs)
-    return {
-        "batch_size": batch_size,
-        "requests": len(prompts),
-        "seconds": round(seconds, 2),
-        "new_tokens": tokens,
-        "tokens_per_s": round(tokens / seconds, 2),
-        "prefill_seconds": round(prefill, 2),
-        # None when timing noise exceeds the decode time (tiny models): no ratio is better than a wild one
-        "decode_tokens_per_s": round(tokens / (seconds - prefill), 2) if seconds > prefill else None,
-        "valid": valid,
-        "valid_per_min": round(60 * valid / seconds, 2),
-    }
 
 
-def _prefill_seconds(backend: TransformersBackend, prompts: list[str], batch_size: int) -> float:
-    """Wall time of one forward pass over ``prompts`` in batches of ``batch_size``, as ``generate`` pads them."""
+def run_workload(generate: Callable[[list[str], SamplingConfig], list[GenerationOutput]], work: Workload,
+                 sampling: SamplingConfig, relations: Sequence[str], profile: Profile, schema: RelationSchema,
+                 expect: str) -> dict[str, Any]:
+    """Every step of ``work`` through ``generate``; seconds, new tokens, valid samples and valid per minute."""
     t0 = time.perf_counter()
-    for start in range(0, len(prompts), batch_size):
-        enc = backend.tokenizer(prompts[start : start + batch_size], return_tensors="pt", padding=True,
-                                add_special_tokens=False).to(backend.model.device)
-        with torch.inference_mode():
-            backend.model(**enc, logits_to_keep=1)
-    return time.perf_counter() - t0
+    new_tokens = valid = 0
+    for step in work:
+        outputs = generate(step, sampling)
+        new_tokens += sum(o.n_new_tokens for o in outputs)
+        valid += _valid(outputs, relations, profile, schema, expect)
+    seconds = time.perf_counter() - t0
+    return {"seconds": round(seconds, 2), "steps": len(work), "requests": sum(map(len, work)),
+            "new_tokens": new_tokens, "valid": valid, "valid_per_min": round(60 * valid / seconds, 2)}
 
 
-def bench_generation(profile: Profile, results: Any = None, *, loaded: Any | None = None) -> dict[str, Any]:
-    """Batched-across-relations vs one-at-a-time generation with one loaded model; prints and returns both.
+def _rates(result: dict[str, Any], prompt_tokens: int, prefill_seconds: float) -> dict[str, Any]:
+    decode_seconds = result["seconds"] - prefill_seconds
+    return {**result, "prompt_tokens": prompt_tokens, "prefill_seconds": round(prefill_seconds, 2),
+            "prefill_tok_s": round(prompt_tokens / prefill_seconds, 1) if prefill_seconds > 0 else None,
+            "decode_tok_s": round(result["new_tokens"] / decode_seconds, 1) if decode_seconds > 0 else None}
 
-    ``results`` (the CLI's results folder) is accepted for the bench registry's calling convention; the CLI
-    saves the returned dict itself.
-    """
-    loaded = loaded or prepare_generator(profile)
+
+def bench_transformers(profile: Profile, work: Workloads, schema: RelationSchema) -> dict[str, Any]:
+    """transformers batched (``generator.batch_size``), as notebook runs with that backend send the steps."""
+    loaded = prepare_generator(profile)
     backend = TransformersBackend(loaded, profile.generator.batch_size)
-    relations, prompts, schema = _obo_prompts(profile, backend)
-    backend.generate(prompts[:1], profile.generator.sampling, seed=0)  # warm-up: first-call allocations
-    batched = _measure(backend, prompts, relations, profile, schema, profile.generator.batch_size)
-    single = _measure(backend, prompts, relations, profile, schema, 1)
-    result = {
-        "profile": profile.name,
-        "model": loaded.info.name,
-        "model_sha256": loaded.info.sha256,
-        "torch_threads": torch.get_num_threads(),
-        "batched": batched,
-        "single": single,
-        "speedup_tokens_per_s": round(batched["tokens_per_s"] / max(single["tokens_per_s"], 1e-9), 2),
-        "speedup_decode_tokens_per_s": (
-            round(batched["decode_tokens_per_s"] / single["decode_tokens_per_s"], 2)
-            if batched["decode_tokens_per_s"] and single["decode_tokens_per_s"] else None
-        ),
-    }
-    print(
-        f"batched (batch {batched['batch_size']}): {batched['tokens_per_s']} tok/s, "
-        f"{batched['valid_per_min']} valid/min\n"
-        f"single  (batch 1): {single['tokens_per_s']} tok/s, {single['valid_per_min']} valid/min\n"
-        f"ratio: {result['speedup_tokens_per_s']}x tokens/s end to end; decode only (prefill "
-        f"{batched['prefill_seconds']} s vs {single['prefill_seconds']} s): {result['speedup_decode_tokens_per_s']}x"
-    )
-    return result
+    sampling, seed = profile.generator.sampling, profile.generation.seed
+    count = lambda text: len(loaded.tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
+    generate = lambda batch, s: backend.generate(batch, s, seed)  # noqa: E731
+    generate(work.cold[0][:1], sampling)  # warm-up: first-call allocations
+    t0 = time.perf_counter()
+    for start in range(0, len(work.cold[0]), backend.batch_size):
+        enc = loaded.tokenizer(work.cold[0][start : start + backend.batch_size], return_tensors="pt", padding=True,
+                               add_special_tokens=False)
+        with torch.inference_mode():
+            loaded.model(**enc, logits_to_keep=1)
+    prefill = time.perf_counter() - t0
+    cold_tokens = sum(map(count, work.cold[0]))
+    out = {"cold_step": _rates(run_workload(generate, work.cold, sampling, work.relations, profile, schema, "one"),
+                               cold_tokens, prefill)}
+    chain = run_workload(generate, work.chain, sampling, work.relations, profile, schema, "one")
+    out["obo_chain"] = {**chain, "prompt_tokens": sum(count(p) for step in work.chain for p in step)}
+    aao_sampling = _aao_sampling(profile)
+    out["aao"] = run_workload(generate, work.aao, aao_sampling, work.relations, profile, schema, "many")
+    out["engine"] = {"name": "transformers", "model": loaded.info.name, "sha256": loaded.info.sha256,
+                     "torch_threads": torch.get_num_threads(), "batch_size": backend.batch_size}
+    return out
+
+
+def bench_llama_cpp(profile: Profile, results: ResultsDir, work: Workloads, schema: RelationSchema) -> dict[str, Any]:
+    """``llama-server`` with one slot per relation; each workload on a fresh server, so nothing starts cached."""
+    sampling, seed = profile.generator.sampling, profile.generation.seed
+    slots = len(work.relations)
+    prof = profile.model_copy(update={"generator": profile.generator.model_copy(update={
+        "server": profile.generator.server.model_copy(update={"parallel": slots})})})
+    tokenizer = engines.chat_tokenizer(engines.chat_source(prof))
+    weights = engines.gguf_weights(prof)
+    out: dict[str, Any] = {}
+    for name, workload, sampling_, expect in (("cold_step", work.cold, sampling, "one"),
+                                               ("obo_chain", work.chain, sampling, "one"),
+                                               ("aao", work.aao, _aao_sampling(profile), "many")):
+        engines.stop_servers()
+        server = engines.local_server(prof, results, Path(weights.path))
+        backend = ServerBackend(server.url, tokenizer, slots=slots, context=prof.generator.server.ctx_per_slot)
+        if name == "cold_step":  # the prompt pass alone: n_predict 0 evaluates the prompts and stops
+            t0 = time.perf_counter()
+            backend.generate(workload[0], sampling.model_copy(update={"max_new_tokens": 0}), seed)
+            prefill = time.perf_counter() - t0
+            engines.stop_servers()
+            server = engines.local_server(prof, results, Path(weights.path))
+            backend = ServerBackend(server.url, tokenizer, slots=slots, context=prof.generator.server.ctx_per_slot)
+        result = run_workload(lambda batch, s, b=backend: b.generate(batch, s, seed), workload, sampling_,
+                              work.relations, profile, schema, expect)
+        result["prompt_tokens"] = backend.stats.prompt_tokens
+        out[name] = _rates(result, backend.stats.prompt_tokens, prefill) if name == "cold_step" else result
+    engines.stop_servers()
+    out["engine"] = {"name": "llama.cpp", "weights": weights.path, "sha256": weights.sha256,
+                     "threads": prof.generator.server.threads or engines.free_cores(), "slots": slots}
+    return out
+
+
+def _aao_sampling(profile: Profile) -> SamplingConfig:
+    sampling = profile.generator.sampling
+    return sampling.model_copy(update={"max_new_tokens": sampling.max_new_tokens * profile.generation.n_per_relation})
+
+
+def bench_generation(profile: Profile, results: ResultsDir, *, backends: Sequence[str] = BACKENDS) -> dict[str, Any]:
+    """Run the workloads on each backend in turn (one engine at a time: they never share the cores)."""
+    unknown = sorted(set(backends) - set(BACKENDS))
+    if unknown:
+        raise ValueError(f"unknown backend(s) {unknown}; use {', '.join(BACKENDS)}")
+    schema = profile_schema(profile)
+    tokenizer = engines.chat_tokenizer(engines.chat_source(profile))
+    work = build_workloads(profile, schema, lambda m: prompts.render(m, tokenizer),
+                           lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"]))
+    report: dict[str, Any] = {"profile": profile.name, "model": profile.generator.model,
+                              "relations": len(work.relations), "chain_steps": CHAIN_STEPS,
+                              "chain_fresh_prompt_tokens": work.fresh_prompt_tokens, "backends": {}}
+    for name in backends:
+        print(f"bench: {name} ...", flush=True)
+        report["backends"][name] = (bench_transformers(profile, work, schema) if name == "transformers"
+                                    else bench_llama_cpp(profile, results, work, schema))
+    if {"transformers", "llama_cpp"} <= set(report["backends"]):
+        t, ll = report["backends"]["transformers"], report["backends"]["llama_cpp"]
+        report["ratio_valid_per_min"] = {
+            mode: round(ll[mode]["valid_per_min"] / t[mode]["valid_per_min"], 2) if t[mode]["valid_per_min"] else None
+            for mode in ("cold_step", "obo_chain", "aao")
+        }
+        report["ratio_seconds"] = {mode: round(t[mode]["seconds"] / ll[mode]["seconds"], 2)
+                                   for mode in ("cold_step", "obo_chain", "aao")}
+    if "llama_cpp" in report["backends"]:
+        ll = report["backends"]["llama_cpp"]
+        cold, chain = ll["cold_step"], ll["obo_chain"]
+        if cold["prefill_tok_s"] and cold["decode_tok_s"]:
+            bound = work.fresh_prompt_tokens / cold["prefill_tok_s"] + chain["new_tokens"] / cold["decode_tok_s"]
+            report["chain_bound"] = {"seconds": round(bound, 1), "fraction_reached": round(bound / chain["seconds"], 2)}
+    return report

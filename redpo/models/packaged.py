@@ -8,6 +8,7 @@ file lock, because a notebook and a test may prepare the same model at once.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import importlib
@@ -245,6 +246,24 @@ def _convert_gguf(entry: PackagedModel, out_dir: Path) -> dict[str, Any]:
         "transformers": transformers.__version__,
         "torch": torch.__version__,
     }
+
+
+def packaged_gguf(entry: PackagedModel) -> ModelInfo:
+    """The packaged GGUF file itself, as llama.cpp serves it (``path`` is the file, ``sha256`` its hash).
+
+    A single-part model is used in place; a chunked one is reassembled once under
+    ``REDPO_CACHE/models/<name>-gguf/`` and checked against the registry's sha256.
+    """
+    if entry.kind != "gguf":
+        raise ModelNotFoundError(f"{entry.name} is not a GGUF model; llama.cpp serves causal LMs only")
+    parts, _ = _locate_parts(entry)
+    if len(parts) == 1:
+        _check_sha(entry, parts[0], cached_sha256(parts[0]))
+        return ModelInfo(entry.name, str(parts[0]), entry.sha256, "packaged", {"gguf_file": entry.gguf_file})
+    out = model_dir(f"{entry.name}-gguf")
+    info = cached_build(entry.name, out, lambda d: {"gguf_file": _assemble_gguf(entry, parts, d).name}, "packaged")
+    _check_sha(entry, out / entry.gguf_file, info.sha256)
+    return dataclasses.replace(info, path=str(out / entry.gguf_file))
 
 
 def prepare_packaged(entry: PackagedModel) -> ModelInfo:

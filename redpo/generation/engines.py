@@ -1,0 +1,127 @@
+"""Which engine answers a profile's generator calls: transformers in this process, or an inference server.
+
+``generator.backend: transformers`` loads the model here and generates in batches. ``generator.backend:
+llama_cpp`` serves the model's GGUF with a local ``llama-server`` (started here, stopped at exit), or talks to
+the server at ``generator.server.url`` (``llama-server``, ``vllm serve`` or SGLang), starting nothing. Either
+way the calls go through the same cache; the engine and its version are part of the cache key's model name,
+so answers of one engine are never served as another's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from pathlib import Path
+
+from transformers import AutoTokenizer
+
+from redpo.config import Profile
+from redpo.core.io import ResultsDir
+from redpo.core.manifest import record_model
+from redpo.generation.backends.llama_server import LlamaServer, free_cores
+from redpo.generation.backends.server import ServerBackend
+from redpo.generation.cache import CachedGenerator, LLMCache, ModelKey
+from redpo.generation.smoke_fit import fitted_tiny_llama
+from redpo.models.llama_cpp import convert_to_gguf, require_build
+from redpo.models.load import resolve_model
+from redpo.models.packaged import cached_build, packaged_gguf
+from redpo.models.registry import PACKAGED, ModelError, ModelInfo, model_dir
+
+GGUF_FILE = "model.gguf"
+GGUF_EXPORT_VERSION = 1
+"""Bump when the export recipe changes: GGUFs exported before are then made again."""
+_SERVERS: dict[tuple[object, ...], LlamaServer] = {}
+"""Running servers of this process by (binary, model, adapters, settings): a notebook that opens the generator
+twice, or notebook 04 after notebook 02 in one kernel, reuses one server."""
+
+
+class EngineError(ModelError):
+    """The profile asks an engine for something it cannot serve; the message says what to change."""
+
+
+def gguf_weights(profile: Profile) -> ModelInfo:
+    """The GGUF file llama.cpp serves for the profile's generator (``generator.server.weights``).
+
+    ``packaged`` serves a packaged model's own GGUF; any other type is converted once, with the pinned
+    llama.cpp's converter, from the weights transformers would load (the fitted tiny model on smoke) and cached
+    under ``REDPO_CACHE/models/<source>-<type>-gguf/``.
+    """
+    gen = profile.generator
+    kind = gen.server.weights
+    if gen.fit.steps == 0 and kind == "packaged":
+        if gen.model in PACKAGED and PACKAGED[gen.model].kind == "gguf":
+            return packaged_gguf(PACKAGED[gen.model])
+        raise EngineError(
+            f"generator.model {gen.model!r} has no packaged GGUF (those are "
+            f"{', '.join(n for n, m in PACKAGED.items() if m.kind == 'gguf')}); set generator.server.weights to "
+            "f16 or q8_0 to convert its weights, or serve it yourself and set generator.server.url"
+        )
+    if kind == "packaged":
+        raise EngineError("the smoke profile's fitted generator has no packaged GGUF; set generator.server.weights "
+                          "to f32 (or f16, q8_0)")
+    source = fitted_tiny_llama(profile).info if gen.fit.steps > 0 else resolve_model(gen.model)
+    # A tokenizer redpo trained itself is GPT-2 byte-level BPE, which the converter cannot recognise by hash.
+    pre_tokenizer = "gpt-2" if source.source == "tiny" else None
+    out = model_dir(f"{Path(source.path).name}-{kind}-gguf")
+    def convert(folder: Path) -> dict[str, str]:
+        convert_to_gguf(Path(source.path), folder / GGUF_FILE, kind, pre_tokenizer=pre_tokenizer)
+        return {"from": source.path, "from_sha256": source.sha256, "type": kind}
+
+    info = cached_build(source.name, out, convert, "local", GGUF_EXPORT_VERSION)
+    return dataclasses.replace(info, path=str(out / GGUF_FILE))
+
+
+def chat_source(profile: Profile) -> str:
+    """Where the chat template comes from: the fitted model's folder on smoke, else ``generator.model``."""
+    gen = profile.generator
+    return str(fitted_tiny_llama(profile).info.path) if gen.fit.steps > 0 else gen.model
+
+
+@functools.cache
+def chat_tokenizer(model: str) -> object:
+    """The model's HF tokenizer, for its chat template only: prompts render exactly as the transformers backend
+    renders them (``model`` resolves as for transformers, from the packaged conversion, a folder or the hub)."""
+    return AutoTokenizer.from_pretrained(resolve_model(model).path, trust_remote_code=False)
+
+
+def local_server(profile: Profile, results: ResultsDir, weights: Path, loras: tuple[Path, ...] = ()) -> LlamaServer:
+    """The ``llama-server`` for these weights and settings, started on first use and reused afterwards."""
+    settings = profile.generator.server
+    build = require_build()
+    threads = settings.threads or free_cores()
+    key = (str(build.server), str(weights), tuple(map(str, loras)), threads, settings.parallel, settings.ctx_per_slot)
+    server = _SERVERS.get(key)
+    if server is None or server.process is None or server.process.poll() is not None:
+        server = LlamaServer(
+            build.server, weights, log_dir=results.logs, threads=threads, parallel=settings.parallel,
+            ctx_per_slot=settings.ctx_per_slot, loras=loras, startup_timeout=settings.startup_timeout,
+        ).start()
+        _SERVERS[key] = server
+    return server
+
+
+def stop_servers() -> None:
+    """Stop every server this process started (they also stop at exit, or when this process dies)."""
+    for server in _SERVERS.values():
+        server.stop()
+    _SERVERS.clear()
+
+
+def server_generator(profile: Profile, results: ResultsDir, cache: LLMCache) -> CachedGenerator:
+    """A :class:`CachedGenerator` whose backend is an inference server (see the module docstring)."""
+    gen, settings = profile.generator, profile.generator.server
+    tokenizer = chat_tokenizer(chat_source(profile))
+    if settings.url:  # a server someone else runs: nothing to start, its model is whatever it serves
+        backend = ServerBackend(settings.url, tokenizer, kind=settings.kind, slots=settings.parallel,
+                                served_model=settings.served_model or gen.model, context=settings.ctx_per_slot)
+        key = ModelKey(f"{gen.model}@{settings.kind}:{settings.url}", f"served:{settings.served_model or gen.model}")
+        return CachedGenerator(backend, cache, key)
+    weights = gguf_weights(profile)
+    server = local_server(profile, results, Path(weights.path))
+    build = require_build()
+    engine = f"llama.cpp:{build.info.get('sdist', '')}"
+    record_model(results, ModelInfo(f"{weights.name}@{engine}", weights.path, weights.sha256, weights.source,
+                                    {"engine": engine, "server_sha256": build.info.get("server_sha256")}))
+    backend = ServerBackend(server.url, tokenizer, kind="llama_cpp", slots=settings.parallel,
+                            context=settings.ctx_per_slot)
+    return CachedGenerator(backend, cache, ModelKey(f"{weights.name}@{engine}", weights.sha256))
