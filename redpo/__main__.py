@@ -133,6 +133,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     results = ResultsDir(profile, root=Path(args.results_dir) if args.results_dir else None)
     report = bench(profile, results, backends=[b.strip() for b in args.backends.split(",") if b.strip()])
     path = write_json(results.metrics / f"bench_{args.bench}.json", report)
+    record_rebuilt_files(results, (f"metrics/bench_{args.bench}.json",))
     print(json.dumps(report, indent=2, sort_keys=True))
     print(f"saved {path}", file=sys.stderr)
     return 0

@@ -35,11 +35,15 @@ def smoke(data_root: Path) -> Profile:
 
 
 @pytest.fixture(scope="module")
-def server(smoke: Profile, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    results = ResultsDir(smoke, root=tmp_path_factory.mktemp("llama"))
-    srv = engines.local_server(smoke, results, Path(engines.gguf_weights(smoke).path))
-    yield srv
+def server_results(smoke: Profile, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    yield ResultsDir(smoke, root=tmp_path_factory.mktemp("llama"))
     engines.stop_servers()
+
+
+@pytest.fixture()
+def server(smoke: Profile, server_results: ResultsDir) -> Any:
+    """The smoke GGUF's server: started once, reused by every test (started again if a test stopped it)."""
+    return engines.local_server(smoke, server_results, Path(engines.gguf_weights(smoke).path))
 
 
 def _post(url: str, path: str, body: dict[str, Any]) -> Any:
@@ -75,21 +79,11 @@ def test_the_server_tokenizes_the_smoke_prompts_as_transformers_does(smoke: Prof
         assert served["tokens"] == tokenizer(prompt, add_special_tokens=False)["input_ids"]
 
 
-def test_greedy_decoding_agrees_with_transformers_on_the_same_weights(smoke: Profile, server: Any) -> None:
+def test_top1_tokens_agree_with_transformers_on_the_same_weights(smoke: Profile, server: Any) -> None:
     loaded = fitted_tiny_llama(smoke)
-    greedy = SamplingConfig(temperature=0.0, repetition_penalty=1.0, max_new_tokens=32)
-    backend = ServerBackend(server.url, loaded.tokenizer, slots=4)
-    agree = total = 0
-    for prompt, served in zip(_prompts(smoke), backend.generate(_prompts(smoke), greedy, seed=0), strict=True):
-        ids = loaded.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
-        with torch.inference_mode():
-            out = loaded.model.generate(**ids, max_new_tokens=32, do_sample=False, temperature=None, top_p=None,
-                                        top_k=None, pad_token_id=loaded.tokenizer.pad_token_id)
-        reference = out[0, ids["input_ids"].shape[1]:].tolist()
-        mine = loaded.tokenizer(served.text, add_special_tokens=False)["input_ids"]
-        total += len(reference)
-        agree += sum(a == b for a, b in zip(reference, mine, strict=False))
-    assert agree / total >= 0.9, f"{agree}/{total} greedy tokens agree"
+    agreement = _top1_agreement(loaded.model, loaded.tokenizer, server.url, _prompts(smoke))
+    print(f"base: teacher-forced top-1 agreement {agreement:.3f}")
+    assert agreement >= 0.9, agreement
 
 
 class Crash(RuntimeError):
@@ -137,3 +131,78 @@ def test_a_killed_run_resumes_through_llama_cpp_losing_and_repeating_nothing(
     assert len(keys) == len(set(keys)) == len(resumed.records)  # nothing lost, nothing asked twice
     # Same seeds, same slots, one thread: the server reproduces the uninterrupted run's samples exactly.
     assert [r.text for r in resumed.records] == [r.text for r in reference.records]
+
+
+def _top1_agreement(reference_model: Any, tokenizer: Any, url: str, batch: list[str],
+                    lora: list[dict[str, float]] | None = None, steps: int = 32) -> float:
+    """Teacher-forced top-1 agreement: transformers decodes greedily; at every step of its continuation the server
+    is given the same token prefix and asked for its single most likely next token."""
+    agree = total = 0
+    for prompt in batch:
+        ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+        with torch.inference_mode():
+            out = reference_model.generate(**ids, max_new_tokens=steps, do_sample=False, temperature=None,
+                                           top_p=None, top_k=None, pad_token_id=tokenizer.pad_token_id)
+        prompt_ids, reference = ids["input_ids"][0].tolist(), out[0, ids["input_ids"].shape[1]:].tolist()
+        for i, expected in enumerate(reference):
+            body = {"prompt": prompt_ids + reference[:i], "n_predict": 1, "temperature": 0.0, "top_k": 1,
+                    "samplers": ["top_k"], "return_tokens": True, "cache_prompt": True, "id_slot": 0}
+            if lora is not None:
+                body["lora"] = lora
+            agree += _post(url, "/completion", body)["tokens"][0] == expected
+            total += 1
+    return agree / total
+
+
+def test_a_gguf_lora_adapter_decodes_like_transformers_with_peft(smoke: Profile, tmp_path: Path) -> None:
+    from datasets import Dataset
+
+    from redpo.dpo.train import train_adapter
+    from redpo.models.load import clear_model_cache, load_causal_lm
+    from redpo.models.packaged import hash_model_dir
+
+    batch = _prompts(smoke)
+    prof = smoke.model_copy(update={"dpo": smoke.dpo.model_copy(update={
+        "max_steps": 8, "batch_size": 4, "learning_rate": 5e-3, "max_length": 448})})
+    pairs = Dataset.from_list([{"prompt": p, "chosen": "the <e1>storm</e1> caused <e2>damage</e2> .",
+                                "rejected": "no no no"} for p in batch * 4])
+    adapter = tmp_path / "adapter"
+    train_adapter(prof, pairs, adapter, progress=False)
+    base = engines.base_hf_dir(smoke)
+    clear_model_cache()
+    with_peft = load_causal_lm(str(base), adapter=str(adapter))
+    results = ResultsDir(smoke, root=tmp_path / "results")
+    generator = engines.server_generator(smoke, results, LLMCache(None),
+                                         adapters=[(adapter, hash_model_dir(adapter))], active=0)
+    try:
+        assert generator.model_key.adapter_sha256 == hash_model_dir(adapter)
+        assert generator.backend.lora == [{"id": 0, "scale": 1.0}]
+        agreement = _top1_agreement(with_peft.model, with_peft.tokenizer, generator.backend.url, batch,
+                                    lora=generator.backend.lora)
+        print(f"LoRA: teacher-forced top-1 agreement {agreement:.3f}")
+        assert agreement >= 0.9, agreement
+    finally:
+        engines.stop_servers()
+        clear_model_cache()
+
+
+def test_notebooks_generate_through_the_server_and_leave_no_server_behind(data_root: Path, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "REDPO_RESULTS_DIR": str(tmp_path), "REDPO_DATA_DIR": str(data_root)}
+    cmd = [sys.executable, "-m", "redpo", "run", "--profile", "smoke", "--only", "00,01,02", "--no-progress",
+           "-p", "generator.backend=llama_cpp", "-p", "generator.server.weights=f32",
+           "-p", "generator.server.threads=1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    manifest = json.loads((tmp_path / "smoke" / "manifest.json").read_text())
+    assert any("@llama.cpp:" in name for name in manifest["models"]), manifest["models"]
+    stats = json.loads((tmp_path / "smoke" / "generations" / "obo_k4_s1.stats.json").read_text())
+    assert "@llama.cpp:" in stats["info"]["model"]["name"]  # the arm names the engine that produced it
+    log_dir = tmp_path / "smoke" / "logs"
+    assert (log_dir / "llama-server.log").is_file() and not (log_dir / "llama-server.pid").exists()
+    pids = [int(line.split()[2]) for line in (log_dir / "llama-server.log").read_text().splitlines()
+            if line.startswith("# pid ")]
+    assert pids and not any(Path(f"/proc/{pid}").exists() for pid in pids), "a server of this run is still alive"

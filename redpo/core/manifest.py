@@ -167,8 +167,9 @@ REBUILT = ("figures/", "tables/", "claims.md")
 """What ``python -m redpo figures`` rewrites from the metrics: the manifest's entries for these are refreshed."""
 
 
-def record_rebuilt_files(results: ResultsDir | Path) -> dict[str, Any]:
-    """Refresh the manifest's sha256/size of the rebuilt files (:data:`REBUILT`) and drop entries whose file is gone.
+def record_rebuilt_files(results: ResultsDir | Path, rebuilt_paths: tuple[str, ...] = REBUILT) -> dict[str, Any]:
+    """Refresh the manifest's sha256/size of rewritten files (paths starting with ``rebuilt_paths``; default: what
+    ``figures`` rewrites) and drop entries whose file is gone.
 
     Only these entries change, and nothing time-dependent is written, so rebuilding unchanged figures leaves the
     manifest byte-identical; files outside them (``kshot/``, adapters) keep the entries of the run that made them.
@@ -176,10 +177,10 @@ def record_rebuilt_files(results: ResultsDir | Path) -> dict[str, Any]:
     root = manifest_path(results).parent
     if not manifest_path(results).is_file():
         return {}
-    rebuilt = {rel: entry for rel, entry in output_files(root).items() if rel.startswith(REBUILT)}
+    rebuilt = {rel: entry for rel, entry in output_files(root).items() if rel.startswith(rebuilt_paths)}
 
     def change(m: dict[str, Any]) -> None:
-        kept = {rel: entry for rel, entry in m.get("files", {}).items() if not rel.startswith(REBUILT)}
+        kept = {rel: entry for rel, entry in m.get("files", {}).items() if not rel.startswith(rebuilt_paths)}
         m["files"] = dict(sorted({**kept, **rebuilt}.items()))
 
     return update_manifest(results, change)

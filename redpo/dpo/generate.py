@@ -20,6 +20,8 @@ from redpo.data.splits import profile_schema
 from redpo.dpo.pairs import HALVES, RelationHalves
 from redpo.dpo.train import ADAPTER_LABEL, adapter_dir, base_model_name
 from redpo.generation.arms import call_cache_path, make_generator
+from redpo.generation.cache import CachedGenerator, LLMCache
+from redpo.generation.engines import server_generator
 from redpo.generation.loops import generate_arm, merge_arms
 from redpo.generation.store import ArmKey, ArmResult, save_arm
 from redpo.models.load import clear_model_cache, load_causal_lm
@@ -40,6 +42,24 @@ def adapter_model_info(loaded: LoadedModel, half: str, directory: Path) -> Model
     )
 
 
+def adapter_generator(profile: Profile, results: ResultsDir, half: str, base: str) -> CachedGenerator:
+    """The generator with adapter ``half`` applied, on the profile's engine; the adapter's hash is in every key.
+
+    transformers loads the base with the PEFT adapter; llama.cpp serves the base GGUF with both adapters (as GGUF
+    LoRA) loaded once and selects this one per request.
+    """
+    directory = adapter_dir(results, half)
+    if profile.generator.backend == "llama_cpp":
+        adapters = [(adapter_dir(results, h), hash_model_dir(adapter_dir(results, h))) for h in HALVES]
+        return server_generator(profile, results, LLMCache(call_cache_path(results)), adapters=adapters,
+                                active=HALVES.index(half))
+    clear_model_cache()
+    loaded = load_causal_lm(base, dtype=profile.generator.dtype, adapter=str(directory))
+    info = adapter_model_info(loaded, half, directory)
+    record_model(results, info)
+    return make_generator(profile, loaded, cache=call_cache_path(results), adapter_sha256=info.sha256)
+
+
 def generate_dpo_arms(
     profile: Profile,
     results: ResultsDir,
@@ -58,14 +78,7 @@ def generate_dpo_arms(
     base = base_model_name(profile)
     parts: dict[tuple[str, int, int], list[ArmResult]] = {}
     for half in HALVES:
-        directory = adapter_dir(results, half)
-        clear_model_cache()
-        loaded = load_causal_lm(base, dtype=profile.generator.dtype, adapter=str(directory))
-        info = adapter_model_info(loaded, half, directory)
-        record_model(results, info)
-        generator = make_generator(
-            profile, loaded, cache=call_cache_path(results), adapter_sha256=info.sha256
-        )
+        generator = adapter_generator(profile, results, half, base)
         wanted = set(halves.generate_relations(half))
         for k, seed in splits:
             pools = {rel: pool for rel, pool in pools_by_split[(k, seed)].items() if rel in wanted}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Sequence
 from pathlib import Path
 
 from transformers import AutoTokenizer
@@ -22,7 +23,7 @@ from redpo.generation.backends.llama_server import LlamaServer, free_cores
 from redpo.generation.backends.server import ServerBackend
 from redpo.generation.cache import CachedGenerator, LLMCache, ModelKey
 from redpo.generation.smoke_fit import fitted_tiny_llama
-from redpo.models.llama_cpp import convert_to_gguf, require_build
+from redpo.models.llama_cpp import convert_lora_to_gguf, convert_to_gguf, require_build
 from redpo.models.load import resolve_model
 from redpo.models.packaged import cached_build, packaged_gguf
 from redpo.models.registry import PACKAGED, ModelError, ModelInfo, model_dir
@@ -107,21 +108,55 @@ def stop_servers() -> None:
     _SERVERS.clear()
 
 
-def server_generator(profile: Profile, results: ResultsDir, cache: LLMCache) -> CachedGenerator:
-    """A :class:`CachedGenerator` whose backend is an inference server (see the module docstring)."""
+def base_hf_dir(profile: Profile) -> Path:
+    """The HF folder of the weights adapters are trained on: the fitted model on smoke, else ``generator.model``."""
+    if profile.generator.fit.steps > 0:
+        return Path(chat_source(profile))
+    return Path(resolve_model(profile.generator.model).path)
+
+
+def lora_gguf(adapter_dir: Path, base_dir: Path, adapter_sha256: str) -> Path:
+    """A PEFT adapter as GGUF LoRA, converted once and cached by the adapter's content hash."""
+    out = model_dir(f"lora-{adapter_sha256[:16]}") / "adapter.gguf"
+    if not out.is_file():
+        convert_lora_to_gguf(adapter_dir, base_dir, out)
+    return out
+
+
+def server_generator(
+    profile: Profile,
+    results: ResultsDir,
+    cache: LLMCache,
+    *,
+    adapters: Sequence[tuple[Path, str]] = (),
+    active: int | None = None,
+) -> CachedGenerator:
+    """A :class:`CachedGenerator` whose backend is an inference server (see the module docstring).
+
+    ``adapters`` are PEFT adapters ``(folder, sha256)``: the local server loads all of them (as GGUF LoRA) and this
+    generator applies adapter ``active`` at scale 1 and every other at 0 on each request; the active adapter's
+    hash joins the cache key, as on the transformers backend.
+    """
     gen, settings = profile.generator, profile.generator.server
     tokenizer = chat_tokenizer(chat_source(profile))
     if settings.url:  # a server someone else runs: nothing to start, its model is whatever it serves
+        if adapters:
+            raise EngineError("generator.server.url: serve each DPO adapter under its own model name and run notebook "
+                              "03's generation against it; redpo converts and loads adapters only for its own server")
         backend = ServerBackend(settings.url, tokenizer, kind=settings.kind, slots=settings.parallel,
                                 served_model=settings.served_model or gen.model, context=settings.ctx_per_slot)
         key = ModelKey(f"{gen.model}@{settings.kind}:{settings.url}", f"served:{settings.served_model or gen.model}")
         return CachedGenerator(backend, cache, key)
     weights = gguf_weights(profile)
-    server = local_server(profile, results, Path(weights.path))
+    loras = tuple(lora_gguf(folder, base_hf_dir(profile), sha) for folder, sha in adapters)
+    server = local_server(profile, results, Path(weights.path), loras)
     build = require_build()
     engine = f"llama.cpp:{build.info.get('sdist', '')}"
-    record_model(results, ModelInfo(f"{weights.name}@{engine}", weights.path, weights.sha256, weights.source,
+    name = f"{weights.name}@{engine}"
+    record_model(results, ModelInfo(name, weights.path, weights.sha256, weights.source,
                                     {"engine": engine, "server_sha256": build.info.get("server_sha256")}))
+    scales = [{"id": i, "scale": 1.0 if i == active else 0.0} for i in range(len(loras))]
     backend = ServerBackend(server.url, tokenizer, kind="llama_cpp", slots=settings.parallel,
-                            context=settings.ctx_per_slot)
-    return CachedGenerator(backend, cache, ModelKey(f"{weights.name}@{engine}", weights.sha256))
+                            context=settings.ctx_per_slot, lora=scales)
+    adapter_sha = adapters[active][1] if active is not None else None
+    return CachedGenerator(backend, cache, ModelKey(name, weights.sha256, adapter_sha))

@@ -223,3 +223,17 @@ def convert_to_gguf(hf_dir: Path, out_file: Path, outtype: str, *, pre_tokenizer
     log = out_file.with_suffix(".convert.log")
     _run(cmd, log, f"conversion of {hf_dir} to GGUF")
     return out_file
+
+
+def convert_lora_to_gguf(adapter_dir: Path, base_dir: Path, out_file: Path) -> Path:
+    """A PEFT LoRA adapter -> GGUF LoRA with the build's own ``convert_lora_to_gguf.py`` (f32, as trained).
+
+    ``base_dir`` is the HF folder of the weights the adapter was trained on (only its config is read). The server
+    then applies the adapter on its GGUF base, per request, at the scale the request names.
+    """
+    build = require_build()
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, str(build.source / "convert_lora_to_gguf.py"), "--base", str(base_dir),
+           "--outfile", str(out_file), "--outtype", "f32", str(adapter_dir)]
+    _run(cmd, out_file.with_suffix(".convert.log"), f"conversion of the LoRA adapter {adapter_dir} to GGUF")
+    return out_file

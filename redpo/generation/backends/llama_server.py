@@ -155,6 +155,7 @@ class LlamaServer:
             self.process = subprocess.Popen(
                 cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
             )
+            log.write(f"# pid {self.process.pid}\n".encode())
         self.port = port
         self.pid_file.write_text(json.dumps({"pid": self.process.pid, "port": port, "model": str(self.model)}))
         self._finalizer = weakref.finalize(self, _terminate, self.process, self.pid_file)
