@@ -82,3 +82,14 @@ def test_hits_make_no_backend_call(tmp_path: Path) -> None:
     assert len(backend.prompts) == 3 and again.backend_calls == 0
     assert [r.text for r in out2] == [r.text for r in out1] + [out1[0].text]
     assert all(r.cached for r in out2) and again.cache.hits == 3 and again.cache.misses == 0
+
+
+def test_no_stop_strings_keep_the_keys_of_runs_made_before_they_existed() -> None:
+    """A cache written before ``SamplingConfig.stop`` existed must still answer the same calls."""
+    sampling = SamplingConfig()
+    gen = CachedGenerator(object(), LLMCache(None), ModelKey("m", "0" * 64), batch_size=1)  # type: ignore[arg-type]
+    before = cache_key(model="m", model_sha256="0" * 64, adapter_sha256=None, prompt="p",
+                       sampling=sampling.model_dump(mode="json", exclude={"stop"}), seed=1, attempt=0)
+    assert gen.key(Request("p", sampling, 1, 0)) == before
+    with_stop = Request("p", sampling.model_copy(update={"stop": ["\n"]}), 1, 0)
+    assert gen.key(with_stop) != before

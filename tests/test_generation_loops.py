@@ -46,12 +46,14 @@ class FakeBackend:
     def __init__(self, broken: tuple[str, ...] = ()) -> None:
         self.broken = broken
         self.batches: list[list[str]] = []
+        self.stops: list[list[str]] = []
 
     def render(self, messages: list[dict[str, str]]) -> str:
         return "\n".join(m["content"] for m in messages)
 
     def generate(self, prompts: list[str], sampling: SamplingConfig, seed: int) -> list[GenerationOutput]:
         self.batches.append(list(prompts))
+        self.stops.append(list(sampling.stop))
         out = []
         for i, p in enumerate(prompts):
             rel = re.search(r"relation '([^']+)'", p).group(1)
@@ -212,3 +214,12 @@ def test_of_split_keeps_the_arms_of_one_kshot_split() -> None:
     arms = {(name, 8, seed): ArmResult(name, name, {}, {}) for name in ("obo", "aao") for seed in (1, 2)}
     assert sorted(of_split(arms, 8, 2)) == [("aao", 8, 2), ("obo", 8, 2)]
     assert of_split(arms, 16, 1) == {}
+
+
+def test_only_obo_calls_carry_the_obo_stop_strings() -> None:
+    prof = profile(**{"generation.obo_stop": ["\n"]})
+    obo, aao = FakeBackend(), FakeBackend()
+    run("obo", prof, obo)
+    run("aao", prof, aao)
+    assert obo.stops and all(stop == ["\n"] for stop in obo.stops)
+    assert aao.stops and all(stop == [] for stop in aao.stops)

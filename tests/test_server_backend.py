@@ -63,7 +63,9 @@ def test_llama_cpp_request_sets_the_transformers_sampler_chain() -> None:
     assert body["repeat_last_n"] == 4096  # the whole slot context, not a 64-token window
     assert (body["temperature"], body["top_k"], body["top_p"], body["repeat_penalty"]) == (0.4, 20, 0.9, 1.15)
     assert (body["n_predict"], body["seed"], body["id_slot"], body["cache_prompt"]) == (32, 7, 1, True)
-    assert "lora" not in body
+    assert "lora" not in body and body["stop"] == []
+    stop = ServerBackend("http://x", EchoTokenizer()).body("p", SAMPLING.model_copy(update={"stop": ["\n"]}), 1, 0)
+    assert stop["stop"] == ["\n"]  # an OBO reply ends after its one sample line
 
 
 def test_openai_request_names_the_served_model_and_greedy_turns_sampling_off() -> None:

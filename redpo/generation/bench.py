@@ -122,7 +122,7 @@ def bench_transformers(profile: Profile, work: Workloads, schema: RelationSchema
     """transformers batched (``generator.batch_size``), as notebook runs with that backend send the steps."""
     loaded = prepare_generator(profile)
     backend = TransformersBackend(loaded, profile.generator.batch_size)
-    sampling, seed = profile.generator.sampling, profile.generation.seed
+    sampling, seed = _obo_sampling(profile), profile.generation.seed
     count = lambda text: len(loaded.tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
     generate = lambda batch, s: backend.generate(batch, s, seed)  # noqa: E731
     generate(work.cold[0][:1], sampling)  # warm-up: first-call allocations
@@ -147,7 +147,7 @@ def bench_transformers(profile: Profile, work: Workloads, schema: RelationSchema
 
 def bench_llama_cpp(profile: Profile, results: ResultsDir, work: Workloads, schema: RelationSchema) -> dict[str, Any]:
     """``llama-server`` with one slot per relation; each workload on a fresh server, so nothing starts cached."""
-    sampling, seed = profile.generator.sampling, profile.generation.seed
+    sampling, seed = _obo_sampling(profile), profile.generation.seed
     slots = len(work.relations)
     prof = profile.model_copy(update={"generator": profile.generator.model_copy(update={
         "server": profile.generator.server.model_copy(update={"parallel": slots})})})
@@ -175,6 +175,11 @@ def bench_llama_cpp(profile: Profile, results: ResultsDir, work: Workloads, sche
     out["engine"] = {"name": "llama.cpp", "weights": weights.path, "sha256": weights.sha256,
                      "threads": prof.generator.server.threads or engines.free_cores(), "slots": slots}
     return out
+
+
+def _obo_sampling(profile: Profile) -> SamplingConfig:
+    """OBO calls' sampling, as the loops send it (with ``generation.obo_stop``)."""
+    return profile.generator.sampling.model_copy(update={"stop": list(profile.generation.obo_stop)})
 
 
 def _aao_sampling(profile: Profile) -> SamplingConfig:

@@ -228,7 +228,8 @@ class CachedGenerator:
             model_sha256=self.model_key.sha256,
             adapter_sha256=self.model_key.adapter_sha256,
             prompt=request.prompt,
-            sampling=request.sampling.model_dump(mode="json"),
+            # no stop strings (the default) leaves the keys of runs from before stop strings existed as they were
+            sampling=request.sampling.model_dump(mode="json", exclude=set() if request.sampling.stop else {"stop"}),
             seed=request.seed,
             attempt=request.attempt,
         )

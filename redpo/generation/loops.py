@@ -59,7 +59,7 @@ def _arm_sampling(profile: Profile, spec: ArmSpec) -> SamplingConfig:
     """
     sampling = profile.generator.sampling
     if not spec.many:
-        return sampling
+        return sampling.model_copy(update={"stop": list(profile.generation.obo_stop)})
     return sampling.model_copy(
         update={"max_new_tokens": sampling.max_new_tokens * profile.generation.n_per_relation}
     )

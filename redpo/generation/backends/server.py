@@ -124,7 +124,7 @@ class ServerBackend:
                 "model": self.served_model, "prompt": prompt, "max_tokens": sampling.max_new_tokens,
                 "temperature": sampling.temperature, "top_p": sampling.top_p if sampling.temperature > 0 else 1.0,
                 "top_k": sampling.top_k if sampling.temperature > 0 and sampling.top_k > 0 else -1,
-                "repetition_penalty": sampling.repetition_penalty, "seed": seed,
+                "repetition_penalty": sampling.repetition_penalty, "seed": seed, "stop": list(sampling.stop),
             }
         body: dict[str, Any] = {
             "prompt": prompt, "n_predict": sampling.max_new_tokens, "seed": seed,
@@ -133,6 +133,7 @@ class ServerBackend:
             "repeat_last_n": self.context,
             "presence_penalty": 0.0, "frequency_penalty": 0.0, "dry_multiplier": 0.0,
             "samplers": list(TRANSFORMERS_SAMPLER_ORDER), "cache_prompt": True, "id_slot": slot,
+            "stop": list(sampling.stop),
         }
         if self.lora:
             body["lora"] = self.lora

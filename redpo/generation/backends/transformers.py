@@ -52,6 +52,7 @@ class TransformersBackend:
 
     def _generate_kwargs(self, sampling: SamplingConfig) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
+            **({"stop_strings": list(sampling.stop), "tokenizer": self.tokenizer} if sampling.stop else {}),
             "max_new_tokens": sampling.max_new_tokens,
             "repetition_penalty": sampling.repetition_penalty,
             "pad_token_id": self.tokenizer.pad_token_id,
