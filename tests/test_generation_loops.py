@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fakes import Fault, FaultyBackend
 
 from redpo.config import Profile, SamplingConfig, load_profile
 from redpo.core.relations import get_schema
@@ -131,27 +132,6 @@ def test_negative_label_manual_or_generated(mode: str, tmp_path: Path) -> None:
 
 
 # ---- crash-resume on the real tiny Llama -----------------------------------------------------------------
-class Fault(RuntimeError):
-    pass
-
-
-class FaultyBackend:
-    """Delegates to a real backend and raises after ``limit`` batch calls (a crash mid-run)."""
-
-    def __init__(self, inner: Any, limit: int | None) -> None:
-        self.inner, self.limit, self.calls = inner, limit, 0
-        self.batch_size = inner.batch_size
-
-    def render(self, messages: list[dict[str, str]]) -> str:
-        return self.inner.render(messages)
-
-    def generate(self, prompts: list[str], sampling: SamplingConfig, seed: int) -> list[GenerationOutput]:
-        if self.limit is not None and self.calls >= self.limit:
-            raise Fault("injected")
-        self.calls += 1
-        return self.inner.generate(prompts, sampling, seed)
-
-
 def test_resume_after_crash_gives_identical_outputs_without_repeated_calls(tmp_path: Path) -> None:
     from redpo.models.load import load_causal_lm
 

@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 import torch
+from fakes import Fault, FaultyBackend
 
-from redpo.config import Profile, SamplingConfig, load_profile
+from redpo.config import Profile, load_profile
 from redpo.core.io import ResultsDir
 from redpo.data.splits import load_split, profile_schema
 from redpo.generation import engines, prompts
-from redpo.generation.backends import GenerationOutput
 from redpo.generation.backends.server import ServerBackend
 from redpo.generation.cache import CachedGenerator, LLMCache, ModelKey
 from redpo.generation.loops import generate_arm
@@ -87,26 +87,6 @@ def test_top1_tokens_agree_with_transformers_on_the_same_weights(smoke: Profile,
     assert agreement >= 0.9, agreement
 
 
-class Crash(RuntimeError):
-    pass
-
-
-class CrashAfter:
-    """Delegates to the server backend and raises after ``limit`` batches: a run killed mid-generation."""
-
-    def __init__(self, inner: ServerBackend, limit: int | None) -> None:
-        self.inner, self.limit, self.calls, self.batch_size = inner, limit, 0, inner.batch_size
-
-    def render(self, messages: prompts.Messages) -> str:
-        return self.inner.render(messages)
-
-    def generate(self, batch: list[str], sampling: SamplingConfig, seed: int) -> list[GenerationOutput]:
-        if self.limit is not None and self.calls >= self.limit:
-            raise Crash("killed")
-        self.calls += 1
-        return self.inner.generate(batch, sampling, seed)
-
-
 def test_a_killed_run_resumes_through_llama_cpp_losing_and_repeating_nothing(
     smoke: Profile, server: Any, tmp_path: Path
 ) -> None:
@@ -118,12 +98,12 @@ def test_a_killed_run_resumes_through_llama_cpp_losing_and_repeating_nothing(
     key = ModelKey("smoke@llama.cpp", "test")
 
     def attempt(cache: Path, limit: int | None) -> tuple[Any, CachedGenerator]:
-        backend = CrashAfter(ServerBackend(server.url, tokenizer, slots=4), limit)
+        backend = FaultyBackend(ServerBackend(server.url, tokenizer, slots=4), limit)
         gen = CachedGenerator(backend, LLMCache(cache), key)
         return generate_arm("obo", prof, schema, pools, gen, progress=False), gen
 
     reference, _ = attempt(tmp_path / "reference.jsonl", None)
-    with pytest.raises(Crash):
+    with pytest.raises(Fault):
         attempt(tmp_path / "run.jsonl", 1)
     resumed, gen = attempt(tmp_path / "run.jsonl", None)
     assert gen.cache.hits >= 4  # the first step was saved and is not asked again
