@@ -55,7 +55,9 @@ class Workloads:
     """Prompt tokens of the chain when no prefix is recomputed: first prompts in full, then each step's growth."""
 
 
-def _demos(profile: Profile, train: Sequence[RESample], relation: str, extra: int) -> tuple[list[RESample], list]:
+def _demos(
+    profile: Profile, train: Sequence[RESample], relation: str, extra: int
+) -> tuple[list[RESample], list[RESample]]:
     pool = [s for s in train if s.relation == relation]
     demos = select_demos(pool, profile.generation.num_demos, profile.generation.seed, relation)
     return demos, [s for s in pool if s not in demos][:extra]

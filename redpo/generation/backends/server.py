@@ -21,7 +21,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from redpo.config import SamplingConfig
@@ -37,15 +37,11 @@ REQUEST_TIMEOUT = 3600.0
 
 @dataclass
 class ServerStats:
-    """What the server reports computing: prompt tokens evaluated (not cached), tokens generated, requests."""
+    """What the server reports computing: prompt tokens evaluated (cached prefixes excluded), tokens generated."""
 
     requests: int = 0
     prompt_tokens: int = 0
-    cached_prompt_tokens: int = 0
     new_tokens: int = 0
-    prompt_ms: float = 0.0
-    decode_ms: float = 0.0
-    by_slot: dict[int, int] = field(default_factory=dict)
 
 
 def request_seed(batch_seed: int, index: int) -> int:
@@ -113,7 +109,7 @@ class ServerBackend:
                 replies = list(pool.map(self._post, bodies))
             for prompt, slot, reply in zip(batch, slots, replies, strict=True):
                 self._slot_prompts[slot] = prompt
-                out.append(self._output(reply, slot))
+                out.append(self._output(reply))
         return out
 
     # ---- the two APIs ------------------------------------------------------------------------------------
@@ -153,7 +149,7 @@ class ServerBackend:
         except (urllib.error.URLError, OSError) as err:
             raise ServerError(f"{self.url}{path} unreachable ({err}); is the server running?") from None
 
-    def _output(self, reply: dict[str, Any], slot: int) -> GenerationOutput:
+    def _output(self, reply: dict[str, Any]) -> GenerationOutput:
         if self.kind == "openai":
             choice, usage = reply["choices"][0], reply.get("usage") or {}
             n_new = int(usage.get("completion_tokens", 0))
@@ -163,11 +159,7 @@ class ServerBackend:
             timings = reply.get("timings") or {}
             n_new = int(timings.get("predicted_n", reply.get("tokens_predicted", 0)))
             self.stats.prompt_tokens += int(timings.get("prompt_n", 0))
-            self.stats.cached_prompt_tokens += int(reply.get("tokens_cached", 0)) - n_new
-            self.stats.prompt_ms += float(timings.get("prompt_ms", 0.0))
-            self.stats.decode_ms += float(timings.get("predicted_ms", 0.0))
             text = reply["content"]
         self.stats.requests += 1
         self.stats.new_tokens += n_new
-        self.stats.by_slot[slot] = self.stats.by_slot.get(slot, 0) + 1
         return GenerationOutput(text, n_new)
