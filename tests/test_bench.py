@@ -32,4 +32,5 @@ def test_both_engines_answer_the_same_workloads_and_llama_cpp_reuses_chain_prefi
     assert ll["obo_chain"]["prompt_tokens"] < hf["obo_chain"]["prompt_tokens"]
     assert ll["obo_chain"]["prompt_tokens"] <= report["chain_fresh_prompt_tokens"] + 8 * CHAIN_STEPS * relations
     assert ll["cold_step"]["prompt_tokens"] == hf["cold_step"]["prompt_tokens"]  # same prompts, same tokens
-    assert report["chain_bound"]["fraction_reached"] > 0
+    fraction = report["chain_bound"]["fraction_reached"]  # None only when the tiny model leaves no decode time
+    assert fraction is None or fraction > 0
