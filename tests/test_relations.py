@@ -24,8 +24,10 @@ def test_semeval_schema_matches_rel2id_and_explains_every_label(data_root: Path)
 def test_semeval_explanations_are_direction_aware() -> None:
     schema = get_schema("SemEval")
     forward, backward = schema.explain("Cause-Effect(e1,e2)"), schema.explain("Cause-Effect(e2,e1)")
-    assert forward.startswith("The head entity (e1) causes") and "the tail entity (e2)" in forward
-    assert backward.startswith("The tail entity (e2) causes") and "the head entity (e1)" in backward
+    assert forward.startswith("The entity marked e1 causes") and "produces the entity marked e2" in forward
+    assert backward.startswith("The entity marked e2 causes") and "produces the entity marked e1" in backward
+    assert schema.explain("Component-Whole(e2,e1)") == (
+        "The entity marked e2 is a component or functional part of the entity marked e1, the whole")
     assert schema.undirected("Component-Whole(e2,e1)") == "Component-Whole"
     assert undirected("Other") == "Other" and undirected("per:title") == "per:title"
 

@@ -43,6 +43,10 @@ class RelationSchema:
     explanations: Mapping[str, str] = field(hash=False)
     entity_types: tuple[str, ...] | None = None
     lowercase: bool = False
+    roles: str = ""
+    """How the explanations name the two marked entities, stated once in the task description. SemEval's
+    explanations name the marked entity of each role themselves; TACRED's and FewRel's speak of a head and a
+    tail, which this sentence binds to the markers."""
 
     def __post_init__(self) -> None:
         missing = [lab for lab in self.labels if lab not in self.explanations]
@@ -74,12 +78,17 @@ class RelationSchema:
         return label
 
     def explain(self, label: str) -> str:
-        """One-line meaning of ``label`` (head = e1 / subject, tail = e2 / object)."""
+        """One-line meaning of ``label``, naming the role of each marked entity (see :attr:`roles`)."""
         return self.explanations[self.check(label)]
 
     def undirected(self, label: str) -> str:
         """``Cause-Effect(e1,e2)`` -> ``Cause-Effect``: the type SemEval's official macro-F1 scores."""
         return undirected(self.check(label))
+
+    @property
+    def has_direction_suffixes(self) -> bool:
+        """Whether labels name their direction (``(e1,e2)``/``(e2,e1)``), so two labels can share one type."""
+        return any(undirected(lab) != lab for lab in self.labels)
 
 
 _DIRECTION_RE = re.compile(r"\((e1,e2|e2,e1)\)$")
@@ -114,30 +123,36 @@ SEMEVAL_LABELS = (
     "Entity-Destination(e2,e1)",
 )
 
-# One template per relation type, written from the SemEval-2010 Task 8 guidelines; {x} and {y} are the two
-# arguments in the order the type's name gives them (Cause-Effect(X, Y): X is the cause, Y the effect).
+# One template per relation type, written from the SemEval-2010 Task 8 guidelines. {x} and {y} are the type's two
+# roles in the order its name gives them (Cause-Effect(X, Y): X is the cause, Y the effect), each filled with a
+# plain noun phrase naming a *marked* entity ("the entity marked e2"), so a direction reads as roles, not positions.
+# Every role noun ("the whole", "a container") follows its placeholder in apposition, never precedes it: a
+# template "... of the whole {y}" would read "of the whole the entity marked e1".
 _SEMEVAL_TYPES = {
     "Cause-Effect": "{x} causes or produces {y} (an event, effect or condition)",
-    "Instrument-Agency": "{x} is an instrument or tool used by the agent {y}",
+    "Instrument-Agency": "{x} is an instrument or tool used by {y}, the agent",
     "Product-Producer": "{x} is a product made, built or produced by {y}",
-    "Content-Container": "{x} is (or was) physically held inside the container {y}",
+    "Content-Container": "{x} is (or was) physically held inside {y}, a container",
     "Entity-Origin": "{x} comes or is derived from {y}, its origin or source",
     "Entity-Destination": "{x} moves towards or into {y}, its destination",
-    "Component-Whole": "{x} is a component or functional part of the whole {y}",
-    "Member-Collection": "{x} is a member of the collection or group {y}",
-    "Message-Topic": "{x} is a message (text, talk, film, ...) that is about the topic {y}",
+    "Component-Whole": "{x} is a component or functional part of {y}, the whole",
+    "Member-Collection": "{x} is a member of {y}, a collection or group",
+    "Message-Topic": "{x} is a message (text, talk, film, ...) about {y}, its topic",
 }
-_HEAD, _TAIL = "the head entity (e1)", "the tail entity (e2)"
+_E1, _E2 = "the entity marked e1", "the entity marked e2"
+_SEMEVAL_ROLES = "The relation's explanation says which marked entity plays which role."
+_HEAD_TAIL_ROLES = (
+    "The entity marked e1 is the head (the subject) and the entity marked e2 the tail (the object); the "
+    "relation's explanation is stated from the head to the tail."
+)
 
 
 def _semeval_explanations() -> dict[str, str]:
-    out = {
-        "Other": f"{_HEAD.capitalize()} and {_TAIL} are in none of the nine SemEval relations "
-        "(no relation, or one the task does not cover)"
-    }
+    out = {"Other": "The entities marked e1 and e2 are in none of the nine SemEval relations "
+                    "(no relation, or one the task does not cover)"}
     for label in SEMEVAL_LABELS[1:]:
         template = _SEMEVAL_TYPES[undirected(label)]
-        x, y = (_HEAD, _TAIL) if label.endswith("(e1,e2)") else (_TAIL, _HEAD)
+        x, y = (_E1, _E2) if label.endswith("(e1,e2)") else (_E2, _E1)
         text = template.format(x=x, y=y)
         out[label] = text[0].upper() + text[1:]
     return out
@@ -261,7 +276,7 @@ def _fewrel_schema(root: Path) -> RelationSchema:
             f"{path}: expected {{pid: [name, description]}} JSON ({err}); re-copy the file"
         ) from None
     labels = tuple(sorted(explanations, key=lambda p: (len(p), p)))  # P17 < P131 < P1001
-    return RelationSchema("fewrel", labels, None, explanations, None, False)
+    return RelationSchema("fewrel", labels, None, explanations, None, False, roles=_HEAD_TAIL_ROLES)
 
 
 def _fewrel_line(name: str, description: str) -> str:
@@ -293,9 +308,10 @@ def get_schema(dataset_name: str, data_root: Path | None = None) -> RelationSche
 @cache
 def _static_schema(name: str) -> RelationSchema:
     if name == "semeval":
-        return RelationSchema("semeval", SEMEVAL_LABELS, "Other", _semeval_explanations(), None, True)
+        return RelationSchema("semeval", SEMEVAL_LABELS, "Other", _semeval_explanations(), None, True,
+                              roles=_SEMEVAL_ROLES)
     if name == "retacred":
-        return RelationSchema(
-            "retacred", _retacred_labels(), "no_relation", _retacred_explanations(), TACRED_ENTITY_TYPES
-        )
-    return RelationSchema(name, TACRED_LABELS, "no_relation", dict(_TACRED_EXPLANATIONS), TACRED_ENTITY_TYPES)
+        return RelationSchema("retacred", _retacred_labels(), "no_relation", _retacred_explanations(),
+                              TACRED_ENTITY_TYPES, roles=_HEAD_TAIL_ROLES)
+    return RelationSchema(name, TACRED_LABELS, "no_relation", dict(_TACRED_EXPLANATIONS), TACRED_ENTITY_TYPES,
+                          roles=_HEAD_TAIL_ROLES)

@@ -28,8 +28,9 @@ class MarkedTextError(ValueError):
 class RESample:
     """Tokens plus head/tail ``[start, end)`` token spans and the relation label.
 
-    ``head`` is always the first argument of the relation (SemEval's e1, TACRED's subject), so
-    direction lives in the label, as in the KnowPrompt files.
+    ``head`` is always the entity marked e1 (TACRED's subject) and ``tail`` the one marked e2, as in the KnowPrompt
+    files. Which of them is the relation's first argument is the label's to say: SemEval's ``(e2,e1)`` labels have
+    the tail first.
     """
 
     tokens: tuple[str, ...]

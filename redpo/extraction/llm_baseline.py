@@ -37,8 +37,8 @@ from redpo.generation.cache import CachedGenerator, Request
 
 SYSTEM_PROMPT = "You classify the relation between two marked entities in a sentence. Reply with one label only."
 TASK = (
-    "In each sentence the head entity is marked <e1>...</e1> and the tail entity <e2>...</e2>. Choose the one "
-    "label below that describes how the head relates to the tail."
+    "In each sentence two entities are marked <e1>...</e1> and <e2>...</e2>. Choose the one label below that "
+    "describes how they are related; each label's explanation says which marked entity plays which role."
 )
 LABEL_LINE = "- {label}: {explanation}"
 EXAMPLE_LINE = "  Example: {sentence}"

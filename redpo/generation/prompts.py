@@ -37,22 +37,27 @@ TAIL_TYPE_FIELD = "Tail type"
 
 SYSTEM_PROMPT = "You write training data for relation extraction. Reply with samples only, one per line."
 
-MARKING_SENTENCE = (
-    "The head entity is marked <e1>...</e1> and the tail entity <e2>...</e2> in the context; "
-    "the head is the relation's first argument."
+MARKING_SENTENCE = "The two entities are marked <e1>...</e1> and <e2>...</e2> in the context."
+"""Positions only: which marked entity plays which role is the schema's to say (``RelationSchema.roles`` and the
+explanations), because e1 is a SemEval label's first argument only when the label ends in ``(e1,e2)``."""
+SUFFIX_SENTENCE = (
+    "A relation whose name ends in (e1,e2) has the entity marked e1 as its first argument; one ending in "
+    "(e2,e1) has the entity marked e2 as its first argument."
 )
+"""The baseline shows label names without explanations; for labels that carry a direction this says how to read
+it."""
 TYPES_SENTENCE = "Entity types are one of: {types}."
 """Only for datasets with an entity-type schema; omitted for SemEval."""
 
 # ---- baseline (Xu et al. 2023, adapted to marked sentences) -------------------------------------------
 BASELINE_INTRO_TYPED = (
-    "One sample in relation extraction datasets consists of a relation, a context, a pair of head and tail "
-    "entities in the context and their entity types. The head entity has the relation with the tail entity "
-    "and entities are pre-categorized as the following types: {types}."
+    "One sample in relation extraction datasets consists of a relation, a context, a pair of entities in the "
+    "context that have the relation, and their entity types. Entities are pre-categorized as the following "
+    "types: {types}."
 )
 BASELINE_INTRO_UNTYPED = (
-    "One sample in relation extraction datasets consists of a relation, a context and a pair of head and "
-    "tail entities in the context. The head entity has the relation with the tail entity."
+    "One sample in relation extraction datasets consists of a relation, a context and a pair of entities in "
+    "the context that have the relation."
 )
 BASELINE_DEMO_HEADER = "Here are some samples for relation '{relation}':"
 BASELINE_INSTRUCTION = "Generate {n} more samples like above for the relation '{relation}', one per line."
@@ -62,6 +67,7 @@ TASK_DESCRIPTION = (
     "Task: a relation extraction sample is a sentence (the context) that expresses a relation between two "
     "entities in it. " + MARKING_SENTENCE
 )
+"""Followed by the schema's ``roles`` sentence (and, for typed datasets, :data:`TYPES_SENTENCE`)."""
 RELATION_EXPLANATION = "Relation '{relation}': {explanation}"
 DEMO_HEADER = "Samples of relation '{relation}':"
 AAO_INSTRUCTION = "Generate {n} new samples of relation '{relation}' in the same format, one per line."
@@ -101,6 +107,10 @@ def _types_list(schema: RelationSchema) -> str:
     return ", ".join(schema.entity_types or ())
 
 
+def _join(*sentences: str) -> str:
+    return " ".join(s for s in sentences if s)
+
+
 def _messages(user_parts: Sequence[str]) -> Messages:
     return [
         {"role": "system", "content": SYSTEM_PROMPT},
@@ -119,9 +129,9 @@ def baseline_prompt(schema: RelationSchema, relation: str, demos: Sequence[RESam
         [BASELINE_DEMO_HEADER.format(relation=relation)]
         + [demo_text(d, schema, with_relation=True) for d in demos]
     )
-    return _messages(
-        [intro + " " + MARKING_SENTENCE, demo_block, BASELINE_INSTRUCTION.format(n=n, relation=relation)]
-    )
+    roles = SUFFIX_SENTENCE if schema.has_direction_suffixes else schema.roles
+    return _messages([_join(intro, MARKING_SENTENCE, roles), demo_block,
+                      BASELINE_INSTRUCTION.format(n=n, relation=relation)])
 
 
 def icl_prompt(
@@ -140,9 +150,8 @@ def icl_prompt(
     """
     if mode not in DISSIMILARITY_INSTRUCTION:
         raise ValueError(f"mode must be 'aao' or 'obo', got {mode!r}")
-    task = TASK_DESCRIPTION
-    if schema.entity_types is not None:
-        task += " " + TYPES_SENTENCE.format(types=_types_list(schema))
+    types = TYPES_SENTENCE.format(types=_types_list(schema)) if schema.entity_types is not None else ""
+    task = _join(TASK_DESCRIPTION, schema.roles, types)
     meaning = schema.explanations.get(relation, "").strip()
     if meaning and meaning[-1] not in ".!?":
         meaning += "."
