@@ -13,14 +13,17 @@ from datasets import Dataset
 
 from redpo.config import load_profile
 from redpo.core.io import ResultsDir
+from redpo.core.relations import get_schema
 from redpo.core.sample import RESample
 from redpo.data.splits import kshot_sample, load_split, profile_schema
 from redpo.dpo.pairs import (
     HALVES,
     KINDS,
     DPOPairs,
+    RelationHalves,
     allocate_kinds,
     build_pairs,
+    hold_out,
     leakage_report,
     load_halves,
     load_pairs,
@@ -83,6 +86,38 @@ def test_halves_are_seeded_disjoint_and_place_the_negative_label_once() -> None:
     assert sum("Other" in rels for rels in a.halves.values()) == 1
     assert a.generate_relations("A") == a.train_relations("B")
     assert split_relations(labels, 4, "Other") != a
+
+
+def test_both_directions_of_a_type_share_a_half_and_fewrel_style_labels_split_evenly(data_root: Path) -> None:
+    semeval = get_schema("semeval")
+    for seed in range(10):
+        halves = split_relations(semeval.labels, seed, "Other", semeval.undirected)
+        for label in semeval.labels:
+            mirror = label.replace("(e1,e2)", "(e2,e1)") if "(e1,e2)" in label else label.replace("(e2,e1)", "(e1,e2)")
+            assert halves.half_of(label) == halves.half_of(mirror), (seed, label)
+        assert abs(len(halves.halves["A"]) - len(halves.halves["B"])) <= 1  # 9 types of 2 labels + Other
+        assert halves.to_json()["negative_label_half"] in HALVES
+    fewrel = get_schema("fewrel", data_root / "fewrel")  # no direction suffixes: one label per type, as before
+    halves = split_relations(fewrel.labels, 0, None, fewrel.undirected)
+    assert len(halves.halves["A"]) - len(halves.halves["B"]) in (0, 1)
+    assert halves.generate_types("A") == set(halves.halves["B"])
+
+
+def test_leakage_check_refuses_gold_of_the_other_direction_of_a_generated_type() -> None:
+    """A label-level split puts Cause-Effect(e1,e2) in A and (e2,e1) in B; a pair for A showing gold (e2,e1)
+    text leaks the very type A generates for, even though the label differs."""
+    semeval = get_schema("semeval")
+    forward, backward = "Cause-Effect(e1,e2)", "Cause-Effect(e2,e1)"
+    halves = RelationHalves({"A": (forward, "Other"), "B": (backward, "Message-Topic(e1,e2)")}, 0, "Other",
+                            {lab: semeval.undirected(lab) for lab in semeval.labels})
+    gold = RESample(("the", "storm", "caused", "the", "flood"), (4, 5), (1, 2), backward)
+    chosen = RESample(("the", "fire", "made", "smoke"), (1, 2), (3, 4), forward)
+    row = {"relation": forward, "rejected_source_relation": forward, "demos": [gold.to_marked()],
+           "chosen_marked": chosen.to_marked(), "rejected_marked": chosen.to_marked()}
+    pairs = DPOPairs(halves, {"A": Dataset.from_list([row]), "B": Dataset.from_list([])})
+    report = leakage_report(pairs, [gold, chosen], [])
+    assert not report["ok"] and report["adapters"]["A"]["leaks"][0]["row"] == 0
+    assert report["adapters"]["A"]["foreign_relation_rows"] == [0]  # A's own label is of a type A generates
 
 
 def test_chosen_is_an_unseen_gold_train_sample_of_the_target_relation(built: dict) -> None:
@@ -213,3 +248,17 @@ def test_tiny_dpo_run_moves_the_lora_weights_and_lowers_the_loss(tmp_path: Path)
     lora_b = [t for name, t in weights.items() if "lora_B" in name]
     assert lora_b and any(t.abs().sum() > 0 for t in lora_b), "LoRA B starts at zero; training must move it"
     assert json.loads((out / LOG_NAME).read_text())["adapter_sha256"] == log["adapter_sha256"]
+
+
+def test_hold_out_takes_whole_chains_seeded_and_always_leaves_one_to_train() -> None:
+    rows = [{"relation": rel, "chain": c, "step": s, "prompt": f"{rel}{c}{s}", "chosen": "x", "rejected": "y"}
+            for rel in ("r1", "r2") for c in range(3) for s in range(4)]
+    pairs = Dataset.from_list(rows)
+    train, held = hold_out(pairs, 0.1, seed=0)
+    assert len(train) + len(held) == 24 and len(held) == 4  # one whole chain: 4 pairs >= 10% of 24
+    chains = lambda ds: {(r["relation"], r["chain"]) for r in ds}  # noqa: E731
+    assert chains(train).isdisjoint(chains(held))
+    assert hold_out(pairs, 0.1, seed=0)[1].to_list() == held.to_list()  # seeded
+    assert len(hold_out(pairs, 0.0, seed=0)[1]) == 0
+    one_chain = Dataset.from_list(rows[:4])
+    assert len(hold_out(one_chain, 0.4, seed=0)[0]) == 4  # the only chain trains

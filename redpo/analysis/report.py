@@ -264,14 +264,16 @@ def claim_leakage(results: ResultsDir) -> ClaimResult:
     statement = ("DPO adapters never saw gold samples of the relations they generate for: the two-half swap "
                  "holds.")
     rule = ("dpo/leakage.json must report no leaking pair, and every DPO generation file must show each adapter "
-            "generating only relations outside its training half (dpo/halves.json): both → holds; either "
-            "violated → does not hold; not run → inconclusive")
+            "generating only relation types outside its training half (dpo/halves.json; both directions of a type "
+            "count as one type): both → holds; either violated → does not hold; not run → inconclusive")
     paper = "design statement (two-half relation split); no number"
     leakage, halves = _load(results, "dpo/leakage.json"), _load(results, "dpo/halves.json")
     parts = dpo_generation_parts(results)
     if leakage is None or halves is None:
         return ClaimResult(8, statement, rule, INCONCLUSIVE, "not run", paper)
-    own = [(p, sorted(set(p["relations"]) & set(halves["halves"][p["adapter"]]))) for p in parts]
+    type_of = halves.get("label_types", {})
+    trained = {a: {type_of.get(r, r) for r in rels} for a, rels in halves["halves"].items()}
+    own = [(p, sorted(r for r in p["relations"] if type_of.get(r, r) in trained[p["adapter"]])) for p in parts]
     crossed = [f"{p['file']} adapter {p['adapter']}: {rels}" for p, rels in own if rels]
     adapters = leakage.get("adapters", {})
     measured = (

@@ -15,10 +15,14 @@ Why each rule exists:
   tail are replaced by head / tail strings of other train samples of the same relation, plus one rule-based
   context edit; its entity-masked :func:`~redpo.parse.near_copy_score` must reach the near-copy threshold while
   its :func:`~redpo.parse.exact_key` differs) and ``exact_copy`` (a demonstration unchanged).
-- **Two halves.** The profile's relations are shuffled with ``dpo.split_seed`` and cut in two; the negative
-  label is a label like any other (it is generated like the others) and lands in one half. Adapter ``A`` trains
-  on half ``A`` and generates for half ``B``; adapter ``B`` the reverse. :func:`leakage_report` checks that no
-  gold sample (by ``exact_key``) of a generating-half relation appears anywhere in the other adapter's pairs.
+- **Two halves, split by relation type.** The profile's relation *types* (SemEval's ``Cause-Effect`` holds both
+  ``Cause-Effect(e1,e2)`` and ``(e2,e1)``; a dataset without direction suffixes has one label per type) are
+  shuffled with ``dpo.split_seed`` and dealt to the half with fewer labels so far. Both directions of a type
+  therefore share a half: an adapter that trained on gold ``Cause-Effect(e1,e2)`` would otherwise generate
+  ``Cause-Effect(e2,e1)``, the same entities and wording with the roles swapped. The negative label is a type of
+  its own (it is generated like the others) and lands in one half. Adapter ``A`` trains on half ``A`` and
+  generates for half ``B``; adapter ``B`` the reverse. :func:`leakage_report` checks that no gold sample (by
+  ``exact_key``) of a *type* the adapter generates for, in either direction, appears anywhere in its pairs.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import hashlib
 import json
 import math
 import random
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -67,6 +72,15 @@ class RelationHalves:
     halves: Mapping[str, tuple[str, ...]]
     seed: int
     negative_label: str | None = None
+    types: Mapping[str, str] = field(default_factory=dict, hash=False)
+    """Label -> relation type; a label missing here is its own type."""
+
+    def type_of(self, relation: str) -> str:
+        return self.types.get(relation, relation)
+
+    def generate_types(self, adapter: str) -> set[str]:
+        """The relation types adapter ``adapter`` generates for: no gold sample of these may reach it."""
+        return {self.type_of(r) for r in self.generate_relations(adapter)}
 
     def train_relations(self, adapter: str) -> tuple[str, ...]:
         return self.halves[_check_half(adapter)]
@@ -82,7 +96,11 @@ class RelationHalves:
             "seed": self.seed,
             "negative_label": self.negative_label,
             "negative_label_half": self.half_of(self.negative_label) if self.negative_label in self else None,
+            "negative_label_rule": "a type of its own, generated like the other labels: one adapter trains on it and "
+            "the other generates it",
+            "split_by": "relation type: both directions of a type share a half",
             "halves": {h: list(r) for h, r in self.halves.items()},
+            "label_types": {r: self.type_of(r) for rels in self.halves.values() for r in rels},
             "adapters": {h: {"trains_on": h, "generates_for": other_half(h)} for h in HALVES},
         }
 
@@ -100,23 +118,32 @@ def other_half(half: str) -> str:
     return HALVES[1 - HALVES.index(_check_half(half))]
 
 
-def split_relations(relations: Sequence[str], seed: int, negative_label: str | None = None) -> RelationHalves:
-    """Seeded halves of ``relations`` (A gets the extra one when the count is odd).
+def split_relations(
+    relations: Sequence[str], seed: int, negative_label: str | None = None, type_of: Callable[[str], str] = str
+) -> RelationHalves:
+    """Seeded halves of ``relations`` that never split a relation type (``type_of``, identity by default).
 
-    The negative label is shuffled like any label: it is generated like the others, so one adapter learns it
-    and the other generates it, with the same no-leakage guarantee.
+    Types are shuffled with ``seed`` and each goes to the half with fewer labels so far (A on ties), so the halves
+    differ in size by at most one type. The negative label is a type like any other: it is generated like the
+    others, so one adapter learns it and the other generates it, with the same no-leakage guarantee.
     """
     rels = list(dict.fromkeys(relations))
-    if len(rels) < 2:
-        raise PairError(f"the two-half split needs at least 2 relations, got {rels}; widen dataset.relations")
-    random.Random(seed).shuffle(rels)
-    cut = math.ceil(len(rels) / 2)
-    return RelationHalves({"A": tuple(rels[:cut]), "B": tuple(rels[cut:])}, seed, negative_label)
+    types = {r: type_of(r) for r in rels}
+    order = list(dict.fromkeys(types.values()))
+    if len(order) < 2:
+        raise PairError(f"the two-half split needs at least 2 relation types, got {order}; widen dataset.relations")
+    random.Random(seed).shuffle(order)
+    halves: dict[str, list[str]] = {h: [] for h in HALVES}
+    for kind in order:
+        half = min(HALVES, key=lambda h: (len(halves[h]), HALVES.index(h)))
+        halves[half] += [r for r in rels if types[r] == kind]
+    return RelationHalves({h: tuple(r) for h, r in halves.items()}, seed, negative_label, types)
 
 
 def profile_halves(profile: Profile, schema: RelationSchema) -> RelationHalves:
-    """The profile's relations (``dataset.relations`` or every label) split with ``dpo.split_seed``."""
-    return split_relations(profile.dataset.relations or schema.labels, profile.dpo.split_seed, schema.negative_label)
+    """The profile's relations (``dataset.relations`` or every label) split by type with ``dpo.split_seed``."""
+    return split_relations(profile.dataset.relations or schema.labels, profile.dpo.split_seed, schema.negative_label,
+                           schema.undirected)
 
 
 # ---- gold pools -------------------------------------------------------------------------------------------
@@ -390,15 +417,16 @@ def pair_samples(row: Mapping[str, Any]) -> list[RESample]:
 
 def leakage_report(pairs: DPOPairs, train: Sequence[RESample], kshot: Sequence[RESample]) -> dict[str, Any]:
     """Per adapter: pairs whose prompt/chosen/rejected holds a gold sample (train or K-shot, by ``exact_key``)
-    of a relation the adapter generates for, and pairs labelled with a relation outside its training half."""
+    of a relation *type* the adapter generates for, in either direction, and pairs labelled with a relation of
+    such a type. Checking types, not labels, is what catches a split that separates two directions."""
     halves = pairs.halves
-    out: dict[str, Any] = {"ok": True, "adapters": {}}
+    out: dict[str, Any] = {"ok": True, "level": "relation type", "adapters": {}}
     for adapter, ds in pairs.datasets.items():
-        generates = set(halves.generate_relations(adapter))
-        forbidden = {_key(s) for s in (*train, *kshot) if s.relation in generates}
+        generates = halves.generate_types(adapter)
+        forbidden = {_key(s) for s in (*train, *kshot) if halves.type_of(s.relation) in generates}
         leaks, foreign = [], []
         for i, row in enumerate(ds):
-            if row["relation"] in generates or row["rejected_source_relation"] in generates:
+            if {halves.type_of(row["relation"]), halves.type_of(row["rejected_source_relation"])} & generates:
                 foreign.append(i)
             hits = [s.to_marked() for s in pair_samples(row) if exact_key(s) in forbidden]
             if hits:
@@ -406,13 +434,37 @@ def leakage_report(pairs: DPOPairs, train: Sequence[RESample], kshot: Sequence[R
         out["adapters"][adapter] = {
             "pairs": len(ds),
             "trains_on": list(halves.train_relations(adapter)),
-            "generates_for": sorted(generates),
+            "generates_for": sorted(halves.generate_relations(adapter)),
+            "generates_for_types": sorted(generates),
             "forbidden_gold_samples": len(forbidden),
             "leaks": leaks,
             "foreign_relation_rows": foreign,
         }
         out["ok"] = out["ok"] and not leaks and not foreign
     return out
+
+
+def hold_out(pairs: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
+    """``(train, held_out)``: whole chains ``(relation, chain)``, seeded, until ``fraction`` of the pairs are out.
+
+    Chains, not single pairs, because a chain's prompts extend each other: holding out step 2 of a chain whose
+    step 1 is trained on would measure memory, not generalisation. Empty when ``fraction`` is 0 or the pairs
+    form a single chain.
+    """
+    chained = {"relation", "chain"} <= set(pairs.column_names)
+    keys: list[Any] = (list(zip(pairs["relation"], pairs["chain"], strict=True)) if chained
+                       else list(range(len(pairs))))  # pairs from elsewhere: each its own chain
+    sizes = Counter(keys)
+    groups = list(sizes)
+    random.Random(seed).shuffle(groups)
+    out: set[Any] = set()
+    for group in groups[:-1]:  # always keep one chain to train on
+        if sum(sizes[g] for g in out) >= fraction * len(keys):
+            break
+        out.add(group)
+    held = [i for i, key in enumerate(keys) if key in out]
+    kept = [i for i, key in enumerate(keys) if key not in out]
+    return pairs.select(kept), pairs.select(held)
 
 
 # ---- files ------------------------------------------------------------------------------------------------
@@ -443,7 +495,8 @@ def load_halves(results: ResultsDir) -> RelationHalves:
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; build the pairs first (notebook 03 or --build-pairs)")
     raw = json.loads(path.read_text())
-    return RelationHalves({h: tuple(raw["halves"][h]) for h in HALVES}, raw["seed"], raw["negative_label"])
+    return RelationHalves({h: tuple(raw["halves"][h]) for h in HALVES}, raw["seed"], raw["negative_label"],
+                          raw.get("label_types", {}))
 
 
 def load_pairs(results: ResultsDir, half: str) -> Dataset:

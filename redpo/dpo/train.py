@@ -35,6 +35,7 @@ from redpo.dpo.pairs import (
     DPOPairs,
     all_kshot_samples,
     build_pairs,
+    hold_out,
     leakage_report,
     load_pairs,
     pairs_path,
@@ -132,6 +133,7 @@ def trainer_config(profile: Profile, out_dir: Path, *, progress: bool) -> Any:
         num_train_epochs=dpo.epochs,
         max_steps=dpo.max_steps,
         per_device_train_batch_size=dpo.batch_size,
+        per_device_eval_batch_size=dpo.batch_size,
         gradient_accumulation_steps=dpo.gradient_accumulation_steps,
         max_length=dpo.max_length,
         precompute_ref_log_probs=dpo.precompute_ref_log_probs,
@@ -184,6 +186,7 @@ def train_adapter(
             f"every prompt of {out_dir.name} has >= dpo.max_length={profile.dpo.max_length} tokens, so TRL would "
             "drop every pair; raise dpo.max_length or lower dpo.num_demos / dpo.chain_length in the profile"
         )
+    train_pairs, held_pairs = hold_out(pairs, profile.dpo.held_out, profile.seed)
     t0 = time.perf_counter()
     bars = datasets.is_progress_bar_enabled()
     if not progress:
@@ -193,7 +196,8 @@ def train_adapter(
             model=loaded.model,
             ref_model=None,
             args=trainer_config(profile, out_dir, progress=progress),
-            train_dataset=pairs.select_columns(["prompt", "chosen", "rejected"]),
+            train_dataset=train_pairs.select_columns(["prompt", "chosen", "rejected"]),
+            eval_dataset=held_pairs.select_columns(["prompt", "chosen", "rejected"]) if len(held_pairs) else None,
             processing_class=loaded.tokenizer,
             peft_config=lora_config(profile),
         )
@@ -202,6 +206,7 @@ def train_adapter(
         kept = len(trainer.train_dataset)
         setup_seconds = time.perf_counter() - t0
         output = trainer.train()
+        held = trainer.evaluate() if len(held_pairs) else {}
     finally:
         if bars:
             datasets.enable_progress_bars()
@@ -215,7 +220,13 @@ def train_adapter(
         "base_sha256": loaded.info.sha256,
         "pairs": len(pairs),
         "pairs_trained": kept,
-        "pairs_dropped_too_long": len(pairs) - kept,
+        "pairs_dropped_too_long": len(train_pairs) - kept,
+        "held_out": {
+            "pairs": len(held_pairs),
+            "loss": held.get("eval_loss"),
+            "reward_accuracy": held.get("eval_rewards/accuracies"),
+            "reward_margin": held.get("eval_rewards/margins"),
+        },
         "steps": steps,
         "train_seconds": round(output.metrics.get("train_runtime", seconds), 3),
         "setup_seconds": round(setup_seconds, 3),
@@ -267,7 +278,8 @@ def training_history(logs: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
 
 
 def training_summary(logs: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
-    """One row per adapter: pairs, steps, time, first/last loss and the final reward accuracy."""
+    """One row per adapter: pairs, steps, time, first/last training loss, and reward accuracy, margin and loss on
+    the held-out pairs (the last training batch's accuracy is not a measurement: it is one batch)."""
     rows = []
     for name, log in logs.items():
         hist = log["history"]
@@ -279,8 +291,10 @@ def training_summary(logs: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
             "seconds_per_step": log["seconds_per_step"],
             "first_loss": hist[0]["loss"] if hist else None,
             "last_loss": hist[-1]["loss"] if hist else None,
-            "final_reward_accuracy": hist[-1].get("rewards/accuracies") if hist else None,
-            "final_reward_margin": hist[-1].get("rewards/margins") if hist else None,
+            "held_out_pairs": log.get("held_out", {}).get("pairs"),
+            "held_out_reward_accuracy": log.get("held_out", {}).get("reward_accuracy"),
+            "held_out_reward_margin": log.get("held_out", {}).get("reward_margin"),
+            "held_out_loss": log.get("held_out", {}).get("loss"),
             "reused": log.get("reused", False),
         })
     return pd.DataFrame(rows)
