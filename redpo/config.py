@@ -158,14 +158,18 @@ class GenerationConfig(_Strict):
     """AAO/baseline: calls per relation before giving up (each call asks for the missing samples)."""
     num_demos: int = Field(5, ge=1)
     """Gold demonstrations drawn from the K-shot split for each relation's prompt."""
-    obo_stop: list[str] = Field(default_factory=list)
-    """Stop strings for OBO calls: ``["\\n"]`` ends a reply after its one requested sample line, so no decode is spent
-    on lines the parser would drop. Measured on the committed cpu run's raw OBO replies, every valid sample but 2 of
-    312 (0 of 195 without DPO) stood on the reply's first line."""
+    obo_stop: list[str] = Field(default_factory=lambda: ["\n"])
+    """Stop strings for OBO calls: ``["\\n"]`` (the default) ends a reply after its one requested sample line, so no
+    decode is spent on lines the parser would drop. In the first cpu run's raw OBO replies (made without it), every
+    valid sample but 2 of 312 (0 of 195 without DPO) stood on the reply's first line. ``[]`` turns it off."""
     obo_window: int | None = Field(None, ge=1)
     """OBO ablation: keep only the last W demonstrations (``None``: accumulate all, as the paper does)."""
-    negative_label: Literal["generate", "manual"] = "generate"
-    """``generate``: the negative label is generated like any other; ``manual``: copy the K manual samples."""
+    negative_label: Literal["generate", "manual"] = "manual"
+    """``manual`` (default): every arm copies the split's K manual negative samples, so arms differ only in their
+    generated positives (the negative class is a catch-all that a one-line explanation describes poorly, and the
+    first reference run's arms held 0 to 8 generated ``Other`` samples against 8 manual: a confound);
+    ``generate``: the negative label is generated like any other, and RE training gives it the same quota in every
+    arm."""
     min_tokens: int = Field(4, ge=1)
     max_tokens: int = Field(80, ge=2)
     arms: list[GenerationArm] = Field(
@@ -229,6 +233,9 @@ class DPOConfig(_Strict):
     )
     """Relative weights of the rejected kinds; per relation, counts follow by largest remainder."""
     precompute_ref_log_probs: bool = True
+    held_out: float = Field(0.1, ge=0, lt=0.5)
+    """Share of each half's pairs (whole simulated chains, so no held-out prompt extends a trained one) kept out of
+    training; the adapter's reward accuracy and margin on them are measured once training ends."""
     split_seed: int = 0
     """Seeds the two-half relation split (adapter A trains on half A and generates for half B)."""
     arms: list[IclArm] = Field(default_factory=lambda: ["obo", "aao"])
@@ -246,6 +253,22 @@ class DPOConfig(_Strict):
         if any(w < 0 for w in v.values()) or sum(v.values()) <= 0:
             raise ValueError("weights must be >= 0 and not all zero")
         return v
+
+
+class OracleConfig(_Strict):
+    """The oracle RE classifier that labels generated samples (``redpo.extraction.oracle``).
+
+    Trained once on the full training split with the profile's encoder, as ZeroGen measures synthetic data: its
+    label for a generated sample says whether the sample expresses the relation it was generated for. The
+    encoder's other settings (max length, batch size, warm-up, decay, patience) come from ``encoder``.
+    """
+
+    enabled: bool = True
+    epochs: int = Field(3, ge=1)
+    learning_rate: float = Field(5e-5, gt=0)
+    train_subsample: int | None = Field(None, ge=2)
+    """Train on one stratified subset of this size (``None``: the whole training split)."""
+    seed: int = 0
 
 
 class LLMREConfig(_Strict):
@@ -303,6 +326,7 @@ class Profile(_Strict):
     encoder: EncoderConfig = EncoderConfig()
     dpo: DPOConfig = DPOConfig()
     llm_re: LLMREConfig = LLMREConfig()
+    oracle: OracleConfig = OracleConfig()
     plateau: PlateauConfig = PlateauConfig()
     seed: int = 42
 

@@ -69,6 +69,9 @@ def test_prefix_sets_take_the_first_n_per_relation_and_mix_with_manual() -> None
     sets = plateau_runs.prefix_sets({("obo", 4, 1): arm}, {(4, 1): manual}, 2)[(4, 1)]
     assert [s.to_marked() for s in sets["gen:obo"]] == [*texts[:2], texts[0]]
     assert sets["mix:obo"][0] == manual[0] and len(sets["mix:obo"]) == 4
+    other = _arm({RELATIONS[0]: texts[:1], RELATIONS[1]: texts})  # a second arm short on RELATIONS[0]
+    both = plateau_runs.prefix_sets({("obo", 4, 1): arm, ("aao", 4, 1): other}, {(4, 1): manual}, 2)[(4, 1)]
+    assert [s.to_marked() for s in both["gen:obo"]] == [s.to_marked() for s in both["gen:aao"]] == texts[:1] * 2
 
 
 def _record(rel: str, attempt: int, valid: int) -> ResponseRecord:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,8 @@ from redpo.extraction.run_store import RunStore
 from redpo.extraction.training_sets import (
     CLASSIFIER_SEED_STRIDE,
     GridCell,
-    arm_training_sets,
+    arm_training_sets_with_quotas,
+    comparable_sets,
     evaluation_sets,
     first_per_relation,
     grid_cells,
@@ -42,31 +44,49 @@ def _profile(**overrides: Any) -> Profile:
 
 
 def _results(tmp_path: Path, prof: Profile, k: int = 2) -> ResultsDir:
-    """A results folder with a K-shot split (K per relation) and a few generation files."""
+    """A results folder with a K-shot split (K per relation) and generation files of unequal yield."""
     results = ResultsDir(prof, root=tmp_path)
     manual = [_s(i, rel, "m") for rel in RELATIONS for i in range(k)]
     write_kshot(manual, results.kshot, k, 1)
     generated = [_s(i, rel, "g") for rel in RELATIONS for i in range(k + 2)]
-    generated.append(manual[0])  # a copied manual negative sample (generation.negative_label: manual)
-    for arm in ("baseline", "obo", "obo_dpo"):
+    for arm in ("baseline", "obo_dpo"):
         write_samples(arm_paths(results, arm, k, 1)["samples"], generated)
+    short = [s for s in generated if not (s.relation == RELATIONS[2] and s.text != _s(0, RELATIONS[2], "g").text)]
+    write_samples(arm_paths(results, "obo", k, 1)["samples"], short)  # one sample of Component-Whole only
     write_samples(arm_paths(results, "aao", k, 1)["samples"], [])
     return results
 
 
-def test_arm_training_sets_manual_gen_mix(tmp_path: Path) -> None:
+def test_generated_arms_get_equal_per_relation_counts_and_the_manual_negatives(tmp_path: Path) -> None:
     prof = _profile(**{"fewshot.k": [2]})
     results = _results(tmp_path, prof)
-    sets = arm_training_sets(prof, results, 2, 1)
-    assert list(sets) == ["manual", "gen:baseline", "gen:aao", "mix:aao", "gen:obo", "mix:obo", "gen:obo_dpo",
-                          "mix:obo_dpo"]
+    sets, quotas = arm_training_sets_with_quotas(prof, results, 2, 1)
+    assert list(sets) == ["manual", "gen:baseline", "gen:obo", "mix:obo", "gen:obo_dpo", "mix:obo_dpo"]
     manual = sets["manual"]
-    assert sorted(s.text for s in manual) == sorted(_s(i, r, "m").text for r in RELATIONS for i in range(2))
-    # gen = the first K per relation in file order (the copied manual sample comes 7th for "Other": dropped)
-    assert sets["gen:obo"] == [_s(i, rel, "g") for rel in RELATIONS for i in range(2)]
-    assert sets["mix:obo"] == [*manual, *sets["gen:obo"]]
+    negatives = [s for s in manual if s.relation == "Other"]
+    # obo left Component-Whole short (1 of 2): every arm takes 1 of it, 2 of Cause-Effect, the 2 manual Others
+    for arm in ("baseline", "obo", "obo_dpo"):
+        counts = Counter(s.relation for s in sets[f"gen:{arm}"])
+        assert counts == {"Cause-Effect(e1,e2)": 2, "Component-Whole(e2,e1)": 1, "Other": 2}, arm
+        assert [s for s in sets[f"gen:{arm}"] if s.relation == "Other"] == negatives
+    assert sets["gen:obo"][:2] == [_s(0, RELATIONS[1], "g"), _s(1, RELATIONS[1], "g")]  # generation order
+    assert sets["mix:obo"] == [*manual, *(s for s in sets["gen:obo"] if s not in manual)]
     assert "mix:baseline" not in sets  # the Xu et al. baseline is generated-only
-    assert sets["gen:aao"] == [] and sets["mix:aao"] == manual
+    assert quotas.to_json() == {
+        "target": 2, "negative_label": "manual",
+        "per_relation": {"Cause-Effect(e1,e2)": 2, "Component-Whole(e2,e1)": 1},
+        "relations_left_out": [], "short": {"obo": {"Component-Whole(e2,e1)": 1}}, "empty_arms": ["aao"],
+    }
+
+
+def test_a_generated_negative_label_is_one_more_quota() -> None:
+    manual = [_s(i, rel, "m") for rel in RELATIONS for i in range(2)]
+    generated = {"obo": [_s(0, "Other", "g"), _s(0, RELATIONS[1], "g")],
+                 "aao": [_s(i, rel, "h") for rel in RELATIONS for i in range(2)]}
+    sets, quotas = comparable_sets(generated, manual, 2, "Other", "generate")
+    assert quotas.per_relation == {"Other": 1, RELATIONS[1]: 1, RELATIONS[2]: 0}
+    assert quotas.left_out == [RELATIONS[2]] and quotas.negative == "generated"
+    assert [Counter(s.relation for s in sets[a]) for a in ("obo", "aao")] == [{"Other": 1, RELATIONS[1]: 1}] * 2
 
 
 def test_first_per_relation_and_union() -> None:
@@ -74,6 +94,7 @@ def test_first_per_relation_and_union() -> None:
     c = _s(0, "Cause-Effect(e1,e2)")
     assert first_per_relation([a, c, b], 1) == [a, c]
     assert first_per_relation([a, c, b], 5) == [a, c, b]
+    assert first_per_relation([a, c, b], {"Other": 2}) == [a, b]
     assert union([a, c], [b, a]) == [a, c, b]  # a generated copy of a manual sample is kept once
 
 

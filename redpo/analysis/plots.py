@@ -103,6 +103,36 @@ def generation_dpo_diversity(results: ResultsDir) -> Figure:
                            "Diversity with vs without DPO (lower cosine / Self-BLEU, higher distinct-2 = more diverse)")
 
 
+def diversity_vs_correctness(results: ResultsDir) -> Figure:
+    """One point per arm: masked TF-IDF cosine (structural sameness; lower = more diverse) against the oracle's
+    agreement with the intended relation (notebooks 02 and 03; ``metrics/correctness_*.json``). Diverse samples
+    that express the wrong relation sit low on the right of the ideal corner."""
+    rows: dict[str, dict[str, Any]] = {}
+    found = False
+    for stem in ("icl", "dpo"):
+        try:
+            correctness = _metrics(results, f"correctness_{stem}.json")
+            diversity = diversity_frame(_metrics(results, f"generation_{stem}.json")["diversity"])
+        except MissingMetrics:
+            continue
+        found = True
+        means = diversity.groupby("arm")["tfidf_cos_masked"].mean()
+        for arm, shares in correctness["arms"].items():
+            if arm in means.index and shares["oracle_agreement"] is not None:
+                rows[arm] = {"arm": arm, "tfidf_cos_masked": float(means[arm]), **shares}
+    if not found or not rows:
+        raise MissingMetrics(f"{results.root / 'metrics'}/correctness_icl.json (notebook 02) holds no arm yet")
+    frame = pd.DataFrame(rows.values())
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    sns.scatterplot(data=frame, x="tfidf_cos_masked", y="oracle_agreement", hue="arm", s=70, ax=ax, legend=False)
+    for row in frame.itertuples():
+        ax.annotate(row.arm, (row.tfidf_cos_masked, row.oracle_agreement), textcoords="offset points",
+                    xytext=(5, 4), fontsize=8)
+    ax.set(title="Diversity vs correctness per arm", xlabel="masked TF-IDF cosine (lower = more diverse)",
+           ylabel="oracle agreement (share labelled as intended)", ylim=(0, 1.02))
+    return fig
+
+
 def dpo_training_curves(results: ResultsDir) -> Figure:
     """Loss, reward margin and reward accuracy per step of each adapter (notebook 03)."""
     history = pd.DataFrame(_metrics(results, "dpo_history.json"), columns=["adapter", "step", "metric", "value"])
@@ -195,6 +225,7 @@ FIGURES: dict[str, Callable[[ResultsDir], Figure]] = {
     "data_label_distribution": data_label_distribution,
     "generation_diversity": generation_diversity,
     "dpo_training_curves": dpo_training_curves,
+    "diversity_vs_correctness": diversity_vs_correctness,
     "generation_dpo_diversity": generation_dpo_diversity,
     "re_per_relation_f1": re_per_relation_f1,
     "re_confusion_best": re_confusion_best,

@@ -19,7 +19,13 @@ from redpo.config import Profile
 from redpo.core.io import ResultsDir, read_json, write_json
 from redpo.core.sample import RESample
 from redpo.data.splits import generation_splits
-from redpo.extraction.training_sets import CLASSIFIER_SEED_STRIDE, arm_training_sets, describe_grid, grid_cells
+from redpo.extraction.training_sets import (
+    CLASSIFIER_SEED_STRIDE,
+    arm_training_sets,
+    arm_training_sets_with_quotas,
+    describe_grid,
+    grid_cells,
+)
 from redpo.generation.specs import GENERATED_ARMS, LLM_ARM, MIXED_ARMS
 
 
@@ -29,6 +35,25 @@ def arm_order(arms: Sequence[str]) -> list[str]:
     known = [a for a in order if a in set(arms)]
     return known + sorted(set(arms) - set(order))
 
+
+
+def training_quotas(profile: Profile, results: ResultsDir) -> dict[str, dict[str, Any]]:
+    """Per generation split (``k8_s1``): the per-relation quotas that made the generated arms comparable, the
+    relations each arm left short, the relations left out and the arms not compared (``Quotas.to_json``)."""
+    return {f"k{k}_s{seed}": arm_training_sets_with_quotas(profile, results, k, seed)[1].to_json()
+            for k, seed in generation_splits(profile)}
+
+
+def quota_table(profile: Profile, results: ResultsDir) -> pd.DataFrame:
+    """Rows relations, columns splits: generated samples per relation that every compared arm trains on, and which
+    arms fell short of K there (notebook 04 shows it before any run)."""
+    rows = []
+    for split, quotas in training_quotas(profile, results).items():
+        for relation, n in quotas["per_relation"].items():
+            short = [f"{arm} ({c[relation]})" for arm, c in quotas["short"].items() if relation in c]
+            rows.append({"split": split, "relation": relation, "quota": n, "target": quotas["target"],
+                         "short_arms": ", ".join(short)})
+    return pd.DataFrame(rows, columns=["split", "relation", "quota", "target", "short_arms"])
 
 
 def training_set_sizes(profile: Profile, results: ResultsDir) -> pd.DataFrame:
@@ -150,6 +175,8 @@ def save_re_results(
         "dev": {"n": len(dev), "subsample": profile.dataset.dev_subsample, "seed": profile.seed},
         "test": {"n": len(test), "subsample": profile.dataset.test_subsample, "seed": profile.seed},
         "encoder": profile.encoder.model_dump(mode="json"),
+        "negative_label_samples": profile.generation.negative_label,
+        "quotas": training_quotas(profile, results),
         "runs": runs,
         "skipped": list(grid.get("skipped", [])),
         "llm_baseline": list(llm),

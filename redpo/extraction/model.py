@@ -244,7 +244,7 @@ class _Inputs:
         return Dataset.from_list(rows)
 
 
-def _prepare_encoder(encoder_name: str, typed: bool, seed: int) -> tuple[PreTrainedModel, Any, dict[str, Any]]:
+def prepare_encoder(encoder_name: str, typed: bool, seed: int) -> tuple[PreTrainedModel, Any, dict[str, Any]]:
     """A private copy of the (memoised) encoder and tokenizer, with the untyped markers added if needed.
 
     Seeds the global RNGs *after* loading, so that the new marker embeddings and the head that follow get
@@ -280,7 +280,7 @@ def train_re_model(
         raise ValueError("train_re_model got no training samples")
     labels = tuple(labels or schema.labels)
     typed = bool(encoder_cfg.typed_markers and schema.entity_types)
-    encoder, tokenizer, info = _prepare_encoder(encoder_name, typed, seed)
+    encoder, tokenizer, info = prepare_encoder(encoder_name, typed, seed)
     model = REClassifier(encoder, len(labels))
     inputs = _Inputs(tokenizer, encoder_cfg.max_length, typed)
     train_ds = inputs.dataset(train, labels)

@@ -25,7 +25,7 @@ from redpo.data.splits import generation_splits, load_profile_kshot, profile_sch
 from redpo.dpo.generate import generate_dpo_arms
 from redpo.dpo.pairs import HALVES, load_halves
 from redpo.extraction.grid import run_training_sets
-from redpo.extraction.training_sets import first_per_relation, union
+from redpo.extraction.training_sets import comparable_sets, mixed_sets
 from redpo.generation.arms import kshot_by_relation, open_generator
 from redpo.generation.loops import generate_arm
 from redpo.generation.specs import split_dpo_name
@@ -94,19 +94,22 @@ def generate_plateau_arms(
 
 # ---- RE training on prefixes -----------------------------------------------------------------------------
 def prefix_sets(
-    arms: Mapping[ArmKey, ArmResult], manual: Mapping[tuple[int, int], Sequence[Any]], n: int
+    arms: Mapping[ArmKey, ArmResult], manual: Mapping[tuple[int, int], Sequence[Any]], n: int,
+    negative_label: str | None = None, negative: str = "manual",
 ) -> dict[tuple[int, int], dict[str, list[Any]]]:
-    """Training sets at one N: ``{(K, seed): {"gen:<arm>": first N per relation, "mix:<arm>": manual + those}}``.
+    """Training sets at one N: ``{(K, seed): {"gen:<arm>": first N per relation, "mix:<arm>": manual + those}}``,
+    made comparable across the split's arms as notebook 04's are (:func:`comparable_sets`).
 
     The arm names are notebook 04's, so at N = K the fingerprint of a set equal to notebook 04's matches and
     the run comes from the resume cache.
     """
-    out: dict[tuple[int, int], dict[str, list[Any]]] = {}
+    by_split: dict[tuple[int, int], dict[str, list[Any]]] = {}
     for (arm, k, seed), result in arms.items():
-        generated = first_per_relation(result.all_samples(), n)
-        sets = out.setdefault((k, seed), {})
-        sets[f"gen:{arm}"] = generated
-        sets[f"mix:{arm}"] = union(manual[(k, seed)], generated)
+        by_split.setdefault((k, seed), {})[arm] = result.all_samples()
+    out = {}
+    for split, generated in by_split.items():
+        comparable, _quotas = comparable_sets(generated, manual[split], n, negative_label, negative)
+        out[split] = mixed_sets(manual[split], comparable)
     return out
 
 
@@ -124,7 +127,8 @@ def run_plateau_grid(
     runs: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []
     for n in profile.plateau.n_values:
-        grid = run_training_sets(profile, results, prefix_sets(arms, manual, n), dev, test, progress=progress)
+        sets = prefix_sets(arms, manual, n, profile_schema(profile).negative_label, profile.generation.negative_label)
+        grid = run_training_sets(profile, results, sets, dev, test, progress=progress)
         for run in grid["runs"]:
             kind, _, arm = run["arm"].partition(":")
             runs.append({**run, "n": n, "plateau_arm": arm, "data": kind})

@@ -8,25 +8,32 @@ every cell, and all arms of all cells share one dev and one test set, so arms di
 **The arms** of one split (:func:`arm_training_sets`):
 
 * ``manual``: the K-shot split itself;
-* ``gen:<arm>``: the first K samples per relation of ``generations/<arm>_k<K>_s<seed>.jsonl``, for every
-  generation arm whose file exists (DPO arms join automatically once notebook 03 has written them). The
-  negative label's samples are whatever generation produced (``generation.negative_label``: generated, or
-  the K manual ones copied);
+* ``gen:<arm>``: samples of ``generations/<arm>_k<K>_s<seed>.jsonl``, for every generation arm whose file exists
+  (DPO arms join automatically once notebook 03 has written them), made comparable by :func:`comparable_sets`;
 * ``mix:<arm>``: manual plus ``gen:<arm>`` (a generated sample equal to a manual one is kept once), for every
   ICL and DPO arm (not the Xu et al. baseline).
+
+**Comparable arms.** An arm comparison is confounded if arms differ in how much they train on, so every
+generated arm of a split takes the *same number of samples per relation*: the smallest count any arm reached
+(at most K, in generation order). A relation some arm left short is listed per arm in the quota report, and a
+relation some arm has no sample of is left out of every generated arm (the tables name it). An arm that produced
+nothing at all is left out of the comparison instead of emptying the others. The negative label follows
+``generation.negative_label``: ``manual`` (the default) gives every generated arm the split's K manual negative
+samples, so the arms differ only in their generated positives; ``generate`` treats it as one more quota.
 
 Nothing here loads a model, so the tables and figures can describe the grid without torch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from redpo.config import Profile
 from redpo.core.io import ResultsDir, read_samples
 from redpo.core.sample import RESample
-from redpo.data.splits import generation_splits, load_profile_kshot, load_split, stratified_subset
+from redpo.data.splits import generation_splits, load_profile_kshot, load_split, profile_schema, stratified_subset
 from redpo.generation.specs import GENERATED_ARMS, MIXED_ARMS
 from redpo.generation.store import arm_paths
 
@@ -86,12 +93,13 @@ def evaluation_sets(profile: Profile) -> tuple[list[RESample], list[RESample]]:
 
 
 # ---- training sets ---------------------------------------------------------------------------------------
-def first_per_relation(samples: Sequence[RESample], n: int) -> list[RESample]:
-    """The first ``n`` samples of each relation, in file order (generation order within a relation)."""
+def first_per_relation(samples: Sequence[RESample], n: int | Mapping[str, int]) -> list[RESample]:
+    """The first ``n`` samples of each relation (or ``n[relation]``; absent relations: none), in file order."""
     seen: dict[str, int] = {}
     out = []
     for s in samples:
-        if seen.get(s.relation, 0) < n:
+        limit = n if isinstance(n, int) else n.get(s.relation, 0)
+        if seen.get(s.relation, 0) < limit:
             seen[s.relation] = seen.get(s.relation, 0) + 1
             out.append(s)
     return out
@@ -103,23 +111,93 @@ def union(manual: Sequence[RESample], generated: Sequence[RESample]) -> list[RES
     return [*manual, *(s for s in generated if s not in have)]
 
 
+@dataclass(frozen=True)
+class Quotas:
+    """What :func:`comparable_sets` gave every generated arm of one split, and why (saved beside the runs)."""
+
+    target: int
+    """Samples per relation asked of every arm (K, or N on the plateau)."""
+    per_relation: dict[str, int]
+    """Generated samples each compared arm contributes per relation (0: left out of every arm)."""
+    negative: str
+    """How the negative label enters: ``"manual"`` (the K manual samples in every arm) or ``"generated"``."""
+    short: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Arm -> {relation: samples it had} for every relation it left below ``target``."""
+    empty_arms: list[str] = field(default_factory=list)
+    """Arms with no generated sample at all: not compared."""
+
+    @property
+    def left_out(self) -> list[str]:
+        return [r for r, n in self.per_relation.items() if n == 0]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"target": self.target, "negative_label": self.negative, "per_relation": self.per_relation,
+                "relations_left_out": self.left_out, "short": self.short, "empty_arms": self.empty_arms}
+
+
+def comparable_sets(
+    generated: Mapping[str, Sequence[RESample]],
+    manual: Sequence[RESample],
+    target: int,
+    negative_label: str | None,
+    negative: str = "manual",
+) -> tuple[dict[str, list[RESample]], Quotas]:
+    """Every arm's generated training set with the same per-relation counts (see the module docstring).
+
+    ``generated`` maps arm -> samples in generation order; relations are those of the split and the arms. With
+    ``negative="manual"`` the negative label's generated samples are ignored and the manual ones used in every arm.
+    """
+    copy_negative = negative == "manual" and negative_label is not None
+    seen = dict.fromkeys(s.relation for s in (*manual, *(s for samples in generated.values() for s in samples)))
+    relations = [r for r in seen if not (copy_negative and r == negative_label)]
+    counts = {arm: {r: 0 for r in relations} for arm in generated}
+    for arm, samples in generated.items():
+        for s in first_per_relation(samples, target):
+            if s.relation in counts[arm]:
+                counts[arm][s.relation] += 1
+    empty = [arm for arm, c in counts.items() if not any(c.values())]
+    compared = [arm for arm in generated if arm not in empty]
+    quota = {r: min((counts[a][r] for a in compared), default=0) for r in relations}
+    negatives = [s for s in manual if s.relation == negative_label] if copy_negative else []
+    sets = {arm: [*first_per_relation(generated[arm], quota), *negatives] for arm in compared}
+    short = {arm: {r: n for r, n in counts[arm].items() if n < target} for arm in compared}
+    return sets, Quotas(target, quota, "manual" if copy_negative else "generated",
+                        {a: s for a, s in short.items() if s}, empty)
+
+
 def available_generated_arms(results: ResultsDir, k: int, split_seed: int) -> list[str]:
     """Generation arms that have a samples file for this split, in :data:`GENERATED_ARMS` order."""
     return [a for a in GENERATED_ARMS if arm_paths(results, a, k, split_seed)["samples"].is_file()]
 
 
-def arm_training_sets(
-    profile: Profile, results: ResultsDir, k: int, split_seed: int
-) -> dict[str, list[RESample]]:
-    """``{"manual": ..., "gen:<arm>": ..., "mix:<arm>": ...}`` for one split (see the module docstring)."""
-    manual = load_profile_kshot(profile, results.kshot, k, split_seed)
-    wanted = profile.dataset.relations
-    sets: dict[str, list[RESample]] = {"manual": manual}
-    for arm in available_generated_arms(results, k, split_seed):
-        path = arm_paths(results, arm, k, split_seed)["samples"]
-        generated = [s for s in read_samples(path) if wanted is None or s.relation in wanted]
-        sets[f"gen:{arm}"] = first_per_relation(generated, k)
+def mixed_sets(manual: Sequence[RESample], generated: Mapping[str, Sequence[RESample]]) -> dict[str, list[RESample]]:
+    """``{"gen:<arm>": ..., "mix:<arm>": ...}`` in arm order; mixed only for :data:`MIXED_ARMS`."""
+    sets: dict[str, list[RESample]] = {}
+    for arm, samples in generated.items():
+        sets[f"gen:{arm}"] = list(samples)
         if arm in MIXED_ARMS:
-            sets[f"mix:{arm}"] = union(manual, sets[f"gen:{arm}"])
+            sets[f"mix:{arm}"] = union(manual, samples)
     return sets
 
+
+def arm_training_sets_with_quotas(
+    profile: Profile, results: ResultsDir, k: int, split_seed: int
+) -> tuple[dict[str, list[RESample]], Quotas]:
+    """``{"manual": ..., "gen:<arm>": ..., "mix:<arm>": ...}`` for one split, and the quotas that made the
+    generated arms comparable (see the module docstring)."""
+    manual = load_profile_kshot(profile, results.kshot, k, split_seed)
+    wanted = profile.dataset.relations
+    generated = {
+        arm: [s for s in read_samples(arm_paths(results, arm, k, split_seed)["samples"])
+              if wanted is None or s.relation in wanted]
+        for arm in available_generated_arms(results, k, split_seed)
+    }
+    schema = profile_schema(profile)
+    comparable, quotas = comparable_sets(generated, manual, k, schema.negative_label,
+                                         profile.generation.negative_label)
+    return {"manual": manual, **mixed_sets(manual, comparable)}, quotas
+
+
+def arm_training_sets(profile: Profile, results: ResultsDir, k: int, split_seed: int) -> dict[str, list[RESample]]:
+    """The training sets of :func:`arm_training_sets_with_quotas`, without the quota report."""
+    return arm_training_sets_with_quotas(profile, results, k, split_seed)[0]

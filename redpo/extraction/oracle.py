@@ -1,0 +1,173 @@
+"""The oracle: an RE classifier trained once on the full training split, which labels every generated sample.
+
+The paper's claim is that the samples are diverse *and correct*. Diversity metrics cannot see correctness: a
+sample that expresses ``Cause-Effect(e1,e2)`` with its roles swapped is as diverse as a right one. So, as ZeroGen
+measures synthetic data, a classifier trained on all the gold training data (SemEval: 6,507 sentences) reads every
+generated sample, and per arm we report
+
+- **oracle agreement**: the share it labels as the intended, directed relation;
+- **direction flips**: the share it labels as the intended *type* in the other direction;
+- **negative share**: the share it labels as the negative class (the sample expresses no relation it knows).
+
+The oracle is only as good as its own test micro-F1, which is saved beside these shares so that readers know how
+far to trust them. It is trained with the profile's encoder and ``oracle`` section, and cached under
+``cache/oracle/<fingerprint>/`` (safetensors weights, tokenizer and a JSON summary), so it is trained once per
+profile and a killed run retrains at most it. Predictions are cheap and recomputed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from safetensors.torch import load_model, save_model
+
+from redpo.config import Profile
+from redpo.core.io import ResultsDir, atomic_write, write_json
+from redpo.core.relations import RelationSchema
+from redpo.core.sample import RESample
+from redpo.data.splits import load_split, profile_schema, stratified_subset
+from redpo.extraction.grid import torch_threads
+from redpo.extraction.metrics import score
+from redpo.extraction.model import REClassifier, TrainedRE, predict, prepare_encoder, train_re_model
+from redpo.extraction.run_store import samples_digest
+from redpo.extraction.training_sets import evaluation_sets
+from redpo.generation.store import ArmKey, ArmResult
+
+ORACLE_DIR = "oracle"
+WEIGHTS = "model.safetensors"
+SUMMARY = "oracle.json"
+
+
+@dataclass
+class Oracle:
+    """The trained classifier and how it was made and scored (``summary``: JSON-safe)."""
+
+    trained: TrainedRE
+    summary: dict[str, Any]
+
+    def label(self, samples: Sequence[RESample]) -> list[str]:
+        return predict(self.trained, samples)
+
+
+def _train_set(profile: Profile) -> list[RESample]:
+    train = load_split(profile, "train")
+    n = profile.oracle.train_subsample
+    return stratified_subset(train, n, profile.oracle.seed) if n else train
+
+
+def oracle_fingerprint(profile: Profile, train: Sequence[RESample], dev: Sequence[RESample]) -> str:
+    """Hash of what determines the oracle: encoder settings, the ``oracle`` section and the data it sees."""
+    blob = json.dumps({
+        "encoder": profile.encoder.model_dump(mode="json", exclude={"threads", "seeds_per_split"}),
+        "oracle": profile.oracle.model_dump(mode="json"),
+        "dataset": profile.dataset.name,
+        "train": samples_digest(train),
+        "dev": samples_digest(dev),
+    }, sort_keys=True)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def ensure_oracle(profile: Profile, results: ResultsDir) -> Oracle:
+    """The profile's oracle: loaded from its cache folder, or trained, scored on the test set and saved there."""
+    schema = profile_schema(profile)
+    train = _train_set(profile)
+    dev, test = evaluation_sets(profile)
+    fingerprint = oracle_fingerprint(profile, train, dev)
+    folder = results.cache / ORACLE_DIR / fingerprint[:16]
+    encoder_cfg = profile.encoder.model_copy(update={"epochs": profile.oracle.epochs,
+                                                     "learning_rate": profile.oracle.learning_rate})
+    with torch_threads(profile.encoder.threads):
+        if (folder / WEIGHTS).is_file() and (folder / SUMMARY).is_file():
+            summary = json.loads((folder / SUMMARY).read_text())
+            return Oracle(_load(folder, summary, schema, encoder_cfg.typed_markers), summary)
+        trained = train_re_model(train, dev, schema, encoder_cfg, encoder_name=profile.encoder.model,
+                                 seed=profile.oracle.seed, output_dir=results.cache)
+        metrics = score([s.relation for s in test], predict(trained, test), schema)
+    summary = {
+        "fingerprint": fingerprint,
+        **{k: v for k, v in trained.summary().items() if k != "history"},
+        "test_micro_f1": metrics["micro_f1"],
+        "test_n": len(test),
+        "test_semeval_macro_f1": metrics.get("semeval_macro_f1"),
+    }
+    text = json.dumps(summary, indent=1, sort_keys=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_model(trained.model, str(folder / WEIGHTS))
+    atomic_write(folder / SUMMARY, text)  # written last: its presence marks a complete oracle
+    return Oracle(trained, json.loads(text))  # the same JSON types whether trained now or loaded
+
+
+def _load(folder: Path, summary: Mapping[str, Any], schema: RelationSchema, typed: bool) -> TrainedRE:
+    """Rebuild the classifier the summary describes and load its saved weights (safetensors; nothing unpickled)."""
+    labels = tuple(summary["labels"])
+    encoder, tokenizer, _info = prepare_encoder(summary["encoder_name"], bool(summary["typed_markers"]),
+                                                int(summary["seed"]))
+    model = REClassifier(encoder, len(labels))
+    load_model(model, str(folder / WEIGHTS))
+    model.eval()
+    fields = {k: summary[k] for k in ("max_length", "eval_batch_size", "encoder_name", "encoder_info", "seed",
+                                      "n_train", "n_dev", "train_seconds", "epochs_run", "best_dev_micro_f1")}
+    return TrainedRE(model=model, tokenizer=tokenizer, labels=labels, typed_markers=bool(summary["typed_markers"]),
+                     **fields)
+
+
+# ---- correctness of generated samples ----------------------------------------------------------------------
+def correctness(intended: Sequence[str], labelled: Sequence[str], schema: RelationSchema) -> dict[str, Any]:
+    """Agreement, direction-flip and negative shares of the oracle's labels against the intended relations."""
+    n = len(intended)
+    if len(labelled) != n:
+        raise ValueError(f"{n} intended relations but {len(labelled)} oracle labels")
+    agree = sum(i == p for i, p in zip(intended, labelled, strict=True))
+    flips = sum(i != p and schema.undirected(i) == schema.undirected(p) for i, p in zip(intended, labelled,
+                                                                                        strict=True))
+    negative = sum(p == schema.negative_label for p in labelled)
+    share = (lambda c: round(c / n, 4) if n else None)  # noqa: E731
+    return {"n": n, "oracle_agreement": share(agree), "direction_flip_rate": share(flips),
+            "negative_share": share(negative)}
+
+
+def generated_only(samples: Sequence[RESample]) -> list[RESample]:
+    """Samples the model wrote: the manual negative samples an arm copies (``meta.source == "manual"``) are not."""
+    return [s for s in samples if s.meta.get("source") != "manual"]
+
+
+def label_arms(oracle: Oracle, arms: Mapping[ArmKey, ArmResult], schema: RelationSchema,
+               gold: Mapping[tuple[int, int], Sequence[RESample]] | None = None) -> pd.DataFrame:
+    """One row per generated sample: arm, split, intended relation, the oracle's label and the sample.
+
+    ``gold`` (K-shot samples per split) adds a ``gold`` reference arm: the oracle's agreement on manual data.
+    """
+    rows = []
+    named = [((name, k, seed), generated_only(res.all_samples())) for (name, k, seed), res in arms.items()]
+    named += [(("gold", k, seed), list(samples)) for (k, seed), samples in (gold or {}).items()]
+    for (name, k, seed), samples in named:
+        for sample, label in zip(samples, oracle.label(samples), strict=True):
+            rows.append({"arm": name, "k": k, "seed": seed, "relation": sample.relation, "oracle": label,
+                         "marked": sample.to_marked()})
+    return pd.DataFrame(rows, columns=["arm", "k", "seed", "relation", "oracle", "marked"])
+
+
+def correctness_table(labels: pd.DataFrame, schema: RelationSchema) -> pd.DataFrame:
+    """Per arm (pooled over splits): samples, oracle agreement, direction-flip rate and negative share."""
+    rows = [{"arm": arm, **correctness(group["relation"].tolist(), group["oracle"].tolist(), schema)}
+            for arm, group in labels.groupby("arm", sort=False)]
+    return pd.DataFrame(rows, columns=["arm", "n", "oracle_agreement", "direction_flip_rate", "negative_share"])
+
+
+def save_correctness(results: ResultsDir, stem: str, oracle: Oracle, labels: pd.DataFrame,
+                     schema: RelationSchema) -> Path:
+    """``metrics/<stem>.json``: the oracle's summary (its test micro-F1 first) and per-arm shares, plus every
+    per-sample label in ``metrics/<stem>_labels.jsonl`` so any other share can be recomputed from disk."""
+    table = correctness_table(labels, schema)
+    lines = "".join(json.dumps(row, sort_keys=True) + "\n" for row in labels.to_dict(orient="records"))
+    atomic_write(results.metrics / f"{stem}_labels.jsonl", lines)
+    return write_json(results.metrics / f"{stem}.json", {
+        "oracle": oracle.summary,
+        "arms": {row["arm"]: {k: v for k, v in row.items() if k != "arm"} for row in table.to_dict("records")},
+    })

@@ -1,0 +1,56 @@
+"""The oracle that labels generated samples: its shares on hand cases, and a real (tiny) oracle cached on disk."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from redpo.config import load_profile
+from redpo.core.io import ResultsDir, read_json
+from redpo.core.relations import get_schema
+from redpo.core.sample import RESample
+from redpo.extraction import oracle
+from redpo.generation.store import ArmResult
+
+SEMEVAL = get_schema("semeval")
+
+
+def test_agreement_flips_and_negative_share_on_hand_cases() -> None:
+    intended = ["Cause-Effect(e1,e2)"] * 4 + ["Component-Whole(e2,e1)"]
+    labelled = ["Cause-Effect(e1,e2)", "Cause-Effect(e2,e1)", "Other", "Message-Topic(e1,e2)",
+                "Component-Whole(e2,e1)"]
+    assert oracle.correctness(intended, labelled, SEMEVAL) == {
+        "n": 5, "oracle_agreement": 0.4, "direction_flip_rate": 0.2, "negative_share": 0.2}
+    assert oracle.correctness([], [], SEMEVAL)["oracle_agreement"] is None
+    with pytest.raises(ValueError, match="2 intended relations but 1"):
+        oracle.correctness(["Other", "Other"], ["Other"], SEMEVAL)
+
+
+def test_copied_manual_negatives_are_not_judged_as_generated() -> None:
+    made = RESample.from_marked("the <e1>a</e1> hit the <e2>b</e2> .", "Other")
+    copied = replace(RESample.from_marked("the <e1>c</e1> met the <e2>d</e2> .", "Other"), meta={"source": "manual"})
+    assert oracle.generated_only([made, copied]) == [made]
+
+
+def test_a_tiny_oracle_is_trained_once_scored_and_reloaded_with_the_same_labels(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REDPO_DATA_DIR", str(data_root))
+    prof = load_profile("smoke", {"oracle.train_subsample": 60})
+    results = ResultsDir(prof, root=tmp_path)
+    first = oracle.ensure_oracle(prof, results)
+    assert first.summary["n_train"] == 60 and 0 <= first.summary["test_micro_f1"] <= 1
+    samples = [RESample.from_marked(f"the <e1>x{i}</e1> caused the <e2>y{i}</e2> .", "Cause-Effect(e1,e2)")
+               for i in range(6)]
+    arm = ArmResult("obo", "obo", {"Cause-Effect(e1,e2)": samples}, {})
+    labels = oracle.label_arms(first, {("obo", 4, 1): arm}, SEMEVAL, gold={(4, 1): samples[:2]})
+    assert list(labels["arm"]) == ["obo"] * 6 + ["gold"] * 2
+    again = oracle.ensure_oracle(prof, results)  # from cache/oracle/: nothing retrained
+    assert again.summary == first.summary and again.label(samples) == first.label(samples)
+    path = oracle.save_correctness(results, "correctness_icl", again, labels, SEMEVAL)
+    saved = read_json(path)
+    assert saved["oracle"]["test_micro_f1"] == first.summary["test_micro_f1"]
+    assert saved["arms"]["obo"]["n"] == 6 and saved["arms"]["gold"]["n"] == 2
+    assert len((results.metrics / "correctness_icl_labels.jsonl").read_text().splitlines()) == 8
