@@ -227,7 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
         add_profile_args(b)
         add_results_arg(b)
         b.add_argument("--backends", default="transformers,llama_cpp",
-                       help="engines to compare, comma-separated (default: transformers,llama_cpp)")
+                       help="engines to compare, comma-separated (default: transformers,llama_cpp); "
+                       "llama_cpp:<model> adds another packaged GGUF, e.g. llama_cpp:qwen2.5-coder-1.5b-instruct")
         b.set_defaults(func=cmd_bench)
     return parser
 

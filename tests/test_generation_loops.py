@@ -35,7 +35,8 @@ def demos() -> dict[str, list[RESample]]:
 
 
 def profile(**overrides: Any) -> Profile:
-    base = {"dataset.relations": RELATIONS, "generation.n_per_relation": 2, "generation.max_attempts": 4}
+    base = {"dataset.relations": RELATIONS, "generation.n_per_relation": 2, "generation.max_attempts": 4,
+            "generation.negative_label": "generate"}  # every relation goes through the loops
     return load_profile("smoke", {**base, **overrides})
 
 

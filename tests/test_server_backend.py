@@ -170,3 +170,25 @@ def test_killing_the_process_that_started_the_server_leaves_no_server(fake_binar
     while _alive(server_pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _alive(server_pid)
+
+
+def test_a_server_someone_else_runs_gets_each_adapter_by_its_served_name_or_index(tmp_path: Path) -> None:
+    """vLLM/SGLang serve the adapters under their folder names; a user's llama-server loads them in order A, B."""
+    from redpo.config import load_profile
+    from redpo.core.io import ResultsDir
+    from redpo.generation import engines
+    from redpo.generation.cache import LLMCache
+
+    adapters = [(tmp_path / "A", "sha-a"), (tmp_path / "B", "sha-b")]
+    bodies, keys = {}, {}
+    for kind in ("openai", "llama_cpp"):
+        prof = load_profile("smoke", {"generator.server.url": "http://127.0.0.1:9", "generator.server.kind": kind})
+        for active in (None, 1):
+            gen = engines.server_generator(prof, ResultsDir(prof, root=tmp_path), LLMCache(None),
+                                           adapters=adapters if active is not None else (), active=active)
+            bodies[kind, active] = gen.backend.body("p", SAMPLING, 1, 0)
+            keys[kind, active] = gen.model_key
+    assert bodies["openai", 1]["model"] == "B" and bodies["openai", None]["model"] == "tiny-random-llama"
+    assert bodies["llama_cpp", 1]["lora"] == [{"id": 0, "scale": 0.0}, {"id": 1, "scale": 1.0}]
+    assert "lora" not in bodies["llama_cpp", None]
+    assert keys["openai", 1].adapter_sha256 == "sha-b" and keys["openai", None].adapter_sha256 is None

@@ -9,11 +9,13 @@ real model call. Three workloads, over every relation of the profile:
   byte-identical across engines and the comparison is of engines alone;
 - **AAO**: one all-at-once call per relation asking for ``generation.n_per_relation`` samples.
 
-Each reports wall seconds, prompt tokens computed, new tokens, valid samples (the parser's verdict) and valid
-samples per minute; the cold step also times the prompt pass alone (prefill), so prefill and decode rates are
-separated. Ratios are against transformers batched. The **bound** of the chain is what this machine could do at
-best: the prompt tokens that must be computed when no prefix is recomputed (each relation's first prompt, then
-only what each step adds), plus the new tokens, at the peak prefill and decode rates measured on the cold step.
+Each reports wall seconds, prompt tokens computed, new tokens, valid samples (the parser's verdict), valid samples
+per minute, and how many replies copied a demonstration of their prompt (exactly: the parser's ``copy_of_demo``; or
+nearly: a valid sample at or above the near-copy threshold); the cold step also times the prompt pass alone
+(prefill), so prefill and decode rates are separated. Ratios are against transformers batched. The **bound** of the
+chain is what this machine could do at best: the prompt tokens that must be computed when no prefix is recomputed
+(each relation's first prompt, then only what each step adds), plus the new tokens, at the peak prefill and decode
+rates measured on the cold step.
 """
 
 from __future__ import annotations
@@ -37,10 +39,13 @@ from redpo.generation.backends import GenerationOutput
 from redpo.generation.backends.server import ServerBackend
 from redpo.generation.backends.transformers import TransformersBackend
 from redpo.generation.loops import select_demos
-from redpo.generation.parse import parse_response
+from redpo.generation.parse import is_near_copy, parse_response
 
 CHAIN_STEPS = 8
 BACKENDS = ("transformers", "llama_cpp")
+"""Engines by name; ``llama_cpp:<model>`` also runs another registry model's packaged GGUF through llama.cpp on the
+same prompts (e.g. ``llama_cpp:qwen2.5-coder-1.5b-instruct``), so a profile's model choice rests on measured
+valid samples per hour."""
 Workload = list[list[str]]
 """Prompts per step, each step one prompt per relation."""
 
@@ -53,6 +58,8 @@ class Workloads:
     aao: Workload
     fresh_prompt_tokens: int
     """Prompt tokens of the chain when no prefix is recomputed: first prompts in full, then each step's growth."""
+    demos: dict[str, list[RESample]]
+    """Per relation, every demonstration any of its prompts shows (a copy of any of them is a copy)."""
 
 
 def _demos(
@@ -70,9 +77,10 @@ def build_workloads(profile: Profile, schema: RelationSchema, render: Callable[[
     gen = profile.generation
     relations = [r for r in (profile.dataset.relations or schema.labels) if any(s.relation == r for s in train)]
     chain: Workload = [[] for _ in range(CHAIN_STEPS)]
-    aao, fresh = [], 0
+    aao, fresh, shown = [], 0, {}
     for rel in relations:
         demos, extra = _demos(profile, train, rel, CHAIN_STEPS - 1)
+        shown[rel] = demos + extra
         previous = ""
         for step in range(CHAIN_STEPS):
             text = render(prompts.icl_prompt(schema, rel, demos + extra[:step], mode="obo", n=1, dissimilar=True))
@@ -80,7 +88,7 @@ def build_workloads(profile: Profile, schema: RelationSchema, render: Callable[[
             fresh += count_tokens(text) - (count_tokens(_shared(previous, text)) if previous else 0)
             previous = text
         aao.append(render(prompts.icl_prompt(schema, rel, demos, mode="aao", n=gen.n_per_relation, dissimilar=True)))
-    return Workloads(relations, [chain[0]], chain, [aao], fresh)
+    return Workloads(relations, [chain[0]], chain, [aao], fresh, shown)
 
 
 def _shared(a: str, b: str) -> str:
@@ -88,29 +96,35 @@ def _shared(a: str, b: str) -> str:
     return a[:n]
 
 
-def _valid(outputs: Sequence[GenerationOutput], relations: Sequence[str], profile: Profile,
-           schema: RelationSchema, expect: str) -> int:
+def _judge(outputs: Sequence[GenerationOutput], work: Workloads, profile: Profile, schema: RelationSchema,
+           expect: str) -> tuple[int, int, int]:
+    """``(valid, exact copies, near copies)`` of one step's replies, against each relation's demonstrations."""
     gen = profile.generation
-    return sum(
-        len(parse_response(o.text, rel, schema, expect=expect, min_tokens=gen.min_tokens,  # type: ignore[arg-type]
-                           max_tokens=gen.max_tokens).valid)
-        for o, rel in zip(outputs, relations, strict=True)
-    )
+    valid = exact = near = 0
+    for out, rel in zip(outputs, work.relations, strict=True):
+        parsed = parse_response(out.text, rel, schema, demos=work.demos[rel], expect=expect,  # type: ignore[arg-type]
+                                min_tokens=gen.min_tokens, max_tokens=gen.max_tokens)
+        valid += len(parsed.valid)
+        exact += parsed.reason_counts().get("copy_of_demo", 0)
+        near += sum(is_near_copy(s, work.demos[rel]) for s in parsed.valid)
+    return valid, exact, near
 
 
 def run_workload(generate: Callable[[list[str], SamplingConfig], list[GenerationOutput]], work: Workload,
-                 sampling: SamplingConfig, relations: Sequence[str], profile: Profile, schema: RelationSchema,
+                 sampling: SamplingConfig, workloads: Workloads, profile: Profile, schema: RelationSchema,
                  expect: str) -> dict[str, Any]:
-    """Every step of ``work`` through ``generate``; seconds, new tokens, valid samples and valid per minute."""
+    """Every step of ``work`` through ``generate``; seconds, new tokens, valid samples, copies, valid per minute."""
     t0 = time.perf_counter()
-    new_tokens = valid = 0
+    new_tokens = valid = exact = near = 0
     for step in work:
         outputs = generate(step, sampling)
         new_tokens += sum(o.n_new_tokens for o in outputs)
-        valid += _valid(outputs, relations, profile, schema, expect)
+        v, e, n = _judge(outputs, workloads, profile, schema, expect)
+        valid, exact, near = valid + v, exact + e, near + n
     seconds = time.perf_counter() - t0
     return {"seconds": round(seconds, 2), "steps": len(work), "requests": sum(map(len, work)),
-            "new_tokens": new_tokens, "valid": valid, "valid_per_min": round(60 * valid / seconds, 2)}
+            "new_tokens": new_tokens, "valid": valid, "valid_per_min": round(60 * valid / seconds, 2),
+            "exact_copies": exact, "near_copies": near}
 
 
 def _rates(result: dict[str, Any], prompt_tokens: int, prefill_seconds: float) -> dict[str, Any]:
@@ -136,24 +150,31 @@ def bench_transformers(profile: Profile, work: Workloads, schema: RelationSchema
             loaded.model(**enc, logits_to_keep=1)
     prefill = time.perf_counter() - t0
     cold_tokens = sum(map(count, work.cold[0]))
-    out = {"cold_step": _rates(run_workload(generate, work.cold, sampling, work.relations, profile, schema, "one"),
+    out = {"cold_step": _rates(run_workload(generate, work.cold, sampling, work, profile, schema, "one"),
                                cold_tokens, prefill)}
-    chain = run_workload(generate, work.chain, sampling, work.relations, profile, schema, "one")
+    chain = run_workload(generate, work.chain, sampling, work, profile, schema, "one")
     out["obo_chain"] = {**chain, "prompt_tokens": sum(count(p) for step in work.chain for p in step)}
     aao_sampling = _aao_sampling(profile)
-    out["aao"] = run_workload(generate, work.aao, aao_sampling, work.relations, profile, schema, "many")
+    out["aao"] = run_workload(generate, work.aao, aao_sampling, work, profile, schema, "many")
     out["engine"] = {"name": "transformers", "model": loaded.info.name, "sha256": loaded.info.sha256,
                      "torch_threads": torch.get_num_threads(), "batch_size": backend.batch_size}
     return out
 
 
-def bench_llama_cpp(profile: Profile, results: ResultsDir, work: Workloads, schema: RelationSchema) -> dict[str, Any]:
-    """``llama-server`` with one slot per relation; each workload on a fresh server, so nothing starts cached."""
+def bench_llama_cpp(profile: Profile, results: ResultsDir, work: Workloads, schema: RelationSchema,
+                    model: str | None = None) -> dict[str, Any]:
+    """``llama-server`` with one slot per relation; each workload on a fresh server, so nothing starts cached.
+
+    ``model`` serves another registry model's packaged GGUF instead of the profile's (same prompts: a model of the
+    same family shares the chat template and tokenizer)."""
     sampling, seed = _obo_sampling(profile), profile.generation.seed
     slots = len(work.relations)
+    server = profile.generator.server.model_copy(update={"parallel": slots, **({"weights": "packaged"} if model
+                                                                                 else {})})
     prof = profile.model_copy(update={"generator": profile.generator.model_copy(update={
-        "server": profile.generator.server.model_copy(update={"parallel": slots})})})
-    tokenizer = engines.chat_tokenizer(engines.chat_source(prof))
+        "server": server, **({"model": model, "fit": profile.generator.fit.model_copy(update={"steps": 0})}
+                             if model else {})})})
+    tokenizer = engines.chat_tokenizer(engines.chat_source(profile))
     weights = engines.gguf_weights(prof)
     out: dict[str, Any] = {}
     for name, workload, sampling_, expect in (("cold_step", work.cold, sampling, "one"),
@@ -170,12 +191,13 @@ def bench_llama_cpp(profile: Profile, results: ResultsDir, work: Workloads, sche
             server = engines.local_server(prof, results, Path(weights.path))
             backend = ServerBackend(server.url, tokenizer, slots=slots, context=prof.generator.server.ctx_per_slot)
         result = run_workload(lambda batch, s, b=backend: b.generate(batch, s, seed), workload, sampling_,
-                              work.relations, profile, schema, expect)
+                              work, profile, schema, expect)
         result["prompt_tokens"] = backend.stats.prompt_tokens
         out[name] = _rates(result, backend.stats.prompt_tokens, prefill) if name == "cold_step" else result
     engines.stop_servers()
-    out["engine"] = {"name": "llama.cpp", "weights": weights.path, "sha256": weights.sha256,
-                     "threads": prof.generator.server.threads or engines.free_cores(), "slots": slots}
+    out["engine"] = {"name": "llama.cpp", "model": prof.generator.model, "weights": weights.path,
+                     "sha256": weights.sha256, "threads": prof.generator.server.threads or engines.free_cores(),
+                     "slots": slots}
     return out
 
 
@@ -191,9 +213,9 @@ def _aao_sampling(profile: Profile) -> SamplingConfig:
 
 def bench_generation(profile: Profile, results: ResultsDir, *, backends: Sequence[str] = BACKENDS) -> dict[str, Any]:
     """Run the workloads on each backend in turn (one engine at a time: they never share the cores)."""
-    unknown = sorted(set(backends) - set(BACKENDS))
+    unknown = sorted(b for b in backends if b.partition(":")[0] not in BACKENDS or b == "transformers:")
     if unknown:
-        raise ValueError(f"unknown backend(s) {unknown}; use {', '.join(BACKENDS)}")
+        raise ValueError(f"unknown backend(s) {unknown}; use {', '.join(BACKENDS)} or llama_cpp:<registry model>")
     schema = profile_schema(profile)
     tokenizer = engines.chat_tokenizer(engines.chat_source(profile))
     work = build_workloads(profile, schema, lambda m: prompts.render(m, tokenizer),
@@ -203,8 +225,9 @@ def bench_generation(profile: Profile, results: ResultsDir, *, backends: Sequenc
                               "chain_fresh_prompt_tokens": work.fresh_prompt_tokens, "backends": {}}
     for name in backends:
         print(f"bench: {name} ...", flush=True)
-        report["backends"][name] = (bench_transformers(profile, work, schema) if name == "transformers"
-                                    else bench_llama_cpp(profile, results, work, schema))
+        engine, _, model = name.partition(":")
+        report["backends"][name] = (bench_transformers(profile, work, schema) if engine == "transformers"
+                                    else bench_llama_cpp(profile, results, work, schema, model or None))
     if {"transformers", "llama_cpp"} <= set(report["backends"]):
         t, ll = report["backends"]["transformers"], report["backends"]["llama_cpp"]
         report["ratio_valid_per_min"] = {
@@ -213,6 +236,13 @@ def bench_generation(profile: Profile, results: ResultsDir, *, backends: Sequenc
         }
         report["ratio_seconds"] = {mode: round(t[mode]["seconds"] / ll[mode]["seconds"], 2)
                                    for mode in ("cold_step", "obo_chain", "aao")}
+    for result in report["backends"].values():  # each engine's rates on the same prompts
+        for mode in ("cold_step", "obo_chain", "aao"):
+            r = result[mode]
+            replies = r["requests"]
+            r["valid_per_request"] = round(r["valid"] / replies, 3) if replies else None
+            r["exact_copy_rate"] = round(r["exact_copies"] / replies, 3) if replies else None
+            r["near_copy_share"] = round(r["near_copies"] / r["valid"], 3) if r["valid"] else None
     if "llama_cpp" in report["backends"]:
         ll = report["backends"]["llama_cpp"]
         cold, chain = ll["cold_step"], ll["obo_chain"]

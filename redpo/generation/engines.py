@@ -139,13 +139,19 @@ def server_generator(
     """
     gen, settings = profile.generator, profile.generator.server
     tokenizer = chat_tokenizer(chat_source(profile))
+    adapter_sha = adapters[active][1] if active is not None else None
     if settings.url:  # a server someone else runs: nothing to start, its model is whatever it serves
-        if adapters:
-            raise EngineError("generator.server.url: serve each DPO adapter under its own model name and run notebook "
-                              "03's generation against it; redpo converts and loads adapters only for its own server")
+        # Adapters are served by the user: vLLM/SGLang under their folder names (``--lora-modules A=... B=...``),
+        # llama-server in the order A, B (``--lora A.gguf --lora B.gguf``). Their hashes still key the cache.
+        served = settings.served_model or gen.model
+        if settings.kind == "openai" and active is not None:
+            served = adapters[active][0].name
+        scales = [{"id": i, "scale": 1.0 if i == active else 0.0} for i in range(len(adapters))]
         backend = ServerBackend(settings.url, tokenizer, kind=settings.kind, slots=settings.parallel,
-                                served_model=settings.served_model or gen.model, context=settings.ctx_per_slot)
-        key = ModelKey(f"{gen.model}@{settings.kind}:{settings.url}", f"served:{settings.served_model or gen.model}")
+                                served_model=served, context=settings.ctx_per_slot,
+                                lora=scales if settings.kind == "llama_cpp" and adapters else None)
+        key = ModelKey(f"{gen.model}@{settings.kind}:{settings.url}", f"served:{settings.served_model or gen.model}",
+                       adapter_sha)
         return CachedGenerator(backend, cache, key)
     weights = gguf_weights(profile)
     loras = tuple(lora_gguf(folder, base_hf_dir(profile), sha) for folder, sha in adapters)
@@ -158,5 +164,4 @@ def server_generator(
     scales = [{"id": i, "scale": 1.0 if i == active else 0.0} for i in range(len(loras))]
     backend = ServerBackend(server.url, tokenizer, kind="llama_cpp", slots=settings.parallel,
                             context=settings.ctx_per_slot, lora=scales)
-    adapter_sha = adapters[active][1] if active is not None else None
     return CachedGenerator(backend, cache, ModelKey(name, weights.sha256, adapter_sha))
