@@ -244,6 +244,8 @@ def test_tiny_dpo_run_moves_the_lora_weights_and_lowers_the_loss(tmp_path: Path)
     assert log["steps"] == 10 and len(losses) == 10
     assert losses[-1] < losses[0] - 0.05, losses
     assert log["history"][-1]["rewards/accuracies"] == 1.0
+    assert log["held_out"]["pairs"] == 2 and log["held_out"]["reward_accuracy"] == 1.0  # 10% of 16, never trained
+    assert log["held_out"]["reward_margin"] > 0
     weights = load_file(out / "adapter_model.safetensors")
     lora_b = [t for name, t in weights.items() if "lora_B" in name]
     assert lora_b and any(t.abs().sum() > 0 for t in lora_b), "LoRA B starts at zero; training must move it"
@@ -262,3 +264,40 @@ def test_hold_out_takes_whole_chains_seeded_and_always_leaves_one_to_train() -> 
     assert len(hold_out(pairs, 0.0, seed=0)[1]) == 0
     one_chain = Dataset.from_list(rows[:4])
     assert len(hold_out(one_chain, 0.4, seed=0)[0]) == 4  # the only chain trains
+
+
+def test_a_killed_dpo_training_resumes_from_its_last_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    from trl import DPOTrainer
+
+    from redpo.dpo import train as dpo_train
+
+    profile = load_profile("smoke", {"generator.fit.steps": 0, "generator.model": "tiny-random-llama",
+                                     "dpo.max_steps": 4, "dpo.checkpoint_steps": 2, "dpo.batch_size": 2,
+                                     "dpo.held_out": 0.0, "dpo.max_length": 64})
+    pairs = Dataset.from_list([{"prompt": f"question {i}\n", "chosen": "yes yes", "rejected": "no no"}
+                               for i in range(8)])
+    out, stamp = tmp_path / "A", "run-1"
+    original, calls = DPOTrainer.training_step, {"n": 0}
+
+    def killed_in_step_3(self: Any, *args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # after the step-2 checkpoint
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(DPOTrainer, "training_step", killed_in_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        dpo_train.train_adapter(profile, pairs, out, progress=False, resume_from=dpo_train.last_checkpoint(out, stamp))
+    monkeypatch.setattr(DPOTrainer, "training_step", original)
+    other = tmp_path / "other"
+    shutil.copytree(out, other)
+    assert dpo_train.last_checkpoint(other, "another-run") is None  # another run's checkpoints are deleted
+    resume = dpo_train.last_checkpoint(out, stamp)
+    assert resume is not None and Path(resume).name == "checkpoint-2"
+    log = dpo_train.train_adapter(profile, pairs, out, progress=False, resume_from=resume)
+    assert log["steps"] == 4 and log["resumed_from"] == "checkpoint-2"
+    assert not dpo_train.checkpoint_dir(out).exists() and (out / "adapter_model.safetensors").is_file()

@@ -43,6 +43,11 @@ def test_both_adapters_are_saved_with_a_training_log(smoke_pipeline: Path) -> No
         assert log["steps"] > 0 and len(log["history"]) == log["steps"]
         for row in log["history"]:
             assert {"loss", "rewards/margins", "rewards/accuracies"} <= set(row)
+        held = log["held_out"]  # whole chains never trained on, measured once training ends
+        assert held["pairs"] > 0 and 0.0 <= held["reward_accuracy"] <= 1.0 and held["reward_margin"] is not None
+        assert not (folder / "checkpoints").exists()
+    training = _json(smoke_pipeline / "metrics" / "dpo.json")["training"]
+    assert all(row["held_out_reward_accuracy"] is not None for row in training)
     models = _json(smoke_pipeline / "manifest.json")["models"]
     assert {f"dpo-{h}" for h in HALVES} <= {name.rsplit("+", 1)[-1] for name in models}
 

@@ -10,7 +10,7 @@ import platform
 import re
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -159,6 +159,16 @@ def record_model(results: ResultsDir | Path, info: ModelLike) -> dict[str, Any]:
             "sha256": info.sha256,
             "source": info.source,
         }
+
+    return update_manifest(results, change)
+
+
+def record_arm(results: ResultsDir | Path, stem: str, model: Mapping[str, Any]) -> dict[str, Any]:
+    """Which weights and engine produced the generation file ``stem`` (``obo_k8_s1``): the model key's name
+    carries the engine (``…@llama.cpp:<sdist>`` or the transformers model name), its hash, and the adapter's."""
+
+    def change(m: dict[str, Any]) -> None:
+        m.setdefault("arms", {})[stem] = dict(model)
 
     return update_manifest(results, change)
 

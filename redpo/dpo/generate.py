@@ -51,8 +51,13 @@ def adapter_generator(profile: Profile, results: ResultsDir, half: str, base: st
     directory = adapter_dir(results, half)
     if profile.generator.backend == "llama_cpp":
         adapters = [(adapter_dir(results, h), hash_model_dir(adapter_dir(results, h))) for h in HALVES]
-        return server_generator(profile, results, LLMCache(call_cache_path(results)), adapters=adapters,
-                                active=HALVES.index(half))
+        generator = server_generator(profile, results, LLMCache(call_cache_path(results)), adapters=adapters,
+                                     active=HALVES.index(half))
+        base_key = generator.model_key
+        record_model(results, ModelInfo(f"{base_key.name}+{ADAPTER_LABEL}-{half}", str(directory),
+                                        adapters[HALVES.index(half)][1], "local",
+                                        {"base": base_key.name, "base_sha256": base_key.sha256}))
+        return generator
     clear_model_cache()
     loaded = load_causal_lm(base, dtype=profile.generator.dtype, adapter=str(directory))
     info = adapter_model_info(loaded, half, directory)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import shutil
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -98,7 +99,7 @@ def fingerprint(profile: Profile, pairs_file: Path, base_sha256: str) -> str:
     blob = json.dumps(
         {
             "pairs": hashlib.sha256(pairs_file.read_bytes()).hexdigest(),
-            "dpo": profile.dpo.model_dump(mode="json"),
+            "dpo": profile.dpo.model_dump(mode="json", exclude={"checkpoint_steps"}),
             "seed": profile.seed,
             "base": base_sha256,
         },
@@ -120,6 +121,27 @@ def lora_config(profile: Profile) -> Any:
     )
 
 
+def checkpoint_dir(out_dir: Path) -> Path:
+    """Where a training in progress keeps its resumable checkpoints (removed once the adapter is saved)."""
+    return out_dir / "checkpoints"
+
+
+def last_checkpoint(out_dir: Path, stamp: str) -> str | None:
+    """The newest checkpoint of a killed training of *this* run (same fingerprint), else None. Checkpoints of
+    another run (other pairs, settings or base weights) are deleted: resuming them would mix two trainings."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    folder = checkpoint_dir(out_dir)
+    marker = folder / "fingerprint"
+    if folder.is_dir() and (not marker.is_file() or marker.read_text().strip() != stamp):
+        shutil.rmtree(folder)
+    if not folder.is_dir():
+        folder.mkdir(parents=True)
+        marker.write_text(stamp)
+        return None
+    return get_last_checkpoint(str(folder))
+
+
 def trainer_config(profile: Profile, out_dir: Path, *, progress: bool) -> Any:
     """TRL ``DPOConfig`` from ``profile.dpo``; bf16 only on a GPU with a bf16 generator."""
     import torch
@@ -127,7 +149,7 @@ def trainer_config(profile: Profile, out_dir: Path, *, progress: bool) -> Any:
 
     dpo = profile.dpo
     return DPOConfig(
-        output_dir=str(out_dir),
+        output_dir=str(checkpoint_dir(out_dir)),
         beta=dpo.beta,
         learning_rate=dpo.learning_rate,
         num_train_epochs=dpo.epochs,
@@ -143,7 +165,9 @@ def trainer_config(profile: Profile, out_dir: Path, *, progress: bool) -> Any:
         bf16=profile.generator.dtype == "bfloat16" and torch.cuda.is_available(),
         fp16=False,
         logging_steps=1,
-        save_strategy="no",
+        save_strategy="steps" if dpo.checkpoint_steps else "no",
+        save_steps=dpo.checkpoint_steps or 500,
+        save_total_limit=1,
         report_to="none",
         seed=profile.seed,
         data_seed=profile.seed,
@@ -168,11 +192,13 @@ def train_adapter(
     loaded: LoadedModel | None = None,
     progress: bool = True,
     extra_log: Mapping[str, Any] | None = None,
+    resume_from: str | None = None,
 ) -> dict[str, Any]:
     """Train one LoRA adapter with DPO on ``pairs`` and save it, with its per-step log, to ``out_dir``.
 
     ``loaded`` (default: a fresh copy of the profile's generator) is modified in place; never pass a model
-    another caller shares. Returns the training log that is also written to ``out_dir/training_log.json``.
+    another caller shares. ``resume_from`` is a checkpoint folder of a killed training of the same run. Returns
+    the training log that is also written to ``out_dir/training_log.json``.
     """
     from transformers import PrinterCallback
     from trl import DPOTrainer
@@ -205,7 +231,7 @@ def train_adapter(
             trainer.remove_callback(PrinterCallback)
         kept = len(trainer.train_dataset)
         setup_seconds = time.perf_counter() - t0
-        output = trainer.train()
+        output = trainer.train(resume_from_checkpoint=resume_from)
         held = trainer.evaluate() if len(held_pairs) else {}
     finally:
         if bars:
@@ -228,6 +254,7 @@ def train_adapter(
             "reward_margin": held.get("eval_rewards/margins"),
         },
         "steps": steps,
+        "resumed_from": Path(resume_from).name if resume_from else None,
         "train_seconds": round(output.metrics.get("train_runtime", seconds), 3),
         "setup_seconds": round(setup_seconds, 3),
         "total_seconds": round(seconds, 3),
@@ -242,6 +269,7 @@ def train_adapter(
     if trainer.accelerator.is_main_process:
         out_dir.mkdir(parents=True, exist_ok=True)
         trainer.accelerator.unwrap_model(trainer.model).save_pretrained(out_dir)
+        shutil.rmtree(checkpoint_dir(out_dir), ignore_errors=True)  # before hashing: not part of the adapter
         log["adapter_sha256"] = hash_model_dir(out_dir)
         write_json(out_dir / LOG_NAME, log)
     trainer.accelerator.wait_for_everyone()
@@ -258,9 +286,10 @@ def ensure_adapter(profile: Profile, results: ResultsDir, half: str, *, progress
         log = read_json(log_file)
         if log.get("fingerprint") == stamp and (out_dir / "adapter_config.json").is_file():
             return {**log, "reused": True}
+    resume = last_checkpoint(out_dir, stamp) if profile.dpo.checkpoint_steps else None
     log = train_adapter(
         profile, load_pairs(results, half), out_dir, loaded=loaded, progress=progress,
-        extra_log={"fingerprint": stamp},
+        extra_log={"fingerprint": stamp}, resume_from=resume,
     )
     return {**log, "reused": False}
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from redpo.core.io import ResultsDir, read_json, read_samples, write_json, write_samples
+from redpo.core.manifest import record_arm
 from redpo.core.sample import RESample
 
 ArmKey = tuple[str, int, int]
@@ -116,6 +117,8 @@ def save_arm(result: ArmResult, results_dir: ResultsDir | Path) -> dict[str, Pat
         "rejects": dict(result.reject_counts().most_common()),
     })
     write_samples(paths["samples"], result.all_samples())
+    if "model" in result.info and isinstance(results_dir, ResultsDir):
+        record_arm(results_dir, paths["samples"].name.removesuffix(".jsonl"), result.info["model"])
     return paths
 
 
