@@ -15,7 +15,8 @@ import pytest
 from redpo.config import SamplingConfig, load_profile
 from redpo.core.relations import get_schema
 from redpo.core.sample import RESample
-from redpo.extraction.llm_baseline import candidate_labels, demonstrations, llm_re_messages, parse_label, run_llm_re
+from redpo.extraction.llm_baseline import parse_label, run_llm_re
+from redpo.extraction.llm_prompt import candidate_labels, demonstrations, llm_re_messages
 from redpo.generation.arms import make_generator
 from redpo.generation.backends import GenerationOutput
 from redpo.generation.cache import CachedGenerator, LLMCache, ModelKey
@@ -111,7 +112,8 @@ def test_run_llm_re_maps_scores_and_counts_unparseable(tmp_path: Path) -> None:
     assert result.metrics["micro_precision"] == 1.0
     assert result.metrics["micro_recall"] == pytest.approx(2 / 3)
     record = result.record()
-    assert record["arm"] == "llm" and record["unparseable"] == 1 and record["n_test"] == 4
+    assert record["arm"] == "llm_generate" and record["unparseable"] == 1 and record["n_test"] == 4
+    assert record["predictions"]["pred"] == result.predictions
     again = run_llm_re(prof, SCHEMA, gen, test, KSHOT, k=4, split_seed=1)
     assert backend.calls == 2 and again.cached == 4 and again.predictions == result.predictions
 
@@ -171,5 +173,6 @@ def test_disabled_baseline_runs_nothing_and_loads_no_model(tmp_path: Path) -> No
 def test_summary_line_names_split_score_and_failures() -> None:
     from redpo.extraction.llm_baseline import LLMREResult
 
-    result = LLMREResult(8, 1, ["Other"] * 4, ["?"] * 4, 3, {"micro_f1": 0.25}, 12.4, 1)
+    per = {"ids": ["test:0", "test:1", "test:2", "test:3"], "gold": ["Other"] * 4, "pred": ["Other"] * 4}
+    result = LLMREResult(8, 1, ["Other"] * 4, per, ["?"] * 4, 3, {"micro_f1": 0.25}, 12.4, 1)
     assert result.summary() == "k8_s1: micro-F1 0.250, unparseable 3/4, 12 s (1 answers from the cache)"

@@ -45,12 +45,15 @@ def test_scores_are_fractions_and_runs_are_complete(smoke_pipeline: Path) -> Non
 def test_llm_baseline_is_scored_on_the_same_test_set(smoke_pipeline: Path) -> None:
     results = _re_results(smoke_pipeline)
     assert results["llm_baseline"], "no direct-LLM entry"
-    for entry in results["llm_baseline"]:
-        assert entry["arm"] == "llm" and entry["n_test"] == results["test"]["n"]
-        assert 0 <= entry["unparseable"] <= entry["n_test"] == len(entry["answers"])
-        assert 0.0 <= entry["micro_f1"] <= 1.0
+    rows = {entry["arm"]: entry for entry in results["llm_baseline"]}
+    assert set(rows) == {"llm", "llm_generate"}  # closed-set scoring first, free generation second
+    for entry in rows.values():
+        assert entry["n_test"] == results["test"]["n"] and 0.0 <= entry["micro_f1"] <= 1.0
+    assert rows["llm"]["unparseable"] == 0 and "answers" not in rows["llm"]  # nothing to parse
+    assert 0 <= rows["llm_generate"]["unparseable"] <= rows["llm_generate"]["n_test"] == len(
+        rows["llm_generate"]["answers"])
     arms = {row["arm"] for row in results["summary"]["micro_f1"]}
-    assert {"manual", "llm"} <= arms
+    assert {"manual", "llm", "llm_generate"} <= arms
 
 
 def test_tables_and_figures_are_written(smoke_pipeline: Path) -> None:
@@ -65,3 +68,46 @@ def test_tables_and_figures_are_written(smoke_pipeline: Path) -> None:
     assert "paper K=4" in main and "| manual |" in main
     for name in ("re_per_relation_f1", "re_confusion_best"):
         assert (smoke_pipeline / "figures" / f"{name}.png").is_file()
+
+
+def test_every_generated_arm_trains_on_the_same_per_relation_counts_and_negatives(
+    smoke_pipeline: Path, monkeypatch: pytest.MonkeyPatch, data_root: Path
+) -> None:
+    from collections import Counter
+
+    from redpo.core.io import ResultsDir
+    from redpo.data.splits import generation_splits
+    from redpo.extraction.training_sets import arm_training_sets_with_quotas
+
+    monkeypatch.setenv("REDPO_DATA_DIR", str(data_root))
+    prof = load_profile("smoke")
+    results = ResultsDir(prof, root=smoke_pipeline.parent)
+    for k, seed in generation_splits(prof):
+        sets, quotas = arm_training_sets_with_quotas(prof, results, k, seed)
+        generated = {arm: Counter(s.relation for s in train) for arm, train in sets.items() if arm.startswith("gen:")}
+        assert len(generated) >= 5, generated.keys()
+        assert len(set(map(frozenset, (c.items() for c in generated.values())))) == 1, generated  # one count table
+        negatives = {arm: sorted(s.to_marked() for s in train if s.relation == "Other")
+                     for arm, train in sets.items() if arm != "manual"}
+        manual_negatives = sorted(s.to_marked() for s in sets["manual"] if s.relation == "Other")
+        assert all(n == manual_negatives for n in negatives.values())  # the K manual negatives, in every arm
+        assert quotas.negative == "manual"
+    saved = _re_results(smoke_pipeline)["quotas"]
+    assert set(saved) == {f"k{k}_s{s}" for k, s in generation_splits(prof)}
+    assert (smoke_pipeline / "tables" / "re_quotas.md").is_file()
+
+
+def test_a_runs_score_is_rebuilt_from_its_saved_per_sentence_predictions(smoke_pipeline: Path) -> None:
+    from redpo.core.relations import get_schema
+    from redpo.extraction.metrics import score
+    from redpo.extraction.run_store import RUNS_CACHE, RunStore
+
+    schema = get_schema("semeval")
+    store = RunStore(smoke_pipeline / "cache" / RUNS_CACHE)
+    assert store.runs
+    for record in [*store.runs.values(), *_re_results(smoke_pipeline)["llm_baseline"]]:
+        saved = record["predictions"]
+        assert len(saved["ids"]) == len(set(saved["ids"])) == len(saved["gold"]) == record["n"]
+        assert all(i.startswith("test:") for i in saved["ids"])
+        rebuilt = score(saved["gold"], saved["pred"], schema)
+        assert rebuilt["micro_f1"] == pytest.approx(record["micro_f1"], abs=1e-12)

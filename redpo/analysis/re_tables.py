@@ -26,12 +26,12 @@ from redpo.extraction.training_sets import (
     describe_grid,
     grid_cells,
 )
-from redpo.generation.specs import GENERATED_ARMS, LLM_ARM, MIXED_ARMS
+from redpo.generation.specs import GENERATED_ARMS, LLM_ARMS, MIXED_ARMS
 
 
 def arm_order(arms: Sequence[str]) -> list[str]:
     """Display order: manual, generated, mixed (each in :data:`GENERATED_ARMS` order), then the LLM."""
-    order = ["manual", *(f"gen:{a}" for a in GENERATED_ARMS), *(f"mix:{a}" for a in MIXED_ARMS), LLM_ARM]
+    order = ["manual", *(f"gen:{a}" for a in GENERATED_ARMS), *(f"mix:{a}" for a in MIXED_ARMS), *LLM_ARMS]
     known = [a for a in order if a in set(arms)]
     return known + sorted(set(arms) - set(order))
 
@@ -47,13 +47,18 @@ def training_quotas(profile: Profile, results: ResultsDir) -> dict[str, dict[str
 def quota_table(profile: Profile, results: ResultsDir) -> pd.DataFrame:
     """Rows relations, columns splits: generated samples per relation that every compared arm trains on, and which
     arms fell short of K there (notebook 04 shows it before any run)."""
+    return quota_frame(training_quotas(profile, results))
+
+
+def quota_frame(quotas_by_split: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    """:func:`training_quotas` (or ``re_results.json``'s ``quotas``) as one row per split and relation."""
     rows = []
-    for split, quotas in training_quotas(profile, results).items():
+    for split, quotas in quotas_by_split.items():
         for relation, n in quotas["per_relation"].items():
             short = [f"{arm} ({c[relation]})" for arm, c in quotas["short"].items() if relation in c]
             rows.append({"split": split, "relation": relation, "quota": n, "target": quotas["target"],
-                         "short_arms": ", ".join(short)})
-    return pd.DataFrame(rows, columns=["split", "relation", "quota", "target", "short_arms"])
+                         "short_arms": ", ".join(short), "left_out": n == 0})
+    return pd.DataFrame(rows, columns=["split", "relation", "quota", "target", "short_arms", "left_out"])
 
 
 def training_set_sizes(profile: Profile, results: ResultsDir) -> pd.DataFrame:
@@ -117,7 +122,7 @@ def per_relation_frame(runs: Sequence[Mapping[str, Any]], labels: Sequence[str] 
 
 def best_arm(runs: Sequence[Mapping[str, Any]], metric: str = "micro_f1") -> str:
     """The arm with the highest mean ``metric`` over all its runs (ties: display order)."""
-    summary = summarize([r for r in runs if r["arm"] != LLM_ARM], metric)
+    summary = summarize([r for r in runs if r["arm"] not in LLM_ARMS], metric)
     if summary.empty:
         raise ValueError("no trained runs to choose the best arm from; run the grid first")
     means = summary.groupby("arm", sort=False)["mean"].mean()
@@ -138,7 +143,7 @@ def summed_confusion(runs: Sequence[Mapping[str, Any]], arm: str) -> pd.DataFram
 
 def timing_table(runs: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     """Per arm: training-set size and wall time per training run (runs trained now, not read from cache)."""
-    frame = pd.DataFrame([r for r in runs if r["arm"] != LLM_ARM])
+    frame = pd.DataFrame([r for r in runs if r["arm"] not in LLM_ARMS])
     if frame.empty:
         return pd.DataFrame()
     out = frame.groupby("arm", sort=False).agg(
@@ -200,6 +205,8 @@ def re_tables(results: ResultsDir) -> dict[str, pd.DataFrame]:
                                                    with_paper=False)
     tables["re_per_relation"] = per_relation_frame(every).round(4)
     tables["re_train_time"] = timing_table(runs)
+    if payload.get("quotas"):  # what every generated arm trained on: equal per-relation counts, shortfalls named
+        tables["re_quotas"] = quota_frame(payload["quotas"])
     for name, frame in tables.items():
         save_table(results, name, frame)
     return tables

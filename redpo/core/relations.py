@@ -43,6 +43,9 @@ class RelationSchema:
     explanations: Mapping[str, str] = field(hash=False)
     entity_types: tuple[str, ...] | None = None
     lowercase: bool = False
+    verbalizations: Mapping[str, str] = field(default_factory=dict, hash=False)
+    """Label -> a short statement with ``{e1}`` and ``{e2}`` for the entity names, for closed-set scoring
+    (``'{e1}' causes '{e2}'``). Labels without one get :data:`GENERIC_VERBALIZATION`."""
     roles: str = ""
     """How the explanations name the two marked entities, stated once in the task description. SemEval's
     explanations name the marked entity of each role themselves; TACRED's and FewRel's speak of a head and a
@@ -81,6 +84,12 @@ class RelationSchema:
         """One-line meaning of ``label``, naming the role of each marked entity (see :attr:`roles`)."""
         return self.explanations[self.check(label)]
 
+    def verbalize(self, label: str, e1: str, e2: str) -> str:
+        """``label`` as a statement about the two entities: what the direct-LLM baseline scores."""
+        template = self.verbalizations.get(self.check(label)) or GENERIC_VERBALIZATION.format(
+            explanation=self.explanations[label].rstrip(".").replace("{", "{{").replace("}", "}}"))
+        return template.format(e1=e1, e2=e2)
+
     def undirected(self, label: str) -> str:
         """``Cause-Effect(e1,e2)`` -> ``Cause-Effect``: the type SemEval's official macro-F1 scores."""
         return undirected(self.check(label))
@@ -90,6 +99,9 @@ class RelationSchema:
         """Whether labels name their direction (``(e1,e2)``/``(e2,e1)``), so two labels can share one type."""
         return any(undirected(lab) != lab for lab in self.labels)
 
+
+GENERIC_VERBALIZATION = "'{{e1}}' and '{{e2}}': {explanation}."
+"""For labels without a verbalisation of their own: the entity names, then the label's explanation."""
 
 _DIRECTION_RE = re.compile(r"\((e1,e2|e2,e1)\)$")
 
@@ -139,6 +151,30 @@ _SEMEVAL_TYPES = {
     "Member-Collection": "{x} is a member of {y}, a collection or group",
     "Message-Topic": "{x} is a message (text, talk, film, ...) about {y}, its topic",
 }
+# The same relations as statements about two named entities, for closed-set scoring: short, so that the
+# length-normalised likelihood compares meanings rather than wordings.
+_SEMEVAL_STATEMENTS = {
+    "Cause-Effect": "{x} causes {y}",
+    "Instrument-Agency": "{x} is used by {y}",
+    "Product-Producer": "{x} is made by {y}",
+    "Content-Container": "{x} is inside {y}",
+    "Entity-Origin": "{x} comes from {y}",
+    "Entity-Destination": "{x} goes into {y}",
+    "Component-Whole": "{x} is part of {y}",
+    "Member-Collection": "{x} is a member of {y}",
+    "Message-Topic": "{x} is about {y}",
+}
+SEMEVAL_NEGATIVE_STATEMENT = "'{e1}' and '{e2}' are not related in any of these ways."
+
+
+def _semeval_verbalizations() -> dict[str, str]:
+    out = {"Other": SEMEVAL_NEGATIVE_STATEMENT}
+    for label in SEMEVAL_LABELS[1:]:
+        x, y = ("'{e1}'", "'{e2}'") if label.endswith("(e1,e2)") else ("'{e2}'", "'{e1}'")
+        out[label] = _SEMEVAL_STATEMENTS[undirected(label)].format(x=x, y=y) + "."
+    return out
+
+
 _E1, _E2 = "the entity marked e1", "the entity marked e2"
 _SEMEVAL_ROLES = "The relation's explanation says which marked entity plays which role."
 _HEAD_TAIL_ROLES = (
@@ -309,7 +345,7 @@ def get_schema(dataset_name: str, data_root: Path | None = None) -> RelationSche
 def _static_schema(name: str) -> RelationSchema:
     if name == "semeval":
         return RelationSchema("semeval", SEMEVAL_LABELS, "Other", _semeval_explanations(), None, True,
-                              roles=_SEMEVAL_ROLES)
+                              verbalizations=_semeval_verbalizations(), roles=_SEMEVAL_ROLES)
     if name == "retacred":
         return RelationSchema("retacred", _retacred_labels(), "no_relation", _retacred_explanations(),
                               TACRED_ENTITY_TYPES, roles=_HEAD_TAIL_ROLES)

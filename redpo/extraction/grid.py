@@ -20,7 +20,7 @@ from redpo.core.io import ResultsDir
 from redpo.core.manifest import record_model
 from redpo.core.sample import RESample
 from redpo.data.splits import profile_schema
-from redpo.extraction.metrics import score
+from redpo.extraction.metrics import per_sentence, score
 from redpo.extraction.model import predict, train_re_model
 from redpo.extraction.run_store import RUNS_CACHE, RunStore, run_fingerprint, samples_digest
 from redpo.extraction.training_sets import GridCell, arm_training_sets, grid_cells
@@ -59,6 +59,7 @@ def _train_and_score(
     predict_seconds = time.perf_counter() - start
     metrics = score([s.relation for s in test], predictions, schema)
     return {
+        "predictions": per_sentence(test, predictions),
         "arm": arm,
         "k": cell.k,
         "split_seed": cell.split_seed,

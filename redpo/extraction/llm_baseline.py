@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,19 +30,16 @@ from redpo.core.io import ResultsDir
 from redpo.core.relations import RelationSchema
 from redpo.core.sample import RESample
 from redpo.data.splits import generation_splits, load_profile_kshot, profile_schema
-from redpo.extraction.metrics import score
-from redpo.generation import prompts
+from redpo.extraction.llm_prompt import (
+    candidate_labels,
+    demonstrations,
+    llm_re_messages,
+)
+from redpo.extraction.llm_scoring import ScoredBaseline, run_closed_set
+from redpo.extraction.metrics import per_sentence, score
 from redpo.generation.arms import open_generator
 from redpo.generation.cache import CachedGenerator, Request
-
-SYSTEM_PROMPT = "You classify the relation between two marked entities in a sentence. Reply with one label only."
-TASK = (
-    "In each sentence two entities are marked <e1>...</e1> and <e2>...</e2>. Choose the one label below that "
-    "describes how they are related; each label's explanation says which marked entity plays which role."
-)
-LABEL_LINE = "- {label}: {explanation}"
-EXAMPLE_LINE = "  Example: {sentence}"
-QUESTION = "Sentence: {sentence}\nAnswer with the label name only."
+from redpo.generation.specs import LLM_GENERATE_ARM
 
 MIN_PREFIX = 3
 """A cut-off answer must keep at least this many characters to count as a label's prefix."""
@@ -57,6 +54,7 @@ class LLMREResult:
     k: int
     split_seed: int
     predictions: list[str]
+    per_sentence: dict[str, list[str]]
     answers: list[str]
     unparseable: int
     metrics: dict[str, Any]
@@ -70,9 +68,10 @@ class LLMREResult:
                 f"({self.cached} answers from the cache)")
 
     def record(self) -> dict[str, Any]:
-        """JSON-safe summary for ``metrics/re_results.json`` (raw answers are kept, predictions are not)."""
+        """JSON-safe summary for ``metrics/re_results.json``: raw answers and per-sentence predictions."""
         return {
-            "arm": "llm",
+            "arm": LLM_GENERATE_ARM,
+            "method": "free generation (greedy label name)",
             "k": self.k,
             "split_seed": self.split_seed,
             "n_test": len(self.predictions),
@@ -81,6 +80,7 @@ class LLMREResult:
             "seconds": round(self.seconds, 2),
             "cached_answers": self.cached,
             "answers": self.answers,
+            "predictions": self.per_sentence,
             **self.metrics,
         }
 
@@ -106,35 +106,6 @@ def parse_label(answer: str, labels: Sequence[str]) -> str | None:
         return prefixed[0]
     contained = [lab for n, lab in by_norm.items() if n in norm]
     return contained[0] if len(contained) == 1 else None
-
-
-def demonstrations(kshot: Sequence[RESample], labels: Sequence[str]) -> dict[str, RESample]:
-    """One gold demonstration per label: its shortest sample in the K-shot split (the first among equals),
-    which keeps the prompt compact; labels without a sample in the split are absent."""
-    out: dict[str, RESample] = {}
-    for s in kshot:
-        if s.relation in labels and (s.relation not in out or len(s.tokens) < len(out[s.relation].tokens)):
-            out[s.relation] = s
-    return out
-
-
-def llm_re_messages(
-    sample: RESample, schema: RelationSchema, labels: Sequence[str], demos: Mapping[str, RESample]
-) -> prompts.Messages:
-    """The chat messages that ask the LLM for ``sample``'s label (labels in ``labels`` order)."""
-    lines = [TASK, ""]
-    for label in labels:
-        lines.append(LABEL_LINE.format(label=label, explanation=schema.explain(label)))
-        if label in demos:
-            lines.append(EXAMPLE_LINE.format(sentence=prompts.demo_text(demos[label], schema)))
-    lines += ["", QUESTION.format(sentence=prompts.demo_text(sample, schema))]
-    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": "\n".join(lines)}]
-
-
-def candidate_labels(profile: Profile, schema: RelationSchema) -> list[str]:
-    """The labels the LLM may answer: the profile's relations (``dataset.relations``) or the whole schema."""
-    wanted = profile.dataset.relations
-    return [lab for lab in schema.labels if wanted is None or lab in wanted]
 
 
 def greedy_sampling(profile: Profile) -> SamplingConfig:
@@ -181,6 +152,7 @@ def run_llm_re(
         k=k,
         split_seed=split_seed,
         predictions=predictions,
+        per_sentence=per_sentence(test, predictions),
         answers=[r.text for r in responses],
         unparseable=sum(p is None for p in parsed),
         metrics=metrics,
@@ -189,15 +161,22 @@ def run_llm_re(
     )
 
 
-def run_llm_baselines(profile: Profile, results: ResultsDir, test: Sequence[RESample]) -> list[LLMREResult]:
-    """The direct-LLM baseline on the first ``llm_re.splits`` generation splits, each shown that split's
-    K-shot demonstrations; an empty list when ``llm_re.enabled`` is false."""
+def run_llm_baselines(
+    profile: Profile, results: ResultsDir, test: Sequence[RESample]
+) -> list[ScoredBaseline | LLMREResult]:
+    """The direct-LLM baseline on the first ``llm_re.splits`` generation splits, each shown that split's K-shot
+    demonstrations: closed-set scoring (the primary row, :mod:`redpo.extraction.llm_scoring`), then free generation
+    when ``llm_re.free_generation`` (the secondary row). An empty list when ``llm_re.enabled`` is false."""
     if not profile.llm_re.enabled:
         return []
     schema = profile_schema(profile)
-    generator = open_generator(profile, results)
-    return [
-        run_llm_re(profile, schema, generator, test, load_profile_kshot(profile, results.kshot, k, seed),
-                   k=k, split_seed=seed)
-        for k, seed in generation_splits(profile)[: profile.llm_re.splits]
-    ]
+    out: list[ScoredBaseline | LLMREResult] = []
+    splits = generation_splits(profile)[: profile.llm_re.splits]
+    for k, seed in splits:
+        out.append(run_closed_set(profile, results, schema, test, load_profile_kshot(profile, results.kshot, k, seed),
+                                  k=k, split_seed=seed))
+    if profile.llm_re.free_generation:
+        generator = open_generator(profile, results)
+        out += [run_llm_re(profile, schema, generator, test, load_profile_kshot(profile, results.kshot, k, seed),
+                           k=k, split_seed=seed) for k, seed in splits]
+    return out

@@ -15,6 +15,7 @@ import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from redpo.core.relations import RelationSchema, undirected
+from redpo.core.sample import RESample
 
 SEMEVAL_NEGATIVE = "Other"
 
@@ -101,6 +102,15 @@ def semeval_official_macro_f1(
     """
     rows = semeval_per_type(gold, pred, negative_label)
     return float(np.mean([r["f1"] for r in rows])) if rows else 0.0
+
+
+def per_sentence(samples: Sequence[RESample], pred: Sequence[str]) -> dict[str, list[str]]:
+    """What a run predicted for each sentence: ``{"ids", "gold", "pred"}``, aligned lists. Kept with every run so
+    that any statistic (a paired bootstrap over sentences, a per-relation score) can be recomputed from saved files;
+    ids come from :func:`redpo.extraction.training_sets.evaluation_sets` (``test:<line>``)."""
+    _check_aligned([s.relation for s in samples], pred)
+    return {"ids": [str(s.meta.get("id", i)) for i, s in enumerate(samples)],
+            "gold": [s.relation for s in samples], "pred": list(pred)}
 
 
 def score(gold: Sequence[str], pred: Sequence[str], schema: RelationSchema) -> dict[str, Any]:

@@ -27,7 +27,7 @@ Nothing here loads a model, so the tables and figures can describe the grid with
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from redpo.config import Profile
@@ -84,10 +84,13 @@ def evaluation_sets(profile: Profile) -> tuple[list[RESample], list[RESample]]:
 
     Computed once and shared by every arm, cell and the direct-LLM baseline, so they all see the same
     sentences in the same order (``dataset.dev_subsample`` / ``dataset.test_subsample``).
+    Every sample carries ``meta["id"]`` = ``<split>:<position in the split file>`` (or the file's own id), which
+    per-sentence predictions are keyed by.
     """
     out = []
     for split, n in (("val", profile.dataset.dev_subsample), ("test", profile.dataset.test_subsample)):
-        samples = load_split(profile, split)
+        samples = [replace(s, meta={**s.meta, "id": s.meta.get("id", f"{split}:{i}")})
+                   for i, s in enumerate(load_split(profile, split))]
         out.append(stratified_subset(samples, n, profile.seed) if n else samples)
     return out[0], out[1]
 

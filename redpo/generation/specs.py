@@ -47,7 +47,10 @@ GENERATED_ARMS: tuple[str, ...] = (*ARMS, *DPO_ARMS)
 MIXED_ARMS: tuple[str, ...] = tuple(a for a in GENERATED_ARMS if a != BASELINE_ARM)
 """The ICL and DPO arms that also get a ``mix:<arm>`` (manual + generated) RE training set."""
 LLM_ARM = "llm"
-"""The direct-LLM RE baseline's arm name in RE tables."""
+"""The direct-LLM RE baseline's primary row in RE tables: closed-set scoring (never unparseable)."""
+LLM_GENERATE_ARM = "llm_generate"
+"""Its secondary row: the LLM writes the label name, reported with its unparseable rate."""
+LLM_ARMS = (LLM_ARM, LLM_GENERATE_ARM)
 
 
 def split_dpo_name(arm: str) -> tuple[str, bool]:

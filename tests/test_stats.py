@@ -1,0 +1,88 @@
+"""The statistics that decide claims, on hand-computed cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from redpo.analysis import stats
+from redpo.core.relations import get_schema
+from redpo.extraction.metrics import micro_f1_without_negative, semeval_official_macro_f1
+
+LABELS = list(get_schema("semeval").labels)
+
+
+def _random_labels(rng: np.random.Generator, n: int) -> list[str]:
+    return [LABELS[i] for i in rng.integers(0, len(LABELS), size=n)]
+
+
+def test_weighted_f1s_equal_the_scorers_on_unit_weights_and_on_duplicated_sentences() -> None:
+    rng = np.random.default_rng(3)
+    gold, pred = _random_labels(rng, 300), _random_labels(rng, 300)
+    pred[:150] = gold[:150]
+    index = {lab: i for i, lab in enumerate(LABELS)}
+    g, p = np.array([index[x] for x in gold]), np.array([index[x] for x in pred])
+    ones = np.ones(300)
+    assert stats.weighted_micro_f1(g, p, index["Other"], ones) == pytest.approx(
+        micro_f1_without_negative(gold, pred, "Other")["f1"])
+    assert stats.weighted_semeval_macro_f1(gold, pred, "Other", ones) == pytest.approx(
+        semeval_official_macro_f1(gold, pred))
+    twice = np.ones(300)
+    twice[:40] = 2  # the first 40 sentences counted twice = those sentences appended again
+    dup_gold, dup_pred = gold + gold[:40], pred + pred[:40]
+    assert stats.weighted_micro_f1(g, p, index["Other"], twice) == pytest.approx(
+        micro_f1_without_negative(dup_gold, dup_pred, "Other")["f1"])
+    assert stats.weighted_semeval_macro_f1(gold, pred, "Other", twice) == pytest.approx(
+        semeval_official_macro_f1(dup_gold, dup_pred))
+
+
+def _cells(gold: list[str], right_a: int, right_b: int, cells: int = 3) -> stats.PairedCells:
+    """Arm a gets the first ``right_a`` sentences right (else predicts Other), arm b the first ``right_b``."""
+    a = [g if i < right_a else "Other" for i, g in enumerate(gold)]
+    b = [g if i < right_b else "Other" for i, g in enumerate(gold)]
+    return stats.PairedCells(gold, [a] * cells, [b] * cells, list(range(cells)))
+
+
+def test_a_known_paired_difference_gets_a_ci_that_excludes_zero() -> None:
+    gold = ["Cause-Effect(e1,e2)"] * 100  # every sentence positive: micro-F1 = 2r / (r + 1) with recall r
+    cells = _cells(gold, 80, 60)
+    effect = stats.paired_f1_bootstrap(cells, "Other", n_boot=400, seed=1)
+    expected = 2 * 0.8 / 1.8 - 2 * 0.6 / 1.6
+    assert effect.estimate == pytest.approx(expected)
+    assert 0 < effect.low <= effect.estimate <= effect.high
+    assert stats.verdict(effect) == stats.HOLDS and effect.p_value < 0.01
+    assert (effect.n_splits, effect.n_cells, effect.n_units) == (3, 3, 100)
+    reverse = stats.paired_f1_bootstrap(_cells(gold, 60, 80), "Other", n_boot=400, seed=1)
+    assert reverse.estimate == pytest.approx(-expected) and stats.verdict(reverse) == stats.FAILS
+    again = stats.paired_f1_bootstrap(cells, "Other", n_boot=400, seed=1)
+    assert again == effect  # seeded
+
+
+def test_a_difference_of_a_few_sentences_gets_a_ci_that_includes_zero() -> None:
+    gold = ["Cause-Effect(e1,e2)"] * 100
+    # One sentence separates the arms: a draw without it shows no difference, so the CI reaches 0.
+    effect = stats.paired_f1_bootstrap(_cells(gold, 71, 70), "Other", n_boot=400, seed=2)
+    assert effect.low == 0 < effect.high and stats.verdict(effect) == stats.INCONCLUSIVE
+    macro = stats.paired_f1_bootstrap(_cells(gold, 80, 60), "Other", metric="semeval_macro_f1", n_boot=200)
+    assert macro.estimate == pytest.approx(2 * 0.8 / 1.8 - 2 * 0.6 / 1.6)  # one type: macro = its F1
+
+
+def test_relation_level_bootstrap_and_margins() -> None:
+    constant = stats.paired_mean_bootstrap([0.1] * 11, n_boot=300)
+    assert (constant.estimate, constant.low, constant.high) == pytest.approx((0.1, 0.1, 0.1))
+    mixed = stats.paired_mean_bootstrap([-0.2, 0.2, -0.1, 0.1, 0.0], n_boot=500, seed=4)
+    assert mixed.low < 0 < mixed.high and stats.verdict(mixed) == stats.INCONCLUSIVE
+    assert stats.verdict(constant, margin=0.05) == stats.HOLDS
+    assert stats.verdict(constant, margin=0.2) == stats.FAILS  # claimed to exceed 0.2: the CI is all below
+    with pytest.raises(ValueError, match="no paired differences"):
+        stats.paired_mean_bootstrap([])
+
+
+def test_holm_adjusts_step_down_in_input_order() -> None:
+    assert stats.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert stats.holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
+
+
+def test_cells_must_be_aligned() -> None:
+    with pytest.raises(ValueError, match="same 2 sentences"):
+        stats.PairedCells(["Other", "Other"], [["Other"]], [["Other", "Other"]], [1])
