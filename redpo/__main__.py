@@ -30,11 +30,14 @@ EXPECTED_ERRORS: tuple[type[BaseException], ...] = (ConfigError, RunnerError, Da
 
 BENCHMARKS: dict[str, str] = {
     "generation": "redpo.generation.bench:bench_generation",
+    "determinism": "redpo.generation.bench:bench_determinism",
+    "lora": "redpo.dpo.lora_check:bench_lora",
 }
 """``python -m redpo bench NAME`` -> ``"module:function"``, imported only when that benchmark runs.
 
-The function takes ``(profile: Profile, results: ResultsDir, *, backends: list[str])`` and returns a JSON-safe
-dict, which the CLI prints and saves as ``metrics/bench_NAME.json``. Register one by adding a line here.
+The function takes ``(profile: Profile, results: ResultsDir, *, backends: list[str])`` (``--backends``, or its own
+default when not given) and returns a JSON-safe dict, which the CLI prints and saves as
+``metrics/bench_NAME.json``. Register one by adding a line here.
 """
 
 
@@ -131,7 +134,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     bench: Callable[..., dict[str, Any]] = getattr(importlib.import_module(module), func)
     profile = load_profile(args.profile, parse_overrides(args.param))
     results = ResultsDir(profile, root=Path(args.results_dir) if args.results_dir else None)
-    report = bench(profile, results, backends=[b.strip() for b in args.backends.split(",") if b.strip()])
+    chosen = [b.strip() for b in args.backends.split(",") if b.strip()]
+    report = bench(profile, results, **({"backends": chosen} if chosen else {}))
     path = write_json(results.metrics / f"bench_{args.bench}.json", report)
     record_rebuilt_files(results, (f"metrics/bench_{args.bench}.json",))
     print(json.dumps(report, indent=2, sort_keys=True))
@@ -226,8 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
         b = bench_sub.add_parser(name, help=f"run {target}")
         add_profile_args(b)
         add_results_arg(b)
-        b.add_argument("--backends", default="transformers,llama_cpp",
-                       help="engines to compare, comma-separated (default: transformers,llama_cpp); "
+        b.add_argument("--backends", default="",
+                       help="engines, comma-separated (generation's default: transformers,llama_cpp); "
                        "llama_cpp:<model> adds another packaged GGUF, e.g. llama_cpp:qwen2.5-coder-1.5b-instruct")
         b.set_defaults(func=cmd_bench)
     return parser

@@ -233,6 +233,9 @@ class DPOConfig(_Strict):
     )
     """Relative weights of the rejected kinds; per relation, counts follow by largest remainder."""
     precompute_ref_log_probs: bool = True
+    checkpoint_steps: int = Field(25, ge=0)
+    """Save a resumable checkpoint (LoRA weights, optimiser, scheduler, RNG) every N optimiser steps; a killed
+    training resumes from the last one (0: none). Not part of the adapter's fingerprint: it changes no result."""
     held_out: float = Field(0.1, ge=0, lt=0.5)
     """Share of each half's pairs (whole simulated chains, so no held-out prompt extends a trained one) kept out of
     training; the adapter's reward accuracy and margin on them are measured once training ends."""
@@ -280,6 +283,11 @@ class LLMREConfig(_Strict):
     batch_size: int = Field(8, ge=1)
     """Prompts per cached model call. LLM-RE prompts carry every relation (~1,000 tokens), so batches are
     smaller than generation's."""
+    calibration_inputs: list[str] = Field(default_factory=lambda: ["N/A", "[MASK]"], min_length=1)
+    """Content-free stand-ins (as the sentence and both entities) whose label scores estimate the prior that
+    closed-set scoring divides out (contextual calibration, Zhao et al. 2021)."""
+    free_generation: bool = True
+    """Also run the secondary row: the LLM writes the label name (greedy), with its unparseable rate."""
     splits: int = Field(1, ge=1)
     """Run on the first N generation splits (each shows that split's demonstrations). One demonstration per
     relation makes K nearly irrelevant, and every run costs a full pass over the test set."""

@@ -38,3 +38,22 @@ def test_both_engines_answer_the_same_workloads_and_llama_cpp_reuses_chain_prefi
     assert ll["cold_step"]["prompt_tokens"] == hf["cold_step"]["prompt_tokens"]  # same prompts, same tokens
     fraction = report["chain_bound"]["fraction_reached"]  # None only when the tiny model leaves no decode time
     assert fraction is None or fraction > 0
+
+
+@pytest.mark.slow
+def test_determinism_bench_compares_every_run_with_the_first(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from redpo.generation.bench import DETERMINISM_SLOTS, bench_determinism
+
+    monkeypatch.setenv("REDPO_DATA_DIR", str(data_root))
+    prof = load_profile("smoke", {"generator.sampling.max_new_tokens": 12, "generator.server.threads": 1})
+    report = bench_determinism(prof, ResultsDir(prof, root=tmp_path), repeats=2)
+    same = report["identical_to_reference"]
+    slot_counts = {n or report["prompts"] for n in DETERMINISM_SLOTS}  # smoke: 4 relations, so 0 means 4
+    assert len(same) == 2 * len(slot_counts) and same[report["reference"]] == report["prompts"]
+    # One slot count, two fresh servers, the same seeds: llama.cpp on one thread repeats itself exactly.
+    assert same["slots=1 run=2"] == report["prompts"]
+    assert report["all_identical"] == all(n == report["prompts"] for n in same.values())
+    with pytest.raises(ValueError, match="llama_cpp only"):
+        bench_determinism(prof, ResultsDir(prof, root=tmp_path), backends=["transformers"])

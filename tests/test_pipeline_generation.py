@@ -57,3 +57,19 @@ def test_diversity_compares_arms_on_the_same_relations(smoke_pipeline: Path) -> 
             macro = report["macro"]
             assert 0.0 <= macro["tfidf_cos"] <= 1.0 + 1e-9, name
             assert 0.0 <= macro["distinct_2"] <= 1.0, name
+
+
+def test_the_oracle_judges_every_arm_and_states_its_own_test_score(smoke_pipeline: Path) -> None:
+    import json
+
+    for stem, arms in (("correctness_icl", {"baseline", "aao", "obo", "gold"}), ("correctness_dpo", {"obo_dpo"})):
+        payload = json.loads((smoke_pipeline / "metrics" / f"{stem}.json").read_text())
+        assert 0.0 <= payload["oracle"]["test_micro_f1"] <= 1.0 and payload["oracle"]["n_train"] == 200
+        assert arms <= set(payload["arms"]), payload["arms"].keys()
+        for shares in payload["arms"].values():
+            assert shares["n"] > 0
+            for key in ("oracle_agreement", "direction_flip_rate", "negative_share"):
+                assert 0.0 <= shares[key] <= 1.0
+        labels = (smoke_pipeline / "metrics" / f"{stem}_labels.jsonl").read_text().splitlines()
+        assert len(labels) == sum(s["n"] for s in payload["arms"].values())
+    assert (smoke_pipeline / "figures" / "diversity_vs_correctness.png").is_file()

@@ -252,3 +252,42 @@ def bench_generation(profile: Profile, results: ResultsDir, *, backends: Sequenc
         report["chain_bound"] = {"seconds": round(bound, 1) if bound else None,
                                  "fraction_reached": round(bound / chain["seconds"], 2) if bound else None}
     return report
+
+
+# ---- determinism -------------------------------------------------------------------------------------------
+DETERMINISM_SLOTS = (1, 4, 0)
+"""Server slot counts compared; 0 means one slot per relation (what ``bench generation`` uses)."""
+
+
+def bench_determinism(profile: Profile, results: ResultsDir, *, backends: Sequence[str] = ("llama_cpp",),
+                      repeats: int = 2) -> dict[str, Any]:
+    """Does ``llama-server`` give the same reply for the same prompt and seed across runs and slot counts?
+
+    One OBO step's prompts (one per relation, the chain's second step), sampled as the profile samples, on a fresh
+    server per run: ``repeats`` runs at each slot count of :data:`DETERMINISM_SLOTS`. Every run is compared with the
+    first; the report gives identical replies per run and whether all runs agreed.
+    """
+    if list(backends) != ["llama_cpp"]:
+        raise ValueError(f"bench determinism measures llama_cpp only, got {list(backends)}")
+    schema = profile_schema(profile)
+    tokenizer = engines.chat_tokenizer(engines.chat_source(profile))
+    work = build_workloads(profile, schema, lambda m: prompts.render(m, tokenizer),
+                           lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"]))
+    step, sampling, seed = work.chain[1], _obo_sampling(profile), profile.generation.seed
+    weights = engines.gguf_weights(profile)
+    runs: dict[str, list[str]] = {}
+    for slots in dict.fromkeys(n or len(step) for n in DETERMINISM_SLOTS):
+        prof = profile.model_copy(update={"generator": profile.generator.model_copy(update={
+            "server": profile.generator.server.model_copy(update={"parallel": slots})})})
+        for repeat in range(repeats):
+            engines.stop_servers()
+            server = engines.local_server(prof, results, Path(weights.path))
+            backend = ServerBackend(server.url, tokenizer, slots=slots, context=prof.generator.server.ctx_per_slot)
+            runs[f"slots={slots} run={repeat + 1}"] = [o.text for o in backend.generate(step, sampling, seed)]
+    engines.stop_servers()
+    first_name, first = next(iter(runs.items()))
+    same = {name: sum(a == b for a, b in zip(first, texts, strict=True)) for name, texts in runs.items()}
+    return {"profile": profile.name, "model": profile.generator.model, "weights_sha256": weights.sha256,
+            "threads": profile.generator.server.threads or engines.free_cores(), "prompts": len(step),
+            "sampling": sampling.model_dump(mode="json"), "reference": first_name,
+            "identical_to_reference": same, "all_identical": all(n == len(step) for n in same.values())}
