@@ -54,6 +54,7 @@ def test_determinism_bench_compares_every_run_with_the_first(
     assert len(same) == 2 * len(slot_counts) and same[report["reference"]] == report["prompts"]
     # One slot count, two fresh servers, the same seeds: llama.cpp on one thread repeats itself exactly.
     assert same["slots=1 run=2"] == report["prompts"]
+    assert report["identical_across_repeats"]["slots=1 run=2 vs run=1"] == report["prompts"]
     assert report["all_identical"] == all(n == report["prompts"] for n in same.values())
     with pytest.raises(ValueError, match="llama_cpp only"):
         bench_determinism(prof, ResultsDir(prof, root=tmp_path), backends=["transformers"])

@@ -265,7 +265,7 @@ def bench_determinism(profile: Profile, results: ResultsDir, *, backends: Sequen
 
     One OBO step's prompts (one per relation, the chain's second step), sampled as the profile samples, on a fresh
     server per run: ``repeats`` runs at each slot count of :data:`DETERMINISM_SLOTS`. Every run is compared with the
-    first; the report gives identical replies per run and whether all runs agreed.
+    first run overall (across slot counts) and with the first run at its own slot count (across repeats).
     """
     if list(backends) != ["llama_cpp"]:
         raise ValueError(f"bench determinism measures llama_cpp only, got {list(backends)}")
@@ -287,7 +287,14 @@ def bench_determinism(profile: Profile, results: ResultsDir, *, backends: Sequen
     engines.stop_servers()
     first_name, first = next(iter(runs.items()))
     same = {name: sum(a == b for a, b in zip(first, texts, strict=True)) for name, texts in runs.items()}
+    repeats_agree = {}  # per slot count: replies identical in every repeat (run 1 vs each later run)
+    for name, texts in runs.items():
+        slots_name, _, run = name.partition(" ")
+        base = runs[f"{slots_name} run=1"]
+        if run != "run=1":
+            repeats_agree[f"{slots_name} {run} vs run=1"] = sum(a == b for a, b in zip(base, texts, strict=True))
     return {"profile": profile.name, "model": profile.generator.model, "weights_sha256": weights.sha256,
             "threads": profile.generator.server.threads or engines.free_cores(), "prompts": len(step),
             "sampling": sampling.model_dump(mode="json"), "reference": first_name,
-            "identical_to_reference": same, "all_identical": all(n == len(step) for n in same.values())}
+            "identical_to_reference": same, "identical_across_repeats": repeats_agree,
+            "all_identical": all(n == len(step) for n in same.values())}
