@@ -8,8 +8,8 @@ adapter at scale 1, names its single most likely next token. Agreement is the sh
 (ties in near-equal logits are the only expected disagreements).
 
 The adapter is ``adapters/A`` of the results folder when notebook 03 has trained it; otherwise a short *probe*
-adapter is trained on half A's real pairs (``PROBE_STEPS`` steps at a learning rate high enough to move the
-weights), under ``cache/lora_probe/``.
+adapter is trained on half A's first ``PROBE_PAIRS`` real pairs (``PROBE_STEPS`` steps at a learning rate high
+enough to move the weights), under ``cache/lora_probe/``.
 """
 
 from __future__ import annotations
@@ -29,7 +29,9 @@ from redpo.generation.cache import LLMCache
 from redpo.models.load import clear_model_cache, load_causal_lm
 from redpo.models.packaged import hash_model_dir
 
-PROBE_STEPS = 6
+PROBE_STEPS = 4
+PROBE_PAIRS = 8
+"""The probe adapter trains on half A's first pairs only: its job is to move the LoRA weights, not to be good."""
 PROBE_LEARNING_RATE = 5e-4
 PROMPTS = 3
 STEPS = 32
@@ -80,8 +82,10 @@ def probe_adapter(profile: Profile, results: ResultsDir) -> Path:
     if not pairs_path(results, "A").is_file():
         build_and_save_pairs(profile, results)
     probe = profile.model_copy(update={"dpo": profile.dpo.model_copy(update={
-        "max_steps": PROBE_STEPS, "learning_rate": PROBE_LEARNING_RATE, "checkpoint_steps": 0, "held_out": 0.0})})
-    train_adapter(probe, load_pairs(results, "A"), out, progress=False)
+        "max_steps": PROBE_STEPS, "batch_size": 2, "learning_rate": PROBE_LEARNING_RATE, "checkpoint_steps": 0,
+        "held_out": 0.0})})
+    pairs = load_pairs(results, "A")
+    train_adapter(probe, pairs.select(range(min(PROBE_PAIRS, len(pairs)))), out, progress=False)
     return out
 
 
