@@ -21,7 +21,7 @@ Everything is numpy with a seeded ``Generator``; nothing here loads a model.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -100,23 +100,21 @@ class PairedCells:
             raise ValueError(f"every prediction row must cover the same {n} sentences")
 
 
-def _cell_metric(cells: PairedCells, metric: Metric, negative: str, weights: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Per cell, the metric of a and of b under ``weights`` (one weight vector per cell: shape (cells, n))."""
-    if metric == "micro_f1":
-        labels = sorted({*cells.gold, *(x for row in (*cells.a, *cells.b) for x in row), negative})
-        index = {lab: i for i, lab in enumerate(labels)}
-        gold = np.array([index[g] for g in cells.gold])
-        neg = index[negative]
-        fa = np.array([weighted_micro_f1(gold, np.array([index[x] for x in row]), neg, w)
-                       for row, w in zip(cells.a, weights, strict=True)])
-        fb = np.array([weighted_micro_f1(gold, np.array([index[x] for x in row]), neg, w)
-                       for row, w in zip(cells.b, weights, strict=True)])
-        return fa, fb
-    fa = np.array([weighted_semeval_macro_f1(cells.gold, row, negative, w) for row, w in zip(cells.a, weights,
-                                                                                              strict=True)])
-    fb = np.array([weighted_semeval_macro_f1(cells.gold, row, negative, w) for row, w in zip(cells.b, weights,
-                                                                                              strict=True)])
-    return fa, fb
+def _row_scorer(cells: PairedCells, metric: Metric, negative: str) -> Callable[[Sequence[str], np.ndarray], float]:
+    """``score(prediction row, sentence weights)`` for ``metric``; labels are encoded once, not per replicate."""
+    if metric == "semeval_macro_f1":
+        return lambda row, w: weighted_semeval_macro_f1(cells.gold, row, negative, w)
+    labels = sorted({*cells.gold, *(x for row in (*cells.a, *cells.b) for x in row), negative})
+    index = {lab: i for i, lab in enumerate(labels)}
+    gold, neg = np.array([index[g] for g in cells.gold]), index[negative]
+    encoded = {id(row): np.array([index[x] for x in row]) for row in (*cells.a, *cells.b)}
+    return lambda row, w: weighted_micro_f1(gold, encoded[id(row)], neg, w)
+
+
+def _mean_difference(score: Callable[[Sequence[str], np.ndarray], float], a: Sequence[Sequence[str]],
+                     b: Sequence[Sequence[str]], weights: Sequence[np.ndarray]) -> float:
+    """Mean over cells of score(a) - score(b), each cell under its own sentence weights."""
+    return float(np.mean([score(ra, w) - score(rb, w) for ra, rb, w in zip(a, b, weights, strict=True)]))
 
 
 def paired_f1_bootstrap(cells: PairedCells, negative: str, *, metric: Metric = "micro_f1", n_boot: int = 2000,
@@ -128,22 +126,19 @@ def paired_f1_bootstrap(cells: PairedCells, negative: str, *, metric: Metric = "
     for i, split in enumerate(cells.splits):
         by_split.setdefault(split, []).append(i)
     groups = list(by_split.values())
-    fa, fb = _cell_metric(cells, metric, negative, np.ones((len(cells.a), n)))
-    estimate = float(np.mean(fa - fb))
+    score = _row_scorer(cells, metric, negative)
+    estimate = _mean_difference(score, cells.a, cells.b, [np.ones(n)] * len(cells.a))
     diffs = np.empty(n_boot)
     for r in range(n_boot):
         drawn: list[int] = []
-        weights = []
+        weights: list[np.ndarray] = []
         for g in rng.integers(0, len(groups), size=len(groups)):
             members = groups[g]
             w = rng.multinomial(n, np.full(n, 1 / n)).astype(float)  # one sentence draw per drawn split
             picked = rng.choice(members, size=len(members), replace=True)
             drawn += picked.tolist()
             weights += [w] * len(picked)
-        sub = PairedCells(cells.gold, [cells.a[i] for i in drawn], [cells.b[i] for i in drawn],
-                          [cells.splits[i] for i in drawn])
-        da, db = _cell_metric(sub, metric, negative, np.array(weights))
-        diffs[r] = float(np.mean(da - db))
+        diffs[r] = _mean_difference(score, [cells.a[i] for i in drawn], [cells.b[i] for i in drawn], weights)
     return _effect(estimate, diffs, level, len(groups), len(cells.a), n)
 
 
