@@ -158,9 +158,9 @@ def cmd_figures(args: argparse.Namespace) -> int:
     if not (results.root / "metrics").is_dir():
         raise ConfigError(f"{results.root}/metrics does not exist; run `python -m redpo run --profile "
                           f"{profile.name}` first")
+    built = report.build_all(results)  # first: the claims forest plot draws the report's effects
     for name, out in plots.draw_all(results).items():
         print(f"figure {name}: {out if isinstance(out, str) else ', '.join(p.name for p in out)}")
-    built = report.build_all(results)
     for group in report.TABLES:
         print(f"tables {group}: {built[group] if isinstance(built[group], str) else ', '.join(built[group])}")
     print(f"claims.md: {', '.join(f'{i} {v}' for i, v in enumerate(built['claims'], 1))}")

@@ -9,6 +9,7 @@ import pytest
 
 from redpo.core.sample import RESample
 from redpo.generation import diversity as dv
+from redpo.generation.embedding import make_encoder_embedder
 
 REL = "Cause-Effect(e1,e2)"
 
@@ -146,7 +147,7 @@ def test_encoder_embedder_mean_pools_and_ignores_padding() -> None:
             )
         )
 
-    embed = dv.make_encoder_embedder(Loaded(), batch_size=2)
+    embed = make_encoder_embedder(Loaded(), batch_size=2)
     short, long = "the storm", "the storm caused flooding in the valley and beyond"
     together = embed([short, long, short])
     alone = embed([short])

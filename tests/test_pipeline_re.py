@@ -27,7 +27,8 @@ def test_every_existing_arm_runs_in_every_grid_cell(smoke_pipeline: Path) -> Non
         existing = [a for a in GENERATED_ARMS
                     if (smoke_pipeline / "generations" / f"{a}_k{cell.k}_s{cell.split_seed}.jsonl").is_file()]
         assert existing, f"no generation files for {cell.name}"
-        expected = {"manual", *(f"gen:{a}" for a in existing), *(f"mix:{a}" for a in existing if a in MIXED_ARMS)}
+        expected = {"manual", "manual-steps", *(f"gen:{a}" for a in existing),
+                    *(f"mix:{a}" for a in existing if a in MIXED_ARMS)}
         assert expected <= {arm for arm, c in done if c == cell.name}, cell.name
     assert {r["arm"] for r in results["runs"]} >= {"manual", "gen:obo", "mix:obo"}  # non-empty data was trained
 

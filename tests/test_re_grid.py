@@ -25,6 +25,7 @@ from redpo.extraction.training_sets import (
     GridCell,
     arm_training_sets_with_quotas,
     comparable_sets,
+    epoch_sizes,
     evaluation_sets,
     first_per_relation,
     grid_cells,
@@ -61,8 +62,11 @@ def test_generated_arms_get_equal_per_relation_counts_and_the_manual_negatives(t
     prof = _profile(**{"fewshot.k": [2]})
     results = _results(tmp_path, prof)
     sets, quotas = arm_training_sets_with_quotas(prof, results, 2, 1)
-    assert list(sets) == ["manual", "gen:baseline", "gen:obo", "mix:obo", "gen:obo_dpo", "mix:obo_dpo"]
+    assert list(sets) == ["manual", "manual-steps", "gen:baseline", "gen:obo", "mix:obo", "gen:obo_dpo",
+                          "mix:obo_dpo"]
     manual = sets["manual"]
+    assert sets["manual-steps"] == manual  # the same samples, trained on the largest mixed set's step schedule
+    assert epoch_sizes(sets) == {"manual-steps": max(len(sets["mix:obo"]), len(sets["mix:obo_dpo"]))}
     negatives = [s for s in manual if s.relation == "Other"]
     # obo left Component-Whole short (1 of 2): every arm takes 1 of it, 2 of Cause-Effect, the 2 manual Others
     for arm in ("baseline", "obo", "obo_dpo"):
@@ -229,8 +233,10 @@ def test_run_grid_trains_every_arm_and_resumes(tmp_path: Path) -> None:
     first = run_grid(prof, results, dev, test, progress=False)
     trained = {r["arm"] for r in first["runs"]}
     # aao generated nothing: it is left out of the comparison rather than emptying the other arms
-    assert trained == {"manual", "gen:baseline", "gen:obo", "mix:obo", "gen:obo_dpo", "mix:obo_dpo"}
+    assert trained == {"manual", "manual-steps", "gen:baseline", "gen:obo", "mix:obo", "gen:obo_dpo", "mix:obo_dpo"}
     assert first["skipped"] == []
+    steps = {r["arm"]: r["steps"] for r in first["runs"]}
+    assert steps["manual-steps"] == steps["mix:obo_dpo"] > steps["manual"]  # step-matched: the mixed arms' budget
     assert not any(r["cached"] for r in first["runs"])
     for r in first["runs"]:
         assert 0.0 <= r["micro_f1"] <= 1.0 and r["n_train"] > 0 and r["classifier_seed"] == 1000

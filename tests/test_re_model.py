@@ -88,6 +88,22 @@ def test_tiny_bert_learns_a_cue_word_fixture(tiny_encoder: str, tmp_path: Path) 
     assert predict(trained, test[:8], batch_size=3) == predict(trained, test[:8])
 
 
+@pytest.mark.usefixtures("one_thread")
+def test_step_matched_schedule_and_the_convergence_flags(tiny_encoder: str) -> None:
+    """``epoch_size`` trains a small set on a larger set's step schedule; ``stopped_early`` says whether the
+    patience or the cap ended training."""
+    train, dev = _toy(2, seed=1), _toy(2, seed=2)  # 8 training sentences
+    cfg = EncoderConfig(max_length=32, batch_size=4, epochs=2, learning_rate=1e-4, early_stopping_patience=5)
+    plain = train_re_model(train, dev, SCHEMA, cfg, encoder_name=tiny_encoder, seed=0)
+    assert (plain.steps, plain.epochs_run, plain.stopped_early) == (4, 2.0, False)  # 2 steps per epoch, at the cap
+    matched = train_re_model(train, dev, SCHEMA, cfg, encoder_name=tiny_encoder, seed=0, epoch_size=20)
+    assert (matched.steps, matched.epochs_run, matched.stopped_early) == (10, 2.0, False)  # 5 steps per "epoch"
+    assert len([h for h in matched.history if "eval_micro_f1" in h]) == 2  # evaluated once per "epoch"
+    impatient = cfg.model_copy(update={"epochs": 30, "early_stopping_patience": 1, "early_stopping_threshold": 0.5})
+    stopped = train_re_model(train, dev, SCHEMA, impatient, encoder_name=tiny_encoder, seed=0)
+    assert stopped.stopped_early and stopped.epochs_run == 2.0  # no epoch gains 50 points: stops after the second
+
+
 def _long_sample(n: int, head: int, tail: int) -> RESample:
     tokens = tuple(f"w{i % 7}" for i in range(n))
     return RESample(tokens, (head, head + 2), (tail, tail + 1), "owns", "person", "thing")

@@ -1,115 +1,128 @@
-"""The claims report: the verdict rule on hand-made numbers, and claims.md from a hand-made metrics folder."""
+"""The claims report: primary comparisons with paired CIs, on a hand-made results folder whose answers are known."""
 
 from __future__ import annotations
 
 import json
-import math
 import re
 from pathlib import Path
 
 import pytest
 
-from redpo.analysis import report
-from redpo.core.io import ResultsDir, write_json
+from redpo.analysis import evidence, report
+from redpo.core.io import ResultsDir, write_json, write_samples
+from redpo.core.sample import RESample
+from redpo.generation.store import arm_paths
 
-NAN = math.nan
-
-
-@pytest.mark.parametrize(
-    ("diff", "sd_a", "sd_b", "expected"),
-    [
-        (0.05, 0.02, 0.03, report.HOLDS),  # larger than the larger sd, claimed direction
-        (-0.05, 0.02, 0.03, report.FAILS),  # larger than the larger sd, opposite direction
-        (0.02, 0.01, 0.03, report.INCONCLUSIVE),  # inside the larger sd
-        (-0.02, 0.03, 0.01, report.INCONCLUSIVE),
-        (0.05, NAN, 0.01, report.HOLDS),  # one run on one side: the other side's sd is the noise
-        (0.05, None, NAN, report.INCONCLUSIVE),  # no spread measured at all
-        (None, 0.01, 0.01, report.INCONCLUSIVE),
-        (0.03, 0.03, 0.0, report.INCONCLUSIVE),  # equal to the sd is not larger
-    ],
-)
-def test_verdict_rule(diff: float | None, sd_a: float | None, sd_b: float | None, expected: str) -> None:
-    assert report.verdict(diff, sd_a, sd_b) == expected
+GOLD = ["Other", "Cause-Effect(e1,e2)", "Component-Whole(e2,e1)", "Cause-Effect(e1,e2)"] * 10
+WRONG = {"Other": "Cause-Effect(e1,e2)", "Cause-Effect(e1,e2)": "Other", "Component-Whole(e2,e1)": "Other"}
+SPLITS = (1, 2)
+SEEDS = (0, 1)
 
 
-def test_combine_needs_agreement() -> None:
-    assert report.combine([report.HOLDS, report.HOLDS]) == report.HOLDS
-    assert report.combine([report.FAILS]) == report.FAILS
-    assert report.combine([report.HOLDS, report.INCONCLUSIVE]) == report.INCONCLUSIVE
-    assert report.combine([report.HOLDS, report.FAILS]) == report.INCONCLUSIVE
+def _predictions(share_wrong: float, offset: int = 0) -> dict[str, list[str]]:
+    """Gold with the first ``share_wrong`` of the sentences (after rotating by ``offset``) mislabelled."""
+    n_wrong = round(share_wrong * len(GOLD))
+    wrong = {(offset + i) % len(GOLD) for i in range(n_wrong)}
+    return {"ids": [f"test:{i}" for i in range(len(GOLD))], "gold": list(GOLD),
+            "pred": [WRONG[g] if i in wrong else g for i, g in enumerate(GOLD)]}
 
 
-def test_compare_signs_the_difference_by_the_claimed_direction() -> None:
-    lower = report.compare("x", "obo", "aao", (0.30, 0.01), (0.40, 0.02), higher_is_claimed=False)
-    assert lower.diff == pytest.approx(0.10) and lower.verdict == report.HOLDS
-    assert report.compare("x", "a", "b", None, (0.4, 0.1)).note == "not run"
+def _run(arm: str, split: int, seed: int | None, share_wrong: float) -> dict:
+    predictions = _predictions(share_wrong, offset=split + (seed or 0))
+    run = {"arm": arm, "k": 8, "split_seed": split, "predictions": predictions}
+    return run if seed is None else {**run, "classifier_seed": split * 1000 + seed}
 
 
-def test_plateau_verdict() -> None:
-    assert report.plateau_verdict(16, 32) == report.HOLDS
-    assert report.plateau_verdict(None, 32) == report.FAILS  # still rising at N=32
-    assert report.plateau_verdict(64, 64) == report.FAILS  # plateaus only after 32
-    assert report.plateau_verdict(1, 2) == report.INCONCLUSIVE  # N range never reaches the claim's 16-32
+def _sample(words: list[str], relation: str) -> RESample:
+    return RESample(tuple(words), (0, 1), (len(words) - 1, len(words)), relation)
 
 
-def _re_row(arm: str, mean: float, sd: float | None) -> dict:
-    return {"arm": arm, "k": 8, "n": 3, "mean": mean, "sd": sd}
-
-
-def _diversity(per_arm: dict[str, list[float]]) -> dict:
-    rels = [f"r{i}" for i in range(len(next(iter(per_arm.values()))))]
-    arms = {a: {"per_relation": {r: {"tfidf_cos": v} for r, v in zip(rels, vals, strict=True)}}
-            for a, vals in per_arm.items()}
-    return {"diversity": {"splits": {"k8_s1": {"relations": rels, "arms": arms}}}}
+def _write_generation(results: ResultsDir, arm: str, varied: bool) -> None:
+    """Five samples per relation: all different sentences (``varied``) or five near-identical ones."""
+    for split in SPLITS:
+        samples = []
+        for r, relation in enumerate(("Cause-Effect(e1,e2)", "Component-Whole(e2,e1)", "Other")):
+            for i in range(5):
+                words = ([f"w{r}{i}{j}" for j in range(6)] if varied
+                         else ["the", "cat", "sat", "on", "mat", f"x{i}"])
+                samples.append(_sample(words, relation))
+        write_samples(arm_paths(results, arm, 8, split)["samples"], samples)
 
 
 @pytest.fixture()
 def hand_made(tmp_path: Path) -> ResultsDir:
     results = ResultsDir("hand", root=tmp_path)
-    write_json(results.metrics / "generation_icl.json", _diversity({
-        "obo": [0.20, 0.22, 0.21], "obo_nodiv": [0.40, 0.42, 0.41],  # clearly lower with the instruction
-        "aao": [0.30, 0.31, 0.32], "aao_nodiv": [0.50, 0.52, 0.51],
-    }))
-    write_json(results.metrics / "re_results.json", {"dataset": "semeval", "summary": {"micro_f1": [
-        _re_row("manual", 0.60, 0.01), _re_row("gen:obo", 0.30, 0.02), _re_row("gen:obo_dpo", 0.40, 0.02),
-        _re_row("llm", 0.45, None), _re_row("mix:obo", 0.61, 0.03), _re_row("mix:aao", 0.70, 0.01),
-    ]}})
+    for arm, varied in (("obo", True), ("obo_nodiv", False), ("aao", False), ("aao_nodiv", False)):
+        _write_generation(results, arm, varied)
+    write_json(results.metrics / "generation_icl.json",
+               {"diversity": {"splits": {f"k8_s{s}": {"k": 8, "seed": s} for s in SPLITS}}})
+    arms = {"manual": 0.5, "manual-steps": 0.5, "gen:obo": 0.5, "gen:obo_dpo": 0.1, "mix:obo_dpo": 0.5,
+            "mix:obo": 0.5}
+    runs = [_run(arm, split, seed, wrong) for arm, wrong in arms.items() for split in SPLITS for seed in SEEDS]
+    llm = [_run("llm", split, None, 0.1) for split in SPLITS]
+    write_json(results.metrics / "re_results.json",
+               {"dataset": "semeval", "negative_label": "Other", "runs": runs, "llm_baseline": llm})
     return results
 
 
-def test_claims_from_hand_made_metrics(hand_made: ResultsDir) -> None:
+def test_claims_from_hand_made_results(hand_made: ResultsDir) -> None:
     claims = {c.number: c for c in report.write_claims(hand_made)}
     assert [claims[i].verdict for i in range(1, 9)] == [
-        report.HOLDS,  # 1: both instruction comparisons lower the cosine by ~0.2 >> sd 0.01
-        report.HOLDS,  # 2: obo 0.21 vs aao 0.31
-        report.HOLDS,  # 3: gen:obo_dpo 40 vs gen:obo 30
-        report.HOLDS,  # 4: manual 60 > gen:obo_dpo 40
-        report.FAILS,  # 5: gen:obo_dpo 40 < llm 45 by more than the sd 2
-        report.INCONCLUSIVE,  # 6: mix:obo +1 (inside sd 3), mix:aao +10; mix:obo_dpo not run -> mixed
-        report.INCONCLUSIVE,  # 7: not run
-        report.INCONCLUSIVE,  # 8: not run
+        report.HOLDS,  # 1: obo's five different sentences vs obo_nodiv's near-identical ones
+        report.HOLDS,  # 2: obo (varied) vs aao (near-identical)
+        report.HOLDS,  # 3: gen:obo_dpo 10% wrong vs gen:obo 50% wrong, every cell
+        report.FAILS,  # 4: manual (50% wrong) is far *below* gen:obo_dpo: the CI lies under 0
+        report.INCONCLUSIVE,  # 5: gen:obo_dpo and the LLM make the same number of errors
+        report.INCONCLUSIVE,  # 6: mix:obo_dpo and manual-steps are equally wrong
+        report.INCONCLUSIVE,  # 7: no plateau runs
+        report.INCONCLUSIVE,  # 8: no DPO halves
     ]
-    assert "not run" in claims[7].measured and "not run" in claims[8].measured
-    assert "K=8: mix:obo_dpo vs manual: not run" in claims[6].measured
-    assert "42.02" in claims[3].paper and "25.55" in claims[5].paper
+    primary = claims[3].primary
+    assert primary is not None and primary.effect is not None
+    assert primary.effect.n_splits == 2 and primary.effect.n_cells == 4 and primary.effect.n_units == len(GOLD)
+    assert primary.effect.low > 0.2 and primary.macro is not None  # macro-F1 shown for SemEval primaries
+    assert claims[5].primary.effect.n_cells == 4  # one LLM run per split, paired with both seeds of the split
+    assert "not run (no generation split" in claims[2].measured and "not run (gen:aao_dpo" in claims[3].measured
+    assert claims[1].holm_p is not None and claims[8].holm_p is None
     text = (hand_made.root / "claims.md").read_text()
     assert len(re.findall(r"^\*\*Verdict: (holds|does not hold|inconclusive)\*\*$", text, flags=re.M)) == 8
-    assert (hand_made.tables / "claims.csv").is_file() and (hand_made.tables / "claims.md").is_file()
+    assert "95% CI" in text and "Holm" in text
+    detail = json.loads((hand_made.tables / "claims_detail.json").read_text())
+    assert [c["claim"] for c in detail] == list(range(1, 9))
 
 
-def test_claim_7_and_8_from_plateau_and_leakage(hand_made: ResultsDir) -> None:
-    summary = [{"arm": "obo", "data": d, "n": n, "runs": 3, "mean": m, "sd": 0.01}
-               for d in ("gen", "mix") for n, m in ((4, 0.2), (16, 0.3), (32, 0.3))]
-    write_json(hand_made.metrics / "plateau.json", {
-        "n_values": [4, 16, 32], "rule": "r", "skipped_arms": [], "summary": summary,
-        "plateau": [{"arm": "obo", "data": d, "plateau_n": 16, "first_n": 4, "last_n": 32} for d in ("gen", "mix")],
-    })
+def test_diversity_is_compared_at_equal_n(hand_made: ResultsDir) -> None:
+    """An arm with more samples of a relation is cut to the other's count before the similarity is taken."""
+    extra = [_sample(["the", "cat", "sat", "on", "mat", "y"], "Other")] * 20  # would raise obo_nodiv's similarity
+    path = arm_paths(hand_made, "obo_nodiv", 8, 1)["samples"]
+    write_samples(path, [*evidence.read_samples(path), *extra])
+    diffs, used = evidence.equal_n_differences(hand_made, "obo", "obo_nodiv", [(8, 1)])
+    before, _ = evidence.equal_n_differences(hand_made, "obo", "obo_nodiv", [(8, 2)])
+    assert used == 1 and diffs == pytest.approx(before)
+
+
+def test_plateau_claim_needs_the_range(hand_made: ResultsDir) -> None:
+    """Claim 7 compares the largest N <= 16 with the largest N, and is inconclusive below N = 32."""
+    assert evidence.plateau_points([4, 8, 16, 32]) == (16, 32)
+    assert evidence.plateau_points([4, 8]) == (4, 8)
+    runs = [{**_run("gen:obo_dpo", s, c, 0.2), "n": n} for n in (16, 32) for s in SPLITS for c in SEEDS]
+    write_json(hand_made.metrics / "plateau.json",
+               {"n_values": [16, 32], "min_gain": 0.01, "negative_label": "Other", "runs": runs})
+    claim = {c.number: c for c in report.check_claims(hand_made)}[7]
+    assert claim.verdict == report.HOLDS  # same predictions at N = 16 and 32: no gain at all
+    write_json(hand_made.metrics / "plateau.json",
+               {"n_values": [4, 8], "min_gain": 0.01, "negative_label": "Other",
+                "runs": [{**r, "n": {16: 4, 32: 8}[r["n"]]} for r in runs]})
+    claim = {c.number: c for c in report.check_claims(hand_made)}[7]
+    assert claim.verdict == report.INCONCLUSIVE and "stop below 32" in claim.rule
+
+
+def test_claim_8_from_leakage(hand_made: ResultsDir) -> None:
     write_json(hand_made.dpo / "leakage.json", {"ok": True, "adapters": {"A": {"pairs": 3, "leaks": []}}})
     write_json(hand_made.dpo / "halves.json", {"halves": {"A": ["r1"], "B": ["r2"]}})
     stats = hand_made.generations / "obo_dpo_k8_s1.stats.json"
     stats.write_text(json.dumps({"info": {"parts": [{"adapter_half": "A", "relations": ["r2"]},
                                                     {"adapter_half": "B", "relations": ["r1"]}]}}))
-    assert report.claim_plateau(hand_made).verdict == report.HOLDS
     assert report.claim_leakage(hand_made).verdict == report.HOLDS
     stats.write_text(json.dumps({"info": {"parts": [{"adapter_half": "A", "relations": ["r1"]}]}}))
     leak = report.claim_leakage(hand_made)

@@ -20,20 +20,21 @@ def test_weighted_f1s_equal_the_scorers_on_unit_weights_and_on_duplicated_senten
     rng = np.random.default_rng(3)
     gold, pred = _random_labels(rng, 300), _random_labels(rng, 300)
     pred[:150] = gold[:150]
-    index = {lab: i for i, lab in enumerate(LABELS)}
-    g, p = np.array([index[x] for x in gold]), np.array([index[x] for x in pred])
     ones = np.ones(300)
-    assert stats.weighted_micro_f1(g, p, index["Other"], ones) == pytest.approx(
+    assert stats.weighted_f1(gold, pred, "Other", ones) == pytest.approx(
         micro_f1_without_negative(gold, pred, "Other")["f1"])
-    assert stats.weighted_semeval_macro_f1(gold, pred, "Other", ones) == pytest.approx(
+    assert stats.weighted_f1(gold, pred, "Other", ones, "semeval_macro_f1") == pytest.approx(
         semeval_official_macro_f1(gold, pred))
     twice = np.ones(300)
     twice[:40] = 2  # the first 40 sentences counted twice = those sentences appended again
     dup_gold, dup_pred = gold + gold[:40], pred + pred[:40]
-    assert stats.weighted_micro_f1(g, p, index["Other"], twice) == pytest.approx(
+    assert stats.weighted_f1(gold, pred, "Other", twice) == pytest.approx(
         micro_f1_without_negative(dup_gold, dup_pred, "Other")["f1"])
-    assert stats.weighted_semeval_macro_f1(gold, pred, "Other", twice) == pytest.approx(
+    assert stats.weighted_f1(gold, pred, "Other", twice, "semeval_macro_f1") == pytest.approx(
         semeval_official_macro_f1(dup_gold, dup_pred))
+    both = stats.weighted_f1(gold, pred, "Other", np.stack([ones, twice]))  # a batch of weight vectors at once
+    assert both == pytest.approx([micro_f1_without_negative(gold, pred, "Other")["f1"],
+                                  micro_f1_without_negative(dup_gold, dup_pred, "Other")["f1"]])
 
 
 def _cells(gold: list[str], right_a: int, right_b: int, cells: int = 3) -> stats.PairedCells:

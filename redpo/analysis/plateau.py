@@ -20,6 +20,7 @@ import pandas as pd
 from redpo.analysis.tables import format_mean_sd, json_safe, mean_sd, save_table
 from redpo.config import Profile
 from redpo.core.io import ResultsDir, read_json, write_json
+from redpo.data.splits import profile_schema
 from redpo.generation.store import PLATEAU_PREFIX, ArmKey, ArmResult, ResponseRecord, arm_stem
 
 
@@ -119,6 +120,7 @@ def save_plateau_metrics(
         "arms": list(profile.plateau.arms),
         "skipped_arms": list(skipped_arms),
         "min_gain": profile.plateau.min_gain,
+        "negative_label": profile_schema(profile).negative_label,
         "rule": plateau_rule_text(profile.plateau.min_gain),
         "generation": {
             f"{arm}_k{k}_s{seed}": {

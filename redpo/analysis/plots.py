@@ -221,6 +221,36 @@ def plateau_yield(results: ResultsDir) -> Figure:
     return fig
 
 
+VERDICT_COLORS = {"holds": "#1b7837", "does not hold": "#b2182b", "inconclusive": "#666666"}
+
+
+def claims_forest(results: ResultsDir) -> Figure:
+    """One row per claim's primary comparison: the effect with its 95% CI (points: micro-F1, or cosine x 100),
+    the zero line, and the claim's margin where it has one (claim 4's band, claim 7's smallest gain)."""
+    path = results.tables / "claims_detail.json"
+    if not path.is_file():
+        raise MissingMetrics(f"{path} does not exist (the claims report writes it)")
+    rows = [(c, cmp) for c in read_json(path) for cmp in c["comparisons"] if cmp["primary"] and cmp["effect"]]
+    if not rows:
+        raise MissingMetrics(f"{path} holds no primary comparison with data")
+    fig, ax = plt.subplots(figsize=(8, 0.55 * len(rows) + 1.2))
+    for y, (claim, cmp) in enumerate(reversed(rows)):
+        e, color = cmp["effect"], VERDICT_COLORS[claim["verdict"]]
+        spread = [[(e["estimate"] - e["low"]) * 100], [(e["high"] - e["estimate"]) * 100]]
+        ax.errorbar(e["estimate"] * 100, y, xerr=spread, fmt="o", color=color, capsize=4)
+        for bound in (cmp["margin"], cmp["upper"]):
+            if bound:
+                ax.plot([bound * 100] * 2, [y - 0.3, y + 0.3], color=color, linestyle=":", linewidth=1.5)
+    labels = [f"{c['claim']}: {cmp['label']} ({cmp['unit']})" for c, cmp in reversed(rows)]
+    ax.set_yticks(range(len(rows)), labels)
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_xlabel("paired effect, claimed direction positive (95% CI; dotted: the claim's margin)")
+    handles = [plt.Line2D([], [], marker="o", linestyle="", color=c, label=v) for v, c in VERDICT_COLORS.items()]
+    ax.legend(handles=handles, loc="best", fontsize=8, title="verdict")
+    ax.set_title("Claims: primary comparisons")
+    return fig
+
+
 FIGURES: dict[str, Callable[[ResultsDir], Figure]] = {
     "data_label_distribution": data_label_distribution,
     "generation_diversity": generation_diversity,
@@ -231,6 +261,7 @@ FIGURES: dict[str, Callable[[ResultsDir], Figure]] = {
     "re_confusion_best": re_confusion_best,
     "plateau_f1": plateau_f1,
     "plateau_yield": plateau_yield,
+    "claims_forest": claims_forest,
 }
 """Every figure, in notebook order: ``figures/<name>.png|pdf``."""
 

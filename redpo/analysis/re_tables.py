@@ -18,9 +18,10 @@ from redpo.analysis.tables import format_mean_sd, json_safe, mean_sd, save_table
 from redpo.config import Profile
 from redpo.core.io import ResultsDir, read_json, write_json
 from redpo.core.sample import RESample
-from redpo.data.splits import generation_splits
+from redpo.data.splits import generation_splits, profile_schema
 from redpo.extraction.training_sets import (
     CLASSIFIER_SEED_STRIDE,
+    MANUAL_STEPS_ARM,
     arm_training_sets,
     arm_training_sets_with_quotas,
     describe_grid,
@@ -31,7 +32,8 @@ from redpo.generation.specs import GENERATED_ARMS, LLM_ARMS, MIXED_ARMS
 
 def arm_order(arms: Sequence[str]) -> list[str]:
     """Display order: manual, generated, mixed (each in :data:`GENERATED_ARMS` order), then the LLM."""
-    order = ["manual", *(f"gen:{a}" for a in GENERATED_ARMS), *(f"mix:{a}" for a in MIXED_ARMS), *LLM_ARMS]
+    order = ["manual", MANUAL_STEPS_ARM, *(f"gen:{a}" for a in GENERATED_ARMS), *(f"mix:{a}" for a in MIXED_ARMS),
+             *LLM_ARMS]
     known = [a for a in order if a in set(arms)]
     return known + sorted(set(arms) - set(order))
 
@@ -146,16 +148,40 @@ def timing_table(runs: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     frame = pd.DataFrame([r for r in runs if r["arm"] not in LLM_ARMS])
     if frame.empty:
         return pd.DataFrame()
-    out = frame.groupby("arm", sort=False).agg(
-        runs=("train_seconds", "size"),
-        n_train=("n_train", "mean"),
-        epochs=("epochs_run", "mean"),
-        train_seconds_mean=("train_seconds", "mean"),
-        train_seconds_max=("train_seconds", "max"),
-        predict_seconds=("predict_seconds", "mean"),
-    )
+    columns = {
+        "runs": ("train_seconds", "size"),
+        "n_train": ("n_train", "mean"),
+        "epochs": ("epochs_run", "mean"),
+        "steps": ("steps", "mean"),  # absent from runs recorded before steps were
+        "train_seconds_mean": ("train_seconds", "mean"),
+        "train_seconds_max": ("train_seconds", "max"),
+        "predict_seconds": ("predict_seconds", "mean"),
+    }
+    out = frame.groupby("arm", sort=False).agg(**{k: v for k, v in columns.items() if v[0] in frame.columns})
     return out.loc[arm_order(out.index.tolist())].round(2)
 
+
+
+def convergence(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """How many trained runs stopped by early stopping rather than at the epoch cap (a run that hits the cap may
+    not have converged, so a comparison of such runs compares training budgets, not training data)."""
+    trained = [r for r in runs if r["arm"] not in LLM_ARMS and "stopped_early" in r]
+    early = sum(bool(r["stopped_early"]) for r in trained)
+    return {"runs": len(trained), "stopped_early": early,
+            "share": early / len(trained) if trained else None,
+            "at_cap": sorted(f"{r['arm']} {r['cell']}" for r in trained if not r["stopped_early"])}
+
+
+def convergence_table(runs: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """Per arm: runs, the share that stopped early, and the epochs and optimizer steps they took."""
+    frame = pd.DataFrame([r for r in runs if r["arm"] not in LLM_ARMS and "stopped_early" in r])
+    if frame.empty:
+        return pd.DataFrame()
+    out = frame.groupby("arm", sort=False).agg(
+        runs=("stopped_early", "size"), stopped_early=("stopped_early", "mean"), epochs=("epochs_run", "mean"),
+        epochs_max=("epochs_run", "max"), steps=("steps", "mean"),
+    )
+    return out.loc[arm_order(out.index.tolist())].round(3)
 
 
 def save_re_results(
@@ -180,9 +206,11 @@ def save_re_results(
         "dev": {"n": len(dev), "subsample": profile.dataset.dev_subsample, "seed": profile.seed},
         "test": {"n": len(test), "subsample": profile.dataset.test_subsample, "seed": profile.seed},
         "encoder": profile.encoder.model_dump(mode="json"),
+        "negative_label": profile_schema(profile).negative_label,
         "negative_label_samples": profile.generation.negative_label,
         "quotas": training_quotas(profile, results),
         "runs": runs,
+        "convergence": convergence(runs),
         "skipped": list(grid.get("skipped", [])),
         "llm_baseline": list(llm),
         "summary": {
@@ -205,6 +233,7 @@ def re_tables(results: ResultsDir) -> dict[str, pd.DataFrame]:
                                                    with_paper=False)
     tables["re_per_relation"] = per_relation_frame(every).round(4)
     tables["re_train_time"] = timing_table(runs)
+    tables["re_convergence"] = convergence_table(runs)
     if payload.get("quotas"):  # what every generated arm trained on: equal per-relation counts, shortfalls named
         tables["re_quotas"] = quota_frame(payload["quotas"])
     for name, frame in tables.items():

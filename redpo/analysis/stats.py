@@ -9,7 +9,8 @@ replication (a generation draw is made per split; seeds only measure classifier 
   with replacement (one draw per drawn split, shared by both arms: the pairing). The replicate's effect is the
   mean over drawn cells of F1(a) - F1(b). The 95% CI is the percentile interval; the point estimate uses every
   cell and sentence once. F1 is recomputed from per-sentence predictions with the draw's sentence counts as
-  weights, so no resampled prediction list is ever built.
+  weights (:func:`weighted_f1`), so no resampled prediction list is ever built, and every replicate of every cell
+  is scored by a few matrix products.
 - **Diversity differences** (:func:`paired_mean_bootstrap`): per relation at equal N, paired; the CI resamples
   relations.
 - **Verdicts** (:func:`verdict`): *holds* when the CI lies wholly on the claimed side of the margin (0 unless a
@@ -51,35 +52,6 @@ class Effect:
         return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in asdict(self).items()}
 
 
-# ---- weighted F1 -------------------------------------------------------------------------------------------
-def weighted_micro_f1(gold: np.ndarray, pred: np.ndarray, negative: int, weights: np.ndarray) -> np.ndarray:
-    """Micro-F1 without the negative label, each sentence counted ``weights[..., i]`` times (any leading shape)."""
-    hit = ((pred == gold) & (gold != negative)).astype(float)
-    predicted = (pred != negative).astype(float)
-    actual = (gold != negative).astype(float)
-    tp, pp, ap = weights @ hit, weights @ predicted, weights @ actual
-    denom = pp + ap
-    return np.divide(2 * tp, denom, out=np.zeros_like(denom, dtype=float), where=denom > 0)
-
-
-def weighted_semeval_macro_f1(gold_labels: Sequence[str], pred_labels: Sequence[str], negative: str,
-                              weights: np.ndarray) -> np.ndarray:
-    """SemEval's official (9+1)-way directed macro-F1 with sentence weights: per type, P = exact hits / predictions
-    of the type (either direction), R = exact hits / gold of the type; F1s averaged over the gold types."""
-    gold_t = np.array([undirected(g) for g in gold_labels])
-    pred_t = np.array([undirected(p) for p in pred_labels])
-    exact = np.array(gold_labels) == np.array(pred_labels)
-    f1s = []
-    for t in sorted(set(gold_t.tolist()) - {negative}):
-        tp = weights @ (exact & (gold_t == t)).astype(float)
-        pp = weights @ (pred_t == t).astype(float)
-        ap = weights @ (gold_t == t).astype(float)
-        p = np.divide(tp, pp, out=np.zeros_like(tp), where=pp > 0)
-        r = np.divide(tp, ap, out=np.zeros_like(tp), where=ap > 0)
-        f1s.append(np.divide(2 * p * r, p + r, out=np.zeros_like(p), where=(p + r) > 0))
-    return np.mean(f1s, axis=0) if f1s else np.zeros(weights.shape[:-1])
-
-
 # ---- the bootstraps ----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class PairedCells:
@@ -100,25 +72,71 @@ class PairedCells:
             raise ValueError(f"every prediction row must cover the same {n} sentences")
 
 
-def _row_scorer(cells: PairedCells, metric: Metric, negative: str) -> Callable[[Sequence[str], np.ndarray], float]:
-    """``score(prediction row, sentence weights)`` for ``metric``; labels are encoded once, not per replicate."""
+# ---- weighted F1 -------------------------------------------------------------------------------------------
+Features = Callable[[Sequence[str]], np.ndarray]
+FromSums = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+
+def metric_features(gold_labels: Sequence[str], metric: Metric, negative: str) -> tuple[Features, np.ndarray,
+                                                                                         FromSums]:
+    """Per-sentence indicator columns whose weighted sums give ``metric``: ``(features, actual, f1)``.
+
+    ``features(pred)`` is ``(n, 2m)``: true positives then predictions (micro: one column each; SemEval's official
+    macro-F1: one per relation type, a hit being exact, direction included, and a prediction counting for its type
+    whichever the direction); ``actual`` is ``(n, m)``, the gold positives; ``f1(tp, pp, ap)`` turns weighted sums
+    into the metric. A weighted sum is a matrix product, so a bootstrap scores every replicate and cell at once.
+    """
+    gold = np.array(gold_labels)
     if metric == "semeval_macro_f1":
-        return lambda row, w: weighted_semeval_macro_f1(cells.gold, row, negative, w)
-    labels = sorted({*cells.gold, *(x for row in (*cells.a, *cells.b) for x in row), negative})
-    index = {lab: i for i, lab in enumerate(labels)}
-    gold, neg = np.array([index[g] for g in cells.gold]), index[negative]
-    encoded = {id(row): np.array([index[x] for x in row]) for row in (*cells.a, *cells.b)}
-    return lambda row, w: weighted_micro_f1(gold, encoded[id(row)], neg, w)
+        gold_t = np.array([undirected(g) for g in gold_labels])
+        types = sorted(set(gold_t.tolist()) - {negative})
+
+        def features(pred_labels: Sequence[str]) -> np.ndarray:
+            pred_t = np.array([undirected(p) for p in pred_labels])
+            exact = gold == np.array(pred_labels)
+            return np.concatenate([np.stack([exact & (gold_t == t) for t in types], 1),
+                                   np.stack([pred_t == t for t in types], 1)], 1).astype(float)
+
+        def f1(tp: np.ndarray, pp: np.ndarray, ap: np.ndarray) -> np.ndarray:
+            p = np.divide(tp, pp, out=np.zeros_like(tp), where=pp > 0)
+            r = np.divide(tp, ap, out=np.zeros_like(tp), where=ap > 0)
+            per_type = np.divide(2 * p * r, p + r, out=np.zeros_like(p), where=(p + r) > 0)
+            return per_type.mean(axis=-1) if types else np.zeros(tp.shape[:-1])
+
+        return features, np.stack([gold_t == t for t in types], 1).astype(float), f1
+
+    def micro_features(pred_labels: Sequence[str]) -> np.ndarray:
+        pred = np.array(pred_labels)
+        return np.stack([(pred == gold) & (gold != negative), pred != negative], 1).astype(float)
+
+    def micro_f1(tp: np.ndarray, pp: np.ndarray, ap: np.ndarray) -> np.ndarray:
+        denom = pp + ap
+        return np.divide(2 * tp, denom, out=np.zeros_like(denom), where=denom > 0)[..., 0]
+
+    return micro_features, (gold != negative).astype(float)[:, None], micro_f1
 
 
-def _mean_difference(score: Callable[[Sequence[str], np.ndarray], float], a: Sequence[Sequence[str]],
-                     b: Sequence[Sequence[str]], weights: Sequence[np.ndarray]) -> float:
-    """Mean over cells of score(a) - score(b), each cell under its own sentence weights."""
-    return float(np.mean([score(ra, w) - score(rb, w) for ra, rb, w in zip(a, b, weights, strict=True)]))
+def weighted_f1(gold_labels: Sequence[str], pred_labels: Sequence[str], negative: str, weights: np.ndarray,
+                metric: Metric = "micro_f1") -> np.ndarray:
+    """``metric`` with each sentence counted ``weights[..., i]`` times (any leading shape of weights)."""
+    features, actual, f1 = metric_features(gold_labels, metric, negative)
+    half = actual.shape[1]
+    sums, ap = weights @ features(pred_labels), weights @ actual
+    return f1(sums[..., :half], sums[..., half:], ap)
+
+
+def _cell_differences(weights: np.ndarray, rows_a: np.ndarray, rows_b: np.ndarray, actual: np.ndarray,
+                      f1: FromSums) -> np.ndarray:
+    """``F1(a_c) - F1(b_c)`` for every weight vector (``(..., n)``) and cell: shape ``(..., cells)``."""
+    half = actual.shape[1]
+    ap = (weights @ actual)[..., None, :]
+    sums_a = np.einsum("...n,cnm->...cm", weights, rows_a)
+    sums_b = np.einsum("...n,cnm->...cm", weights, rows_b)
+    return (f1(sums_a[..., :half], sums_a[..., half:], ap) - f1(sums_b[..., :half], sums_b[..., half:], ap))
 
 
 def paired_f1_bootstrap(cells: PairedCells, negative: str, *, metric: Metric = "micro_f1", n_boot: int = 2000,
-                        seed: int = 0, level: float = 0.95) -> Effect:
+                        seed: int = 0, level: float = 0.95, chunk: int = 200) -> Effect:
     """Hierarchical bootstrap of the mean paired difference F1(a) - F1(b) (see the module docstring)."""
     rng = np.random.default_rng(seed)
     n = len(cells.gold)
@@ -126,20 +144,25 @@ def paired_f1_bootstrap(cells: PairedCells, negative: str, *, metric: Metric = "
     for i, split in enumerate(cells.splits):
         by_split.setdefault(split, []).append(i)
     groups = list(by_split.values())
-    score = _row_scorer(cells, metric, negative)
-    estimate = _mean_difference(score, cells.a, cells.b, [np.ones(n)] * len(cells.a))
+    features, actual, f1 = metric_features(cells.gold, metric, negative)
+    rows_a, rows_b = np.stack([features(r) for r in cells.a]), np.stack([features(r) for r in cells.b])
+    estimate = float(_cell_differences(np.ones(n), rows_a, rows_b, actual, f1).mean())
+    n_cells, n_groups = len(cells.a), len(groups)
     diffs = np.empty(n_boot)
-    for r in range(n_boot):
-        drawn: list[int] = []
-        weights: list[np.ndarray] = []
-        for g in rng.integers(0, len(groups), size=len(groups)):
-            members = groups[g]
-            w = rng.multinomial(n, np.full(n, 1 / n)).astype(float)  # one sentence draw per drawn split
-            picked = rng.choice(members, size=len(members), replace=True)
-            drawn += picked.tolist()
-            weights += [w] * len(picked)
-        diffs[r] = _mean_difference(score, [cells.a[i] for i in drawn], [cells.b[i] for i in drawn], weights)
-    return _effect(estimate, diffs, level, len(groups), len(cells.a), n)
+    for lo in range(0, n_boot, chunk):
+        size = min(chunk, n_boot - lo)
+        drawn = rng.integers(0, n_groups, size=(size, n_groups))  # splits, with replacement
+        weights = rng.multinomial(n, np.full(n, 1 / n), size=(size, n_groups)).astype(float)  # one per drawn split
+        picks = np.zeros((size, n_groups, n_cells))  # how often each cell of the drawn split is drawn
+        for g, members in enumerate(groups):
+            hit = drawn == g
+            counts = rng.multinomial(len(members), np.full(len(members), 1 / len(members)), size=int(hit.sum()))
+            block = np.zeros((int(hit.sum()), n_cells))
+            block[:, members] = counts
+            picks[hit] = block
+        per_cell = _cell_differences(weights, rows_a, rows_b, actual, f1)  # (size, n_groups, cells)
+        diffs[lo:lo + size] = (picks * per_cell).sum(axis=(1, 2)) / picks.sum(axis=(1, 2))
+    return _effect(estimate, diffs, level, n_groups, n_cells, n)
 
 
 def paired_mean_bootstrap(differences: Sequence[float], *, n_boot: int = 2000, seed: int = 0,
@@ -162,14 +185,17 @@ def _effect(estimate: float, draws: np.ndarray, level: float, n_splits: int, n_c
 
 
 # ---- verdicts ----------------------------------------------------------------------------------------------
-def verdict(effect: Effect, margin: float = 0.0) -> str:
-    """Holds if the whole CI is above ``margin``, does not hold if the whole CI is below it, else inconclusive.
+def verdict(effect: Effect, margin: float = 0.0, upper: float | None = None) -> str:
+    """Holds if the whole CI is above ``margin`` (and, with ``upper``, below it), does not hold if the whole CI
+    lies outside that region, else inconclusive.
 
-    Effects are signed so that positive is the claimed direction; a claim like "close to but below manual" is
-    expressed through its margin (e.g. the difference must stay above -5 F1 points)."""
-    if effect.low > margin:
+    Effects are signed so that positive is the claimed direction. A claim like "close to but below manual" is a
+    band: the difference manual - generated must lie in (0, ``upper``) points; a plateau ("no noticeable gain") is
+    a one-sided margin below 0 (the gain must stay under the smallest gain that counts).
+    """
+    if effect.low > margin and (upper is None or effect.high < upper):
         return HOLDS
-    if effect.high < margin:
+    if effect.high < margin or (upper is not None and effect.low > upper):
         return FAILS
     return INCONCLUSIVE
 

@@ -95,11 +95,12 @@ def adapter_dir(results: ResultsDir, half: str) -> Path:
 
 
 def fingerprint(profile: Profile, pairs_file: Path, base_sha256: str) -> str:
-    """Identity of a training run: the pairs file, the dpo section, the seed and the base weights."""
+    """Identity of a training run: the pairs file, the dpo section, the seed and the base weights. ``arms`` (which
+    generation arms use the adapters) and ``checkpoint_steps`` do not change what is trained, so they are left out."""
     blob = json.dumps(
         {
             "pairs": hashlib.sha256(pairs_file.read_bytes()).hexdigest(),
-            "dpo": profile.dpo.model_dump(mode="json", exclude={"checkpoint_steps"}),
+            "dpo": profile.dpo.model_dump(mode="json", exclude={"checkpoint_steps", "arms"}),
             "seed": profile.seed,
             "base": base_sha256,
         },

@@ -23,7 +23,7 @@ from redpo.data.splits import profile_schema
 from redpo.extraction.metrics import per_sentence, score
 from redpo.extraction.model import predict, train_re_model
 from redpo.extraction.run_store import RUNS_CACHE, RunStore, run_fingerprint, samples_digest
-from redpo.extraction.training_sets import GridCell, arm_training_sets, grid_cells
+from redpo.extraction.training_sets import GridCell, arm_training_sets, epoch_sizes, grid_cells
 from redpo.models.load import load_encoder
 
 
@@ -48,11 +48,12 @@ def _train_and_score(
     dev: Sequence[RESample],
     test: Sequence[RESample],
     output_dir: Path,
+    epoch_size: int | None = None,
 ) -> dict[str, Any]:
     schema = profile_schema(profile)
     trained = train_re_model(
         train, dev, schema, profile.encoder, encoder_name=profile.encoder.model, seed=cell.classifier_seed,
-        output_dir=output_dir,
+        output_dir=output_dir, epoch_size=epoch_size,
     )
     start = time.perf_counter()
     predictions = predict(trained, test)
@@ -71,6 +72,9 @@ def _train_and_score(
         "train_seconds": trained.train_seconds,
         "predict_seconds": round(predict_seconds, 2),
         "epochs_run": trained.epochs_run,
+        "steps": trained.steps,
+        "stopped_early": trained.stopped_early,
+        "epoch_size": epoch_size,
         "best_dev_micro_f1": trained.best_dev_micro_f1,
         "encoder": trained.encoder_name,
         **metrics,
@@ -113,18 +117,19 @@ def run_training_sets(
     work = []
     for (k, split_seed), sets in sets_by_split.items():
         mine = [c for c in cells if (c.k, c.split_seed) == (k, split_seed)]
-        work += [(c, arm, train) for c in mine for arm, train in sets.items()]
+        sizes = epoch_sizes(sets)
+        work += [(c, arm, train, sizes.get(arm)) for c in mine for arm, train in sets.items()]
     runs: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []
     with torch_threads(profile.encoder.threads):
-        for cell, arm, train in tqdm(work, desc="RE runs", unit="run", disable=not progress):
+        for cell, arm, train, epoch_size in tqdm(work, desc="RE runs", unit="run", disable=not progress):
             if not train:
                 skipped.append({"arm": arm, "cell": cell.name, "reason": "empty training set"})
                 continue
-            fingerprint = run_fingerprint(profile, arm, cell, train, dev_digest, test_digest)
+            fingerprint = run_fingerprint(profile, arm, cell, train, dev_digest, test_digest, epoch_size)
             record = store.get(fingerprint)
             if record is None:
-                record = {**_train_and_score(profile, arm, cell, train, dev, test, results.cache),
+                record = {**_train_and_score(profile, arm, cell, train, dev, test, results.cache, epoch_size),
                           "fingerprint": fingerprint}
                 store.add(record)
                 runs.append({**record, "cached": False})

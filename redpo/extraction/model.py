@@ -205,6 +205,10 @@ class TrainedRE:
     train_seconds: float
     epochs_run: float
     best_dev_micro_f1: float | None
+    steps: int = 0
+    """Optimizer steps taken (with early stopping, fewer than the cap)."""
+    stopped_early: bool = False
+    """True when early stopping ended training before the epoch cap: the run converged by the rule."""
     history: list[dict[str, float]] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
@@ -270,11 +274,15 @@ def train_re_model(
     seed: int,
     output_dir: Path | None = None,
     labels: Sequence[str] | None = None,
+    epoch_size: int | None = None,
 ) -> TrainedRE:
     """Fine-tune encoder + head on ``train``, early-stopping on ``dev`` micro-F1; returns the best epoch.
 
     ``labels`` defaults to the schema's; ``output_dir`` only chooses where the scratch checkpoint directory
     lives (deleted before returning). An empty ``dev`` trains for all ``encoder_cfg.epochs`` epochs.
+    ``epoch_size`` trains on ``train`` with the step schedule of a set of that many samples: an "epoch" (the
+    evaluation interval, the unit of patience and of the cap) is ``ceil(epoch_size / batch_size)`` steps, the data
+    cycling as needed. The step-matched manual control uses it to get exactly the mixed arms' step budget.
     """
     if not train:
         raise ValueError("train_re_model got no training samples")
@@ -291,8 +299,10 @@ def train_re_model(
         gold = [labels[i] for i in eval_pred.label_ids]
         return {"micro_f1": micro_f1_without_negative(gold, pred, schema.negative_label)["f1"]}
 
-    steps = math.ceil(len(train_ds) / encoder_cfg.batch_size) * encoder_cfg.epochs
-    strategy = "epoch" if dev_ds is not None else "no"
+    steps_per_epoch = math.ceil((epoch_size or len(train_ds)) / encoder_cfg.batch_size)
+    steps = steps_per_epoch * encoder_cfg.epochs
+    by_steps = epoch_size is not None
+    strategy = ("steps" if by_steps else "epoch") if dev_ds is not None else "no"
     if output_dir is not None:
         Path(output_dir).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="re_ckpt_", dir=output_dir) as scratch:
@@ -301,6 +311,10 @@ def train_re_model(
             per_device_train_batch_size=encoder_cfg.batch_size,
             per_device_eval_batch_size=encoder_cfg.eval_batch_size,
             num_train_epochs=encoder_cfg.epochs,
+            max_steps=steps if by_steps else -1,
+            eval_steps=steps_per_epoch,
+            save_steps=steps_per_epoch,
+            logging_steps=steps_per_epoch,
             learning_rate=encoder_cfg.learning_rate,
             warmup_steps=math.ceil(encoder_cfg.warmup_ratio * steps),
             weight_decay=encoder_cfg.weight_decay,
@@ -311,7 +325,7 @@ def train_re_model(
             load_best_model_at_end=dev_ds is not None,
             metric_for_best_model="micro_f1",
             greater_is_better=True,
-            logging_strategy="epoch",
+            logging_strategy="steps" if by_steps else "epoch",
             report_to=[],
             disable_tqdm=True,
             seed=seed,
@@ -319,7 +333,9 @@ def train_re_model(
             dataloader_num_workers=0,
             dataloader_pin_memory=torch.cuda.is_available(),
         )
-        callbacks = [EarlyStoppingCallback(encoder_cfg.early_stopping_patience)] if dev_ds is not None else []
+        callbacks = [
+            EarlyStoppingCallback(encoder_cfg.early_stopping_patience, encoder_cfg.early_stopping_threshold)
+        ] if dev_ds is not None else []
         trainer = Trainer(
             model=model,
             args=args,
@@ -348,8 +364,10 @@ def train_re_model(
         n_train=len(train_ds),
         n_dev=len(dev_ds) if dev_ds is not None else 0,
         train_seconds=round(seconds, 2),
-        epochs_run=float(state.epoch or 0.0),
+        epochs_run=round(state.global_step / steps_per_epoch, 4),
         best_dev_micro_f1=None if state.best_metric is None else float(state.best_metric),
+        steps=int(state.global_step),
+        stopped_early=dev_ds is not None and state.global_step < steps,
         history=history,
     )
 

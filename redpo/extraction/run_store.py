@@ -27,12 +27,17 @@ def samples_digest(samples: Sequence[RESample]) -> str:
 
 
 def run_fingerprint(
-    profile: Profile, arm: str, cell: GridCell, train: Sequence[RESample], dev_digest: str, test_digest: str
+    profile: Profile, arm: str, cell: GridCell, train: Sequence[RESample], dev_digest: str, test_digest: str,
+    epoch_size: int | None = None,
 ) -> str:
-    """Hash of everything that determines a run's result; the resume cache's key."""
+    """Hash of everything that determines a run's result; the resume cache's key. ``epoch_size`` (a step-matched
+    run's schedule) joins the hash only when set, so the keys of every other run stay what they were."""
     encoder = profile.encoder.model_dump(mode="json", exclude={"threads", "seeds_per_split"})
+    if not encoder.get("early_stopping_threshold"):
+        encoder.pop("early_stopping_threshold", None)  # the default: keys of runs made before it existed hold
     blob = json.dumps(
         {
+            **({"epoch_size": epoch_size} if epoch_size is not None else {}),
             "arm": arm,
             "cell": [cell.k, cell.split_seed, cell.classifier_seed],
             "encoder": encoder,

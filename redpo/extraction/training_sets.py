@@ -11,7 +11,10 @@ every cell, and all arms of all cells share one dev and one test set, so arms di
 * ``gen:<arm>``: samples of ``generations/<arm>_k<K>_s<seed>.jsonl``, for every generation arm whose file exists
   (DPO arms join automatically once notebook 03 has written them), made comparable by :func:`comparable_sets`;
 * ``mix:<arm>``: manual plus ``gen:<arm>`` (a generated sample equal to a manual one is kept once), for every
-  ICL and DPO arm (not the Xu et al. baseline).
+  ICL and DPO arm (not the Xu et al. baseline);
+* ``manual-steps``: the manual set again, trained on the step schedule of the mixed sets (:func:`epoch_sizes`).
+  A mixed set is about twice the manual one, so with the same epoch cap and patience it gets about twice the
+  optimizer steps; "mixed beats manual" could then mean only "more steps". This control gets the same steps.
 
 **Comparable arms.** An arm comparison is confounded if arms differ in how much they train on, so every
 generated arm of a split takes the *same number of samples per relation*: the smallest count any arm reached
@@ -183,11 +186,23 @@ def mixed_sets(manual: Sequence[RESample], generated: Mapping[str, Sequence[RESa
     return sets
 
 
+MANUAL_STEPS_ARM = "manual-steps"
+"""The step-matched manual control: the manual samples on the mixed arms' step schedule."""
+
+
+def epoch_sizes(sets: Mapping[str, Sequence[RESample]]) -> dict[str, int]:
+    """``{arm: samples per "epoch"}`` for arms trained on another set's step schedule: ``manual-steps`` gets the
+    largest mixed set's size (mixed sets differ by the few generated samples equal to a manual one), so its
+    evaluation interval, patience and cap in optimizer steps are those of the mixed arms."""
+    mixed = [len(v) for a, v in sets.items() if a.startswith("mix:")]
+    return {MANUAL_STEPS_ARM: max(mixed)} if MANUAL_STEPS_ARM in sets and mixed else {}
+
+
 def arm_training_sets_with_quotas(
     profile: Profile, results: ResultsDir, k: int, split_seed: int
 ) -> tuple[dict[str, list[RESample]], Quotas]:
-    """``{"manual": ..., "gen:<arm>": ..., "mix:<arm>": ...}`` for one split, and the quotas that made the
-    generated arms comparable (see the module docstring)."""
+    """``{"manual", "manual-steps", "gen:<arm>", "mix:<arm>"}`` training sets of one split, and the quotas that
+    made the generated arms comparable (see the module docstring)."""
     manual = load_profile_kshot(profile, results.kshot, k, split_seed)
     wanted = profile.dataset.relations
     generated = {
@@ -198,7 +213,9 @@ def arm_training_sets_with_quotas(
     schema = profile_schema(profile)
     comparable, quotas = comparable_sets(generated, manual, k, schema.negative_label,
                                          profile.generation.negative_label)
-    return {"manual": manual, **mixed_sets(manual, comparable)}, quotas
+    sets = mixed_sets(manual, comparable)
+    control = {MANUAL_STEPS_ARM: manual} if any(a.startswith("mix:") for a in sets) else {}
+    return {"manual": manual, **control, **sets}, quotas
 
 
 def arm_training_sets(profile: Profile, results: ResultsDir, k: int, split_seed: int) -> dict[str, list[RESample]]:

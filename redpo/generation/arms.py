@@ -22,7 +22,8 @@ from redpo.core.sample import RESample
 from redpo.data.splits import generation_splits, load_profile_kshot, profile_schema
 from redpo.generation.backends.transformers import TransformersBackend
 from redpo.generation.cache import CachedGenerator, LLMCache, ModelKey
-from redpo.generation.diversity import common_relations, diversity_report, make_encoder_embedder
+from redpo.generation.diversity import common_relations, diversity_report
+from redpo.generation.embedding import make_encoder_embedder
 from redpo.generation.engines import server_generator
 from redpo.generation.loops import generate_arm
 from redpo.generation.smoke_fit import fitted_tiny_llama

@@ -94,7 +94,7 @@ def near_copy_share(
 
 
 # ---- per relation and macro ---------------------------------------------------------------------------
-def _views(samples: Sequence[RESample]) -> dict[str, list[str]]:
+def metric_texts(samples: Sequence[RESample]) -> dict[str, list[str]]:
     """The two texts each metric runs on: plain (``""`` suffix) and entity-masked (``"_masked"``)."""
     return {
         "": [" ".join(s.tokens).casefold() for s in samples],
@@ -110,7 +110,7 @@ def relation_metrics(
 ) -> dict[str, Any]:
     """All metrics for one relation's samples; pairwise ones are ``None`` below two samples."""
     out: dict[str, Any] = {"n": len(samples), "pairwise": len(samples) >= 2}
-    for suffix, texts in _views(samples).items():
+    for suffix, texts in metric_texts(samples).items():
         tokens = [t.split() for t in texts]
         out[f"tfidf_cos{suffix}"] = tfidf_cosine(texts)
         if embed is not None:
@@ -167,33 +167,3 @@ def diversity_report(
         "macro": macro,
         "macro_n": macro_n,
     }
-
-
-# ---- sentence embeddings from an encoder ----------------------------------------------------------------
-def make_encoder_embedder(loaded_model: Any, batch_size: int = 32, max_length: int = 128) -> Embedder:
-    """Mean-pooled last hidden states of an HF encoder (``.model``, ``.tokenizer``), as sentence-transformers'
-    MiniLM does; padding is masked out so a sentence embeds the same alone or in a batch."""
-    import torch
-
-    model, tokenizer = loaded_model.model, loaded_model.tokenizer
-    model.eval()
-
-    def embed(texts: list[str]) -> np.ndarray:
-        chunks: list[np.ndarray] = []
-        with torch.no_grad():
-            for start in range(0, len(texts), batch_size):
-                enc = tokenizer(
-                    texts[start : start + batch_size],
-                    padding=True,
-                    truncation=True,
-                    max_length=max_length,
-                    return_tensors="pt",
-                )
-                hidden = model(**enc).last_hidden_state
-                mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-                chunks.append(pooled.float().cpu().numpy())
-        width = getattr(getattr(model, "config", None), "hidden_size", 0)
-        return np.concatenate(chunks) if chunks else np.zeros((0, width), dtype=np.float32)
-
-    return embed

@@ -1,0 +1,238 @@
+"""The evidence behind each claim: pre-declared paired comparisons, computed from saved files only.
+
+Every claim has one *primary* comparison, fixed here before any number is seen, and may show *secondary* ones
+that do not decide it. Each comparison is an :class:`~redpo.analysis.stats.Effect` (a paired difference with a
+95% CI) signed so that positive is the claimed direction:
+
+- **F1** (``kind="f1"``): micro-F1(a) - micro-F1(b) from the per-sentence predictions in
+  ``metrics/re_results.json``, paired by grid cell (K-shot split x classifier seed) and by test sentence, by the
+  hierarchical bootstrap of :func:`~redpo.analysis.stats.paired_f1_bootstrap`. The direct LLM has one run per
+  split (no classifier seed): it is paired with every cell of its split. Only sentences both arms were scored on
+  are compared (the LLM may run on a stratified subset of the RE test set).
+- **Diversity** (``kind="diversity"``): similarity(b) - similarity(a), TF-IDF cosine, per relation at *equal N*
+  (both arms' first ``min(n_a, n_b)`` samples of the relation, so an arm is not favoured for writing fewer), per
+  split, averaged over splits per relation; the CI resamples relations.
+- **Plateau** (``kind="plateau"``): F1 at the smaller N - F1 at the larger N of one curve, paired by cell
+  (``metrics/plateau.json``): "no noticeable gain" holds when the gain's CI stays below ``plateau.min_gain``.
+
+Nothing here loads a model: ``python -m redpo figures`` rebuilds the report in seconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from redpo.analysis.stats import Effect, Metric, PairedCells, paired_f1_bootstrap, paired_mean_bootstrap
+from redpo.core.io import ResultsDir, read_json, read_samples
+from redpo.core.sample import RESample
+from redpo.generation.diversity import metric_texts, tfidf_cosine
+from redpo.generation.store import arm_paths
+
+Kind = Literal["f1", "diversity", "plateau"]
+N_BOOT = 2000
+SEED = 0
+CLOSE_MARGIN = 0.10
+"""Claim 4's "comes close": manual's lead over generated data must stay under 10 micro-F1 points."""
+PLATEAU_RANGE = (16, 32)
+"""The paper: RE performance stops improving noticeably after about 16-32 generated samples per relation."""
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One pre-declared comparison: ``a`` is claimed to beat ``b`` (for plateau: ``a`` is the curve)."""
+
+    kind: Kind
+    a: str
+    b: str = ""
+    primary: bool = False
+    margin: float = 0.0
+    """The CI must lie above this (0: the claimed side of zero)."""
+    upper: float | None = None
+    """...and below this, for a band claim (claim 4)."""
+
+    @property
+    def label(self) -> str:
+        return f"{self.a} curve" if self.kind == "plateau" else f"{self.a} vs {self.b}"
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """A :class:`Spec` and what the saved files gave for it (``effect`` None: not run, with the reason)."""
+
+    spec: Spec
+    effect: Effect | None = None
+    macro: Effect | None = None
+    """SemEval's official macro-F1 difference, for primary F1 comparisons on SemEval."""
+    note: str = ""
+
+
+# ---- F1 from per-sentence predictions --------------------------------------------------------------------
+def _by_id(run: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
+    p = run["predictions"]
+    return {i: (g, x) for i, g, x in zip(p["ids"], p["gold"], p["pred"], strict=True)}
+
+
+def _cell_key(run: Mapping[str, Any]) -> tuple[int, int, int | None]:
+    seed = run.get("classifier_seed")
+    return int(run["k"]), int(run["split_seed"]), None if seed is None else int(seed)
+
+
+def paired_cells(runs_a: Sequence[Mapping[str, Any]], runs_b: Sequence[Mapping[str, Any]]) -> PairedCells | None:
+    """Two arms' runs paired by cell and sentence; a run without a classifier seed (the direct LLM) pairs with
+    every cell of its split. None when no cell or no sentence is shared, or a run has no predictions."""
+    if not runs_a or not runs_b or any("predictions" not in r for r in (*runs_a, *runs_b)):
+        return None
+    pairs = []
+    for ra in runs_a:
+        ka = _cell_key(ra)
+        for rb in runs_b:
+            kb = _cell_key(rb)
+            if ka[:2] == kb[:2] and (ka[2] is None or kb[2] is None or ka[2] == kb[2]):
+                pairs.append((ra, rb, ka[:2]))
+    if not pairs:
+        return None
+    tables = {id(r): _by_id(r) for ra, rb, _ in pairs for r in (ra, rb)}
+    first = tables[id(pairs[0][0])]
+    ids = [i for i in first if all(i in tables[id(r)] for ra, rb, _ in pairs for r in (ra, rb))]
+    if not ids:
+        return None
+    return PairedCells(
+        gold=[first[i][0] for i in ids],
+        a=[[tables[id(ra)][i][1] for i in ids] for ra, _rb, _s in pairs],
+        b=[[tables[id(rb)][i][1] for i in ids] for _ra, rb, _s in pairs],
+        splits=[split for _ra, _rb, split in pairs],
+    )
+
+
+def f1_effect(runs: Sequence[Mapping[str, Any]], a: str, b: str, negative: str, *,
+              metric: Metric = "micro_f1") -> tuple[Effect | None, str]:
+    """The paired bootstrap of ``metric(a) - metric(b)`` over ``runs`` (records with ``arm``), or the reason not."""
+    cells = paired_cells([r for r in runs if r["arm"] == a], [r for r in runs if r["arm"] == b])
+    if cells is None:
+        missing = [x for x in (a, b) if not any(r["arm"] == x for r in runs)]
+        why = f"not run ({', '.join(missing)})" if missing else "no per-sentence predictions shared by both arms"
+        return None, why
+    return paired_f1_bootstrap(cells, negative, metric=metric, n_boot=N_BOOT, seed=SEED), ""
+
+
+# ---- diversity at equal N ----------------------------------------------------------------------------------
+def _relation_texts(results: ResultsDir, arm: str, k: int, seed: int) -> dict[str, list[str]] | None:
+    path = arm_paths(results, arm, k, seed)["samples"]
+    if not path.is_file():
+        return None
+    by_relation: dict[str, list[RESample]] = {}
+    for s in read_samples(path):
+        by_relation.setdefault(s.relation, []).append(s)
+    return {r: metric_texts(samples)[""] for r, samples in by_relation.items()}
+
+
+def equal_n_differences(results: ResultsDir, a: str, b: str,
+                        splits: Sequence[tuple[int, int]]) -> tuple[dict[str, float], int]:
+    """``{relation: mean over splits of cos(b) - cos(a)}`` at equal N per relation and split, and the number of
+    splits that had both arms. A relation needs >= 2 samples in both arms of a split to count there."""
+    per_relation: dict[str, list[float]] = {}
+    used = 0
+    for k, seed in splits:
+        ta, tb = _relation_texts(results, a, k, seed), _relation_texts(results, b, k, seed)
+        if ta is None or tb is None:
+            continue
+        used += 1
+        for relation in sorted(set(ta) & set(tb)):
+            n = min(len(ta[relation]), len(tb[relation]))
+            sim_a, sim_b = tfidf_cosine(ta[relation][:n]), tfidf_cosine(tb[relation][:n])
+            if sim_a is not None and sim_b is not None:
+                per_relation.setdefault(relation, []).append(sim_b - sim_a)
+    return {r: float(np.mean(v)) for r, v in per_relation.items()}, used
+
+
+def generation_splits_of(results: ResultsDir) -> list[tuple[int, int]]:
+    """The (K, seed) splits notebook 02 measured, from ``metrics/generation_icl.json``."""
+    path = results.metrics / "generation_icl.json"
+    if not path.is_file():
+        return []
+    blocks = read_json(path)["diversity"]["splits"].values()
+    return [(int(b["k"]), int(b["seed"])) for b in blocks]
+
+
+def diversity_effect(results: ResultsDir, a: str, b: str) -> tuple[Effect | None, str]:
+    diffs, used = equal_n_differences(results, a, b, generation_splits_of(results))
+    if not diffs:
+        return None, "not run (no generation split with both arms)"
+    effect = paired_mean_bootstrap(list(diffs.values()), n_boot=N_BOOT, seed=SEED)
+    return Effect(effect.estimate, effect.low, effect.high, effect.p_value, used, 1, effect.n_units,
+                  effect.n_boot), ""
+
+
+# ---- plateau ----------------------------------------------------------------------------------------------
+def plateau_points(n_values: Sequence[int]) -> tuple[int, int] | None:
+    """The two N a plateau is judged between: the largest N <= 16 (or the one before the largest) and the
+    largest N. None with fewer than two N."""
+    ns = sorted(n_values)
+    if len(ns) < 2:
+        return None
+    below = [n for n in ns[:-1] if n <= PLATEAU_RANGE[0]]
+    return (below[-1] if below else ns[-2]), ns[-1]
+
+
+def plateau_effect(payload: Mapping[str, Any] | None, curve: str, negative: str) -> tuple[Effect | None, str]:
+    """F1(N small) - F1(N large) of curve ``gen:<arm>`` / ``mix:<arm>``, paired by cell and sentence."""
+    if not payload or not payload.get("runs"):
+        return None, "not run (no metrics/plateau.json runs)"
+    points = plateau_points(payload["n_values"])
+    if points is None:
+        return None, f"one N only ({payload['n_values']})"
+    lo, hi = points
+    runs = [r for r in payload["runs"] if r["arm"] == curve]
+    return f1_effect([{**r, "arm": f"N={r['n']}"} for r in runs if r["n"] in points], f"N={lo}", f"N={hi}",
+                     negative)
+
+
+def negative_of(payload: Mapping[str, Any]) -> str:
+    """The negative label a metrics file was scored with; a dataset without one (FewRel) gets a label that never
+    occurs, so micro-F1 counts every sentence."""
+    return payload.get("negative_label") or "\u2205 no negative label"
+
+
+# ---- the pre-declared comparisons -----------------------------------------------------------------------------
+def claim_specs(plateau_min_gain: float) -> dict[int, list[Spec]]:
+    """Claims 1-7 -> their comparisons, primary first. Claim 8 (leakage) is a check, not a comparison."""
+    return {
+        1: [Spec("diversity", "obo", "obo_nodiv", primary=True), Spec("diversity", "aao", "aao_nodiv")],
+        2: [Spec("diversity", "obo", "aao", primary=True), Spec("diversity", "obo_dpo", "aao_dpo")],
+        3: [Spec("f1", "gen:obo_dpo", "gen:obo", primary=True), Spec("f1", "mix:obo_dpo", "mix:obo"),
+            Spec("f1", "gen:aao_dpo", "gen:aao")],
+        4: [Spec("f1", "manual", "gen:obo_dpo", primary=True, upper=CLOSE_MARGIN),
+            Spec("f1", "manual", "gen:obo", upper=CLOSE_MARGIN)],
+        5: [Spec("f1", "gen:obo_dpo", "llm", primary=True), Spec("f1", "gen:obo", "llm"),
+            Spec("f1", "manual", "llm"), Spec("f1", "gen:obo_dpo", "llm_generate")],
+        6: [Spec("f1", "mix:obo_dpo", "manual-steps", primary=True), Spec("f1", "mix:obo_dpo", "manual"),
+            Spec("f1", "mix:obo", "manual-steps"), Spec("f1", "mix:aao", "manual-steps")],
+        7: [Spec("plateau", f"{kind}:{arm}", primary=(kind, arm) == ("gen", "obo_dpo"), margin=-plateau_min_gain)
+            for kind in ("gen", "mix") for arm in ("obo_dpo", "obo", "aao")],
+    }
+
+
+def gather(results: ResultsDir, spec: Spec, *, with_macro: bool = False) -> Evidence:
+    """Compute one comparison from the saved files."""
+    if spec.kind == "diversity":
+        effect, note = diversity_effect(results, spec.a, spec.b)
+        return Evidence(spec, effect, note=note)
+    re_path, plateau_path = results.metrics / "re_results.json", results.metrics / "plateau.json"
+    payload = read_json(re_path) if re_path.is_file() else {}
+    if spec.kind == "plateau":
+        plateau = read_json(plateau_path) if plateau_path.is_file() else None
+        effect, note = plateau_effect(plateau, spec.a, negative_of(plateau or {}))
+        return Evidence(spec, effect, note=note)
+    if not payload:
+        return Evidence(spec, note="not run (no metrics/re_results.json)")
+    runs = [*payload.get("runs", []), *payload.get("llm_baseline", [])]
+    negative = negative_of(payload)
+    effect, note = f1_effect(runs, spec.a, spec.b, negative)
+    macro = None
+    if effect is not None and with_macro and payload.get("dataset") == "semeval":
+        macro, _ = f1_effect(runs, spec.a, spec.b, negative, metric="semeval_macro_f1")
+    return Evidence(spec, effect, macro, note)
