@@ -17,6 +17,7 @@ from typing import Any
 
 from redpo.config import ConfigError, available_profiles, data_dir, load_profile, parse_override
 from redpo.core.io import DataError, ResultsDir, write_json
+from redpo.core.lock import ResultsInUse, hold_results
 from redpo.core.manifest import record_rebuilt_files
 from redpo.data.fetch import default_mirror, fetch_data
 from redpo.data.overview import describe_data
@@ -25,7 +26,7 @@ from redpo.run.runner import NotebookFailed, RunnerError, run
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
-EXPECTED_ERRORS: tuple[type[BaseException], ...] = (ConfigError, RunnerError, DataError, ModelError)
+EXPECTED_ERRORS: tuple[type[BaseException], ...] = (ConfigError, RunnerError, DataError, ModelError, ResultsInUse)
 """Errors that are the user's to fix: one ``error:`` line and exit 2, no traceback."""
 
 BENCHMARKS: dict[str, str] = {
@@ -158,13 +159,14 @@ def cmd_figures(args: argparse.Namespace) -> int:
     if not (results.root / "metrics").is_dir():
         raise ConfigError(f"{results.root}/metrics does not exist; run `python -m redpo run --profile "
                           f"{profile.name}` first")
-    built = report.build_all(results)  # first: the claims forest plot draws the report's effects
-    for name, out in plots.draw_all(results).items():
-        print(f"figure {name}: {out if isinstance(out, str) else ', '.join(p.name for p in out)}")
-    for group in report.TABLES:
-        print(f"tables {group}: {built[group] if isinstance(built[group], str) else ', '.join(built[group])}")
-    print(f"claims.md: {', '.join(f'{i} {v}' for i, v in enumerate(built['claims'], 1))}")
-    record_rebuilt_files(results)
+    with hold_results(results.root):
+        built = report.build_all(results)  # first: the claims forest plot draws the report's effects
+        for name, out in plots.draw_all(results).items():
+            print(f"figure {name}: {out if isinstance(out, str) else ', '.join(p.name for p in out)}")
+        for group in report.TABLES:
+            print(f"tables {group}: {built[group] if isinstance(built[group], str) else ', '.join(built[group])}")
+        print(f"claims.md: {', '.join(f'{i} {v}' for i, v in enumerate(built['claims'], 1))}")
+        record_rebuilt_files(results)
     loaded = [m for m in MODEL_LIBRARIES if m in sys.modules]
     print(f"rebuilt in {time.perf_counter() - start:.1f}s; model libraries imported: {', '.join(loaded) or 'none'}")
     return 0

@@ -326,10 +326,16 @@ class PlateauConfig(_Strict):
         return v
 
 
+FITTED_BASE = "tiny-random-llama"
+"""What ``generator.fit`` builds and fits instead of loading ``generator.model`` (the smoke profile)."""
+
+
 class Profile(_Strict):
     """One run's complete configuration."""
 
-    name: str
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=100)
+    """The results folder's name under the results root: one plain folder name (letters, digits, ``.``, ``_``,
+    ``-``; no ``/`` and no leading dot), so ``-p name=../../x`` cannot write outside the results root."""
     description: str = ""
     dataset: DatasetConfig = DatasetConfig()
     fewshot: FewShotConfig = FewShotConfig()
@@ -344,6 +350,13 @@ class Profile(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> Profile:
+        if self.generator.fit.steps > 0 and self.generator.model != FITTED_BASE:
+            raise ValueError(
+                f"generator.fit.steps > 0 builds and fits its own tiny Llama ({FITTED_BASE} architecture; the "
+                f"manifest records it as the fitted model with its hash), so generator.model "
+                f"{self.generator.model!r} would never be used: set generator.model to {FITTED_BASE!r} or "
+                "generator.fit.steps to 0"
+            )
         if self.generation.min_tokens >= self.generation.max_tokens:
             raise ValueError("generation.min_tokens must be smaller than generation.max_tokens")
         not_generated = [a for a in self.dpo.arms if a not in self.generation.arms]

@@ -118,3 +118,16 @@ def test_the_profile_vocabulary_and_the_arm_catalogue_name_the_same_arms() -> No
     assert tuple(ARMS) == get_args(GenerationArm)
     assert get_args(IclArm) == ICL_ARMS
     assert all(split_dpo_name(f"{arm}_dpo") == (arm, True) for arm in ICL_ARMS)
+
+
+@pytest.mark.parametrize("name", ["../../escape", "/tmp/x", "a/b", ".hidden", ""])
+def test_a_profile_name_stays_inside_the_results_root(name: str) -> None:
+    with pytest.raises(ConfigError, match="name"):
+        load_profile("smoke", {"name": name})
+    assert load_profile("smoke", {"name": "smoke-2.b_c"}).name == "smoke-2.b_c"
+
+
+def test_a_generator_the_smoke_fitter_would_replace_is_refused() -> None:
+    with pytest.raises(ConfigError, match="would never be used"):
+        load_profile("smoke", {"generator.model": "no-such-model"})
+    assert load_profile("smoke", {"generator.model": "no-such-model", "generator.fit.steps": 0})

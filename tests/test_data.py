@@ -346,3 +346,68 @@ def test_notebook_00_overview_writes_the_kshot_files_and_data_json(data_root: Pa
     assert saved["counts"] == {"train": 2495, "val": 574, "test": 1029}
     assert saved["kshot"][0] == {"k": 4, "seed": 1, "samples": 16, "relations": 4, "path": "kshot/k-shot/4-1"}
     assert saved["label_distribution"]["train"] == table["train"].to_dict()
+
+
+# ---- bad input: one error line naming the file, the line and the fix ----------------------------------------
+@pytest.fixture()
+def small_semeval(data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The first 10 lines of each label of each real SemEval split in a private data folder (REDPO_DATA_DIR)."""
+    src = data_root / "semeval2010_task8" / "knowprompt_split"
+    dst = tmp_path / "semeval2010_task8" / "knowprompt_split"
+    dst.mkdir(parents=True)
+    (dst / "rel2id.json").write_bytes((src / "rel2id.json").read_bytes())
+    for name in ("train.txt", "val.txt", "test.txt"):
+        seen: Counter[str] = Counter()
+        keep = []
+        for line in (src / name).read_bytes().splitlines(keepends=True):
+            label = json.loads(line)["relation"]
+            seen[label] += 1
+            if seen[label] <= 10:
+                keep.append(line)
+        (dst / name).write_bytes(b"".join(keep))
+    monkeypatch.setenv("REDPO_DATA_DIR", str(tmp_path))
+    return dst
+
+
+def test_a_bad_byte_is_named_by_file_line_and_offset(small_semeval: Path) -> None:
+    train = small_semeval / "train.txt"
+    lines = train.read_bytes().splitlines(keepends=True)
+    lines[2] = lines[2][:10] + b"\xff" + lines[2][10:]
+    train.write_bytes(b"".join(lines))
+    offset = len(lines[0]) + len(lines[1]) + 10
+    with pytest.raises(DataError, match=rf"train.txt:3: not UTF-8 \(byte 0xff at byte offset {offset} "):
+        splits.load_split(load_profile("smoke"), "train")
+
+
+def test_a_byte_order_mark_is_accepted(small_semeval: Path) -> None:
+    train = small_semeval / "train.txt"
+    before = splits.load_split(load_profile("smoke"), "train")
+    train.write_bytes(b"\xef\xbb\xbf" + train.read_bytes())
+    assert splits.load_split(load_profile("smoke"), "train") == before
+
+
+def test_an_empty_split_or_a_label_without_training_samples_is_refused(small_semeval: Path) -> None:
+    profile = load_profile("smoke")
+    assert set(splits.check_splits(profile)) == {"train", "val", "test"}
+    (small_semeval / "val.txt").write_text("")
+    with pytest.raises(DataError, match=r"val.txt: no samples of the profile's dataset.relations"):
+        splits.check_splits(profile)
+    (small_semeval / "val.txt").write_bytes((small_semeval / "test.txt").read_bytes())
+    train = small_semeval / "train.txt"
+    keep = [line for line in train.read_text().splitlines(keepends=True) if '"Component-Whole(e2,e1)"' not in line]
+    train.write_text("".join(keep))
+    with pytest.raises(DataError, match=r"train.txt: no training sample of \['Component-Whole\(e2,e1\)'\]"):
+        splits.check_splits(profile)
+
+
+def test_run_exits_2_with_one_line_when_the_data_is_missing(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "REDPO_DATA_DIR": str(tmp_path / "nowhere"), "REDPO_RESULTS_DIR": str(tmp_path / "r")}
+    proc = subprocess.run([sys.executable, "-m", "redpo", "run", "--profile", "smoke", "--only", "00"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "make data" in lines[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -41,20 +42,38 @@ def test_key_is_stable_and_batch_seed_ignores_order() -> None:
     assert batch_seed(["x", "y"]) == batch_seed(["y", "x"]) != batch_seed(["x"])
 
 
-def test_torn_last_line_is_ignored_and_next_append_starts_fresh(tmp_path: Path) -> None:
+def test_a_torn_last_line_is_ignored_then_cut_away_once(tmp_path: Path) -> None:
     path = tmp_path / "calls.jsonl"
     cache = LLMCache(path)
     cache.append_batch([CacheEntry("k1", "one", 3, 0.1), CacheEntry("k2", "two", 4, 0.1)])
+    clean = path.read_bytes()
     with path.open("ab") as f:  # what kill -9 in the middle of a write leaves behind
         f.write(b'{"format": 1, "entries": [{"key": "k3", "te')
     reloaded = LLMCache(path)
     assert len(reloaded) == 2 and "k3" not in reloaded and reloaded.skipped_lines == 1
-    reloaded.append_batch([CacheEntry("k3", "three", 5, 0.1)])
-    lines = path.read_bytes().split(b"\n")
-    assert json.loads(lines[-2])["entries"][0]["key"] == "k3"  # its own line, after the torn one
-    with pytest.warns(UserWarning, match="skipped an unreadable cache line"):
+    with pytest.warns(UserWarning, match=r"calls.jsonl:2: removed a torn cache line"):
+        reloaded.append_batch([CacheEntry("k3", "three", 5, 0.1)])
+    assert path.read_bytes().startswith(clean) and len(path.read_bytes().splitlines()) == 2  # the torn bytes are gone
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # reported once: the next run loads a clean file, silently
         final = LLMCache(path)
     assert {k: final.lookup([k])[k].text for k in ("k1", "k2", "k3")} == {"k1": "one", "k2": "two", "k3": "three"}
+
+
+@pytest.mark.parametrize(("entry", "field"), [
+    ({"key": "k9", "text": 12345, "n_new_tokens": 1, "seconds": 0.1}, "text"),
+    ({"key": "k9", "text": "x", "n_new_tokens": 1, "seconds": "x"}, "seconds"),
+    ({"key": "k9", "text": "x", "n_new_tokens": -1, "seconds": 0.1}, "n_new_tokens"),
+])
+def test_an_entry_of_the_wrong_type_is_skipped_with_its_line_never_used(tmp_path: Path, entry: dict,
+                                                                        field: str) -> None:
+    path = tmp_path / "calls.jsonl"
+    LLMCache(path).append_batch([CacheEntry("k1", "one", 3, 0.1)])
+    with path.open("a") as f:
+        f.write(json.dumps({"format": 1, "entries": [entry]}) + "\n")
+    with pytest.warns(UserWarning, match=rf"calls.jsonl:2: skipped an unreadable cache line .*{field}"):
+        cache = LLMCache(path)
+    assert "k9" not in cache and "k1" in cache and cache.skipped_lines == 1
 
 
 class CountingBackend:

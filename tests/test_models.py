@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -116,6 +118,17 @@ def test_missing_local_path_is_a_clear_error(tmp_cache: Path, tmp_path: Path) ->
         resolve_model(str(tmp_path / "nope"))
 
 
+def test_a_folder_or_file_that_is_no_model_is_refused_before_hashing(tmp_cache: Path, tmp_path: Path) -> None:
+    """``/etc/ssl`` or ``../..`` must not be taken for a local model and hashed file by file."""
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.txt").write_text("x")
+    with pytest.raises(ModelNotFoundError, match=r"holds no config\.json"):
+        resolve_model(str(tmp_path / "notes"))
+    assert not (tmp_cache / "file_hashes.json").exists()  # nothing was hashed
+    with pytest.raises(ModelNotFoundError, match="is a file, not a model folder"):
+        resolve_model(str(tmp_path / "notes" / "a.txt"))
+
+
 def test_unknown_hub_id_offline_lists_alternatives(tmp_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_cache / "hf"))
@@ -195,3 +208,22 @@ def test_a_marked_build_resolves_under_its_own_name(tmp_path: Path, monkeypatch:
     built = ensure_tiny("tiny-random-llama")
     by_path = resolve_model(built.path)
     assert (by_path.name, by_path.sha256, by_path.source) == ("tiny-random-llama", built.sha256, "tiny")
+
+
+def test_a_copied_marker_or_edited_weights_do_not_pass_for_the_build(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The recorded hash is checked against the files on every resolve, with a stat-keyed hash cache."""
+    monkeypatch.setenv("REDPO_CACHE", str(tmp_path / "cache"))
+    built = ensure_tiny("tiny-random-llama")
+    forged = build_tiny_llama(tmp_path / "other", hidden=64)  # different weights, the build's marker copied in
+    shutil.copy(Path(built.path) / "redpo_model.json", forged / "redpo_model.json")
+    with pytest.raises(ModelIntegrityError, match="marker copied from elsewhere"):
+        resolve_model(str(forged))
+    weights = Path(built.path) / "model.safetensors"
+    stat = weights.stat()
+    blob = bytearray(weights.read_bytes())
+    blob[-1] ^= 0xFF  # flip one byte of the weights, then put the modification time back
+    weights.write_bytes(bytes(blob))
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    with pytest.raises(ModelIntegrityError, match="was edited"):
+        resolve_model(built.path)

@@ -19,7 +19,7 @@ from redpo.core.io import ResultsDir, write_samples
 from redpo.core.sample import RESample
 from redpo.data.splits import write_kshot
 from redpo.extraction.grid import run_grid
-from redpo.extraction.run_store import RunStore
+from redpo.extraction.run_store import RunRecord, RunStore
 from redpo.extraction.training_sets import (
     CLASSIFIER_SEED_STRIDE,
     GridCell,
@@ -191,13 +191,32 @@ def test_markdown_table_and_arm_order() -> None:
     ]
 
 
-def test_run_store_skips_a_torn_line(tmp_path: Path) -> None:
+def test_run_store_skips_a_torn_line_then_cuts_it_away_once(tmp_path: Path) -> None:
     path = tmp_path / "runs.jsonl"
     RunStore(path).add({"fingerprint": "a", "micro_f1": 0.5})
     with path.open("a") as f:
         f.write('{"fingerprint": "b", "micro')
     store = RunStore(path)
     assert store.get("a") == {"fingerprint": "a", "micro_f1": 0.5} and store.get("b") is None
+    with pytest.warns(UserWarning, match=r"runs.jsonl:2: removed a torn run record"):
+        store.add({"fingerprint": "c", "micro_f1": 0.25})
+    assert [json.loads(line)["fingerprint"] for line in path.read_text().splitlines()] == ["a", "c"]
+
+
+@pytest.mark.parametrize(("row", "field"), [
+    ({"fingerprint": "x", "arm": "manual", "micro_f1": "0.5"}, "micro_f1"),
+    ({"fingerprint": "x", "arm": "manual", "micro_f1": 0.5,
+      "predictions": {"ids": ["t:0"], "gold": ["Other"], "pred": []}}, "differ in length"),
+    ({"arm": "manual", "micro_f1": 0.5}, "fingerprint"),
+])
+def test_a_run_record_of_the_wrong_shape_is_skipped_with_its_line(tmp_path: Path, row: dict, field: str) -> None:
+    path = tmp_path / "runs.jsonl"
+    RunStore(path, RunRecord).add({"fingerprint": "a", "arm": "manual", "micro_f1": 0.5})
+    with path.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+    with pytest.warns(UserWarning, match=rf"runs.jsonl:2: skipped an unreadable run record .*{field}"):
+        store = RunStore(path, RunRecord)
+    assert store.get("x") is None and store.get("a") is not None
 
 
 def test_run_store_sees_runs_another_process_finished_later(tmp_path: Path) -> None:

@@ -96,10 +96,22 @@ def require_file(path: Path, what: str, fix: str) -> Path:
 
 
 def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """``(line_number, row)`` for every non-blank line (KnowPrompt skips blank lines too)."""
+    """``(line_number, row)`` for every non-blank line (KnowPrompt skips blank lines too).
+
+    Read as bytes and decoded line by line, so a bad byte is reported with its file, line and byte offset; a UTF-8
+    byte-order mark at the start (some editors write one) is accepted."""
     require_file(Path(path), "JSONL file", "check the path, or run `make data` for SemEval")
-    with Path(path).open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    offset = 0
+    with Path(path).open("rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            start, offset = offset, offset + len(raw)
+            try:
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as err:
+                raise DataError(
+                    f"{path}:{lineno}: not UTF-8 (byte 0x{raw[err.start]:02x} at byte offset {start + err.start} "
+                    "of the file); re-save the file as UTF-8"
+                ) from None
             if not line.strip():
                 continue
             try:

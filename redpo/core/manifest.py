@@ -100,11 +100,13 @@ def environment() -> dict[str, Any]:
 
 
 def output_files(root: Path) -> dict[str, dict[str, Any]]:
-    """Every file under ``root`` but the manifest, temp files and ``SKIPPED_DIRS``, with sha256 and size."""
+    """Every file under ``root`` but the manifest, temp and lock files and ``SKIPPED_DIRS``, with sha256 and size."""
     files = {}
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         rel = path.relative_to(root)
-        if rel.parts[0] in SKIPPED_DIRS or rel.name == MANIFEST_NAME or rel.suffix == ".tmp":
+        if rel.parts[0] in SKIPPED_DIRS or rel.name == MANIFEST_NAME or rel.suffix == ".tmp" or (
+            rel.name.startswith(".redpo.lock")  # the run's lock and its owner record, not an output
+        ):
             continue
         files[rel.as_posix()] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
     return files

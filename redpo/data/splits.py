@@ -7,6 +7,8 @@ sentences.
 
 from __future__ import annotations
 
+from collections import Counter
+
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -87,6 +89,28 @@ def load_split(profile: Profile, split: Split) -> list[RESample]:
         )
     keep = set(wanted)
     return [s for s in samples if s.relation in keep]
+
+
+def check_splits(profile: Profile) -> dict[str, int]:
+    """Load train, dev and test once and refuse data no notebook could use, before any notebook starts.
+
+    An empty split, or a label that occurs in the test split but has no training sample (K-shot sampling could
+    not give it a demonstration or a training sample), is a :class:`DataError` naming the file and the fix.
+    Returns the sizes, ``{split: samples}``.
+    """
+    loaded = {split: load_split(profile, split) for split in ("train", "val", "test")}
+    where = "" if profile.dataset.relations is None else " of the profile's dataset.relations"
+    for split, samples in loaded.items():
+        if not samples:
+            raise DataError(f"{split_path(profile, split)}: no samples{where}; re-copy the file (`make data`) or "
+                            "fix dataset.relations")
+    have = Counter(s.relation for s in loaded["train"])
+    missing = sorted({s.relation for s in loaded["test"]} - set(have))
+    if missing:
+        raise DataError(f"{split_path(profile, 'train')}: no training sample of {missing}, which the test split "
+                        "holds; K-shot sampling needs at least one per label: re-copy the file or drop the labels "
+                        "from dataset.relations")
+    return {split: len(samples) for split, samples in loaded.items()}
 
 
 # ---- K-shot (KnowPrompt's generate_k_shot.py) -------------------------------------------------------------

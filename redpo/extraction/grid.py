@@ -22,7 +22,7 @@ from redpo.core.sample import RESample
 from redpo.data.splits import profile_schema
 from redpo.extraction.metrics import per_sentence, score
 from redpo.extraction.model import predict, train_re_model
-from redpo.extraction.run_store import RUNS_CACHE, RunStore, run_fingerprint, samples_digest
+from redpo.extraction.run_store import RUNS_CACHE, RunRecord, RunStore, run_fingerprint, samples_digest
 from redpo.extraction.training_sets import GridCell, arm_training_sets, epoch_sizes, grid_cells
 from redpo.models.load import load_encoder
 
@@ -111,7 +111,7 @@ def run_training_sets(
     """:func:`run_grid` on given training sets (``{(K, split seed): {arm: samples}}``), in every grid cell of
     each split, through the same resume cache: a set equal to one notebook 04 trained is not trained again."""
     record_model(results, load_encoder(profile.encoder.model).info)
-    store = RunStore(results.cache / RUNS_CACHE)
+    store = RunStore(results.cache / RUNS_CACHE, RunRecord)
     dev_digest, test_digest = samples_digest(dev), samples_digest(test)
     cells = grid_cells(profile)
     work = []

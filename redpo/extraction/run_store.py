@@ -10,9 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from redpo.config import Profile
 from redpo.core.sample import RESample
@@ -51,13 +54,48 @@ def run_fingerprint(
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
-class RunStore:
-    """Append-only JSONL of finished runs keyed by fingerprint; a torn last line (a killed run) is ignored."""
+class _Predictions(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+    ids: list[str]
+    gold: list[str]
+    pred: list[str]
 
-    def __init__(self, path: Path) -> None:
+    @model_validator(mode="after")
+    def _aligned(self) -> _Predictions:
+        if not len(self.ids) == len(self.gold) == len(self.pred):
+            raise ValueError(f"ids, gold and pred differ in length ({len(self.ids)}, {len(self.gold)}, "
+                             f"{len(self.pred)})")
+        return self
+
+
+class StoredRecord(BaseModel):
+    """Any stored record: keyed by its fingerprint; subclasses add the fields their readers need."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+    fingerprint: str = Field(min_length=1)
+
+
+class RunRecord(StoredRecord):
+    """An RE run: the fields every consumer reads, checked as strictly as a profile (the rest is free)."""
+
+    arm: str = Field(min_length=1)
+    micro_f1: float = Field(ge=0, le=1)
+    predictions: _Predictions | None = None
+
+
+class RunStore:
+    """Append-only JSONL of finished runs keyed by fingerprint.
+
+    A line that is not a valid run record is skipped with a warning naming the file and line, and never used; a
+    torn last line (a killed run) is left alone while reading and cut away by the next :meth:`add` (the results
+    folder's lock makes this process the only writer)."""
+
+    def __init__(self, path: Path, schema: type[StoredRecord] = StoredRecord) -> None:
         self.path = Path(path)
+        self.schema = schema
         self.runs: dict[str, dict[str, Any]] = {}
         self._read_upto = 0  # bytes of complete lines already read
+        self._lines_read = 0
         self._read_new_lines()
 
     def _read_new_lines(self) -> None:
@@ -70,12 +108,18 @@ class RunStore:
         complete = tail[: tail.rfind(b"\n") + 1]
         self._read_upto += len(complete)
         for line in complete.decode("utf-8", errors="replace").splitlines():
+            self._lines_read += 1
+            if not line.strip():
+                continue
             try:
                 row = json.loads(line)
-            except json.JSONDecodeError:
+                self.schema.model_validate(row)
+            except (ValueError, ValidationError) as err:
+                reason = err.errors()[0] if isinstance(err, ValidationError) else err
+                warnings.warn(f"{self.path}:{self._lines_read}: skipped an unreadable run record ({reason}); "
+                              "that run will be trained again. Delete the line to silence this.", stacklevel=3)
                 continue
-            if isinstance(row, dict) and "fingerprint" in row:
-                self.runs[row["fingerprint"]] = row
+            self.runs[row["fingerprint"]] = row
 
     def get(self, fingerprint: str) -> dict[str, Any] | None:
         """The finished run, re-reading the file on a miss: another notebook (e.g. 05 beside 04) may have
@@ -85,10 +129,18 @@ class RunStore:
         return self.runs.get(fingerprint)
 
     def add(self, record: dict[str, Any]) -> None:
+        self.schema.model_validate(record)  # never write what could not be read back
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(record, sort_keys=True) + "\n")
+        self._read_new_lines()  # complete lines another store object appended since: keep them
+        with self.path.open("ab+") as f:
+            f.seek(0, os.SEEK_END)
+            if f.tell() > self._read_upto:  # what is left is a killed run's half-written line: cut it away, once
+                f.truncate(self._read_upto)
+                warnings.warn(f"{self.path}:{self._lines_read + 1}: removed a torn run record (a killed run's last "
+                              "write)", stacklevel=2)
+            f.write((json.dumps(record, sort_keys=True) + "\n").encode("utf-8"))
             f.flush()
             os.fsync(f.fileno())
+            self._read_upto = f.tell()
+            self._lines_read += 1
         self.runs[record["fingerprint"]] = record
-

@@ -10,7 +10,9 @@ Why this shape:
   any of them is a different call; nothing is ever looked up by position.
 - **One line per batch.** A model call is a batch. All its entries go into one JSONL line that is written,
   flushed and fsync'd at once, so ``kill -9`` loses either the whole batch or nothing. A torn last line is
-  skipped on load, and the next append starts on a fresh line.
+  skipped on load and cut away by the next append (the results-folder lock makes this run the only writer).
+- **Typed.** Every entry is validated as strictly as a profile; a line that fails is skipped with a warning that
+  names the file and line, and never used.
 - **Replayable batches.** The sampling RNG of a batch is seeded from the hash of the batch's sorted keys
   (:func:`batch_seed`). Re-running a batch lost to a crash therefore yields exactly the outputs the
   uninterrupted run would have produced.
@@ -28,6 +30,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from redpo.config import SamplingConfig
 from redpo.generation import prompts
@@ -78,6 +82,23 @@ class CacheEntry:
     seconds: float
 
 
+class _EntryRecord(BaseModel):
+    """What a cache line's entry must hold, checked as strictly as a profile: a line from a foreign or edited
+    file (``"text": 12345``, ``"seconds": "x"``) is skipped with a warning naming its line, never used."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+    key: str = Field(min_length=1)
+    text: str
+    n_new_tokens: int = Field(ge=0)
+    seconds: float = Field(ge=0)
+
+
+class _CacheLine(BaseModel):
+    model_config = ConfigDict(strict=True, extra="allow")  # batch metadata (time, model, seeds) is free-form
+    format: int
+    entries: list[_EntryRecord]
+
+
 class LLMCache:
     """Key -> :class:`CacheEntry`, backed by an append-only JSONL file (or memory only when ``path`` is None)."""
 
@@ -88,7 +109,9 @@ class LLMCache:
         self.misses = 0
         self.batches_written = 0
         self.skipped_lines = 0
-        """Lines ignored on load: torn writes from a killed run (or a foreign format)."""
+        """Lines ignored on load: torn writes from a killed run, foreign formats, entries of the wrong types."""
+        self._torn: tuple[int, int] | None = None
+        """(byte offset, line number) of a torn last line, cut away by the next write."""
         if self.path is not None and self.path.is_file():
             self._load(self.path)
 
@@ -96,26 +119,29 @@ class LLMCache:
     def _load(self, path: Path) -> None:
         data = path.read_bytes()
         lines = data.split(b"\n")
+        offset = 0
         for lineno, raw in enumerate(lines, 1):
+            start, offset = offset, offset + len(raw) + 1
             if not raw.strip():
                 continue
             try:
-                row = json.loads(raw)
-                if row.get("format") != CACHE_FORMAT:
-                    raise ValueError(f"format {row.get('format')!r} != {CACHE_FORMAT}")
-                entries = [CacheEntry(**e) for e in row["entries"]]
-            except (ValueError, KeyError, TypeError, AttributeError) as err:
+                row = _CacheLine.model_validate(json.loads(raw))
+                if row.format != CACHE_FORMAT:
+                    raise ValueError(f"format {row.format!r} != {CACHE_FORMAT}")
+            except (ValueError, ValidationError) as err:
                 self.skipped_lines += 1
-                torn = lineno == len(lines)  # no trailing newline: the write was cut short
-                if not torn:
-                    warnings.warn(
-                        f"{path}:{lineno}: skipped an unreadable cache line ({err}); its calls will be re-run. "
-                        "This is expected after a killed run; delete the file to start the cache afresh.",
-                        stacklevel=3,
-                    )
+                if lineno == len(lines):  # no trailing newline: a write cut short by a killed run
+                    self._torn = (start, lineno)
+                    continue
+                reason = err.errors()[0] if isinstance(err, ValidationError) else err
+                warnings.warn(
+                    f"{path}:{lineno}: skipped an unreadable cache line ({reason}); its calls will be re-run. "
+                    "Delete the line (or the file) to silence this.",
+                    stacklevel=3,
+                )
                 continue
-            for e in entries:
-                self._entries.setdefault(e.key, e)
+            for e in row.entries:
+                self._entries.setdefault(e.key, CacheEntry(**e.model_dump()))
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -150,11 +176,16 @@ class LLMCache:
             line = json.dumps(row, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("ab+") as f:
+                if self._torn is not None:  # cut a killed run's half-written line away, once, before appending
+                    f.truncate(self._torn[0])
+                    warnings.warn(f"{self.path}:{self._torn[1]}: removed a torn cache line (a killed run's last "
+                                  "write); its calls were re-run", stacklevel=2)
+                    self._torn = None
                 f.seek(0, os.SEEK_END)
                 if f.tell() > 0:
                     f.seek(-1, os.SEEK_END)
                     if f.read(1) != b"\n":
-                        line = b"\n" + line  # a torn line precedes us: start afresh so both stay separate
+                        line = b"\n" + line  # a complete last line without its newline: keep both separate
                 f.write(line)
                 f.flush()
                 os.fsync(f.fileno())

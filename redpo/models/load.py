@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from redpo.models.packaged import hash_model_dir, prepare_packaged, read_marker
+from redpo.models.packaged import hash_model_dir, prepare_packaged, read_marker, verified_marker
 from redpo.models.registry import PACKAGED, LoadedModel, ModelInfo, ModelNotFoundError, model_dir
 from redpo.models.tiny import TINY, ensure_tiny
 
@@ -102,14 +102,23 @@ def resolve_model(name: str) -> ModelInfo:
     local = Path(name).expanduser()
     if local.is_dir():
         path = local.resolve()
+        if not (path / "config.json").is_file() and read_marker(path) is None:
+            raise ModelNotFoundError(
+                f"model directory {name!r} ({path}) holds no config.json: not a model folder; name a folder saved "
+                "with save_pretrained, a packaged model (`python -m redpo models`) or a hub id"
+            )
         marker = read_marker(path)
-        if marker is not None:  # one of redpo's own builds: keep its registry name and recorded hash
+        if marker is not None:  # one of redpo's own builds: its registry name, and a hash checked against the files
+            verified_marker(path, marker)
             return ModelInfo(marker["name"], str(path), marker["sha256"], marker["source"], marker.get("details", {}))
         return ModelInfo(name, str(path), hash_model_dir(path), "local")
     if name in PACKAGED:
         return prepare_packaged(PACKAGED[name])
     if name in TINY:
         return ensure_tiny(name)
+    if local.exists():
+        raise ModelNotFoundError(f"model path {name!r} ({local.resolve()}) is a file, not a model folder; name the "
+                                 "folder that holds its config.json")
     if _looks_like_path(name):
         raise ModelNotFoundError(f"model directory {name!r} does not exist (resolved to {local.resolve()})")
     return _resolve_hub(name)

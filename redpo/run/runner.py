@@ -18,8 +18,10 @@ from typing import Any
 
 from redpo.config import REPO_ROOT, load_profile, results_root
 from redpo.core.io import ResultsDir
+from redpo.core.lock import hold_results
 from redpo.core.manifest import now, record_notebook, start_run
 from redpo.data.fetch import data_file_hashes
+from redpo.data.splits import check_splits
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 NOTEBOOK_RE = re.compile(r"^(\d{2})_\w+\.ipynb$")
@@ -115,40 +117,41 @@ def run(
     root = Path(results_dir) if results_dir else results_root()
     results = ResultsDir(resolved, root=root)
     notebooks = discover(Path(notebooks_dir or NOTEBOOKS_DIR), only)
-    kernel = choose_kernel()
-    start_run(results, resolved, overrides, data_file_hashes(resolved))
-    parameters = {"profile": profile, "results_dir": str(root.resolve()), "overrides": overrides}
+    check_splits(resolved)  # missing, empty or unreadable data: one error line now, not a traceback in a notebook
+    with hold_results(results.root):  # one writer per results folder; the kernels below inherit the lock
+        kernel = choose_kernel()
+        start_run(results, resolved, overrides, data_file_hashes(resolved))
+        parameters = {"profile": profile, "results_dir": str(root.resolve()), "overrides": overrides}
 
-    done: list[NotebookResult] = []
-    for i, nb in enumerate(notebooks, 1):
-        output = results.notebooks / nb.name
-        say(f"[{i}/{len(notebooks)}] {nb.name} (profile {resolved.name}, kernel {kernel})")
-        entry: dict[str, Any] = {"status": "running", "start": now(), "output": str(output)}
-        record_notebook(results, nb.name, entry, list_files=False)
-        t0 = time.perf_counter()
-        error = None
-        try:
-            pm.execute_notebook(
-                str(nb),
-                str(output),
-                parameters=parameters,
-                kernel_name=kernel,
-                progress_bar=progress,
-                cwd=str(nb.parent),
-            )
-        except PapermillExecutionError as err:
-            error = f"cell In [{err.exec_count}]: {err.ename}: {err.evalue}"
-        except Exception as err:  # kernel death, unreadable notebook: still a clean, recorded failure
-            error = f"{type(err).__name__}: {err}"
-        seconds = round(time.perf_counter() - t0, 2)
-        status = "failed" if error else "succeeded"
-        entry.update(status=status, end=now(), seconds=seconds, error=error)
-        record_notebook(results, nb.name, entry)
-        done.append(NotebookResult(nb.name, status, seconds, error))
-        if error:
-            raise NotebookFailed(
-                f"notebook {nb.name} failed after {seconds:.1f}s: {error} (executed copy with the traceback: {output})"
-            )
-        say(f"    {nb.name} succeeded in {seconds:.1f}s")
+        done: list[NotebookResult] = []
+        for i, nb in enumerate(notebooks, 1):
+            output = results.notebooks / nb.name
+            say(f"[{i}/{len(notebooks)}] {nb.name} (profile {resolved.name}, kernel {kernel})")
+            entry: dict[str, Any] = {"status": "running", "start": now(), "output": str(output)}
+            record_notebook(results, nb.name, entry, list_files=False)
+            t0 = time.perf_counter()
+            error = None
+            try:
+                pm.execute_notebook(
+                    str(nb),
+                    str(output),
+                    parameters=parameters,
+                    kernel_name=kernel,
+                    progress_bar=progress,
+                    cwd=str(nb.parent),
+                )
+            except PapermillExecutionError as err:
+                error = f"cell In [{err.exec_count}]: {err.ename}: {err.evalue}"
+            except Exception as err:  # kernel death, unreadable notebook: still a clean, recorded failure
+                error = f"{type(err).__name__}: {err}"
+            seconds = round(time.perf_counter() - t0, 2)
+            status = "failed" if error else "succeeded"
+            entry.update(status=status, end=now(), seconds=seconds, error=error)
+            record_notebook(results, nb.name, entry)
+            done.append(NotebookResult(nb.name, status, seconds, error))
+            if error:
+                raise NotebookFailed(f"notebook {nb.name} failed after {seconds:.1f}s: {error} (executed copy with "
+                                     f"the traceback: {output})")
+            say(f"    {nb.name} succeeded in {seconds:.1f}s")
     say(f"done: {len(done)} notebook(s) in {sum(r.seconds for r in done):.1f}s; manifest: {results.manifest}")
     return done
