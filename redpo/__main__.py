@@ -21,6 +21,7 @@ from redpo.core.lock import ResultsInUse, hold_results
 from redpo.core.manifest import record_rebuilt_files
 from redpo.data.fetch import default_mirror, fetch_data
 from redpo.data.overview import describe_data
+from redpo.data.splits import profile_schema
 from redpo.models.registry import ModelError
 from redpo.run.runner import NotebookFailed, RunnerError, run
 
@@ -85,6 +86,24 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
+    from redpo.data.check import check_dataset, draft_relations
+
+    if args.draft_relations:
+        print(f"wrote {draft_relations(Path(args.draft_relations))}; write each TODO explanation, then run "
+              f"`python -m redpo data --check {args.draft_relations}`")
+        return 0
+    if args.check is not None:
+        profile = load_profile(args.profile, parse_overrides(args.param))
+        folder = Path(args.check) if args.check else profile.dataset_dir
+        schema = None if args.check or profile.dataset.name == "custom" else profile_schema(profile)
+        report = check_dataset(folder, schema)
+        for line in report.warnings:
+            print(f"warning: {line}")
+        for line in report.errors:
+            print(f"error: {line}", file=sys.stderr)
+        sizes = ", ".join(f"{split} {sum(c.values()):,}" for split, c in report.counts.items())
+        print(f"{folder}: {'ok' if report.ok else f'{len(report.errors)} error(s)'} ({sizes or 'no split read'})")
+        return 0 if report.ok else EXIT_USAGE
     if args.fetch:
         mirror = args.mirror or default_mirror()
         log = fetch_data(data_dir(), mirror)
@@ -211,6 +230,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_profile_args(data)
     data.add_argument("--fetch", action="store_true", help="copy (or download) the datasets into REDPO_DATA_DIR")
     data.add_argument("--mirror", help="folder to fetch from (default: REDPO_DATA_MIRROR or ../shared/data)")
+    data.add_argument("--check", nargs="?", const="", metavar="PATH",
+                      help="check a dataset folder (default: the profile's) before loading any model; exit 2 on errors")
+    data.add_argument("--draft-relations", metavar="PATH",
+                      help="write PATH/relations.yaml from rel2id.json and the data, explanations to be filled in")
     data.set_defaults(func=cmd_data)
 
     models = sub.add_parser("models", help="print the model registry, or prepare one model")

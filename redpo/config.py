@@ -49,15 +49,24 @@ class SamplingConfig(_Strict):
 class DatasetConfig(_Strict):
     """Which dataset, where its files are (relative to ``REDPO_DATA_DIR``), and optional subsetting."""
 
-    name: Literal["semeval", "tacred", "tacrev", "retacred", "fewrel"] = "semeval"
+    name: Literal["semeval", "tacred", "tacrev", "retacred", "fewrel", "custom"] = "semeval"
+    """A built-in dataset, or ``custom``: a folder of your own described by its ``relations.yaml``."""
     path: str | None = None
-    """Folder under ``REDPO_DATA_DIR``; ``None`` picks the standard place (``DEFAULT_PATHS``)."""
+    """Folder under ``REDPO_DATA_DIR`` (or an absolute path); ``None`` picks the standard place (``DEFAULT_PATHS``).
+    Required for ``custom``."""
     relations: list[str] | None = None
     """Restrict every stage to these labels (smoke uses a few); ``None`` means all labels."""
     test_subsample: int | None = Field(None, ge=1)
     """One stratified, seeded test subset of this size, shared by all arms (``None``: full test)."""
     dev_subsample: int | None = Field(None, ge=1)
 
+
+    @model_validator(mode="after")
+    def _custom_has_a_folder(self) -> DatasetConfig:
+        if self.name == "custom" and not self.path:
+            raise ValueError("dataset.name 'custom' needs dataset.path: the folder with train.txt, val.txt (or "
+                             "dev.txt), test.txt, rel2id.json and relations.yaml")
+        return self
 
     @property
     def resolved_path(self) -> str:

@@ -233,6 +233,6 @@ def gather(results: ResultsDir, spec: Spec, *, with_macro: bool = False) -> Evid
     negative = negative_of(payload)
     effect, note = f1_effect(runs, spec.a, spec.b, negative)
     macro = None
-    if effect is not None and with_macro and payload.get("dataset") == "semeval":
+    if effect is not None and with_macro and payload.get("semeval_macro_f1", payload.get("dataset") == "semeval"):
         macro, _ = f1_effect(runs, spec.a, spec.b, negative, metric="semeval_macro_f1")
     return Evidence(spec, effect, macro, note)

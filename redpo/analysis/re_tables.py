@@ -207,6 +207,7 @@ def save_re_results(
         "test": {"n": len(test), "subsample": profile.dataset.test_subsample, "seed": profile.seed},
         "encoder": profile.encoder.model_dump(mode="json"),
         "negative_label": profile_schema(profile).negative_label,
+        "semeval_macro_f1": profile_schema(profile).semeval_macro_f1,
         "negative_label_samples": profile.generation.negative_label,
         "quotas": training_quotas(profile, results),
         "runs": runs,
@@ -216,7 +217,7 @@ def save_re_results(
         "summary": {
             "micro_f1": summarize(every, "micro_f1").to_dict(orient="records"),
             **({"semeval_macro_f1": summarize(every, "semeval_macro_f1").to_dict(orient="records")}
-               if profile.dataset.name == "semeval" else {}),
+               if profile_schema(profile).semeval_macro_f1 else {}),
         },
         "paper_source": paper_numbers.SOURCE,
     }
@@ -228,7 +229,7 @@ def re_tables(results: ResultsDir) -> dict[str, pd.DataFrame]:
     payload = read_json(results.root / "metrics" / "re_results.json")
     runs, every = payload["runs"], [*payload["runs"], *payload["llm_baseline"]]
     tables = {"re_main": results_table(every, payload["dataset"])}
-    if payload["dataset"] == "semeval":
+    if payload.get("semeval_macro_f1", payload["dataset"] == "semeval"):
         tables["re_semeval_macro"] = results_table(every, payload["dataset"], metric="semeval_macro_f1",
                                                    with_paper=False)
     tables["re_per_relation"] = per_relation_frame(every).round(4)

@@ -91,26 +91,31 @@ def load_split(profile: Profile, split: Split) -> list[RESample]:
     return [s for s in samples if s.relation in keep]
 
 
-def check_splits(profile: Profile) -> dict[str, int]:
+def check_splits(profile: Profile) -> list[str]:
     """Load train, dev and test once and refuse data no notebook could use, before any notebook starts.
 
-    An empty split, or a label that occurs in the test split but has no training sample (K-shot sampling could
+    An empty split, or a label of ``dataset.relations`` without a single training sample (K-shot sampling could
     not give it a demonstration or a training sample), is a :class:`DataError` naming the file and the fix.
-    Returns the sizes, ``{split: samples}``.
+    Without ``dataset.relations`` a label the test split holds but the training split lacks is only a warning
+    (returned): the KnowPrompt SemEval train file has no ``Entity-Destination(e2,e1)``, one test sentence does.
     """
     loaded = {split: load_split(profile, split) for split in ("train", "val", "test")}
-    where = "" if profile.dataset.relations is None else " of the profile's dataset.relations"
+    wanted = profile.dataset.relations
+    where = "" if wanted is None else " of the profile's dataset.relations"
     for split, samples in loaded.items():
         if not samples:
             raise DataError(f"{split_path(profile, split)}: no samples{where}; re-copy the file (`make data`) or "
                             "fix dataset.relations")
     have = Counter(s.relation for s in loaded["train"])
-    missing = sorted({s.relation for s in loaded["test"]} - set(have))
-    if missing:
-        raise DataError(f"{split_path(profile, 'train')}: no training sample of {missing}, which the test split "
-                        "holds; K-shot sampling needs at least one per label: re-copy the file or drop the labels "
-                        "from dataset.relations")
-    return {split: len(samples) for split, samples in loaded.items()}
+    if wanted is not None:
+        missing = [r for r in wanted if not have[r]]
+        if missing:
+            raise DataError(f"{split_path(profile, 'train')}: no training sample of {missing}; K-shot sampling "
+                            "needs at least one per label: re-copy the file or drop them from dataset.relations")
+        return []
+    unseen = sorted({s.relation for s in loaded["test"]} - set(have))
+    return [f"{split_path(profile, 'train')}: no training sample of {unseen}, which the test split holds; they "
+            "get no K-shot sample and count as errors for every arm"] if unseen else []
 
 
 # ---- K-shot (KnowPrompt's generate_k_shot.py) -------------------------------------------------------------
@@ -205,9 +210,10 @@ def write_profile_kshots(profile: Profile, out_dir: Path | str) -> list[Path]:
 
 
 def profile_schema(profile: Profile) -> RelationSchema:
-    """The relation schema of the profile's dataset (FewRel's is read from its ``pid2name.json``)."""
+    """The relation schema of the profile's dataset: shipped with redpo, or read from the dataset folder (FewRel's
+    ``pid2name.json``, a custom dataset's ``relations.yaml``)."""
     name = profile.dataset.name
-    return get_schema(name, profile.dataset_dir if name == "fewrel" else None)
+    return get_schema(name, profile.dataset_dir if name in ("fewrel", "custom") else None)
 
 
 def generation_splits(profile: Profile) -> list[tuple[int, int]]:

@@ -131,7 +131,7 @@ def score(gold: Sequence[str], pred: Sequence[str], schema: RelationSchema) -> d
         "labels": labels,
         "confusion": confusion(gold, pred, labels),
     }
-    if schema.dataset == "semeval":
+    if schema.semeval_macro_f1:
         negative = schema.negative_label or SEMEVAL_NEGATIVE
         out["semeval_macro_f1"] = semeval_official_macro_f1(gold, pred, negative)
         out["semeval_per_type"] = semeval_per_type(gold, pred, negative)

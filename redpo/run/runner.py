@@ -117,7 +117,8 @@ def run(
     root = Path(results_dir) if results_dir else results_root()
     results = ResultsDir(resolved, root=root)
     notebooks = discover(Path(notebooks_dir or NOTEBOOKS_DIR), only)
-    check_splits(resolved)  # missing, empty or unreadable data: one error line now, not a traceback in a notebook
+    for warning in check_splits(resolved):  # missing, empty or unreadable data: one error line now
+        say(f"warning: {warning}")
     with hold_results(results.root):  # one writer per results folder; the kernels below inherit the lock
         kernel = choose_kernel()
         start_run(results, resolved, overrides, data_file_hashes(resolved))
