@@ -95,3 +95,68 @@ def test_the_draft_lists_labels_counts_types_and_blocks_a_run_until_written(tmp_
     assert get_schema("custom", folder).labels[0] == "works_for"
     with pytest.raises(DataError, match="already exists"):
         draft_relations(folder)
+
+
+def _official(row: dict, index: int) -> dict:
+    """A KnowPrompt row in TACRED's official layout (inclusive ends, subj/obj fields)."""
+    return {"id": f"ex{index}", "token": row["token"], "relation": row["relation"],
+            "subj_start": row["h"]["pos"][0], "subj_end": row["h"]["pos"][1] - 1, "subj_type": row["h"]["type"],
+            "obj_start": row["t"]["pos"][0], "obj_end": row["t"]["pos"][1] - 1, "obj_type": row["t"]["type"]}
+
+
+@pytest.mark.parametrize("name", ["tacred", "tacrev", "retacred"])
+def test_the_official_tacred_json_loads_to_the_same_samples_as_its_knowprompt_twin(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """Written by the test from made-up sentences, never LDC data; labels and types are TACRED's."""
+    types = {"PER": "PERSON", "ORG": "ORGANIZATION", "LOC": "CITY"}
+    labels = {"works_for": "per:employee_of", "born_in": "per:city_of_birth", "no_relation": "no_relation",
+              "located_in": "org:founded_by" if name == "tacred" else "per:title", "founded_by": "no_relation"}
+    rows = []
+    for row in _rows(write_custom_dataset(tmp_path / "src") / "test.txt")[:30]:
+        row["relation"] = labels[row["relation"]]
+        row["h"]["type"], row["t"]["type"] = types[row["h"]["type"]], types[row["t"]["type"]]
+        rows.append(row)
+    twin, official = tmp_path / "data" / "jsonl" / name, tmp_path / "data" / name
+    twin.mkdir(parents=True)
+    official.mkdir(parents=True)
+    for split in ("train", "val", "test"):
+        _write_rows(twin / f"{split}.txt", rows)
+        target = "dev" if split == "val" else split
+        target += "_rev" if name == "tacrev" and split != "train" else ""
+        (official / f"{target}.json").write_text(json.dumps([_official(r, i) for i, r in enumerate(rows)]))
+    monkeypatch.setenv("REDPO_DATA_DIR", str(tmp_path / "data"))
+    from_official = splits.load_split(load_profile("smoke", {"dataset.name": name, "dataset.relations": None}), "test")
+    from_jsonl = splits.load_split(load_profile("smoke", {"dataset.name": name, "dataset.relations": None,
+                                                          "dataset.path": f"jsonl/{name}"}), "test")
+    assert from_official == from_jsonl and len(from_official) == 30
+    assert from_official[0].meta["id"] == "ex0" and from_official[0].head_type in {"PERSON", "ORGANIZATION"}
+    bad = [_official(r, i) for i, r in enumerate(rows)]
+    del bad[3]["obj_end"]
+    (official / ("test_rev.json" if name == "tacrev" else "test.json")).write_text(json.dumps(bad))
+    with pytest.raises(DataError, match=r"\.json: item 3 \(id 'ex3'\): missing \['obj_end'\]"):
+        splits.load_split(load_profile("smoke", {"dataset.name": name, "dataset.relations": None}), "test")
+
+
+@pytest.mark.slow
+def test_a_custom_typed_dataset_runs_every_notebook_on_smoke(tmp_path: Path) -> None:
+    folder = write_custom_dataset(tmp_path / "mine")
+    assert _redpo("data", "--check", str(folder)).returncode == 0
+    env = {**os.environ, "REDPO_RESULTS_DIR": str(tmp_path / "results")}
+    env.pop("REDPO_RESULTS_LOCK", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "redpo", "run", "--profile", "smoke", "-p", "dataset.name=custom", "-p",
+         f"dataset.path={folder}", "-p", "dataset.relations=null", "-p", "encoder.typed_markers=true",
+         "-p", "name=smoke-custom", "--no-progress"],
+        capture_output=True, text=True, env=env, timeout=1800,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    results = tmp_path / "results" / "smoke-custom"
+    re_results = json.loads((results / "metrics" / "re_results.json").read_text())
+    arms = {r["arm"] for r in re_results["runs"]} | {s["arm"] for s in re_results["skipped"]}
+    assert {"manual", "manual-steps", "gen:obo", "gen:aao", "gen:obo_dpo", "mix:obo", "mix:obo_dpo"} <= arms
+    assert "semeval_macro_f1" not in re_results["summary"] and re_results["negative_label"] == "no_relation"
+    assert {r["arm"] for r in re_results["llm_baseline"]} == {"llm", "llm_generate"}
+    halves = json.loads((results / "dpo" / "halves.json").read_text())
+    assert sorted(lab for half in halves["halves"].values() for lab in half) == sorted(
+        ["works_for", "born_in", "located_in", "founded_by", "no_relation"])
+    assert (results / "claims.md").is_file() and (results / "metrics" / "plateau.json").is_file()

@@ -26,6 +26,8 @@ METADATA = {"png": {"Software": None}, "pdf": {"Creator": None, "Producer": None
 """No software version or timestamp in the files: the same metrics give the same bytes."""
 ICL_ORDER = ("gold", "baseline", "aao", "aao_nodiv", "obo", "obo_nodiv")
 DIVERSITY_METRICS = ("tfidf_cos", "tfidf_cos_masked", "embed_cos", "self_bleu", "distinct_2", "near_copy_share")
+MANY_LABELS = 25
+"""Above this many labels (TACRED: 42) heatmaps shrink their annotations or drop the counts."""
 STYLE_RC = {"figure.facecolor": "white", "savefig.facecolor": "white", "figure.dpi": 100}
 """Fixed regardless of the backend (Jupyter's inline backend sets its own figure defaults)."""
 
@@ -151,8 +153,9 @@ def re_per_relation_f1(results: ResultsDir) -> Figure:
     """Mean F1 per relation and arm (notebook 04)."""
     per_relation = per_relation_frame(_re_runs(results)[1])
     fig, ax = plt.subplots(figsize=(0.55 * per_relation.shape[1] + 3, 0.4 * per_relation.shape[0] + 2))
+    small = {"size": 7} if per_relation.shape[1] > MANY_LABELS else {}  # TACRED's 42 labels stay legible
     sns.heatmap(per_relation, annot=True, fmt=".2f", cmap="viridis", vmin=0, vmax=1, cbar_kws={"label": "F1"},
-                ax=ax)
+                annot_kws=small, ax=ax)
     ax.set_title("Per-relation F1 (mean over cells)")
     ax.set_xlabel("")
     return fig
@@ -165,7 +168,8 @@ def re_confusion_best(results: ResultsDir) -> Figure:
     confusion = summed_confusion(runs, best)
     share = confusion.div(confusion.sum(axis=1).where(lambda s: s > 0), axis=0).fillna(0)
     fig, ax = plt.subplots(figsize=(0.5 * len(share) + 3, 0.45 * len(share) + 2))
-    sns.heatmap(share, annot=confusion, fmt="d", cmap="Blues", vmin=0, vmax=1,
+    many = len(share) > MANY_LABELS  # 42 x 42 counts would be noise: colour only (counts: re_results.json)
+    sns.heatmap(share, annot=False if many else confusion, fmt="d", cmap="Blues", vmin=0, vmax=1,
                 cbar_kws={"label": "share of gold row"}, ax=ax)
     ax.set_title(f"Confusion matrix: {best} (counts over {sum(r['arm'] == best for r in runs)} runs)")
     return fig

@@ -16,7 +16,7 @@ from redpo.core.io import DataError, iter_jsonl, require_file
 from redpo.core.relations import RelationSchema, UnknownLabelError
 from redpo.core.sample import MarkedTextError, RESample
 
-__all__ = ["DataError", "load_fewrel", "load_knowprompt_jsonl", "load_semeval_official"]
+__all__ = ["DataError", "load_fewrel", "load_knowprompt_jsonl", "load_semeval_official", "load_tacred_json"]
 
 
 def _check_label(label: str, schema: RelationSchema | None, where: str) -> None:
@@ -62,6 +62,44 @@ def load_knowprompt_jsonl(path: Path | str, schema: RelationSchema | None = None
     """KnowPrompt's ``train/val/test.txt`` (SemEval and the TACRED family); ``schema`` validates labels."""
     path = Path(path)
     return [_sample_from_row(row, f"{path}:{lineno}", schema) for lineno, row in iter_jsonl(path)]
+
+
+# ---- TACRED's official JSON release ------------------------------------------------------------------------
+TACRED_KEYS = ("id", "token", "relation", "subj_start", "subj_end", "obj_start", "obj_end", "subj_type", "obj_type")
+
+
+def load_tacred_json(path: Path | str, schema: RelationSchema | None = None) -> list[RESample]:
+    """TACRED's official ``train/dev/test.json`` (LDC2018T24; TACREV's ``dev_rev.json``/``test_rev.json`` and
+    Re-TACRED's files have the same layout): one JSON list of objects with ``token``, inclusive
+    ``subj_start``/``subj_end``/``obj_start``/``obj_end``, ``subj_type``/``obj_type``, ``relation`` and ``id``.
+
+    The subject is the head (e1) and the object the tail (e2), as in KnowPrompt's conversion; spans become
+    ``[start, end + 1)``. Tokens are kept as released (``-LRB-`` stays ``-LRB-``)."""
+    path = require_file(Path(path), "TACRED JSON file", "copy it from your LDC release (see README 'TACRED')")
+    try:
+        items = json.loads(path.read_text(encoding="utf-8-sig"))
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not UTF-8 at byte offset {err.start}; re-copy the file") from None
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}:{err.lineno}: not valid JSON ({err.msg}); re-copy the file") from None
+    if not isinstance(items, list):
+        raise DataError(f"{path}: expected a JSON list of examples (TACRED's official format); re-copy the file")
+    out = []
+    for i, item in enumerate(items):
+        where = f"{path}: item {i}" + (f" (id {item.get('id')!r})" if isinstance(item, dict) else "")
+        missing = [k for k in TACRED_KEYS if not isinstance(item, dict) or k not in item]
+        if missing:
+            raise DataError(f"{where}: missing {missing}; every example needs {', '.join(TACRED_KEYS)}")
+        _check_label(item["relation"], schema, where)
+        try:
+            out.append(RESample(
+                tuple(item["token"]), (item["subj_start"], item["subj_end"] + 1),
+                (item["obj_start"], item["obj_end"] + 1), item["relation"], item["subj_type"], item["obj_type"],
+                meta={"id": str(item["id"])},
+            ))
+        except (ValueError, TypeError) as err:
+            raise DataError(f"{where}: bad entity span ({err}); spans are inclusive token indices") from None
+    return out
 
 
 # ---- SemEval official format ---------------------------------------------------------------------------

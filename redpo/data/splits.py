@@ -21,7 +21,7 @@ from redpo.core.io import DataError, atomic_write, iter_jsonl, require_file
 from redpo.core.relations import RelationSchema, get_schema
 from redpo.core.sample import RESample
 from redpo.data.fetch import copy_if_changed
-from redpo.data.formats import load_fewrel, load_knowprompt_jsonl
+from redpo.data.formats import load_fewrel, load_knowprompt_jsonl, load_tacred_json
 
 Split = Literal["train", "val", "test"]
 SPLITS: tuple[Split, ...] = ("train", "val", "test")
@@ -36,12 +36,13 @@ T = TypeVar("T", RESample, dict)
 
 # ---- splits ---------------------------------------------------------------------------------------------
 def _tacred_missing(name: str, folder: Path) -> DataError:
+    rev = " (TACREV: dev_rev.json and test_rev.json, as TACREV's patch script writes them, beside TACRED's " \
+          "train.json)" if name == "tacrev" else ""
     return DataError(
         f"{folder}: {name} data not found. TACRED, TACREV and Re-TACRED are LDC-licensed (LDC2018T24) and "
-        "cannot be downloaded by redpo. With your licensed copy, convert each split to KnowPrompt JSONL "
-        '(one {"token", "h": {"name", "pos"}, "t": {"name", "pos"}, "relation"} object per line, optionally '
-        '"subj_type"/"obj_type") and put train.txt, val.txt, test.txt and rel2id.json in '
-        f"$REDPO_DATA_DIR/{name}/ (KnowPrompt's dataset/{name}/ has this layout), or set dataset.path"
+        "cannot be downloaded by redpo. Put your licensed copy's official train.json, dev.json and test.json"
+        f"{rev} in $REDPO_DATA_DIR/{name}/ (or set dataset.path): redpo reads them directly. KnowPrompt's "
+        "train.txt/val.txt/test.txt JSONL conversion works too and is preferred when both are there"
     )
 
 
@@ -61,6 +62,10 @@ def split_path(profile: Profile, split: Split) -> Path:
             folder / f"{split}_wiki.json", "FewRel split", "copy it from thunlp/FewRel data/ into this folder"
         )
     candidates = [folder / f"{split}.txt"] + ([folder / "dev.txt"] if split == "val" else [])
+    if name in TACRED_FAMILY:  # the official JSON release, read directly, after KnowPrompt's JSONL
+        official = "dev" if split == "val" else split
+        candidates += [folder / f"{official}_rev.json"] * (name == "tacrev" and split != "train")
+        candidates += [folder / f"{official}.json"]
     for path in candidates:
         if path.is_file():
             return path
@@ -76,7 +81,12 @@ def load_split(profile: Profile, split: Split) -> list[RESample]:
     name = profile.dataset.name
     schema = profile_schema(profile)
     path = split_path(profile, split)
-    samples = load_fewrel(path, schema) if name == "fewrel" else load_knowprompt_jsonl(path, schema)
+    if name == "fewrel":
+        samples = load_fewrel(path, schema)
+    elif path.suffix == ".json":
+        samples = load_tacred_json(path, schema)
+    else:
+        samples = load_knowprompt_jsonl(path, schema)
     wanted = profile.dataset.relations
     if wanted is None:
         return samples
