@@ -131,3 +131,15 @@ def test_a_generator_the_smoke_fitter_would_replace_is_refused() -> None:
     with pytest.raises(ConfigError, match="would never be used"):
         load_profile("smoke", {"generator.model": "no-such-model"})
     assert load_profile("smoke", {"generator.model": "no-such-model", "generator.fit.steps": 0})
+
+
+def test_profile_tiers_keep_their_promises() -> None:
+    """cpu is the short main job (one split, one seed); cpu-full is the run that decides (3+ generation splits, the
+    full test set, the plateau up to N = 32, DPO for several epochs); both use the same models and method."""
+    cpu, full = load_profile("cpu"), load_profile("cpu-full")
+    assert cpu.generation.kshot_seeds is None and cpu.fewshot.seeds == [1] and cpu.encoder.seeds_per_split == 1
+    assert len(full.generation.kshot_seeds or []) >= 3 and full.encoder.seeds_per_split >= 2
+    assert full.dataset.test_subsample is None and full.dataset.relations is None
+    assert max(full.plateau.n_values) >= 32 and full.dpo.epochs >= 3 and full.dpo.num_demos >= 5
+    assert (cpu.generator.model, cpu.encoder.model) == (full.generator.model, full.encoder.model)
+    assert cpu.encoder.early_stopping_threshold == full.encoder.early_stopping_threshold > 0

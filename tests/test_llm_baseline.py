@@ -122,7 +122,7 @@ def test_candidate_labels_follow_the_profile_relations() -> None:
     assert candidate_labels(load_profile("smoke"), SCHEMA) == [
         lab for lab in SCHEMA.labels if lab in load_profile("smoke").dataset.relations
     ]
-    assert candidate_labels(load_profile("cpu"), SCHEMA) == LABELS
+    assert candidate_labels(load_profile("cpu-full"), SCHEMA) == LABELS
 
 
 @pytest.mark.slow

@@ -109,8 +109,9 @@ def test_grid_cells_and_classifier_seeds() -> None:
         (4, 1, 1000), (4, 1, 1001), (4, 2, 2000), (4, 2, 2001),
         (8, 1, 1000), (8, 1, 1001), (8, 2, 2000), (8, 2, 2001),
     ]  # fmt: skip
-    cpu = grid_cells(load_profile("cpu"))
-    assert [c.name for c in cpu] == ["k8_s1_c1000", "k8_s1_c1001", "k8_s1_c1002"]
+    full = grid_cells(load_profile("cpu-full"))  # classifier seeds nested inside each generation split
+    assert [c.name for c in full] == ["k8_s1_c1000", "k8_s1_c1001", "k8_s2_c2000", "k8_s2_c2001", "k8_s3_c3000",
+                                      "k8_s3_c3001"]
     assert GridCell(8, 3, 4).classifier_seed == 3 * CLASSIFIER_SEED_STRIDE + 4
 
 
