@@ -80,6 +80,9 @@ def effect_text(e: Evidence) -> str:
         n = f"n = {x.n_units} relations, {x.n_splits} split(s), equal N per relation"
     else:
         n = f"n = {x.n_splits} split(s) × {x.n_cells} cell(s) × {x.n_units} sentences"
+    if x.n_splits < 2:  # nothing to resample at the level the claim is about: say so beside the number
+        n += (" (one generation split: the CI covers test-sentence and seed noise, not the generation draw)"
+              if e.spec.kind != "diversity" else " (one generation split: the CI covers relations only)")
     macro = (f"; SemEval macro-F1 {e.macro.estimate * scale:+.1f} [{e.macro.low * scale:.1f}, "
              f"{e.macro.high * scale:.1f}]" if e.macro is not None else "")
     return (f"{x.estimate * scale:+.1f} [{x.low * scale:.1f}, {x.high * scale:.1f}] {unit} (95% CI), {n}, "
