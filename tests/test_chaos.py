@@ -53,13 +53,13 @@ def _generations(root: Path) -> dict[str, bytes]:
 
 def test_killed_and_restarted_generation_equals_an_uninterrupted_run(tmp_path: Path, data_root: Path) -> None:
     reference = tmp_path / "reference"
-    _finish(_start(reference, data_root, "00,02"))
+    _finish(_start(reference, data_root, "00,01,02"))  # 02 reads 01's baseline
     cache = "smoke/cache/llm_calls.jsonl"
     total = _lines(reference / cache)
     assert total > KILLS + 1, f"notebook 02 wrote only {total} cache lines"
 
     chaos = tmp_path / "chaos"
-    _finish(_start(chaos, data_root, "00"))
+    _finish(_start(chaos, data_root, "00,01"))
     targets = sorted(np.random.default_rng(SEED).choice(np.arange(1, total), size=KILLS, replace=False).tolist())
     for target in targets:
         proc = _start(chaos, data_root, "02")

@@ -216,7 +216,7 @@ def test_kshot_is_byte_identical_and_copies_siblings(real_env: Path, tmp_path: P
 
 # ---- real data, splits, subsets ---------------------------------------------------------------------------
 def test_real_semeval_counts(real_env: Path) -> None:
-    profile = load_profile("cpu")
+    profile = load_profile("cpu-full")
     info = overview.describe_data(profile)
     assert {s: info["splits"][s]["count"] for s in splits.SPLITS} == {"train": 6507, "val": 1493, "test": 2717}
     assert info["num_labels"] == 19 and info["negative_label"] == "Other"
@@ -231,9 +231,9 @@ def test_real_semeval_counts(real_env: Path) -> None:
 
 def test_load_split_relations_filter(real_env: Path) -> None:
     wanted = ["Other", "Cause-Effect(e1,e2)"]
-    profile = load_profile("cpu", {"dataset.relations": wanted})
+    profile = load_profile("cpu-full", {"dataset.relations": wanted})
     assert {s.relation for s in splits.load_split(profile, "val")} == set(wanted)
-    bad = load_profile("cpu", {"dataset.relations": ["Cause-Effect(e1", "e2)"]})
+    bad = load_profile("cpu-full", {"dataset.relations": ["Cause-Effect(e1", "e2)"]})
     with pytest.raises(DataError, match=r"dataset\.relations .*'Cause-Effect\(e1'.*quote labels"):
         splits.load_split(bad, "train")
 
@@ -246,7 +246,8 @@ def test_missing_tacred_dir_explains_ldc(name: str, tmp_path: Path, monkeypatch:
     message = str(err.value)
     assert str(tmp_path / name) in message and "LDC" in message
     assert (
-        f"$REDPO_DATA_DIR/{name}/" in message and "rel2id.json" in message and "KnowPrompt JSONL" in message
+        f"$REDPO_DATA_DIR/{name}/" in message and "train.json, dev.json and test.json" in message
+        and "rel2id.json" in message and "KnowPrompt JSONL" in message
     )
 
 
@@ -265,7 +266,7 @@ def test_load_split_tacred_from_folder(fx: Path, tmp_path: Path, monkeypatch: py
 def test_missing_semeval_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REDPO_DATA_DIR", str(tmp_path))
     with pytest.raises(DataError, match="run `make data`"):
-        splits.load_split(load_profile("cpu"), "train")
+        splits.load_split(load_profile("cpu-full"), "train")
 
 
 def test_stratified_subset(fx: Path) -> None:
@@ -280,7 +281,7 @@ def test_stratified_subset(fx: Path) -> None:
 
 
 def test_stratified_subset_keeps_proportions(real_env: Path) -> None:
-    test = splits.load_split(load_profile("cpu"), "test")
+    test = splits.load_split(load_profile("cpu-full"), "test")
     subset = splits.stratified_subset(test, 500, seed=1)
     full, part = Counter(s.relation for s in test), Counter(s.relation for s in subset)
     assert len(subset) == 500

@@ -106,12 +106,15 @@ def _copy_mirror(mirror: Path, dest: Path) -> list[str]:
 
 
 def data_file_hashes(profile: Profile) -> dict[str, str]:
-    """sha256 of every file in the dataset folder (not sub-folders), keyed by path under the data dir."""
+    """sha256 of every file in the dataset folder (not sub-folders), keyed by path under the data dir (or the
+    absolute path, for a dataset of your own kept elsewhere)."""
     folder = profile.dataset_dir
     if not folder.is_dir():
         return {}
+    root = profile.data_dir.absolute()
     return {
-        p.relative_to(profile.data_dir).as_posix(): sha256_file(p)
+        (p.absolute().relative_to(root) if p.absolute().is_relative_to(root) else p.absolute()).as_posix():
+        sha256_file(p)
         for p in sorted(folder.iterdir())
         if p.is_file()
     }

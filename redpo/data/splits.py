@@ -41,8 +41,8 @@ def _tacred_missing(name: str, folder: Path) -> DataError:
     return DataError(
         f"{folder}: {name} data not found. TACRED, TACREV and Re-TACRED are LDC-licensed (LDC2018T24) and "
         "cannot be downloaded by redpo. Put your licensed copy's official train.json, dev.json and test.json"
-        f"{rev} in $REDPO_DATA_DIR/{name}/ (or set dataset.path): redpo reads them directly. KnowPrompt's "
-        "train.txt/val.txt/test.txt JSONL conversion works too and is preferred when both are there"
+        f"{rev} in $REDPO_DATA_DIR/{name}/ (or set dataset.path): redpo reads them directly. A conversion to "
+        "KnowPrompt JSONL (train.txt, val.txt, test.txt and rel2id.json) works too and is preferred when both are there"
     )
 
 
