@@ -71,3 +71,13 @@ def test_two_runs_started_together_one_runs_the_other_exits_2(tmp_path: Path, da
     assert second.returncode == 2 and f"pid {first.pid}" in err2, err2
     assert first.returncode == 0, err1[-2000:]
     assert (tmp_path / "smoke" / "metrics" / "data.json").is_file()
+
+
+def test_an_unwritable_results_root_is_one_error_line(tmp_path: Path, data_root: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    proc = _redpo("run", "--profile", "smoke", "--only", "00", "--results-dir", str(blocker),
+                  env=_env(tmp_path, data_root))
+    _, err = proc.communicate(timeout=120)
+    lines = err.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "cannot write there" in lines[0], err

@@ -33,7 +33,8 @@ _HELD: dict[str, FileLock] = {}
 
 
 class ResultsInUse(RuntimeError):
-    """Another process holds the results folder; the message names it and says what to do."""
+    """The results folder cannot be taken: another process holds it, or it cannot be written. The message names
+    the folder (and the holder) and says what to do."""
 
 
 def _key(root: Path) -> str:
@@ -51,7 +52,14 @@ def owner(root: Path) -> str:
 
 def _acquire(root: Path) -> FileLock:
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / f".redpo.write-test.{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise ResultsInUse(f"{root}: cannot write there ({err.strerror or err}); choose a writable results root "
+                           "(--results-dir or REDPO_RESULTS_DIR)") from None
     lock = FileLock(root / LOCK_NAME, timeout=0, thread_local=False)
     try:
         lock.acquire()
