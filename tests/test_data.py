@@ -415,3 +415,14 @@ def test_run_exits_2_with_one_line_when_the_data_is_missing(tmp_path: Path) -> N
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "make data" in lines[0]
+
+
+def test_every_loader_names_a_bad_byte(tmp_path: Path) -> None:
+    bad = tmp_path / "train_wiki.json"
+    bad.write_bytes(b'{"P17": [\n\xff]}')
+    with pytest.raises(DataError, match=r"train_wiki.json:2: not UTF-8 \(byte 0xff at byte offset 10 "):
+        formats.load_fewrel(bad)
+    official = tmp_path / "test.json"
+    official.write_bytes(b"\xef\xbb\xbf[\n\xfe]")
+    with pytest.raises(DataError, match=r"test.json:2: not UTF-8 \(byte 0xfe at byte offset 5 "):
+        formats.load_tacred_json(official)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from redpo.core.io import atomic_write, read_json, write_json
@@ -41,3 +42,19 @@ def test_figures_refresh_only_the_rebuilt_entries_of_the_manifest(tmp_path: Path
 def test_no_manifest_no_refresh(tmp_path: Path) -> None:
     assert record_rebuilt_files(tmp_path) == {}
     assert not (tmp_path / "manifest.json").exists()
+
+
+def test_two_processes_writing_one_file_never_collide(tmp_path: Path) -> None:
+    """Each write goes through its own temporary file, so concurrent writers never remove each other's."""
+    import subprocess
+    import sys
+
+    target = tmp_path / "shared.json"
+    code = ("import sys; from pathlib import Path; from redpo.core.io import write_json\n"
+            "for i in range(300): write_json(Path(sys.argv[1]), {'writer': sys.argv[2], 'i': i})")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(target), name], stderr=subprocess.PIPE, text=True)
+             for name in ("a", "b")]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errors
+    assert json.loads(target.read_text())["i"] == 299
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shared.json"]  # no temporary left behind

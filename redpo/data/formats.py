@@ -64,6 +64,19 @@ def load_knowprompt_jsonl(path: Path | str, schema: RelationSchema | None = None
     return [_sample_from_row(row, f"{path}:{lineno}", schema) for lineno, row in iter_jsonl(path)]
 
 
+def read_text_checked(path: Path) -> str:
+    """The file as text (a UTF-8 byte-order mark is accepted); a byte that is not UTF-8 is a :class:`DataError`
+    naming the file, the line and the byte offset."""
+    blob = Path(path).read_bytes()
+    try:
+        return blob.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        offset = err.start + (3 if blob.startswith(b"\xef\xbb\xbf") else 0)
+        line = blob[:offset].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not UTF-8 (byte 0x{blob[offset]:02x} at byte offset {offset} of the "
+                        "file); re-save the file as UTF-8") from None
+
+
 # ---- TACRED's official JSON release ------------------------------------------------------------------------
 TACRED_KEYS = ("id", "token", "relation", "subj_start", "subj_end", "obj_start", "obj_end", "subj_type", "obj_type")
 
@@ -77,9 +90,7 @@ def load_tacred_json(path: Path | str, schema: RelationSchema | None = None) -> 
     ``[start, end + 1)``. Tokens are kept as released (``-LRB-`` stays ``-LRB-``)."""
     path = require_file(Path(path), "TACRED JSON file", "copy it from your LDC release (see README 'TACRED')")
     try:
-        items = json.loads(path.read_text(encoding="utf-8-sig"))
-    except UnicodeDecodeError as err:
-        raise DataError(f"{path}: not UTF-8 at byte offset {err.start}; re-copy the file") from None
+        items = json.loads(read_text_checked(path))
     except json.JSONDecodeError as err:
         raise DataError(f"{path}:{err.lineno}: not valid JSON ({err.msg}); re-copy the file") from None
     if not isinstance(items, list):
@@ -121,7 +132,7 @@ def load_semeval_official(
     path = Path(path)
     require_file(path, "SemEval file", "point at TRAIN_FILE.TXT or TEST_FILE_FULL.TXT (run `make data`)")
     tokenize = TreebankWordTokenizer().tokenize
-    lines = path.read_text(encoding="utf-8", errors="strict").splitlines()
+    lines = read_text_checked(path).splitlines()
     out: list[RESample] = []
     i = 0
     while i < len(lines):
@@ -168,7 +179,7 @@ def load_fewrel(path: Path | str, schema: RelationSchema | None = None) -> list[
         path, "FewRel file", "copy val_wiki.json / train_wiki.json from thunlp/FewRel (run `make data`)"
     )
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_text_checked(path))
     except json.JSONDecodeError as err:
         raise DataError(f"{path}:{err.lineno}: not valid JSON ({err.msg}); re-copy the file") from None
     if not isinstance(data, dict):
