@@ -77,6 +77,19 @@ def read_text_checked(path: Path) -> str:
                         "file); re-save the file as UTF-8") from None
 
 
+def read_json_file(path: Path, what: str, fix: str, kind: type, shape: str) -> Any:
+    """A whole-file JSON dataset of type ``kind``; a missing file, a bad byte, bad JSON or another shape is a
+    :class:`DataError` naming the file (and line) and the fix."""
+    require_file(path, what, fix)
+    try:
+        data = json.loads(read_text_checked(path))
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}:{err.lineno}: not valid JSON ({err.msg}); re-copy the file") from None
+    if not isinstance(data, kind):
+        raise DataError(f"{path}: expected {shape}; re-copy the file")
+    return data
+
+
 # ---- TACRED's official JSON release ------------------------------------------------------------------------
 TACRED_KEYS = ("id", "token", "relation", "subj_start", "subj_end", "obj_start", "obj_end", "subj_type", "obj_type")
 
@@ -88,13 +101,9 @@ def load_tacred_json(path: Path | str, schema: RelationSchema | None = None) -> 
 
     The subject is the head (e1) and the object the tail (e2), as in KnowPrompt's conversion; spans become
     ``[start, end + 1)``. Tokens are kept as released (``-LRB-`` stays ``-LRB-``)."""
-    path = require_file(Path(path), "TACRED JSON file", "copy it from your LDC release (see README 'TACRED')")
-    try:
-        items = json.loads(read_text_checked(path))
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path}:{err.lineno}: not valid JSON ({err.msg}); re-copy the file") from None
-    if not isinstance(items, list):
-        raise DataError(f"{path}: expected a JSON list of examples (TACRED's official format); re-copy the file")
+    path = Path(path)
+    items = read_json_file(path, "TACRED JSON file", "copy it from your LDC release (see README 'TACRED')", list,
+                           "a JSON list of examples (TACRED's official format)")
     out = []
     for i, item in enumerate(items):
         where = f"{path}: item {i}" + (f" (id {item.get('id')!r})" if isinstance(item, dict) else "")
@@ -175,15 +184,8 @@ def load_fewrel(path: Path | str, schema: RelationSchema | None = None) -> list[
     ``min..max+1``. The relation label is the Wikidata PID.
     """
     path = Path(path)
-    require_file(
-        path, "FewRel file", "copy val_wiki.json / train_wiki.json from thunlp/FewRel (run `make data`)"
-    )
-    try:
-        data = json.loads(read_text_checked(path))
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path}:{err.lineno}: not valid JSON ({err.msg}); re-copy the file") from None
-    if not isinstance(data, dict):
-        raise DataError(f"{path}: expected a JSON object {{pid: [instances]}}; re-copy the file")
+    data = read_json_file(path, "FewRel file", "copy val_wiki.json / train_wiki.json from thunlp/FewRel (run "
+                          "`make data`)", dict, "a JSON object {pid: [instances]}")
     out: list[RESample] = []
     for pid, rows in data.items():
         _check_label(pid, schema, f"{path}: relation {pid}")
