@@ -15,7 +15,7 @@ import pytest
 from redpo.config import SamplingConfig, load_profile
 from redpo.core.relations import get_schema
 from redpo.core.sample import RESample
-from redpo.extraction.llm_baseline import parse_label, run_llm_re
+from redpo.extraction.llm_baseline import llm_test_sentences, parse_label, run_llm_re
 from redpo.extraction.llm_prompt import candidate_labels, demonstrations, llm_re_messages
 from redpo.generation.arms import make_generator
 from redpo.generation.backends import GenerationOutput
@@ -176,3 +176,13 @@ def test_summary_line_names_split_score_and_failures() -> None:
     per = {"ids": ["test:0", "test:1", "test:2", "test:3"], "gold": ["Other"] * 4, "pred": ["Other"] * 4}
     result = LLMREResult(8, 1, ["Other"] * 4, per, ["?"] * 4, 3, {"micro_f1": 0.25}, 12.4, 1)
     assert result.summary() == "k8_s1: micro-F1 0.250, unparseable 3/4, 12 s (1 answers from the cache)"
+
+
+def test_the_llm_subset_is_a_stratified_subset_of_the_re_test_set() -> None:
+    test = [RESample(("a", "b", "c"), (0, 1), (2, 3), lab, meta={"id": f"test:{i}"})
+            for i, lab in enumerate(["Other"] * 60 + ["Cause-Effect(e1,e2)"] * 30 + ["Component-Whole(e2,e1)"] * 10)]
+    assert llm_test_sentences(load_profile("smoke"), test) == test  # no subsample: every RE test sentence
+    part = llm_test_sentences(load_profile("smoke", {"llm_re.test_subsample": 20}), test)
+    ids = [s.meta["id"] for s in part]
+    assert len(part) == 20 and ids == sorted(ids, key=lambda x: int(x.split(":")[1]))  # test order, a subset
+    assert [sum(s.relation == lab for s in part) for lab in ("Other", "Cause-Effect(e1,e2)")] == [12, 6]

@@ -29,7 +29,7 @@ from redpo.config import Profile, SamplingConfig
 from redpo.core.io import ResultsDir
 from redpo.core.relations import RelationSchema
 from redpo.core.sample import RESample
-from redpo.data.splits import generation_splits, load_profile_kshot, profile_schema
+from redpo.data.splits import generation_splits, load_profile_kshot, profile_schema, stratified_subset
 from redpo.extraction.llm_prompt import (
     candidate_labels,
     demonstrations,
@@ -161,6 +161,14 @@ def run_llm_re(
     )
 
 
+def llm_test_sentences(profile: Profile, test: Sequence[RESample]) -> list[RESample]:
+    """The RE test sentences the LLM is scored on: all, or ``llm_re.test_subsample`` of them, stratified by label
+    and seeded by the profile seed, in the test set's order (a subset of the RE arms' sentences, so every paired
+    comparison with the LLM uses sentences both were scored on)."""
+    n = profile.llm_re.test_subsample
+    return list(test) if n is None else stratified_subset(test, n, profile.seed)
+
+
 def run_llm_baselines(
     profile: Profile, results: ResultsDir, test: Sequence[RESample]
 ) -> list[ScoredBaseline | LLMREResult]:
@@ -169,6 +177,7 @@ def run_llm_baselines(
     when ``llm_re.free_generation`` (the secondary row). An empty list when ``llm_re.enabled`` is false."""
     if not profile.llm_re.enabled:
         return []
+    test = llm_test_sentences(profile, test)
     schema = profile_schema(profile)
     out: list[ScoredBaseline | LLMREResult] = []
     splits = generation_splits(profile)[: profile.llm_re.splits]
