@@ -216,17 +216,30 @@ def claim_specs(plateau_min_gain: float) -> dict[int, list[Spec]]:
     }
 
 
-def gather(results: ResultsDir, spec: Spec, *, with_macro: bool = False) -> Evidence:
+@dataclass(frozen=True)
+class SavedMetrics:
+    """The metrics files every comparison reads, loaded once per report (``re_results.json`` holds every run's
+    per-sentence predictions: tens of MB on ``cpu-full``)."""
+
+    re_results: Mapping[str, Any]
+    plateau: Mapping[str, Any]
+
+    @classmethod
+    def load(cls, results: ResultsDir) -> SavedMetrics:
+        re_path, plateau_path = results.metrics / "re_results.json", results.metrics / "plateau.json"
+        return cls(read_json(re_path) if re_path.is_file() else {},
+                   read_json(plateau_path) if plateau_path.is_file() else {})
+
+
+def gather(results: ResultsDir, spec: Spec, saved: SavedMetrics, *, with_macro: bool = False) -> Evidence:
     """Compute one comparison from the saved files."""
     if spec.kind == "diversity":
         effect, note = diversity_effect(results, spec.a, spec.b)
         return Evidence(spec, effect, note=note)
-    re_path, plateau_path = results.metrics / "re_results.json", results.metrics / "plateau.json"
-    payload = read_json(re_path) if re_path.is_file() else {}
     if spec.kind == "plateau":
-        plateau = read_json(plateau_path) if plateau_path.is_file() else None
-        effect, note = plateau_effect(plateau, spec.a, negative_of(plateau or {}))
+        effect, note = plateau_effect(saved.plateau or None, spec.a, negative_of(saved.plateau))
         return Evidence(spec, effect, note=note)
+    payload = saved.re_results
     if not payload:
         return Evidence(spec, note="not run (no metrics/re_results.json)")
     runs = [*payload.get("runs", []), *payload.get("llm_baseline", [])]

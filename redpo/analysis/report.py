@@ -20,7 +20,15 @@ from typing import Any
 import pandas as pd
 
 from redpo.analysis import paper_numbers
-from redpo.analysis.evidence import CLOSE_MARGIN, PLATEAU_RANGE, Evidence, Spec, claim_specs, gather
+from redpo.analysis.evidence import (
+    CLOSE_MARGIN,
+    PLATEAU_RANGE,
+    Evidence,
+    SavedMetrics,
+    Spec,
+    claim_specs,
+    gather,
+)
 from redpo.analysis.plateau import plateau_tables
 from redpo.analysis.re_tables import re_tables
 from redpo.analysis.stats import FAILS, HOLDS, INCONCLUSIVE, holm, verdict
@@ -131,10 +139,10 @@ def paper_text(dataset: str, arms: Sequence[str]) -> str:
     return "; ".join(dict.fromkeys(found)) or f"none published for {dataset}"
 
 
-def claim_from_evidence(results: ResultsDir, number: int, specs: Sequence[Spec]) -> ClaimResult:
+def claim_from_evidence(results: ResultsDir, number: int, specs: Sequence[Spec], saved: SavedMetrics) -> ClaimResult:
     """Claims 1-7: the primary comparison decides; every comparison is listed."""
-    plateau = _load(results, "metrics/plateau.json") or {}
-    evidence = [gather(results, s, with_macro=s.primary) for s in specs]
+    plateau = saved.plateau
+    evidence = [gather(results, s, saved, with_macro=s.primary) for s in specs]
     primary = next(e for e in evidence if e.spec.primary)
     decided = evidence_verdict(primary)
     n_values = plateau.get("n_values")
@@ -194,9 +202,9 @@ def claim_leakage(results: ResultsDir) -> ClaimResult:
 
 def check_claims(results: ResultsDir) -> list[ClaimResult]:
     """Claims 1-8, with Holm-adjusted p-values across the primary comparisons that have an effect."""
-    plateau = _load(results, "metrics/plateau.json") or {}
-    specs = claim_specs(float(plateau.get("min_gain", 0.01)))
-    claims = [claim_from_evidence(results, n, specs[n]) for n in sorted(specs)] + [claim_leakage(results)]
+    saved = SavedMetrics.load(results)
+    specs = claim_specs(float(saved.plateau.get("min_gain", 0.01)))
+    claims = [claim_from_evidence(results, n, specs[n], saved) for n in sorted(specs)] + [claim_leakage(results)]
     decided = [c for c in claims if c.primary is not None and c.primary.effect is not None]
     for c, p in zip(decided, holm([c.primary.effect.p_value for c in decided]), strict=True):  # type: ignore[union-attr]
         c.holm_p = p
