@@ -19,6 +19,7 @@ from redpo.config import ConfigError, available_profiles, data_dir, load_profile
 from redpo.core.io import DataError, ResultsDir, write_json
 from redpo.core.lock import ResultsInUse, hold_results
 from redpo.core.manifest import record_rebuilt_files
+from redpo.core.replay import ReplayMiss
 from redpo.data.fetch import default_mirror, fetch_data
 from redpo.data.overview import describe_data
 from redpo.data.splits import profile_schema
@@ -27,7 +28,9 @@ from redpo.run.runner import NotebookFailed, RunnerError, run
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
-EXPECTED_ERRORS: tuple[type[BaseException], ...] = (ConfigError, RunnerError, DataError, ModelError, ResultsInUse)
+EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
+    ConfigError, RunnerError, DataError, ModelError, ResultsInUse, ReplayMiss,
+)
 """Errors that are the user's to fix: one ``error:`` line and exit 2, no traceback."""
 
 BENCHMARKS: dict[str, str] = {
@@ -191,6 +194,19 @@ def cmd_figures(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pack_replay(args: argparse.Namespace) -> int:
+    """Write ``results/<profile>/replay/`` from a finished run (its generator and adapters must be here)."""
+    from redpo.run.replay import pack_results
+
+    profile = load_profile(args.profile, parse_overrides(args.param))
+    results = ResultsDir(profile, root=Path(args.results_dir) if args.results_dir else None)
+    with hold_results(results.root):
+        sizes = pack_results(profile, results)
+    for name, size in sizes.items():
+        print(f"{results.root / 'replay' / name}: {size / 1e6:.2f} MB")
+    return 0
+
+
 # ---- parser ---------------------------------------------------------------------------------------------
 def add_profile_args(p: argparse.ArgumentParser, default: str = "cpu") -> None:
     p.add_argument(
@@ -225,6 +241,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_profile_args(figures)
     add_results_arg(figures)
     figures.set_defaults(func=cmd_figures)
+
+    pack = sub.add_parser("pack-replay", help="archive a finished run's caches so that others replay it")
+    add_profile_args(pack)
+    add_results_arg(pack)
+    pack.set_defaults(func=cmd_pack_replay)
 
     data = sub.add_parser("data", help="fetch the data and print split sizes and labels")
     add_profile_args(data)

@@ -16,12 +16,13 @@ import pandas as pd
 from redpo.config import Profile
 from redpo.core.io import ResultsDir
 from redpo.core.manifest import record_model
+from redpo.core.replay import replay_models
 from redpo.data.splits import profile_schema
 from redpo.dpo.pairs import HALVES, RelationHalves
 from redpo.dpo.train import ADAPTER_LABEL, adapter_dir, base_model_name
 from redpo.generation.arms import call_cache_path, make_generator
 from redpo.generation.cache import CachedGenerator, LLMCache
-from redpo.generation.engines import server_generator
+from redpo.generation.engines import replay_generator, server_generator
 from redpo.generation.loops import generate_arm, merge_arms
 from redpo.generation.store import ArmKey, ArmResult, save_arm
 from redpo.models.load import clear_model_cache, load_causal_lm
@@ -49,6 +50,9 @@ def adapter_generator(profile: Profile, results: ResultsDir, half: str, base: st
     LoRA) loaded once and selects this one per request.
     """
     directory = adapter_dir(results, half)
+    models = replay_models(results)
+    if models is not None:  # a replaying folder: the adapter's hash comes from the archive, its weights stay out
+        return replay_generator(profile, results, LLMCache(call_cache_path(results)), models, adapter=half)
     if profile.generator.backend == "llama_cpp":
         adapters = [(adapter_dir(results, h), hash_model_dir(adapter_dir(results, h))) for h in HALVES]
         generator = server_generator(profile, results, LLMCache(call_cache_path(results)), adapters=adapters,

@@ -30,6 +30,7 @@ from datasets import Dataset
 
 from redpo.config import ConfigError, Profile, load_profile, parse_override
 from redpo.core.io import ResultsDir, read_json, write_json
+from redpo.core.replay import miss, replay_models
 from redpo.data.splits import load_split, profile_schema
 from redpo.dpo.pairs import (
     HALVES,
@@ -43,6 +44,7 @@ from redpo.dpo.pairs import (
     save_pairs,
 )
 from redpo.generation.arms import prepare_generator
+from redpo.generation.engines import chat_source, chat_tokenizer
 from redpo.generation.prompts import render
 from redpo.generation.smoke_fit import fitted_tiny_llama
 from redpo.models.load import clear_model_cache
@@ -73,8 +75,9 @@ def base_model_name(profile: Profile) -> str:
 
 
 def render_with(profile: Profile) -> Any:
-    """The chat-template renderer of the profile's generator (pairs are built on exactly the OBO prompt)."""
-    tokenizer = prepare_generator(profile).tokenizer
+    """The chat-template renderer of the profile's generator (pairs are built on exactly the OBO prompt); its
+    tokenizer alone, so building pairs loads no weights."""
+    tokenizer = chat_tokenizer(chat_source(profile))
     return lambda messages: render(messages, tokenizer)
 
 
@@ -280,6 +283,11 @@ def train_adapter(
 def ensure_adapter(profile: Profile, results: ResultsDir, half: str, *, progress: bool = True) -> dict[str, Any]:
     """Adapter ``half`` trained on ``dpo/pairs_<half>.jsonl``: reused when its fingerprint matches, else trained."""
     out_dir = adapter_dir(results, half)
+    models = replay_models(results)
+    if models is not None:  # a replaying folder: the committed run's training log, no weights, no training
+        if half not in models.adapters:
+            raise miss(results, f"DPO adapter {half!r}")
+        return {**models.adapters[half].log, "reused": True, "replayed": True}
     loaded = fresh_generator(profile)
     stamp = fingerprint(profile, pairs_path(results, half), loaded.info.sha256)
     log_file = out_dir / LOG_NAME

@@ -36,6 +36,7 @@ import numpy as np
 from redpo.config import Profile
 from redpo.core.io import ResultsDir
 from redpo.core.relations import RelationSchema
+from redpo.core.replay import miss, replay_models
 from redpo.core.sample import RESample
 from redpo.extraction.llm_prompt import (
     SCORING_QUESTION,
@@ -47,10 +48,16 @@ from redpo.extraction.llm_prompt import (
 from redpo.extraction.metrics import per_sentence, score
 from redpo.extraction.run_store import RunStore
 from redpo.generation.arms import prepare_generator
+from redpo.generation.engines import chat_source, chat_tokenizer
 from redpo.generation.prompts import render
 from redpo.generation.specs import LLM_ARM
 
 SCORES_CACHE = "llm_scores.jsonl"
+
+
+def scorer_model_key(info: Any) -> str:
+    """The score cache's model prefix: the transformers generator's name and weight hash."""
+    return f"{info.name}:{info.sha256}"
 
 
 class ContinuationScorer:
@@ -63,6 +70,7 @@ class ContinuationScorer:
     def __init__(self, loaded: Any) -> None:
         self.model = loaded.model.eval()
         self.tokenizer = loaded.tokenizer
+        self.model_key = scorer_model_key(loaded.info)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         self._head: tuple[list[int], Any] | None = None
 
@@ -182,19 +190,24 @@ def run_closed_set(
     """Score every candidate label's statement for every test sentence and take the calibrated best."""
     labels = candidate_labels(profile, schema)
     demos = demonstrations(kshot, labels)
-    loaded = prepare_generator(profile)
-    scorer = scorer or ContinuationScorer(loaded)
+    replaying = replay_models(results) if scorer is None else None
+    if replaying is not None:  # scores come from the committed cache alone: the weights are never loaded
+        if replaying.scorer_key is None:
+            raise miss(results, "the closed-set scorer (the archive names no scorer_key)")
+        model_key, tokenizer = replaying.scorer_key, chat_tokenizer(chat_source(profile))
+    else:
+        scorer = scorer or ContinuationScorer(prepare_generator(profile))
+        model_key, tokenizer = scorer.model_key, scorer.tokenizer
 
     def prompt(sample: RESample) -> str:
         messages = llm_re_messages(sample, schema, labels, demos, question=SCORING_QUESTION,
                                    system=SCORING_SYSTEM_PROMPT)
-        return render(messages, scorer.tokenizer)
+        return render(messages, tokenizer)
 
     def statements(sample: RESample) -> list[str]:
         return [schema.verbalize(label, sample.head_name, sample.tail_name) for label in labels]
 
     store = RunStore(results.cache / SCORES_CACHE)
-    model_key = f"{loaded.info.name}:{loaded.info.sha256}"
     free = content_free_samples(profile)
     everything = [*free, *test]
     prompts = [prompt(s) for s in everything]
@@ -205,6 +218,8 @@ def run_closed_set(
     for key, text, sample in zip(keys, prompts, everything, strict=True):
         hit = store.get(key)
         if hit is None:
+            if scorer is None:
+                raise miss(results, f"closed-set scores of test sentence {sample.head_name!r} / {sample.tail_name!r}")
             if not head_ready:
                 scorer.prefill_head([prompts[0], prompts[-1]])
                 head_ready = True

@@ -21,6 +21,7 @@ from typing import Any
 
 from redpo.config import Profile
 from redpo.core.io import ResultsDir
+from redpo.core.replay import replay_models
 from redpo.data.splits import generation_splits, load_profile_kshot, profile_schema
 from redpo.dpo.generate import generate_dpo_arms
 from redpo.dpo.pairs import HALVES, load_halves
@@ -51,7 +52,10 @@ def missing_prerequisite(arm: str, results: ResultsDir) -> str | None:
         return None
     if not (results.dpo / "halves.json").is_file():
         return f"{arm}: dpo/halves.json is missing; run notebook 03 first"
+    replaying = replay_models(results)  # a replayed run's adapters are hashes in its archive, not folders
     for half in HALVES:
+        if replaying is not None and half in replaying.adapters:
+            continue
         if not (results.adapters / half / "adapter_config.json").is_file():
             return f"{arm}: adapter {half} is missing under adapters/; run notebook 03 first"
     return None

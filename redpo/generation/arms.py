@@ -18,19 +18,20 @@ from redpo.config import Profile
 from redpo.core.io import ResultsDir, write_json
 from redpo.core.manifest import record_model
 from redpo.core.relations import RelationSchema
+from redpo.core.replay import replay_models
 from redpo.core.sample import RESample
 from redpo.data.splits import generation_splits, load_profile_kshot, profile_schema
 from redpo.generation.backends.transformers import TransformersBackend
 from redpo.generation.cache import CachedGenerator, LLMCache, ModelKey
 from redpo.generation.diversity import common_relations, diversity_report
 from redpo.generation.embedding import make_encoder_embedder
-from redpo.generation.engines import server_generator
+from redpo.generation.engines import replay_generator, server_generator
 from redpo.generation.loops import generate_arm
 from redpo.generation.smoke_fit import fitted_tiny_llama
 from redpo.generation.specs import BASELINE_ARM
 from redpo.generation.store import ArmKey, ArmResult, load_arm, save_arm
-from redpo.models.load import load_causal_lm, load_encoder
-from redpo.models.registry import LoadedModel
+from redpo.models.load import load_causal_lm, load_encoder, resolve_model
+from redpo.models.registry import LoadedModel, ModelInfo
 
 
 # ---- the generator of a profile ----------------------------------------------------------------------------
@@ -40,6 +41,14 @@ def prepare_generator(profile: Profile) -> LoadedModel:
     if profile.generator.fit.steps > 0:
         return fitted_tiny_llama(profile)
     return load_causal_lm(profile.generator.model, dtype=profile.generator.dtype)
+
+
+def generator_info(profile: Profile) -> ModelInfo:
+    """The identity :func:`prepare_generator` would load, without loading any weights (a small fitted model is
+    built if missing): the transformers-side name and hash that, e.g., the closed-set score cache is keyed by."""
+    if profile.generator.fit.steps > 0:
+        return fitted_tiny_llama(profile).info
+    return resolve_model(profile.generator.model)
 
 
 def make_generator(
@@ -92,7 +101,13 @@ def kshot_by_relation(
 
 
 def open_generator(profile: Profile, results: ResultsDir) -> CachedGenerator:
-    """Load the profile's generator once, record its hash in the manifest, and wrap it in the call cache."""
+    """Load the profile's generator once, record its hash in the manifest, and wrap it in the call cache.
+
+    A replaying results folder (:mod:`redpo.core.replay`) gets a generator that answers from the cache alone.
+    """
+    models = replay_models(results)
+    if models is not None:
+        return replay_generator(profile, results, LLMCache(call_cache_path(results)), models)
     if profile.generator.backend == "llama_cpp":
         return server_generator(profile, results, LLMCache(call_cache_path(results)))
     loaded = prepare_generator(profile)

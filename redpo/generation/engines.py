@@ -19,13 +19,15 @@ from transformers import AutoTokenizer
 from redpo.config import Profile
 from redpo.core.io import ResultsDir
 from redpo.core.manifest import record_model
+from redpo.core.replay import ReplayModels, miss
 from redpo.generation.backends.llama_server import LlamaServer, free_cores
+from redpo.generation.backends.replay import ReplayBackend
 from redpo.generation.backends.server import ServerBackend
 from redpo.generation.cache import CachedGenerator, LLMCache, ModelKey
 from redpo.generation.smoke_fit import fitted_tiny_llama
 from redpo.models.llama_cpp import convert_lora_to_gguf, convert_to_gguf, require_build
 from redpo.models.load import resolve_model
-from redpo.models.packaged import cached_build, packaged_gguf
+from redpo.models.packaged import cached_build, packaged_gguf, packaged_tokenizer
 from redpo.models.registry import PACKAGED, ModelError, ModelInfo, model_dir
 
 GGUF_FILE = "model.gguf"
@@ -81,8 +83,12 @@ def chat_source(profile: Profile) -> str:
 @functools.cache
 def chat_tokenizer(model: str) -> object:
     """The model's HF tokenizer, for its chat template only: prompts render exactly as the transformers backend
-    renders them (``model`` resolves as for transformers, from the packaged conversion, a folder or the hub)."""
-    return AutoTokenizer.from_pretrained(resolve_model(model).path, trust_remote_code=False)
+    renders them. A packaged GGUF model's tokenizer is read from the GGUF alone (the same tokenizer its
+    transformers conversion saves), so rendering never needs the weights; any other ``model`` resolves as for
+    transformers (a folder or the hub)."""
+    entry = PACKAGED.get(model)
+    source = packaged_tokenizer(entry) if entry is not None and entry.kind == "gguf" else resolve_model(model).path
+    return AutoTokenizer.from_pretrained(source, trust_remote_code=False)
 
 
 def local_server(profile: Profile, results: ResultsDir, weights: Path, loras: tuple[Path, ...] = ()) -> LlamaServer:
@@ -153,15 +159,37 @@ def server_generator(
         key = ModelKey(f"{gen.model}@{settings.kind}:{settings.url}", f"served:{settings.served_model or gen.model}",
                        adapter_sha)
         return CachedGenerator(backend, cache, key)
-    weights = gguf_weights(profile)
+    served = local_served_model(profile)
     loras = tuple(lora_gguf(folder, base_hf_dir(profile), sha) for folder, sha in adapters)
-    server = local_server(profile, results, Path(weights.path), loras)
-    build = require_build()
-    engine = f"llama.cpp:{build.info.get('sdist', '')}"
-    name = f"{weights.name}@{engine}"
-    record_model(results, ModelInfo(name, weights.path, weights.sha256, weights.source,
-                                    {"engine": engine, "server_sha256": build.info.get("server_sha256")}))
+    server = local_server(profile, results, Path(served.path), loras)
+    record_model(results, served)
     scales = [{"id": i, "scale": 1.0 if i == active else 0.0} for i in range(len(loras))]
     backend = ServerBackend(server.url, tokenizer, kind="llama_cpp", slots=settings.parallel,
                             context=settings.ctx_per_slot, lora=scales)
-    return CachedGenerator(backend, cache, ModelKey(name, weights.sha256, adapter_sha))
+    return CachedGenerator(backend, cache, ModelKey(served.name, served.sha256, adapter_sha))
+
+
+def local_served_model(profile: Profile) -> ModelInfo:
+    """What the local ``llama-server`` serves, as the cache keys name it: ``<weights>@llama.cpp:<sdist>`` and the
+    GGUF's hash (the engine's version is in the name, so one engine's answers are never served as another's)."""
+    weights = gguf_weights(profile)
+    build = require_build()
+    engine = f"llama.cpp:{build.info.get('sdist', '')}"
+    return ModelInfo(f"{weights.name}@{engine}", weights.path, weights.sha256, weights.source,
+                     {"engine": engine, "server_sha256": build.info.get("server_sha256")})
+
+
+def replay_generator(
+    profile: Profile, results: ResultsDir, cache: LLMCache, models: ReplayModels, *, adapter: str | None = None
+) -> CachedGenerator:
+    """The generator of a replaying results folder (:mod:`redpo.core.replay`): keys from the archive's model
+    identities, prompts rendered with the generator's tokenizer, no weights loaded and no server started."""
+    adapter_sha = None
+    if adapter is not None:
+        if adapter not in models.adapters:
+            raise miss(results, f"DPO adapter {adapter!r}")
+        adapter_sha = models.adapters[adapter].sha256
+    label = "generator" if adapter is None else f"generator with adapter {adapter}"
+    backend = ReplayBackend(chat_tokenizer(chat_source(profile)), results, label=label,
+                            batch_size=profile.generator.server.parallel)
+    return CachedGenerator(backend, cache, ModelKey(models.generator.name, models.generator.sha256, adapter_sha))

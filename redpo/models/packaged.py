@@ -283,6 +283,20 @@ def packaged_gguf(entry: PackagedModel) -> ModelInfo:
     return dataclasses.replace(info, path=str(out / entry.gguf_file))
 
 
+def packaged_tokenizer(entry: PackagedModel) -> Path:
+    """A packaged GGUF model's tokenizer (chat template included), read from the GGUF's metadata and saved once
+    under ``REDPO_CACHE/models/<name>-tokenizer/``: rendering prompts needs no weights, and no conversion."""
+    from transformers import AutoTokenizer
+
+    def build(out_dir: Path) -> dict[str, Any]:
+        gguf = Path(packaged_gguf(entry).path)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, trust_remote_code=False)
+        tokenizer.save_pretrained(out_dir)
+        return {"gguf_file": entry.gguf_file, "gguf_sha256": entry.sha256}
+
+    return Path(cached_build(f"{entry.name}-tokenizer", model_dir(f"{entry.name}-tokenizer"), build, "packaged").path)
+
+
 def prepare_packaged(entry: PackagedModel) -> ModelInfo:
     if entry.kind == "gguf":
         return cached_build(

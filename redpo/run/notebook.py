@@ -14,6 +14,7 @@ from redpo.analysis.plots import save_figure, set_style
 from redpo.config import Profile, load_profile
 from redpo.core.io import ResultsDir
 from redpo.core.lock import hold_for_process
+from redpo.core.replay import prepare_replay
 
 __all__ = ["FIGURE_FORMATS", "save_figure", "set_style", "setup"]
 
@@ -30,6 +31,7 @@ def setup(
     prof = load_profile(profile, overrides or {})
     results = ResultsDir(prof, root=Path(results_dir) if results_dir else None)
     hold_for_process(results.root)  # a notebook opened by hand is a run too; under `run` the parent holds it
+    prepare_replay(results)  # a folder with a replay archive answers model calls from it (redpo.core.replay)
     set_style()
     return prof, results
 
