@@ -99,9 +99,10 @@ def test_every_generated_arm_trains_on_the_same_per_relation_counts_and_negative
 
 
 def test_a_runs_score_is_rebuilt_from_its_saved_per_sentence_predictions(smoke_pipeline: Path) -> None:
+    from redpo.core.io import RUNS_CACHE
     from redpo.core.relations import get_schema
     from redpo.extraction.metrics import score
-    from redpo.extraction.run_store import RUNS_CACHE, RunStore
+    from redpo.extraction.run_store import RunStore
 
     schema = get_schema("semeval")
     store = RunStore(smoke_pipeline / "cache" / RUNS_CACHE)

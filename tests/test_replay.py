@@ -22,6 +22,7 @@ from redpo.core.io import ResultsDir
 from redpo.core.replay import (
     MODELS_FILE,
     ModelIdentity,
+    ReplayError,
     ReplayMiss,
     ReplayModels,
     pack,
@@ -35,8 +36,12 @@ UNCOMMITTED = ("cache", "adapters", "logs", "kshot")
 """What ``.gitignore`` keeps out of a committed reference run."""
 
 
+SETTINGS = {"model": "m", "weights": "packaged"}
+
+
 def _models() -> ReplayModels:
-    return ReplayModels(generator=ModelIdentity(name="m@llama.cpp:x", sha256="a" * 64))
+    return ReplayModels(generator=ModelIdentity(name="m@llama.cpp:x", sha256="a" * 64), generator_settings=SETTINGS,
+                        commit="0123456789abcdef")
 
 
 def test_pack_is_reproducible_and_restore_never_overwrites_a_live_cache(tmp_path: Path) -> None:
@@ -54,6 +59,25 @@ def test_pack_is_reproducible_and_restore_never_overwrites_a_live_cache(tmp_path
     assert restore_caches(results) == ["llm_calls.jsonl"]
     assert (results.cache / "llm_calls.jsonl").read_bytes() == gzip.decompress(archive)
 
+    (results.cache / "llm_calls.jsonl").write_text('{"line": 1}\n')  # restored from an older archive
+    with pytest.raises(ReplayError, match=r"llm_calls\.jsonl lacks 1 line\(s\) of .*Move .* aside"):
+        restore_caches(results)
+    (results.cache / "llm_calls.jsonl").unlink()
+    (replay_dir(results) / "llm_calls.jsonl.gz").write_bytes(archive[: len(archive) // 2])  # a torn checkout
+    with pytest.raises(ReplayError, match=r"llm_calls\.jsonl\.gz: not a readable gzip archive.*git checkout"):
+        restore_caches(results)
+    assert not (results.cache / "llm_calls.jsonl").exists()  # nothing half-restored
+
+
+def test_pack_drops_archives_of_caches_that_are_gone(tmp_path: Path) -> None:
+    results = ResultsDir("demo", root=tmp_path)
+    (results.cache / "llm_calls.jsonl").write_text("{}\n")
+    (results.cache / "llm_scores.jsonl").write_text("{}\n")
+    assert "llm_scores.jsonl.gz" in pack(results, _models())
+    (results.cache / "llm_scores.jsonl").unlink()
+    assert "llm_scores.jsonl.gz" not in pack(results, _models())
+    assert not (replay_dir(results) / "llm_scores.jsonl.gz").exists()
+
 
 def test_a_folder_replays_only_with_a_valid_models_file(tmp_path: Path) -> None:
     results = ResultsDir("demo", root=tmp_path)
@@ -62,8 +86,20 @@ def test_a_folder_replays_only_with_a_valid_models_file(tmp_path: Path) -> None:
     assert replay_models(results) == _models()
     path = replay_dir(results) / MODELS_FILE
     path.write_text(json.dumps({"generator": {"name": "m"}}))
-    with pytest.raises(ReplayMiss, match=r"models\.json: generator\.sha256: Field required.*--pack"):
+    with pytest.raises(ReplayError, match=r"models\.json: generator\.sha256: Field required.*pack-replay"):
         replay_models(results)
+
+
+def test_another_generator_or_adapter_is_a_miss_that_names_the_packing_commit(tmp_path: Path) -> None:
+    results = ResultsDir("demo", root=tmp_path)
+    models = _models()
+    pack(results, models)
+    models.check_settings(results, dict(SETTINGS))
+    with pytest.raises(ReplayMiss, match=r"settings \{'weights': 'q8_0'\} \(the committed run used \{'weights': "
+                                         r"'packaged'\}\).*Replay at commit 0123456789ab"):
+        models.check_settings(results, {**SETTINGS, "weights": "q8_0"})
+    with pytest.raises(ReplayMiss, match=r"DPO adapter 'A' \(the archive holds none\)"):
+        models.adapter(results, "A")
 
 
 def test_the_replay_backend_renders_but_never_generates(tmp_path: Path) -> None:
@@ -126,9 +162,16 @@ def test_replay_loads_no_generator_and_trains_no_adapter(replayed: tuple[Path, P
     manifest = json.loads((fresh / "manifest.json").read_text())
     assert manifest["replay"] is True
     before, after = (json.loads((run / "metrics" / "dpo.json").read_text()) for run in (packed, fresh))
-    assert [row.pop("reused") for row in after["training"]] == [True, True]
-    assert [row.pop("reused") for row in before["training"]] == [False, False]
+    assert [(row.pop("reused"), row.pop("replayed")) for row in after["training"]] == [(True, True)] * 2
+    assert [(row.pop("reused"), row.pop("replayed")) for row in before["training"]] == [(False, False)] * 2
     assert after == before  # pairs, leakage and the adapters' training logs, held-out accuracy included
+
+
+@pytest.mark.slow
+def test_a_replaying_folder_is_not_packed_again(replayed: tuple[Path, Path], data_root: Path) -> None:
+    _, fresh = replayed
+    proc = _redpo("pack-replay", "--profile", "smoke", results=fresh.parent, data_root=data_root)
+    assert proc.returncode == 2 and "already replays" in proc.stderr and proc.stderr.count("\n") == 1
 
 
 @pytest.mark.slow

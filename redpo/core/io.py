@@ -7,12 +7,13 @@ half a file behind, whichever stage was writing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from redpo.config import Profile, results_root
 from redpo.core.sample import RESample
@@ -20,6 +21,14 @@ from redpo.core.sample import RESample
 SUBDIRS = (
     "notebooks", "kshot", "generations", "metrics", "dpo", "adapters", "figures", "tables", "cache", "logs",
 )
+
+
+CALLS_CACHE = "llm_calls.jsonl"
+"""``cache/`` file of every LLM generation call (:mod:`redpo.generation.cache`)."""
+SCORES_CACHE = "llm_scores.jsonl"
+"""``cache/`` file of the direct LLM's closed-set scores (:mod:`redpo.extraction.llm_scoring`)."""
+RUNS_CACHE = "re_runs.jsonl"
+"""``cache/`` file of finished RE runs (:mod:`redpo.extraction.run_store`)."""
 
 
 class DataError(ValueError):
@@ -51,24 +60,31 @@ class ResultsDir:
 
 
 # ---- writing ------------------------------------------------------------------------------------------
-def atomic_write(path: Path, data: bytes | str) -> Path:
-    """Write ``data`` to ``path`` through a uniquely named temporary file in the same folder, then rename.
+@contextlib.contextmanager
+def atomic_writer(path: Path) -> Iterator[BinaryIO]:
+    """A binary file that appears at ``path`` only when the block ends without an error.
 
-    The rename is atomic on POSIX, so readers see the old file or the new one, never a mix; the unique name
-    means two writers never trip over each other's temporary file.
+    It is written as a uniquely named temporary file in the same folder and renamed into place: the rename is
+    atomic on POSIX, so readers see the old file or the new one, never a mix, and two writers never trip over
+    each other's temporary file. Streams of any size pass through it without being held in memory.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    blob = data.encode("utf-8") if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(blob)
+            yield f
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+
+
+def atomic_write(path: Path, data: bytes | str) -> Path:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_writer`)."""
+    with atomic_writer(path) as f:
+        f.write(data.encode("utf-8") if isinstance(data, str) else data)
+    return Path(path)
 
 
 def write_json(path: Path, obj: Any) -> Path:

@@ -44,9 +44,9 @@ from redpo.dpo.pairs import (
     save_pairs,
 )
 from redpo.generation.arms import prepare_generator
-from redpo.generation.engines import chat_source, chat_tokenizer
+from redpo.generation.engines import identity_settings, profile_tokenizer
 from redpo.generation.prompts import render
-from redpo.generation.smoke_fit import fitted_tiny_llama
+from redpo.generation.smoke_fit import fitted_tiny_llama_info
 from redpo.models.load import clear_model_cache
 from redpo.models.packaged import hash_model_dir
 from redpo.models.registry import LoadedModel
@@ -70,14 +70,14 @@ def base_model_name(profile: Profile) -> str:
     """What ``load_causal_lm`` needs to rebuild the generator: the fitted tiny model's dir on smoke, else the
     profile's model name."""
     if profile.generator.fit.steps > 0:
-        return str(fitted_tiny_llama(profile).info.path)
+        return str(fitted_tiny_llama_info(profile).path)
     return profile.generator.model
 
 
 def render_with(profile: Profile) -> Any:
     """The chat-template renderer of the profile's generator (pairs are built on exactly the OBO prompt); its
     tokenizer alone, so building pairs loads no weights."""
-    tokenizer = chat_tokenizer(chat_source(profile))
+    tokenizer = profile_tokenizer(profile)
     return lambda messages: render(messages, tokenizer)
 
 
@@ -285,9 +285,11 @@ def ensure_adapter(profile: Profile, results: ResultsDir, half: str, *, progress
     out_dir = adapter_dir(results, half)
     models = replay_models(results)
     if models is not None:  # a replaying folder: the committed run's training log, no weights, no training
-        if half not in models.adapters:
-            raise miss(results, f"DPO adapter {half!r}")
-        return {**models.adapters[half].log, "reused": True, "replayed": True}
+        models.check_settings(results, identity_settings(profile))
+        record = models.adapter(results, half)
+        if fingerprint(profile, pairs_path(results, half), record.base_sha256) != record.log.get("fingerprint"):
+            raise miss(results, f"DPO adapter {half!r} trained on these pairs and dpo settings")
+        return {**record.log, "reused": True, "replayed": True}
     loaded = fresh_generator(profile)
     stamp = fingerprint(profile, pairs_path(results, half), loaded.info.sha256)
     log_file = out_dir / LOG_NAME
@@ -334,6 +336,7 @@ def training_summary(logs: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
             "held_out_reward_margin": log.get("held_out", {}).get("reward_margin"),
             "held_out_loss": log.get("held_out", {}).get("loss"),
             "reused": log.get("reused", False),
+            "replayed": log.get("replayed", False),
         })
     return pd.DataFrame(rows)
 

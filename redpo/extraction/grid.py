@@ -16,13 +16,13 @@ import torch
 from tqdm import tqdm
 
 from redpo.config import Profile
-from redpo.core.io import ResultsDir
+from redpo.core.io import RUNS_CACHE, ResultsDir
 from redpo.core.manifest import record_model
 from redpo.core.sample import RESample
 from redpo.data.splits import profile_schema
 from redpo.extraction.metrics import per_sentence, score
 from redpo.extraction.model import predict, train_re_model
-from redpo.extraction.run_store import RUNS_CACHE, RunRecord, RunStore, run_fingerprint, samples_digest
+from redpo.extraction.run_store import RunRecord, RunStore, run_fingerprint, samples_digest
 from redpo.extraction.training_sets import GridCell, arm_training_sets, epoch_sizes, grid_cells
 from redpo.models.load import load_encoder
 

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from redpo.config import Profile
-from redpo.core.io import ResultsDir
+from redpo.core.io import SCORES_CACHE, ResultsDir
 from redpo.core.relations import RelationSchema
 from redpo.core.replay import miss, replay_models
 from redpo.core.sample import RESample
@@ -48,14 +48,13 @@ from redpo.extraction.llm_prompt import (
 from redpo.extraction.metrics import per_sentence, score
 from redpo.extraction.run_store import RunStore
 from redpo.generation.arms import prepare_generator
-from redpo.generation.engines import chat_source, chat_tokenizer
+from redpo.generation.engines import identity_settings, profile_tokenizer
 from redpo.generation.prompts import render
 from redpo.generation.specs import LLM_ARM
+from redpo.models.registry import ModelInfo
 
-SCORES_CACHE = "llm_scores.jsonl"
 
-
-def scorer_model_key(info: Any) -> str:
+def scorer_model_key(info: ModelInfo) -> str:
     """The score cache's model prefix: the transformers generator's name and weight hash."""
     return f"{info.name}:{info.sha256}"
 
@@ -192,9 +191,10 @@ def run_closed_set(
     demos = demonstrations(kshot, labels)
     replaying = replay_models(results) if scorer is None else None
     if replaying is not None:  # scores come from the committed cache alone: the weights are never loaded
+        replaying.check_settings(results, identity_settings(profile))
         if replaying.scorer_key is None:
             raise miss(results, "the closed-set scorer (the archive names no scorer_key)")
-        model_key, tokenizer = replaying.scorer_key, chat_tokenizer(chat_source(profile))
+        model_key, tokenizer = replaying.scorer_key, profile_tokenizer(profile)
     else:
         scorer = scorer or ContinuationScorer(prepare_generator(profile))
         model_key, tokenizer = scorer.model_key, scorer.tokenizer

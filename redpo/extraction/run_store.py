@@ -21,8 +21,6 @@ from redpo.config import Profile
 from redpo.core.sample import RESample
 from redpo.extraction.training_sets import GridCell
 
-RUNS_CACHE = "re_runs.jsonl"
-
 
 def samples_digest(samples: Sequence[RESample]) -> str:
     blob = json.dumps([s.to_json() for s in samples], sort_keys=True)

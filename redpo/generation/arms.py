@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from redpo.config import Profile
-from redpo.core.io import ResultsDir, write_json
+from redpo.core.io import CALLS_CACHE, ResultsDir, write_json
 from redpo.core.manifest import record_model
 from redpo.core.relations import RelationSchema
 from redpo.core.replay import replay_models
@@ -25,9 +25,9 @@ from redpo.generation.backends.transformers import TransformersBackend
 from redpo.generation.cache import CachedGenerator, LLMCache, ModelKey
 from redpo.generation.diversity import common_relations, diversity_report
 from redpo.generation.embedding import make_encoder_embedder
-from redpo.generation.engines import replay_generator, server_generator
+from redpo.generation.engines import local_served_model, remote_served_model, replay_generator, server_generator
 from redpo.generation.loops import generate_arm
-from redpo.generation.smoke_fit import fitted_tiny_llama
+from redpo.generation.smoke_fit import fitted_tiny_llama, fitted_tiny_llama_info
 from redpo.generation.specs import BASELINE_ARM
 from redpo.generation.store import ArmKey, ArmResult, load_arm, save_arm
 from redpo.models.load import load_causal_lm, load_encoder, resolve_model
@@ -44,11 +44,21 @@ def prepare_generator(profile: Profile) -> LoadedModel:
 
 
 def generator_info(profile: Profile) -> ModelInfo:
-    """The identity :func:`prepare_generator` would load, without loading any weights (a small fitted model is
-    built if missing): the transformers-side name and hash that, e.g., the closed-set score cache is keyed by."""
+    """The identity :func:`prepare_generator` would load, without loading its weights (the smoke profile's tiny
+    model is fitted if missing): the transformers-side name and hash that the closed-set scores and the DPO
+    fingerprints are keyed by."""
     if profile.generator.fit.steps > 0:
-        return fitted_tiny_llama(profile).info
+        return fitted_tiny_llama_info(profile)
     return resolve_model(profile.generator.model)
+
+
+def generator_identity(profile: Profile) -> ModelInfo:
+    """The name and hash the call cache keys the generator by, as :func:`open_generator` computes them, without
+    starting a server or loading weights."""
+    gen = profile.generator
+    if gen.backend == "llama_cpp":
+        return remote_served_model(profile) if gen.server.url else local_served_model(profile)
+    return generator_info(profile)
 
 
 def make_generator(
@@ -67,7 +77,7 @@ def make_generator(
 
 def call_cache_path(results: ResultsDir) -> Path:
     """``results/<profile>/cache/llm_calls.jsonl``: next to the results it makes resumable."""
-    return results.cache / "llm_calls.jsonl"
+    return results.cache / CALLS_CACHE
 
 
 # ---- which arms run where ----------------------------------------------------------------------------------

@@ -174,7 +174,7 @@ def bench_llama_cpp(profile: Profile, results: ResultsDir, work: Workloads, sche
     prof = profile.model_copy(update={"generator": profile.generator.model_copy(update={
         "server": server, **({"model": model, "fit": profile.generator.fit.model_copy(update={"steps": 0})}
                              if model else {})})})
-    tokenizer = engines.chat_tokenizer(engines.chat_source(profile))
+    tokenizer = engines.profile_tokenizer(profile)
     weights = engines.gguf_weights(prof)
     out: dict[str, Any] = {}
     for name, workload, sampling_, expect in (("cold_step", work.cold, sampling, "one"),
@@ -217,7 +217,7 @@ def bench_generation(profile: Profile, results: ResultsDir, *, backends: Sequenc
     if unknown:
         raise ValueError(f"unknown backend(s) {unknown}; use {', '.join(BACKENDS)} or llama_cpp:<registry model>")
     schema = profile_schema(profile)
-    tokenizer = engines.chat_tokenizer(engines.chat_source(profile))
+    tokenizer = engines.profile_tokenizer(profile)
     work = build_workloads(profile, schema, lambda m: prompts.render(m, tokenizer),
                            lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"]))
     report: dict[str, Any] = {"profile": profile.name, "model": profile.generator.model,
@@ -270,7 +270,7 @@ def bench_determinism(profile: Profile, results: ResultsDir, *, backends: Sequen
     if list(backends) != ["llama_cpp"]:
         raise ValueError(f"bench determinism measures llama_cpp only, got {list(backends)}")
     schema = profile_schema(profile)
-    tokenizer = engines.chat_tokenizer(engines.chat_source(profile))
+    tokenizer = engines.profile_tokenizer(profile)
     work = build_workloads(profile, schema, lambda m: prompts.render(m, tokenizer),
                            lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"]))
     step, sampling, seed = work.chain[1], _obo_sampling(profile), profile.generation.seed

@@ -13,19 +13,20 @@ import dataclasses
 import functools
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from transformers import AutoTokenizer
 
 from redpo.config import Profile
 from redpo.core.io import ResultsDir
 from redpo.core.manifest import record_model
-from redpo.core.replay import ReplayModels, miss
+from redpo.core.replay import ReplayModels
 from redpo.generation.backends.llama_server import LlamaServer, free_cores
 from redpo.generation.backends.replay import ReplayBackend
 from redpo.generation.backends.server import ServerBackend
 from redpo.generation.cache import CachedGenerator, LLMCache, ModelKey
-from redpo.generation.smoke_fit import fitted_tiny_llama
-from redpo.models.llama_cpp import convert_lora_to_gguf, convert_to_gguf, require_build
+from redpo.generation.smoke_fit import fitted_tiny_llama_info
+from redpo.models.llama_cpp import SDIST, convert_lora_to_gguf, convert_to_gguf, require_build
 from redpo.models.load import resolve_model
 from redpo.models.packaged import cached_build, packaged_gguf, packaged_tokenizer
 from redpo.models.registry import PACKAGED, ModelError, ModelInfo, model_dir
@@ -62,7 +63,7 @@ def gguf_weights(profile: Profile) -> ModelInfo:
     if kind == "packaged":
         raise EngineError("the smoke profile's fitted generator has no packaged GGUF; set generator.server.weights "
                           "to f32 (or f16, q8_0)")
-    source = fitted_tiny_llama(profile).info if gen.fit.steps > 0 else resolve_model(gen.model)
+    source = fitted_tiny_llama_info(profile) if gen.fit.steps > 0 else resolve_model(gen.model)
     # A tokenizer redpo trained itself is GPT-2 byte-level BPE, which the converter cannot recognise by hash.
     pre_tokenizer = "gpt-2" if source.source == "tiny" else None
     out = model_dir(f"{Path(source.path).name}-{kind}-gguf")
@@ -77,7 +78,7 @@ def gguf_weights(profile: Profile) -> ModelInfo:
 def chat_source(profile: Profile) -> str:
     """Where the chat template comes from: the fitted model's folder on smoke, else ``generator.model``."""
     gen = profile.generator
-    return str(fitted_tiny_llama(profile).info.path) if gen.fit.steps > 0 else gen.model
+    return str(fitted_tiny_llama_info(profile).path) if gen.fit.steps > 0 else gen.model
 
 
 @functools.cache
@@ -89,6 +90,28 @@ def chat_tokenizer(model: str) -> object:
     entry = PACKAGED.get(model)
     source = packaged_tokenizer(entry) if entry is not None and entry.kind == "gguf" else resolve_model(model).path
     return AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+
+
+def profile_tokenizer(profile: Profile) -> object:
+    """The tokenizer whose chat template renders the profile's prompts (no weights are loaded)."""
+    return chat_tokenizer(chat_source(profile))
+
+
+def identity_settings(profile: Profile) -> dict[str, Any]:
+    """The generator settings that decide which model answers (so which cached answers are valid): the model, its
+    weights type, the engine and its pinned version, the backend and dtype, the smoke fitter's settings."""
+    gen = profile.generator
+    local_engine = gen.backend == "llama_cpp" and not gen.server.url
+    return {
+        "model": gen.model,
+        "backend": gen.backend,
+        "dtype": gen.dtype,
+        "fit": gen.fit.model_dump(mode="json"),
+        "weights": gen.server.weights if local_engine else None,
+        "engine": SDIST if local_engine else None,
+        "url": gen.server.url,
+        "served_model": gen.server.served_model,
+    }
 
 
 def local_server(profile: Profile, results: ResultsDir, weights: Path, loras: tuple[Path, ...] = ()) -> LlamaServer:
@@ -144,7 +167,7 @@ def server_generator(
     hash joins the cache key, as on the transformers backend.
     """
     gen, settings = profile.generator, profile.generator.server
-    tokenizer = chat_tokenizer(chat_source(profile))
+    tokenizer = profile_tokenizer(profile)
     adapter_sha = adapters[active][1] if active is not None else None
     if settings.url:  # a server someone else runs: nothing to start, its model is whatever it serves
         # Adapters are served by the user: vLLM/SGLang under their folder names (``--lora-modules A=... B=...``),
@@ -156,9 +179,8 @@ def server_generator(
         backend = ServerBackend(settings.url, tokenizer, kind=settings.kind, slots=settings.parallel,
                                 served_model=served, context=settings.ctx_per_slot,
                                 lora=scales if settings.kind == "llama_cpp" and adapters else None)
-        key = ModelKey(f"{gen.model}@{settings.kind}:{settings.url}", f"served:{settings.served_model or gen.model}",
-                       adapter_sha)
-        return CachedGenerator(backend, cache, key)
+        remote = remote_served_model(profile)
+        return CachedGenerator(backend, cache, ModelKey(remote.name, remote.sha256, adapter_sha))
     served = local_served_model(profile)
     loras = tuple(lora_gguf(folder, base_hf_dir(profile), sha) for folder, sha in adapters)
     server = local_server(profile, results, Path(served.path), loras)
@@ -167,6 +189,14 @@ def server_generator(
     backend = ServerBackend(server.url, tokenizer, kind="llama_cpp", slots=settings.parallel,
                             context=settings.ctx_per_slot, lora=scales)
     return CachedGenerator(backend, cache, ModelKey(served.name, served.sha256, adapter_sha))
+
+
+def remote_served_model(profile: Profile) -> ModelInfo:
+    """A server someone else runs (``generator.server.url``), as the cache keys name it: its weights are not ours
+    to hash, so the URL and the served model's name stand in for them."""
+    gen, settings = profile.generator, profile.generator.server
+    return ModelInfo(f"{gen.model}@{settings.kind}:{settings.url}", str(settings.url),
+                     f"served:{settings.served_model or gen.model}", "hub")
 
 
 def local_served_model(profile: Profile) -> ModelInfo:
@@ -184,12 +214,8 @@ def replay_generator(
 ) -> CachedGenerator:
     """The generator of a replaying results folder (:mod:`redpo.core.replay`): keys from the archive's model
     identities, prompts rendered with the generator's tokenizer, no weights loaded and no server started."""
-    adapter_sha = None
-    if adapter is not None:
-        if adapter not in models.adapters:
-            raise miss(results, f"DPO adapter {adapter!r}")
-        adapter_sha = models.adapters[adapter].sha256
+    models.check_settings(results, identity_settings(profile))
+    adapter_sha = models.adapter(results, adapter).sha256 if adapter is not None else None
     label = "generator" if adapter is None else f"generator with adapter {adapter}"
-    backend = ReplayBackend(chat_tokenizer(chat_source(profile)), results, label=label,
-                            batch_size=profile.generator.server.parallel)
+    backend = ReplayBackend(profile_tokenizer(profile), results, label=label)
     return CachedGenerator(backend, cache, ModelKey(models.generator.name, models.generator.sha256, adapter_sha))

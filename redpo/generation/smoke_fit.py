@@ -33,7 +33,7 @@ from redpo.generation import prompts
 from redpo.generation.specs import ARMS, ArmSpec
 from redpo.models.load import load_causal_lm
 from redpo.models.packaged import cached_build
-from redpo.models.registry import LoadedModel
+from redpo.models.registry import LoadedModel, ModelInfo
 from redpo.models.tiny import build_tiny_llama
 
 FIT_VERSION = 3
@@ -150,6 +150,12 @@ def fitted_dir_name(pairs: Sequence[FitPair], config: dict[str, Any]) -> str:
 
 def fitted_tiny_llama(profile: Profile) -> LoadedModel:
     """Build (once, cached) and load the fitted tiny generator of ``profile``; returns a ``LoadedModel``."""
+    return load_causal_lm(fitted_tiny_llama_info(profile).path)  # a marked build: loads under its name and hash
+
+
+def fitted_tiny_llama_info(profile: Profile) -> ModelInfo:
+    """The fitted tiny generator's folder, name and hash, built once if missing but not loaded (its tokenizer is
+    the chat template's source, and its hash keys the calls)."""
     settings = profile.generator.fit
     schema = profile_schema(profile)
     pairs = build_pairs(profile, load_split(profile, "train"), schema)
@@ -167,5 +173,4 @@ def fitted_tiny_llama(profile: Profile) -> LoadedModel:
         model.save_pretrained(out)
         return {"config": config, "pairs": len(pairs), "fit": report}
 
-    info = cached_build(FITTED_NAME, out_dir, build, "tiny")
-    return load_causal_lm(info.path)  # a marked build: it loads under its own name and hash
+    return cached_build(FITTED_NAME, out_dir, build, "tiny")

@@ -19,7 +19,7 @@ from typing import Any
 from redpo.config import REPO_ROOT, load_profile, results_root
 from redpo.core.io import ResultsDir
 from redpo.core.lock import hold_results
-from redpo.core.manifest import now, record_notebook, start_run, update_manifest
+from redpo.core.manifest import now, record_notebook, start_run
 from redpo.core.replay import prepare_replay, replay_dir
 from redpo.data.fetch import data_file_hashes
 from redpo.data.splits import check_splits
@@ -123,9 +123,7 @@ def run(
     with hold_results(results.root):  # one writer per results folder; the kernels below inherit the lock
         kernel = choose_kernel()
         start_run(results, resolved, overrides, data_file_hashes(resolved))
-        replaying = prepare_replay(results) is not None
-        update_manifest(results, lambda manifest: manifest.__setitem__("replay", replaying))
-        if replaying:
+        if prepare_replay(results) is not None:
             say(f"replay: {replay_dir(results)} holds this run's model calls; no generator is loaded, no adapter "
                 "trained, and a call it cannot answer stops the run")
         parameters = {"profile": profile, "results_dir": str(root.resolve()), "overrides": overrides}

@@ -12,22 +12,26 @@ from typing import Any
 from redpo.config import SamplingConfig
 from redpo.core.io import ResultsDir
 from redpo.core.replay import miss
-from redpo.generation import prompts
 from redpo.generation.backends import GenerationOutput
+from redpo.generation.prompts import Messages, render
 
 
 class ReplayBackend:
     """Renders with ``tokenizer``'s chat template; ``generate`` raises :class:`~redpo.core.replay.ReplayMiss`."""
 
-    def __init__(self, tokenizer: Any, results: ResultsDir, *, batch_size: int = 1, label: str = "generator") -> None:
+    batch_size = 1
+    """Irrelevant: the call cache sends a backend only its misses, and here the first miss stops the run."""
+
+    def __init__(self, tokenizer: Any, results: ResultsDir, *, label: str = "generator") -> None:
         self.tokenizer = tokenizer
         self.results = results
-        self.batch_size = batch_size
         self.label = label
 
-    def render(self, messages: prompts.Messages) -> str:
-        return prompts.render(messages, self.tokenizer)
+    def render(self, messages: Messages) -> str:
+        """The prompt exactly as the committed run rendered it: the key of its cached answer."""
+        return render(messages, self.tokenizer)
 
-    def generate(self, prompts_: list[str], sampling: SamplingConfig, seed: int) -> list[GenerationOutput]:
-        first = prompts_[0][-160:].replace("\n", " ") if prompts_ else ""
-        raise miss(self.results, f"a {self.label} call ({len(prompts_)} prompts; the first ends {first!r})")
+    def generate(self, prompts: list[str], sampling: SamplingConfig, seed: int) -> list[GenerationOutput]:
+        """Every request that reaches here missed the archive: stop, naming it."""
+        first = prompts[0][-160:].replace("\n", " ") if prompts else ""
+        raise miss(self.results, f"a {self.label} call ({len(prompts)} prompts; the first ends {first!r})")
