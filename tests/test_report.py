@@ -89,6 +89,10 @@ def test_claims_from_hand_made_results(hand_made: ResultsDir) -> None:
     assert "95% CI" in text and "Holm" in text
     detail = json.loads((hand_made.tables / "claims_detail.json").read_text())
     assert [c["claim"] for c in detail] == list(range(1, 9))
+    half = 100 * (primary.effect.high - primary.effect.low) / 2  # the precision target's measure, in points
+    assert detail[2]["comparisons"][0]["half_width"] == round(half, 3)
+    row = next(line for line in text.splitlines() if line.startswith("| 3 |"))
+    assert f"| {half:.1f} |" in row and "| CI ± |" in text
 
 
 def test_diversity_is_compared_at_equal_n(hand_made: ResultsDir) -> None:

@@ -211,10 +211,18 @@ def check_claims(results: ResultsDir) -> list[ClaimResult]:
     return claims
 
 
+def half_width_text(e: Evidence | None) -> str:
+    """The primary CI's half-width in the effect's points (``3.1``), or empty when there is no effect."""
+    if e is None or e.effect is None:
+        return ""
+    return f"{_scale(e.spec)[0] * e.effect.half_width:.1f}"
+
+
 def claims_frame(claims: Sequence[ClaimResult]) -> pd.DataFrame:
     return pd.DataFrame([{"claim": c.number, "statement": c.statement, "verdict": c.verdict,
                           "primary": c.primary.spec.label if c.primary else "leakage check",
                           "effect": effect_text(c.primary) if c.primary else c.measured,
+                          "ci_half_width": half_width_text(c.primary),
                           "holm_p": c.holm_p, "paper": c.paper, "rule": c.rule} for c in claims])
 
 
@@ -225,7 +233,9 @@ def claims_detail(claims: Sequence[ClaimResult]) -> list[dict[str, Any]]:
         "comparisons": [{
             "label": e.spec.label, "kind": e.spec.kind, "a": e.spec.a, "b": e.spec.b, "primary": e.spec.primary,
             "margin": e.spec.margin, "upper": e.spec.upper, "unit": _scale(e.spec)[1],
-            "effect": e.effect.to_json() if e.effect else None, "macro": e.macro.to_json() if e.macro else None,
+            "effect": e.effect.to_json() if e.effect else None,
+            "half_width": round(_scale(e.spec)[0] * e.effect.half_width, 3) if e.effect else None,
+            "macro": e.macro.to_json() if e.macro else None,
             "verdict": evidence_verdict(e), "note": e.note,
         } for e in c.evidence],
     } for c in claims]
@@ -238,6 +248,7 @@ def claims_markdown(claims: Sequence[ClaimResult], profile: str) -> str:
         "claim": c.number, "verdict": c.verdict,
         "primary comparison": c.primary.spec.label if c.primary else "leakage check",
         "effect [95% CI]": effect_text(c.primary).split(" (95% CI)")[0] if c.primary else "",
+        "CI ±": half_width_text(c.primary),
         "Holm p": "" if c.holm_p is None else f"{c.holm_p:.3g}",
     } for c in claims])
     lines = [

@@ -48,6 +48,11 @@ class Effect:
     """Sentences (F1) or relations (diversity) per cell."""
     n_boot: int
 
+    @property
+    def half_width(self) -> float:
+        """Half the CI's width: the precision a reference run is sized for (e.g. <= 3 F1 points)."""
+        return (self.high - self.low) / 2
+
     def to_json(self) -> dict[str, Any]:
         return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in asdict(self).items()}
 
