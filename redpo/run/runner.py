@@ -23,6 +23,7 @@ from redpo.core.manifest import now, record_notebook, start_run
 from redpo.core.replay import prepare_replay, replay_dir
 from redpo.data.fetch import data_file_hashes
 from redpo.data.splits import check_splits
+from redpo.run.segments import recorded_segment, wall_times
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 NOTEBOOK_RE = re.compile(r"^(\d{2})_\w+\.ipynb$")
@@ -136,19 +137,21 @@ def run(
             record_notebook(results, nb.name, entry, list_files=False)
             t0 = time.perf_counter()
             error = None
-            try:
-                pm.execute_notebook(
-                    str(nb),
-                    str(output),
-                    parameters=parameters,
-                    kernel_name=kernel,
-                    progress_bar=progress,
-                    cwd=str(nb.parent),
-                )
-            except PapermillExecutionError as err:
-                error = f"cell In [{err.exec_count}]: {err.ename}: {err.evalue}"
-            except Exception as err:  # kernel death, unreadable notebook: still a clean, recorded failure
-                error = f"{type(err).__name__}: {err}"
+            with recorded_segment(results, nb.name) as segment:
+                try:
+                    pm.execute_notebook(
+                        str(nb),
+                        str(output),
+                        parameters=parameters,
+                        kernel_name=kernel,
+                        progress_bar=progress,
+                        cwd=str(nb.parent),
+                    )
+                except PapermillExecutionError as err:
+                    error = f"cell In [{err.exec_count}]: {err.ename}: {err.evalue}"
+                except Exception as err:  # kernel death, unreadable notebook: still a clean, recorded failure
+                    error = f"{type(err).__name__}: {err}"
+                segment["status"] = "failed" if error else "succeeded"
             seconds = round(time.perf_counter() - t0, 2)
             status = "failed" if error else "succeeded"
             entry.update(status=status, end=now(), seconds=seconds, error=error)
@@ -159,4 +162,8 @@ def run(
                                      f"the traceback: {output})")
             say(f"    {nb.name} succeeded in {seconds:.1f}s")
     say(f"done: {len(done)} notebook(s) in {sum(r.seconds for r in done):.1f}s; manifest: {results.manifest}")
+    totals = wall_times(results)  # a resumed run's notebooks are quick now; their real cost is the sum of segments
+    if any(t["segments"] > 1 for t in totals.values()):
+        say("wall time over all runs of this folder: " + ", ".join(
+            f"{nb[:2]} {t['seconds']:.0f}s ({t['segments']} segments)" for nb, t in totals.items()))
     return done
