@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -103,6 +104,18 @@ def test_diversity_is_compared_at_equal_n(hand_made: ResultsDir) -> None:
     diffs, used = evidence.equal_n_differences(hand_made, "obo", "obo_nodiv", [(8, 1)])
     before, _ = evidence.equal_n_differences(hand_made, "obo", "obo_nodiv", [(8, 2)])
     assert used == 1 and diffs == pytest.approx(before)
+
+
+def test_manual_negative_samples_are_not_a_diversity_relation(hand_made: ResultsDir) -> None:
+    """The negative label's K-shot copies are identical in every arm: counted, they would add a zero difference."""
+    manual = [dataclasses.replace(_sample(["a", "b", "word", str(i)], "Other"), meta={"source": "manual"})
+              for i in range(4)]
+    before, _ = evidence.equal_n_differences(hand_made, "obo", "aao", [(8, 1)])
+    for arm in ("obo", "aao"):
+        path = arm_paths(hand_made, arm, 8, 1)["samples"]
+        write_samples(path, [s for s in evidence.read_samples(path) if s.relation != "Other"] + manual)
+    after, _ = evidence.equal_n_differences(hand_made, "obo", "aao", [(8, 1)])
+    assert "Other" not in after and after == {r: d for r, d in before.items() if r != "Other"}
 
 
 def test_plateau_claim_needs_the_range(hand_made: ResultsDir) -> None:

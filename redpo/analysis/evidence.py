@@ -121,12 +121,16 @@ def f1_effect(runs: Sequence[Mapping[str, Any]], a: str, b: str, negative: str, 
 
 # ---- diversity at equal N ----------------------------------------------------------------------------------
 def _relation_texts(results: ResultsDir, arm: str, k: int, seed: int) -> dict[str, list[str]] | None:
+    """An arm's generated texts per relation. The negative label's manual samples (``meta.source: manual``) are
+    left out: they are the same K-shot copies in every arm, so they would add a relation whose difference is zero
+    by construction and pull every effect toward zero."""
     path = arm_paths(results, arm, k, seed)["samples"]
     if not path.is_file():
         return None
     by_relation: dict[str, list[RESample]] = {}
     for s in read_samples(path):
-        by_relation.setdefault(s.relation, []).append(s)
+        if (s.meta or {}).get("source") != "manual":
+            by_relation.setdefault(s.relation, []).append(s)
     return {r: metric_texts(samples)[""] for r, samples in by_relation.items()}
 
 
