@@ -163,13 +163,19 @@ def test_merge_arms_joins_halves_and_sums_their_run_counts() -> None:
     from redpo.generation.loops import merge_arms
     from redpo.generation.store import ArmResult, RelationStats
 
-    def half(rel: str, seconds: float, responses: int) -> ArmResult:
+    def half(rel: str, seconds: float, responses: int, adapter: str = "a" * 64) -> ArmResult:
         sample = RESample.from_marked(f"the <e1>{rel}</e1> met the <e2>dog</e2> .", rel)
         info = {"name": "obo_dpo", "relations": [rel], "seconds": seconds, "model_seconds": seconds - 1,
-                "responses": responses, "backend_calls": 2, "cached_responses": 0, "steps": 3}
+                "responses": responses, "backend_calls": 2, "cached_responses": 0, "steps": 3,
+                "model": {"name": "m", "sha256": "s", "adapter_sha256": adapter}}
         return ArmResult("obo", "obo_dpo", {rel: [sample]}, {rel: RelationStats(rel)}, [], info)
 
-    merged = merge_arms([half("Other", 10.0, 4), half("Cause-Effect(e1,e2)", 20.5, 6)])
+    merged = merge_arms([half("Other", 10.0, 4), half("Cause-Effect(e1,e2)", 20.5, 6, adapter="b" * 64)])
+    assert merged.info["model"]["adapter_sha256"] is None  # two adapters: the manifest names both, by relation
+    assert [(p["adapter_sha256"][0], p["relations"]) for p in merged.info["model"]["parts"]] == [
+        ("a", ["Other"]), ("b", ["Cause-Effect(e1,e2)"])]
+    same = merge_arms([half("Other", 1.0, 1), half("Cause-Effect(e1,e2)", 1.0, 1)])
+    assert same.info["model"] == {"name": "m", "sha256": "s", "adapter_sha256": "a" * 64}
     assert merged.info["relations"] == ["Other", "Cause-Effect(e1,e2)"]
     assert (merged.info["seconds"], merged.info["model_seconds"]) == (30.5, 28.5)
     assert (merged.info["responses"], merged.info["backend_calls"]) == (10, 4)

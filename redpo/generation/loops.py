@@ -238,6 +238,11 @@ def merge_arms(results: Sequence[ArmResult]) -> ArmResult:
     }
     relations = [rel for r in results for rel in r.info.get("relations", r.samples)]
     info = {**first.info, **totals, "relations": relations, "parts": [r.info for r in results]}
+    models = [r.info.get("model") for r in results]
+    if all(models) and any(m != models[0] for m in models):  # one adapter per DPO half: name each, not the first
+        info["model"] = {**models[0], "adapter_sha256": None, "parts": [
+            {**m, "relations": list(r.info.get("relations", r.samples))} for m, r in zip(models, results, strict=True)
+        ]}
     merged = ArmResult(first.arm, first.name, {}, {}, [], info)
     for r in results:
         overlap = set(merged.samples) & set(r.samples)
