@@ -29,6 +29,7 @@ from redpo.analysis.evidence import (
     claim_specs,
     gather,
 )
+from redpo.analysis.generation_tables import generation_tables
 from redpo.analysis.plateau import plateau_tables
 from redpo.analysis.re_tables import re_tables
 from redpo.analysis.stats import FAILS, HOLDS, INCONCLUSIVE, holm, verdict
@@ -282,6 +283,7 @@ def write_claims(results: ResultsDir) -> list[ClaimResult]:
 
 
 TABLES: dict[str, tuple[str, Callable[[ResultsDir], dict[str, pd.DataFrame]]]] = {
+    "generation": ("metrics/generation_baseline.json", generation_tables),
     "re": ("metrics/re_results.json", re_tables),
     "plateau": ("metrics/plateau.json", plateau_tables),
 }

@@ -35,6 +35,8 @@ def markdown_table(frame: pd.DataFrame, index: bool = True, digits: int = 3) -> 
     """A GitHub markdown table (written here because pandas' ``to_markdown`` needs the optional tabulate)."""
     frame = frame.reset_index() if index else frame
     def cell(v: Any) -> str:
+        if v is pd.NA:
+            return ""
         if isinstance(v, float):
             return "" if np.isnan(v) else f"{v:.{digits}f}"
         return str(v).replace("|", "\\|")
