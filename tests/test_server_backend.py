@@ -113,6 +113,15 @@ def test_server_errors_name_the_endpoint(fake_binary: Path, tmp_path: Path) -> N
         backend.generate(["p"], SAMPLING, seed=0)
 
 
+def test_a_prompt_longer_than_a_slot_names_the_setting_to_raise(fake_binary: Path, tmp_path: Path) -> None:
+    with _server(fake_binary, tmp_path, parallel=2) as server:  # 512 tokens per slot
+        backend = ServerBackend(server.url, EchoTokenizer(), slots=2, context=512)
+        assert backend.generate(["x" * 512], SAMPLING, seed=1)[0].n_new_tokens == 4
+        with pytest.raises(ServerError, match=r"exceeds the available context.*raise generator\.server\.ctx_per_slot "
+                                              r"\(now 512 tokens per slot\)"):
+            backend.generate(["x" * 513], SAMPLING, seed=1)
+
+
 # ---- lifecycle -----------------------------------------------------------------------------------------------
 def test_start_writes_a_pid_file_and_stop_removes_server_and_file(fake_binary: Path, tmp_path: Path) -> None:
     server = _server(fake_binary, tmp_path).start()

@@ -33,6 +33,8 @@ ServerKind = Literal["llama_cpp", "openai"]
 TRANSFORMERS_SAMPLER_ORDER = ("penalties", "top_k", "temperature", "top_p")
 """transformers' logits processors in order; top-k before temperature selects the same tokens as after it."""
 REQUEST_TIMEOUT = 3600.0
+CONTEXT_ERRORS = ("exceed_context_size_error", "maximum context length")
+"""How llama-server and vLLM/OpenAI-compatible servers say a prompt does not fit (their answers name no setting)."""
 
 
 @dataclass
@@ -145,7 +147,11 @@ class ServerBackend:
                 return json.loads(response.read())
         except urllib.error.HTTPError as err:
             detail = err.read().decode(errors="replace")[:500]
-            raise ServerError(f"{self.url}{path} answered {err.code}: {detail}") from None
+            hint = ""
+            if any(marker in detail for marker in CONTEXT_ERRORS):
+                hint = (f"; the prompt does not fit the server's context: raise generator.server.ctx_per_slot "
+                        f"(now {self.context} tokens per slot) or, for a remote server, its maximum model length")
+            raise ServerError(f"{self.url}{path} answered {err.code}: {detail}{hint}") from None
         except (urllib.error.URLError, OSError) as err:
             raise ServerError(f"{self.url}{path} unreachable ({err}); is the server running?") from None
 
