@@ -66,12 +66,16 @@ def test_prefix_sets_take_the_first_n_per_relation_and_mix_with_manual() -> None
     texts = [f"the <e1>a{i}</e1> met the <e2>b{i}</e2> today ." for i in range(4)]
     arm = _arm({RELATIONS[0]: texts, RELATIONS[1]: texts[:1]})
     manual = [RESample.from_marked(GOLD[0], RELATIONS[0])]
-    sets = plateau_runs.prefix_sets({("obo", 4, 1): arm}, {(4, 1): manual}, 2)[(4, 1)]
-    assert [s.to_marked() for s in sets["gen:obo"]] == [*texts[:2], texts[0]]
-    assert sets["mix:obo"][0] == manual[0] and len(sets["mix:obo"]) == 4
-    other = _arm({RELATIONS[0]: texts[:1], RELATIONS[1]: texts})  # a second arm short on RELATIONS[0]
-    both = plateau_runs.prefix_sets({("obo", 4, 1): arm, ("aao", 4, 1): other}, {(4, 1): manual}, 2)[(4, 1)]
-    assert [s.to_marked() for s in both["gen:obo"]] == [s.to_marked() for s in both["gen:aao"]] == texts[:1] * 2
+    sets, quotas = plateau_runs.prefix_sets({("obo", 4, 1): arm}, {(4, 1): manual}, 2)
+    assert [s.to_marked() for s in sets[(4, 1)]["gen:obo"]] == [*texts[:2], texts[0]]
+    assert sets[(4, 1)]["mix:obo"][0] == manual[0] and len(sets[(4, 1)]["mix:obo"]) == 4
+    assert quotas["n2_k4_s1_obo"]["per_relation"] == {RELATIONS[0]: 2, RELATIONS[1]: 1}
+    assert quotas["n2_k4_s1_obo"]["short"] == {"obo": {RELATIONS[1]: 1}}
+    # A second arm short on RELATIONS[0] does not cap the first: each curve is judged on its own samples.
+    other = _arm({RELATIONS[0]: texts[:1], RELATIONS[1]: texts})
+    both, _ = plateau_runs.prefix_sets({("obo", 4, 1): arm, ("aao", 4, 1): other}, {(4, 1): manual}, 2)
+    assert [s.to_marked() for s in both[(4, 1)]["gen:obo"]] == [*texts[:2], texts[0]]
+    assert [s.to_marked() for s in both[(4, 1)]["gen:aao"]] == [texts[0], *texts[:2]]
 
 
 def _record(rel: str, attempt: int, valid: int) -> ResponseRecord:
@@ -88,13 +92,13 @@ def test_yield_counts_calls_until_n_valid_samples() -> None:
     assert row2["valid_per_call"] == pytest.approx(2 / 3) and row2["reached_share"] == 0.5
 
 
-def test_plateau_profile_scales_the_obo_budget_and_maps_arms() -> None:
+def test_plateau_profile_scales_both_call_budgets_and_maps_arms() -> None:
     prof = load_profile("cpu", {"plateau.n_values": [4, 8, 16, 32]})
     big = plateau_runs.plateau_profile(prof)
     assert big.generation.n_per_relation == 32 and big.generation.max_attempts == 24 * 4
+    assert big.generation.aao_max_calls == prof.generation.aao_max_calls * 4 and big.encoder == prof.encoder
     # cpu's own N values stop at generation.n_per_relation: the plateau run is notebook 02's, from the cache
     assert plateau_runs.plateau_profile(load_profile("cpu")).generation == load_profile("cpu").generation
-    assert big.generation.aao_max_calls == prof.generation.aao_max_calls and big.encoder == prof.encoder
     assert split_dpo_name("obo_dpo") == ("obo", True) and split_dpo_name("aao") == ("aao", False)
     with pytest.raises(ValueError, match=r"unknown arm 'nope'"):
         split_dpo_name("nope")

@@ -12,7 +12,15 @@ import pandas as pd
 import pytest
 
 from redpo.analysis import paper_numbers
-from redpo.analysis.re_tables import arm_order, best_arm, per_relation_frame, results_table, summarize, summed_confusion
+from redpo.analysis.re_tables import (
+    arm_order,
+    best_arm,
+    per_relation_frame,
+    results_table,
+    summarize,
+    summed_confusion,
+    training_quotas,
+)
 from redpo.analysis.tables import format_mean_sd, markdown_table
 from redpo.config import Profile, load_profile
 from redpo.core.io import ResultsDir, write_samples
@@ -61,9 +69,10 @@ def _results(tmp_path: Path, prof: Profile, k: int = 2) -> ResultsDir:
 def test_generated_arms_get_equal_per_relation_counts_and_the_manual_negatives(tmp_path: Path) -> None:
     prof = _profile(**{"fewshot.k": [2]})
     results = _results(tmp_path, prof)
-    sets, quotas = arm_training_sets_with_quotas(prof, results, 2, 1)
+    sets, scopes = arm_training_sets_with_quotas(prof, results, 2, 1)
+    quotas = scopes["all"]
     assert list(sets) == ["manual", "manual-steps", "gen:baseline", "gen:obo", "mix:obo", "gen:obo_dpo",
-                          "mix:obo_dpo"]
+                          "mix:obo_dpo", "gen:obo@pair", "mix:obo@pair", "gen:obo_dpo@pair", "mix:obo_dpo@pair"]
     manual = sets["manual"]
     assert sets["manual-steps"] == manual  # the same samples, trained on the largest mixed set's step schedule
     assert epoch_sizes(sets) == {"manual-steps": max(len(sets["mix:obo"]), len(sets["mix:obo_dpo"]))}
@@ -81,6 +90,24 @@ def test_generated_arms_get_equal_per_relation_counts_and_the_manual_negatives(t
         "per_relation": {"Cause-Effect(e1,e2)": 2, "Component-Whole(e2,e1)": 1},
         "relations_left_out": [], "short": {"obo": {"Component-Whole(e2,e1)": 1}}, "empty_arms": ["aao"],
     }
+
+
+def test_the_primary_pair_keeps_the_relations_only_another_arm_left_short(tmp_path: Path) -> None:
+    """Claims 3-6 compare OBO and OBO+DPO: a relation the baseline left empty must not be taken from them."""
+    prof = _profile(**{"fewshot.k": [2]})
+    results = _results(tmp_path, prof)
+    full = [_s(i, rel, "g") for rel in RELATIONS for i in range(4)]
+    write_samples(arm_paths(results, "obo", 2, 1)["samples"], full)
+    write_samples(arm_paths(results, "baseline", 2, 1)["samples"], [s for s in full if s.relation != RELATIONS[1]])
+    sets, scopes = arm_training_sets_with_quotas(prof, results, 2, 1)
+    assert scopes["all"].left_out == [RELATIONS[1]]  # the baseline has no Cause-Effect: every arm loses it
+    assert scopes["pair"].per_relation == {RELATIONS[1]: 2, RELATIONS[2]: 2} and not scopes["pair"].short
+    for arm in ("obo", "obo_dpo"):
+        assert Counter(s.relation for s in sets[f"gen:{arm}@pair"]) == {RELATIONS[1]: 2, RELATIONS[2]: 2,
+                                                                         "Other": 2}
+        assert RELATIONS[1] not in {s.relation for s in sets[f"gen:{arm}"]}
+    assert epoch_sizes(sets) == {"manual-steps": len(sets["mix:obo_dpo@pair"])}  # the largest mixed set
+    assert training_quotas(prof, results)["k2_s1@pair"] == scopes["pair"].to_json()
 
 
 def test_a_generated_negative_label_is_one_more_quota() -> None:
@@ -253,11 +280,20 @@ def test_run_grid_trains_every_arm_and_resumes(tmp_path: Path) -> None:
     first = run_grid(prof, results, dev, test, progress=False)
     trained = {r["arm"] for r in first["runs"]}
     # aao generated nothing: it is left out of the comparison rather than emptying the other arms
-    assert trained == {"manual", "manual-steps", "gen:baseline", "gen:obo", "mix:obo", "gen:obo_dpo", "mix:obo_dpo"}
+    pair = {"gen:obo@pair", "mix:obo@pair", "gen:obo_dpo@pair", "mix:obo_dpo@pair"}
+    assert trained == {"manual", "manual-steps", "gen:baseline", "gen:obo", "mix:obo", "gen:obo_dpo", "mix:obo_dpo",
+                       *pair}
     assert first["skipped"] == []
     steps = {r["arm"]: r["steps"] for r in first["runs"]}
     assert steps["manual-steps"] == steps["mix:obo_dpo"] > steps["manual"]  # step-matched: the mixed arms' budget
-    assert not any(r["cached"] for r in first["runs"])
+    # obo is the pair's weak arm here too, so its quota is the all-arm one: the same sets, reused, not retrained
+    by_arm = {r["arm"]: r for r in first["runs"]}
+    for arm in pair:
+        base = arm.removesuffix("@pair")
+        assert by_arm[arm]["same_run_as"] in by_arm and by_arm[arm]["cached"]  # the first arm with this set
+        assert by_arm[arm]["predictions"] == by_arm[base]["predictions"] and by_arm[arm]["fingerprint"] != by_arm[
+            base]["fingerprint"]
+    assert all(r["cached"] == ("same_run_as" in r) for r in first["runs"])  # trained once per distinct set
     for r in first["runs"]:
         assert 0.0 <= r["micro_f1"] <= 1.0 and r["n_train"] > 0 and r["classifier_seed"] == 1000
     again = run_grid(prof, results, dev, test, progress=False)

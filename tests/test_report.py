@@ -58,7 +58,8 @@ def hand_made(tmp_path: Path) -> ResultsDir:
     write_json(results.metrics / "generation_icl.json",
                {"diversity": {"splits": {f"k8_s{s}": {"k": 8, "seed": s} for s in SPLITS}}})
     arms = {"manual": 0.5, "manual-steps": 0.5, "gen:obo": 0.5, "gen:obo_dpo": 0.1, "mix:obo_dpo": 0.5,
-            "mix:obo": 0.5}
+            "mix:obo": 0.5, "gen:obo@pair": 0.5, "gen:obo_dpo@pair": 0.1, "mix:obo_dpo@pair": 0.5,
+            "mix:obo@pair": 0.5}
     runs = [_run(arm, split, seed, wrong) for arm, wrong in arms.items() for split in SPLITS for seed in SEEDS]
     llm = [_run("llm", split, None, 0.1) for split in SPLITS]
     write_json(results.metrics / "re_results.json",
@@ -71,10 +72,10 @@ def test_claims_from_hand_made_results(hand_made: ResultsDir) -> None:
     assert [claims[i].verdict for i in range(1, 9)] == [
         report.HOLDS,  # 1: obo's five different sentences vs obo_nodiv's near-identical ones
         report.HOLDS,  # 2: obo (varied) vs aao (near-identical)
-        report.HOLDS,  # 3: gen:obo_dpo 10% wrong vs gen:obo 50% wrong, every cell
-        report.FAILS,  # 4: manual (50% wrong) is far *below* gen:obo_dpo: the CI lies under 0
-        report.INCONCLUSIVE,  # 5: gen:obo_dpo and the LLM make the same number of errors
-        report.INCONCLUSIVE,  # 6: mix:obo_dpo and manual-steps are equally wrong
+        report.HOLDS,  # 3: gen:obo_dpo@pair 10% wrong vs gen:obo@pair 50% wrong, every cell
+        report.FAILS,  # 4: manual (50% wrong) is far *below* gen:obo_dpo@pair: the CI lies under 0
+        report.INCONCLUSIVE,  # 5: gen:obo_dpo@pair and the LLM make the same number of errors
+        report.INCONCLUSIVE,  # 6: mix:obo_dpo@pair and manual-steps are equally wrong
         report.INCONCLUSIVE,  # 7: no plateau runs
         report.INCONCLUSIVE,  # 8: no DPO halves
     ]
@@ -85,6 +86,7 @@ def test_claims_from_hand_made_results(hand_made: ResultsDir) -> None:
     assert claims[5].primary.effect.n_cells == 4  # one LLM run per split, paired with both seeds of the split
     assert "not run (no generation split" in claims[2].measured and "not run (gen:aao_dpo" in claims[3].measured
     assert claims[1].holm_p is not None and claims[8].holm_p is None
+    assert [e.spec.a for e in claims[3].evidence[:3]] == ["gen:obo_dpo@pair", "mix:obo_dpo@pair", "gen:obo_dpo"]
     text = (hand_made.root / "claims.md").read_text()
     assert len(re.findall(r"^\*\*Verdict: (holds|does not hold|inconclusive)\*\*$", text, flags=re.M)) == 8
     assert "95% CI" in text and "Holm" in text
@@ -122,11 +124,18 @@ def test_plateau_claim_needs_the_range(hand_made: ResultsDir) -> None:
     """Claim 7 compares the largest N <= 16 with the largest N, and is inconclusive below N = 32."""
     assert evidence.plateau_points([4, 8, 16, 32]) == (16, 32)
     assert evidence.plateau_points([4, 8]) == (4, 8)
-    runs = [{**_run("gen:obo_dpo", s, c, 0.2), "n": n} for n in (16, 32) for s in SPLITS for c in SEEDS]
+    runs = [{**_run("gen:obo_dpo", s, c, 0.2), "n": n, "n_train": 3 * n}
+            for n in (16, 32) for s in SPLITS for c in SEEDS]
     write_json(hand_made.metrics / "plateau.json",
                {"n_values": [16, 32], "min_gain": 0.01, "negative_label": "Other", "runs": runs})
     claim = {c.number: c for c in report.check_claims(hand_made)}[7]
     assert claim.verdict == report.HOLDS  # same predictions at N = 16 and 32: no gain at all
+    assert "training samples per run: 48 at N=16, 96 at N=32" in claim.measured
+    same = [{**r, "n_train": 48} for r in runs]  # the arm stopped short: N = 32 trains on N = 16's samples
+    write_json(hand_made.metrics / "plateau.json",
+               {"n_values": [16, 32], "min_gain": 0.01, "negative_label": "Other", "runs": same})
+    claim = {c.number: c for c in report.check_claims(hand_made)}[7]
+    assert claim.verdict == report.INCONCLUSIVE and "N=32 adds no training sample over N=16" in claim.measured
     write_json(hand_made.metrics / "plateau.json",
                {"n_values": [4, 8], "min_gain": 0.01, "negative_label": "Other",
                 "runs": [{**r, "n": {16: 4, 32: 8}[r["n"]]} for r in runs]})
@@ -144,3 +153,21 @@ def test_claim_8_from_leakage(hand_made: ResultsDir) -> None:
     stats.write_text(json.dumps({"info": {"parts": [{"adapter_half": "A", "relations": ["r1"]}]}}))
     leak = report.claim_leakage(hand_made)
     assert leak.verdict == report.FAILS and "r1" in leak.measured
+
+
+def test_a_comparison_says_what_its_pairing_left_out(hand_made: ResultsDir) -> None:
+    """A cell one arm lacks, or sentences one run did not score, would otherwise shrink the evidence silently."""
+    path = hand_made.metrics / "re_results.json"
+    payload = json.loads(path.read_text())
+    payload["runs"] = [r for r in payload["runs"]
+                       if not (r["arm"] == "gen:obo@pair" and r["classifier_seed"] == 1001)]  # split 1, seed 1
+    write_json(path, payload)
+    claims = {c.number: c for c in report.check_claims(hand_made)}
+    assert claims[3].primary.effect.n_cells == 3
+    assert "1 run(s) without a partner cell left out (gen:obo_dpo@pair)" in claims[3].measured
+    assert "left out" not in claims[6].measured
+    for run in payload["llm_baseline"]:  # the LLM scored a subset: the pairing uses those sentences only
+        run["predictions"] = {key: values[:30] for key, values in run["predictions"].items()}
+    write_json(path, payload)
+    claims = {c.number: c for c in report.check_claims(hand_made)}
+    assert claims[5].primary.effect.n_units == 30 and f"paired on 30 of {len(GOLD)} sentences" in claims[5].measured

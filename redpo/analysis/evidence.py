@@ -81,18 +81,33 @@ def _cell_key(run: Mapping[str, Any]) -> tuple[int, int, int | None]:
     return int(run["k"]), int(run["split_seed"]), None if seed is None else int(seed)
 
 
+def _same_cell(ra: Mapping[str, Any], rb: Mapping[str, Any]) -> bool:
+    ka, kb = _cell_key(ra), _cell_key(rb)
+    return ka[:2] == kb[:2] and (ka[2] is None or kb[2] is None or ka[2] == kb[2])
+
+
+def coverage_note(runs_a: Sequence[Mapping[str, Any]], runs_b: Sequence[Mapping[str, Any]],
+                  cells: PairedCells) -> str:
+    """What a paired comparison left out, said beside its CI: runs of either arm with no partner run (a cell one
+    arm lacks) and sentences not scored by every paired run. Empty when nothing was left out."""
+    alone = [r for r in runs_a if not any(_same_cell(r, o) for o in runs_b)]
+    alone += [r for r in runs_b if not any(_same_cell(o, r) for o in runs_a)]
+    notes = []
+    if alone:
+        arms = ", ".join(sorted({r["arm"] for r in alone}))
+        notes.append(f"{len(alone)} run(s) without a partner cell left out ({arms})")
+    scored = max(len(r["predictions"]["ids"]) for r in (*runs_a, *runs_b))
+    if len(cells.gold) < scored:
+        notes.append(f"paired on {len(cells.gold)} of {scored} sentences")
+    return "; ".join(notes)
+
+
 def paired_cells(runs_a: Sequence[Mapping[str, Any]], runs_b: Sequence[Mapping[str, Any]]) -> PairedCells | None:
     """Two arms' runs paired by cell and sentence; a run without a classifier seed (the direct LLM) pairs with
     every cell of its split. None when no cell or no sentence is shared, or a run has no predictions."""
     if not runs_a or not runs_b or any("predictions" not in r for r in (*runs_a, *runs_b)):
         return None
-    pairs = []
-    for ra in runs_a:
-        ka = _cell_key(ra)
-        for rb in runs_b:
-            kb = _cell_key(rb)
-            if ka[:2] == kb[:2] and (ka[2] is None or kb[2] is None or ka[2] == kb[2]):
-                pairs.append((ra, rb, ka[:2]))
+    pairs = [(ra, rb, _cell_key(ra)[:2]) for ra in runs_a for rb in runs_b if _same_cell(ra, rb)]
     if not pairs:
         return None
     tables = {id(r): _by_id(r) for ra, rb, _ in pairs for r in (ra, rb)}
@@ -111,12 +126,14 @@ def paired_cells(runs_a: Sequence[Mapping[str, Any]], runs_b: Sequence[Mapping[s
 def f1_effect(runs: Sequence[Mapping[str, Any]], a: str, b: str, negative: str, *,
               metric: Metric = "micro_f1") -> tuple[Effect | None, str]:
     """The paired bootstrap of ``metric(a) - metric(b)`` over ``runs`` (records with ``arm``), or the reason not."""
-    cells = paired_cells([r for r in runs if r["arm"] == a], [r for r in runs if r["arm"] == b])
+    runs_a, runs_b = [r for r in runs if r["arm"] == a], [r for r in runs if r["arm"] == b]
+    cells = paired_cells(runs_a, runs_b)
     if cells is None:
         missing = [x for x in (a, b) if not any(r["arm"] == x for r in runs)]
         why = f"not run ({', '.join(missing)})" if missing else "no per-sentence predictions shared by both arms"
         return None, why
-    return paired_f1_bootstrap(cells, negative, metric=metric, n_boot=N_BOOT, seed=SEED), ""
+    effect = paired_f1_bootstrap(cells, negative, metric=metric, n_boot=N_BOOT, seed=SEED)
+    return effect, coverage_note(runs_a, runs_b, cells)
 
 
 # ---- diversity at equal N ----------------------------------------------------------------------------------
@@ -190,9 +207,17 @@ def plateau_effect(payload: Mapping[str, Any] | None, curve: str, negative: str)
     if points is None:
         return None, f"one N only ({payload['n_values']})"
     lo, hi = points
-    runs = [r for r in payload["runs"] if r["arm"] == curve]
-    return f1_effect([{**r, "arm": f"N={r['n']}"} for r in runs if r["n"] in points], f"N={lo}", f"N={hi}",
-                     negative)
+    runs = [r for r in payload["runs"] if r["arm"] == curve and r["n"] in points]
+    sizes = {n: {_cell_key(r): r["n_train"] for r in runs if r["n"] == n} for n in points}
+    effect, note = f1_effect([{**r, "arm": f"N={r['n']}"} for r in runs], f"N={lo}", f"N={hi}", negative)
+    if effect is None or any("n_train" not in r for r in runs):
+        return effect, note
+    grown = (f"training samples per run: {np.mean(list(sizes[lo].values())):.0f} at N={lo}, "
+             f"{np.mean(list(sizes[hi].values())):.0f} at N={hi} (a relation short of N keeps what it has)")
+    if sizes[lo] == sizes[hi]:
+        # Prefixes are nested, so equal sizes are equal sets: a zero gain here would measure nothing.
+        return None, f"N={hi} adds no training sample over N={lo} in any cell (the arm stopped short): {grown}"
+    return effect, "; ".join(x for x in (note, grown) if x)
 
 
 def negative_of(payload: Mapping[str, Any]) -> str:
@@ -207,14 +232,18 @@ def claim_specs(plateau_min_gain: float) -> dict[int, list[Spec]]:
     return {
         1: [Spec("diversity", "obo", "obo_nodiv", primary=True), Spec("diversity", "aao", "aao_nodiv")],
         2: [Spec("diversity", "obo", "aao", primary=True), Spec("diversity", "obo_dpo", "aao_dpo")],
-        3: [Spec("f1", "gen:obo_dpo", "gen:obo", primary=True), Spec("f1", "mix:obo_dpo", "mix:obo"),
+        3: [Spec("f1", "gen:obo_dpo@pair", "gen:obo@pair", primary=True),
+            Spec("f1", "mix:obo_dpo@pair", "mix:obo@pair"), Spec("f1", "gen:obo_dpo", "gen:obo"),
             Spec("f1", "gen:aao_dpo", "gen:aao")],
-        4: [Spec("f1", "manual", "gen:obo_dpo", primary=True, upper=CLOSE_MARGIN),
-            Spec("f1", "manual", "gen:obo", upper=CLOSE_MARGIN)],
-        5: [Spec("f1", "gen:obo_dpo", "llm", primary=True), Spec("f1", "gen:obo", "llm"),
-            Spec("f1", "manual", "llm"), Spec("f1", "gen:obo_dpo", "llm_generate")],
-        6: [Spec("f1", "mix:obo_dpo", "manual-steps", primary=True), Spec("f1", "mix:obo_dpo", "manual"),
-            Spec("f1", "mix:obo", "manual-steps"), Spec("f1", "mix:aao", "manual-steps")],
+        4: [Spec("f1", "manual", "gen:obo_dpo@pair", primary=True, upper=CLOSE_MARGIN),
+            Spec("f1", "manual", "gen:obo_dpo", upper=CLOSE_MARGIN),
+            Spec("f1", "manual", "gen:obo@pair", upper=CLOSE_MARGIN)],
+        5: [Spec("f1", "gen:obo_dpo@pair", "llm", primary=True), Spec("f1", "gen:obo_dpo", "llm"),
+            Spec("f1", "gen:obo@pair", "llm"), Spec("f1", "manual", "llm"),
+            Spec("f1", "gen:obo_dpo@pair", "llm_generate")],
+        6: [Spec("f1", "mix:obo_dpo@pair", "manual-steps", primary=True), Spec("f1", "mix:obo_dpo@pair", "manual"),
+            Spec("f1", "mix:obo_dpo", "manual-steps"), Spec("f1", "mix:obo@pair", "manual-steps"),
+            Spec("f1", "mix:aao", "manual-steps")],
         7: [Spec("plateau", f"{kind}:{arm}", primary=(kind, arm) == ("gen", "obo_dpo"), margin=-plateau_min_gain)
             for kind in ("gen", "mix") for arm in ("obo_dpo", "obo", "aao")],
     }

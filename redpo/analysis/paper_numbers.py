@@ -36,8 +36,8 @@ class PublishedNumber:
 
 _MAIN_ROWS: dict[str, tuple[str, ...]] = {
     "K manual samples / relation": ("manual",),
-    "K generated / relation (OBO + DPO)": ("gen:obo_dpo",),
-    "manual + OBO-generated": ("mix:obo", "mix:obo_dpo"),
+    "K generated / relation (OBO + DPO)": ("gen:obo_dpo", "gen:obo_dpo@pair"),
+    "manual + OBO-generated": ("mix:obo", "mix:obo_dpo", "mix:obo@pair", "mix:obo_dpo@pair"),
     "manual + AAO-generated": ("mix:aao", "mix:aao_dpo"),
     "LLM directly as RE model": ("llm",),
 }
@@ -51,8 +51,8 @@ _MAIN_VALUES: dict[str, tuple[float | None, ...]] = {
 }
 
 _ABLATION_ROWS: dict[str, tuple[str, ...]] = {
-    "OBO + DPO": ("gen:obo_dpo",),
-    "OBO, no DPO": ("gen:obo",),
+    "OBO + DPO": ("gen:obo_dpo", "gen:obo_dpo@pair"),
+    "OBO, no DPO": ("gen:obo", "gen:obo@pair"),
     "OBO, no DPO, no dissimilarity instruction": ("gen:obo_nodiv",),
     "AAO + DPO": ("gen:aao_dpo",),
     "AAO, no DPO": ("gen:aao",),

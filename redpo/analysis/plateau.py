@@ -136,6 +136,7 @@ def save_plateau_metrics(
         "runs": [{k: v for k, v in r.items() if k not in {"confusion", "per_relation", "labels"}}
                  for r in grid["runs"]],
         "skipped_runs": list(grid.get("skipped", [])),
+        "quotas": dict(grid.get("quotas", {})),  # per N, split and curve: the samples per relation it trained on
     }
     payload = json_safe(payload)
     write_json(results.metrics / "plateau.json", payload)

@@ -22,6 +22,8 @@ from redpo.data.splits import generation_splits, profile_schema
 from redpo.extraction.training_sets import (
     CLASSIFIER_SEED_STRIDE,
     MANUAL_STEPS_ARM,
+    PAIR_SUFFIX,
+    PRIMARY_PAIR,
     arm_training_sets,
     arm_training_sets_with_quotas,
     describe_grid,
@@ -32,18 +34,24 @@ from redpo.generation.specs import GENERATED_ARMS, LLM_ARMS, MIXED_ARMS
 
 def arm_order(arms: Sequence[str]) -> list[str]:
     """Display order: manual, generated, mixed (each in :data:`GENERATED_ARMS` order), then the LLM."""
+    pair = [f"{kind}:{a}{PAIR_SUFFIX}" for kind in ("gen", "mix") for a in PRIMARY_PAIR]
     order = ["manual", MANUAL_STEPS_ARM, *(f"gen:{a}" for a in GENERATED_ARMS), *(f"mix:{a}" for a in MIXED_ARMS),
-             *LLM_ARMS]
+             *pair, *LLM_ARMS]
     known = [a for a in order if a in set(arms)]
     return known + sorted(set(arms) - set(order))
 
 
 
 def training_quotas(profile: Profile, results: ResultsDir) -> dict[str, dict[str, Any]]:
-    """Per generation split (``k8_s1``): the per-relation quotas that made the generated arms comparable, the
-    relations each arm left short, the relations left out and the arms not compared (``Quotas.to_json``)."""
-    return {f"k{k}_s{seed}": arm_training_sets_with_quotas(profile, results, k, seed)[1].to_json()
-            for k, seed in generation_splits(profile)}
+    """Per generation split (``k8_s1``) and, for the primary pair's sets, ``k8_s1@pair``: the per-relation quotas
+    that made the generated arms comparable, the relations each arm left short, the relations left out and the
+    arms not compared (``Quotas.to_json``)."""
+    out = {}
+    for k, seed in generation_splits(profile):
+        scopes = arm_training_sets_with_quotas(profile, results, k, seed)[1]
+        out.update({f"k{k}_s{seed}{'' if scope == 'all' else PAIR_SUFFIX}": quotas.to_json()
+                    for scope, quotas in scopes.items()})
+    return out
 
 
 def quota_table(profile: Profile, results: ResultsDir) -> pd.DataFrame:

@@ -109,7 +109,9 @@ def run_training_sets(
     progress: bool = True,
 ) -> dict[str, list[dict[str, Any]]]:
     """:func:`run_grid` on given training sets (``{(K, split seed): {arm: samples}}``), in every grid cell of
-    each split, through the same resume cache: a set equal to one notebook 04 trained is not trained again."""
+    each split, through the same resume cache: a set equal to one notebook 04 trained is not trained again, and
+    an arm whose set, cell and schedule equal another arm's in this call takes that run (``same_run_as``: e.g.
+    ``gen:obo@pair`` on a split where the pair's quota is the all-arm one)."""
     record_model(results, load_encoder(profile.encoder.model).info)
     store = RunStore(results.cache / RUNS_CACHE, RunRecord)
     dev_digest, test_digest = samples_digest(dev), samples_digest(test)
@@ -121,19 +123,26 @@ def run_training_sets(
         work += [(c, arm, train, sizes.get(arm)) for c in mine for arm, train in sets.items()]
     runs: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []
+    by_content: dict[str, dict[str, Any]] = {}  # an arm-less fingerprint -> the first run of that content
     with torch_threads(profile.encoder.threads):
         for cell, arm, train, epoch_size in tqdm(work, desc="RE runs", unit="run", disable=not progress):
             if not train:
                 skipped.append({"arm": arm, "cell": cell.name, "reason": "empty training set"})
                 continue
             fingerprint = run_fingerprint(profile, arm, cell, train, dev_digest, test_digest, epoch_size)
-            record = store.get(fingerprint)
-            if record is None:
+            content = run_fingerprint(profile, "", cell, train, dev_digest, test_digest, epoch_size)
+            record, cached = store.get(fingerprint), True
+            if record is None and content in by_content:
+                # Training never reads the arm's name: the same samples, cell and schedule give the same run.
+                same = by_content[content]
+                record = {**same, "arm": arm, "fingerprint": fingerprint, "same_run_as": same["arm"]}
+                store.add(record)
+            elif record is None:
                 record = {**_train_and_score(profile, arm, cell, train, dev, test, results.cache, epoch_size),
                           "fingerprint": fingerprint}
                 store.add(record)
-                runs.append({**record, "cached": False})
-            else:
-                runs.append({**record, "cached": True})
+                cached = False
+            by_content.setdefault(content, record)
+            runs.append({**record, "cached": cached})
     return {"runs": runs, "skipped": skipped}
 

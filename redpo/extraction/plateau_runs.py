@@ -1,14 +1,17 @@
 """Notebook 05's experiment: generate each plateau arm up to the largest N, then train RE on every prefix N.
 
 - **One generation per arm.** Each arm of ``plateau.arms`` is generated once up to ``max(plateau.n_values)``
-  valid samples per relation (``generation.max_attempts`` scaled by the same factor, so OBO keeps its budget per
-  sample) and saved as ``generations/plateau_<arm>_k<K>_s<seed>.*``, beside notebook 02's files, never over them.
+  valid samples per relation (``generation.max_attempts`` and ``aao_max_calls`` scaled by the same factor, so each
+  mode keeps its call budget per sample) and saved as ``generations/plateau_<arm>_k<K>_s<seed>.*``, beside
+  notebook 02's files, never over them.
   Every smaller N takes the first N samples per relation (a prefix). An OBO prompt depends only on the
   demonstrations and the valid samples so far, so the first calls of the longer run are notebook 02's calls, read
   from the cache; ``<arm>_dpo`` arms use notebook 03's adapters (each relation through the other half's adapter).
-- **Same RE grid as notebook 04.** For each N, ``gen:<arm>`` (the prefix) and ``mix:<arm>`` (manual + prefix) are
-  trained in every grid cell on the shared dev/test subsets through :func:`redpo.extraction.grid.run_training_sets`,
-  so a training set equal to one notebook 04 trained is read from the run store.
+- **Same RE grid as notebook 04.** For each N, ``gen:<arm>`` (the arm's own first N per relation) and
+  ``mix:<arm>`` (manual + those) are trained in every grid cell on the shared dev/test subsets through
+  :func:`redpo.extraction.grid.run_training_sets`, so a training set equal to one already trained is read from
+  the run store. Each curve holds its own arm's samples (:func:`prefix_sets`); what it held per relation at each N
+  is saved, and the claims report says how many samples the two judged N trained on.
 
 The plateau rule and the yield curve that judge these runs are in :mod:`redpo.analysis.plateau`.
 """
@@ -34,14 +37,19 @@ from redpo.generation.store import ArmKey, ArmResult, plateau_name, save_arm
 
 
 def plateau_profile(profile: Profile) -> Profile:
-    """The profile with ``generation.n_per_relation = max(plateau.n_values)`` and the OBO call budget scaled
-    by the same factor (AAO keeps ``aao_max_calls``: each of its calls asks for all missing samples)."""
+    """The profile with ``generation.n_per_relation = max(plateau.n_values)`` and both call budgets scaled by
+    the same factor: OBO's ``max_attempts`` and AAO's ``aao_max_calls``. An AAO call asks for every missing
+    sample, but a 0.5B model returns 1-2 valid ones per call, so six calls leave it near notebook 02's N and
+    the larger N would train on the same samples as the smaller."""
     gen = profile.generation
     n_max = max(profile.plateau.n_values)
-    attempts = max(gen.max_attempts, math.ceil(gen.max_attempts * n_max / gen.n_per_relation))
-    return profile.model_copy(
-        update={"generation": gen.model_copy(update={"n_per_relation": n_max, "max_attempts": attempts})}
-    )
+
+    def scaled(budget: int) -> int:
+        return max(budget, math.ceil(budget * n_max / gen.n_per_relation))
+
+    update = {"n_per_relation": n_max, "max_attempts": scaled(gen.max_attempts),
+              "aao_max_calls": scaled(gen.aao_max_calls)}
+    return profile.model_copy(update={"generation": gen.model_copy(update=update)})
 
 
 
@@ -100,21 +108,22 @@ def generate_plateau_arms(
 def prefix_sets(
     arms: Mapping[ArmKey, ArmResult], manual: Mapping[tuple[int, int], Sequence[Any]], n: int,
     negative_label: str | None = None, negative: str = "manual",
-) -> dict[tuple[int, int], dict[str, list[Any]]]:
+) -> tuple[dict[tuple[int, int], dict[str, list[Any]]], dict[str, dict[str, Any]]]:
     """Training sets at one N: ``{(K, seed): {"gen:<arm>": first N per relation, "mix:<arm>": manual + those}}``,
-    made comparable across the split's arms as notebook 04's are (:func:`comparable_sets`).
+    and what each curve's set holds (``{"n<N>_k<K>_s<seed>_<arm>": Quotas.to_json()}``).
 
-    The arm names are notebook 04's, so at N = K the fingerprint of a set equal to notebook 04's matches and
-    the run comes from the resume cache.
+    Each curve takes its own arm's first N samples per relation (a relation it left short keeps what it has),
+    not a quota shared with the other plateau arms: the plateau is judged within one curve, and a shared quota
+    would cap every curve at the weakest arm's count, so a larger N could train on the same samples as a smaller
+    one. The negative label follows ``generation.negative_label`` as in notebook 04 (:func:`comparable_sets`).
     """
-    by_split: dict[tuple[int, int], dict[str, list[Any]]] = {}
+    out: dict[tuple[int, int], dict[str, list[Any]]] = {}
+    quotas: dict[str, dict[str, Any]] = {}
     for (arm, k, seed), result in arms.items():
-        by_split.setdefault((k, seed), {})[arm] = result.all_samples()
-    out = {}
-    for split, generated in by_split.items():
-        comparable, _quotas = comparable_sets(generated, manual[split], n, negative_label, negative)
-        out[split] = mixed_sets(manual[split], comparable)
-    return out
+        own, quota = comparable_sets({arm: result.all_samples()}, manual[(k, seed)], n, negative_label, negative)
+        out.setdefault((k, seed), {}).update(mixed_sets(manual[(k, seed)], own))
+        quotas[f"n{n}_k{k}_s{seed}_{arm}"] = quota.to_json()
+    return out, quotas
 
 
 def run_plateau_grid(
@@ -126,16 +135,20 @@ def run_plateau_grid(
     *,
     progress: bool = True,
 ) -> dict[str, list[dict[str, Any]]]:
-    """Every N x arm x data kind in every grid cell; each run record gains ``n``, ``plateau_arm`` and ``data``."""
+    """Every N x arm x data kind in every grid cell; each run record gains ``n``, ``plateau_arm`` and ``data``;
+    ``quotas`` says how many samples per relation each curve held at each N (:func:`prefix_sets`)."""
     manual = {(k, s): load_profile_kshot(profile, results.kshot, k, s) for (_a, k, s) in arms}
     runs: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []
+    quotas: dict[str, dict[str, Any]] = {}
     for n in profile.plateau.n_values:
-        sets = prefix_sets(arms, manual, n, profile_schema(profile).negative_label, profile.generation.negative_label)
+        sets, held = prefix_sets(arms, manual, n, profile_schema(profile).negative_label,
+                                 profile.generation.negative_label)
+        quotas.update(held)
         grid = run_training_sets(profile, results, sets, dev, test, progress=progress)
         for run in grid["runs"]:
             kind, _, arm = run["arm"].partition(":")
             runs.append({**run, "n": n, "plateau_arm": arm, "data": kind})
         skipped += [{**row, "n": n} for row in grid["skipped"]]
-    return {"runs": runs, "skipped": skipped}
+    return {"runs": runs, "skipped": skipped, "quotas": quotas}
 

@@ -24,6 +24,13 @@ nothing at all is left out of the comparison instead of emptying the others. The
 ``generation.negative_label``: ``manual`` (the default) gives every generated arm the split's K manual negative
 samples, so the arms differ only in their generated positives; ``generate`` treats it as one more quota.
 
+**The primary pair** (``gen:<arm>@pair``, ``mix:<arm>@pair`` for the arms of :data:`PRIMARY_PAIR`, OBO and
+OBO+DPO). The all-arm quota is set by the weakest of every arm, so a relation that an arm no claim compares left
+empty (a ``_nodiv`` arm, the baseline) is taken from OBO and OBO+DPO too: on ``cpu-full`` that drops 5-6 of 17
+relations per split. Claims 3-6 are decided on OBO and OBO+DPO only, so they train on the pair's own quota: the
+same per-relation counts for both, from the relations both have. The all-arm sets stay, for the arm table and
+the secondary comparisons.
+
 Nothing here loads a model, so the tables and figures can describe the grid without torch.
 """
 
@@ -39,6 +46,11 @@ from redpo.core.sample import RESample
 from redpo.data.splits import generation_splits, load_profile_kshot, load_split, profile_schema, stratified_subset
 from redpo.generation.specs import GENERATED_ARMS, MIXED_ARMS
 from redpo.generation.store import arm_paths
+
+PRIMARY_PAIR: tuple[str, str] = ("obo", "obo_dpo")
+"""The generated arms claims 3-6 are decided on; they also get training sets at their own common quota."""
+PAIR_SUFFIX = "@pair"
+"""Marks an arm trained at :data:`PRIMARY_PAIR`'s quota (``gen:obo_dpo@pair``) rather than the all-arm one."""
 
 CLASSIFIER_SEED_STRIDE = 1000
 """Classifier seed = split seed x stride + seed index: distinct across splits for any ``seeds_per_split`` < 1000."""
@@ -176,13 +188,15 @@ def available_generated_arms(results: ResultsDir, k: int, split_seed: int) -> li
     return [a for a in GENERATED_ARMS if arm_paths(results, a, k, split_seed)["samples"].is_file()]
 
 
-def mixed_sets(manual: Sequence[RESample], generated: Mapping[str, Sequence[RESample]]) -> dict[str, list[RESample]]:
-    """``{"gen:<arm>": ..., "mix:<arm>": ...}`` in arm order; mixed only for :data:`MIXED_ARMS`."""
+def mixed_sets(
+    manual: Sequence[RESample], generated: Mapping[str, Sequence[RESample]], suffix: str = ""
+) -> dict[str, list[RESample]]:
+    """``{"gen:<arm><suffix>": ..., "mix:<arm><suffix>": ...}`` in arm order; mixed only for :data:`MIXED_ARMS`."""
     sets: dict[str, list[RESample]] = {}
     for arm, samples in generated.items():
-        sets[f"gen:{arm}"] = list(samples)
+        sets[f"gen:{arm}{suffix}"] = list(samples)
         if arm in MIXED_ARMS:
-            sets[f"mix:{arm}"] = union(manual, samples)
+            sets[f"mix:{arm}{suffix}"] = union(manual, samples)
     return sets
 
 
@@ -192,17 +206,19 @@ MANUAL_STEPS_ARM = "manual-steps"
 
 def epoch_sizes(sets: Mapping[str, Sequence[RESample]]) -> dict[str, int]:
     """``{arm: samples per "epoch"}`` for arms trained on another set's step schedule: ``manual-steps`` gets the
-    largest mixed set's size (mixed sets differ by the few generated samples equal to a manual one), so its
-    evaluation interval, patience and cap in optimizer steps are those of the mixed arms."""
+    largest mixed set's size, so its evaluation interval, patience and cap in optimizer steps are those of the
+    largest mixed arms: the primary pair's (claim 6 compares ``mix:obo_dpo@pair`` with it), whose quota is never
+    below the all-arm one; mixed sets of one quota differ only by generated samples equal to a manual one."""
     mixed = [len(v) for a, v in sets.items() if a.startswith("mix:")]
     return {MANUAL_STEPS_ARM: max(mixed)} if MANUAL_STEPS_ARM in sets and mixed else {}
 
 
 def arm_training_sets_with_quotas(
     profile: Profile, results: ResultsDir, k: int, split_seed: int
-) -> tuple[dict[str, list[RESample]], Quotas]:
-    """``{"manual", "manual-steps", "gen:<arm>", "mix:<arm>"}`` training sets of one split, and the quotas that
-    made the generated arms comparable (see the module docstring)."""
+) -> tuple[dict[str, list[RESample]], dict[str, Quotas]]:
+    """``{"manual", "manual-steps", "gen:<arm>", "mix:<arm>", "gen:<arm>@pair", "mix:<arm>@pair"}`` training
+    sets of one split, and the quotas that made them comparable: ``{"all": ..., "pair": ...}`` (``"pair"`` only
+    when both arms of :data:`PRIMARY_PAIR` produced samples; see the module docstring)."""
     manual = load_profile_kshot(profile, results.kshot, k, split_seed)
     wanted = profile.dataset.relations
     generated = {
@@ -211,11 +227,15 @@ def arm_training_sets_with_quotas(
         for arm in available_generated_arms(results, k, split_seed)
     }
     schema = profile_schema(profile)
-    comparable, quotas = comparable_sets(generated, manual, k, schema.negative_label,
-                                         profile.generation.negative_label)
-    sets = mixed_sets(manual, comparable)
+    negative = (schema.negative_label, profile.generation.negative_label)
+    comparable, quotas = comparable_sets(generated, manual, k, *negative)
+    sets, scopes = mixed_sets(manual, comparable), {"all": quotas}
+    pair = {arm: generated[arm] for arm in PRIMARY_PAIR if arm in comparable}
+    if len(pair) == len(PRIMARY_PAIR):
+        pair_sets, scopes["pair"] = comparable_sets(pair, manual, k, *negative)
+        sets.update(mixed_sets(manual, pair_sets, PAIR_SUFFIX))
     control = {MANUAL_STEPS_ARM: manual} if any(a.startswith("mix:") for a in sets) else {}
-    return {"manual": manual, **control, **sets}, quotas
+    return {"manual": manual, **control, **sets}, scopes
 
 
 def arm_training_sets(profile: Profile, results: ResultsDir, k: int, split_seed: int) -> dict[str, list[RESample]]:
