@@ -85,16 +85,18 @@ def test_every_generated_arm_trains_on_the_same_per_relation_counts_and_negative
     results = ResultsDir(prof, root=smoke_pipeline.parent)
     for k, seed in generation_splits(prof):
         sets, quotas = arm_training_sets_with_quotas(prof, results, k, seed)
-        generated = {arm: Counter(s.relation for s in train) for arm, train in sets.items() if arm.startswith("gen:")}
-        assert len(generated) >= 5, generated.keys()
-        assert len(set(map(frozenset, (c.items() for c in generated.values())))) == 1, generated  # one count table
+        for pair in (False, True):  # every arm at the all-arm quota; OBO and OBO+DPO at the pair's own quota
+            generated = {arm: Counter(s.relation for s in train) for arm, train in sets.items()
+                         if arm.startswith("gen:") and arm.endswith("@pair") == pair}
+            assert len(generated) >= (2 if pair else 5), generated.keys()
+            assert len(set(map(frozenset, (c.items() for c in generated.values())))) == 1, generated  # one table
         negatives = {arm: sorted(s.to_marked() for s in train if s.relation == "Other")
                      for arm, train in sets.items() if arm != "manual"}
         manual_negatives = sorted(s.to_marked() for s in sets["manual"] if s.relation == "Other")
         assert all(n == manual_negatives for n in negatives.values())  # the K manual negatives, in every arm
-        assert quotas.negative == "manual"
+        assert {q.negative for q in quotas.values()} == {"manual"}
     saved = _re_results(smoke_pipeline)["quotas"]
-    assert set(saved) == {f"k{k}_s{s}" for k, s in generation_splits(prof)}
+    assert set(saved) == {f"k{k}_s{s}{scope}" for k, s in generation_splits(prof) for scope in ("", "@pair")}
     assert (smoke_pipeline / "tables" / "re_quotas.md").is_file()
 
 
