@@ -83,6 +83,7 @@ def test_claims_from_hand_made_results(hand_made: ResultsDir) -> None:
     assert primary is not None and primary.effect is not None
     assert primary.effect.n_splits == 2 and primary.effect.n_cells == 4 and primary.effect.n_units == len(GOLD)
     assert primary.effect.low > 0.2 and primary.macro is not None  # macro-F1 shown for SemEval primaries
+    assert re.search(r"; per split \+\d+\.\d, \+\d+\.\d", claims[3].measured)  # the spread between splits, as is
     assert claims[5].primary.effect.n_cells == 4  # one LLM run per split, paired with both seeds of the split
     assert "not run (no generation split" in claims[2].measured and "not run (gen:aao_dpo" in claims[3].measured
     assert claims[1].holm_p is not None and claims[8].holm_p is None

@@ -23,7 +23,7 @@ Everything is numpy with a seeded ``Generator``; nothing here loads a model.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -47,6 +47,9 @@ class Effect:
     n_units: int
     """Sentences (F1) or relations (diversity) per cell."""
     n_boot: int
+    per_split: tuple[float, ...] = ()
+    """The point estimate within each split (F1: mean over its cells), in split order: with a handful of splits a
+    percentile bootstrap has few distinct resamples and understates their spread, so the spread is shown as is."""
 
     @property
     def half_width(self) -> float:
@@ -54,7 +57,10 @@ class Effect:
         return (self.high - self.low) / 2
 
     def to_json(self) -> dict[str, Any]:
-        return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+        def rounded(v: Any) -> Any:
+            return round(v, 6) if isinstance(v, float) else [rounded(x) for x in v] if isinstance(v, tuple) else v
+
+        return {k: rounded(v) for k, v in asdict(self).items()}
 
 
 # ---- the bootstraps ----------------------------------------------------------------------------------------
@@ -151,7 +157,8 @@ def paired_f1_bootstrap(cells: PairedCells, negative: str, *, metric: Metric = "
     groups = list(by_split.values())
     features, actual, f1 = metric_features(cells.gold, metric, negative)
     rows_a, rows_b = np.stack([features(r) for r in cells.a]), np.stack([features(r) for r in cells.b])
-    estimate = float(_cell_differences(np.ones(n), rows_a, rows_b, actual, f1).mean())
+    full = _cell_differences(np.ones(n), rows_a, rows_b, actual, f1)
+    estimate = float(full.mean())
     n_cells, n_groups = len(cells.a), len(groups)
     diffs = np.empty(n_boot)
     for lo in range(0, n_boot, chunk):
@@ -167,7 +174,8 @@ def paired_f1_bootstrap(cells: PairedCells, negative: str, *, metric: Metric = "
             picks[hit] = block
         per_cell = _cell_differences(weights, rows_a, rows_b, actual, f1)  # (size, n_groups, cells)
         diffs[lo:lo + size] = (picks * per_cell).sum(axis=(1, 2)) / picks.sum(axis=(1, 2))
-    return _effect(estimate, diffs, level, n_groups, n_cells, n)
+    per_split = tuple(float(full[members].mean()) for members in groups)
+    return replace(_effect(estimate, diffs, level, n_groups, n_cells, n), per_split=per_split)
 
 
 def paired_mean_bootstrap(differences: Sequence[float], *, n_boot: int = 2000, seed: int = 0,
