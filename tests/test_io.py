@@ -34,6 +34,7 @@ def test_figures_refresh_only_the_rebuilt_entries_of_the_manifest(tmp_path: Path
     assert sorted(files) == ["claims.md", "kshot/k-shot/8-1/train.txt", "tables/re_main.md"]
     assert files["tables/re_main.md"]["bytes"] == len("new table\n") and files["claims.md"] != stale
     assert files["kshot/k-shot/8-1/train.txt"] == stale
+    assert set(read_json(root / "manifest.json")["rebuilt_git"]) == {"commit", "dirty"}  # the code that rewrote them
     before = (root / "manifest.json").read_bytes()
     record_rebuilt_files(root)
     assert (root / "manifest.json").read_bytes() == before  # nothing time-dependent: a no-op rebuild is a no-op

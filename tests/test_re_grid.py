@@ -301,3 +301,14 @@ def test_run_grid_trains_every_arm_and_resumes(tmp_path: Path) -> None:
     assert [r["micro_f1"] for r in again["runs"]] == [r["micro_f1"] for r in first["runs"]]
     lines = (results.cache / "re_runs.jsonl").read_text().splitlines()
     assert len(lines) == len(first["runs"]) and all(json.loads(line)["fingerprint"] for line in lines)
+    # A later call (the plateau's prefixes) whose set equals a stored run's takes it under its own name.
+    from redpo.extraction.grid import run_training_sets
+    from redpo.extraction.training_sets import arm_training_sets
+
+    later = run_training_sets(prof, results, {(2, 1): {"gen:obo_dpo": arm_training_sets(prof, results, 2, 1)[
+        "gen:obo_dpo"]}}, dev, test, progress=False)["runs"]
+    assert later[0]["cached"] and later[0]["predictions"] == by_arm["gen:obo_dpo"]["predictions"]
+    renamed = run_training_sets(prof, results, {(2, 1): {"plateau:x": arm_training_sets(prof, results, 2, 1)[
+        "gen:obo_dpo"]}}, dev, test, progress=False)["runs"][0]
+    original = by_arm["gen:obo_dpo"].get("same_run_as", "gen:obo_dpo")
+    assert renamed["cached"] and renamed["same_run_as"] == original and renamed["arm"] == "plateau:x"

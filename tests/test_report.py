@@ -83,7 +83,7 @@ def test_claims_from_hand_made_results(hand_made: ResultsDir) -> None:
     assert primary is not None and primary.effect is not None
     assert primary.effect.n_splits == 2 and primary.effect.n_cells == 4 and primary.effect.n_units == len(GOLD)
     assert primary.effect.low > 0.2 and primary.macro is not None  # macro-F1 shown for SemEval primaries
-    assert re.search(r"; per split \+\d+\.\d, \+\d+\.\d", claims[3].measured)  # the spread between splits, as is
+    assert re.search(r"; per split k8_s1 \+\d+\.\d, k8_s2 \+\d+\.\d", claims[3].measured)  # their spread
     assert claims[5].primary.effect.n_cells == 4  # one LLM run per split, paired with both seeds of the split
     assert "not run (no generation split" in claims[2].measured and "not run (gen:aao_dpo" in claims[3].measured
     assert claims[1].holm_p is not None and claims[8].holm_p is None
@@ -137,6 +137,12 @@ def test_plateau_claim_needs_the_range(hand_made: ResultsDir) -> None:
                {"n_values": [16, 32], "min_gain": 0.01, "negative_label": "Other", "runs": same})
     claim = {c.number: c for c in report.check_claims(hand_made)}[7]
     assert claim.verdict == report.INCONCLUSIVE and "N=32 adds no training sample over N=16" in claim.measured
+    # One cell stalled (its N = 32 set is its N = 16 set): it would add an exact zero, so it is left out.
+    stalled = [{**r, "n_train": 48} if (r["split_seed"], r["classifier_seed"]) == (1, 1000) else r for r in runs]
+    write_json(hand_made.metrics / "plateau.json",
+               {"n_values": [16, 32], "min_gain": 0.01, "negative_label": "Other", "runs": stalled})
+    primary = {c.number: c for c in report.check_claims(hand_made)}[7].primary
+    assert primary.effect.n_cells == 3 and "1 cell(s) left out: their set did not grow" in primary.note
     write_json(hand_made.metrics / "plateau.json",
                {"n_values": [4, 8], "min_gain": 0.01, "negative_label": "Other",
                 "runs": [{**r, "n": {16: 4, 32: 8}[r["n"]]} for r in runs]})

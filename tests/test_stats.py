@@ -57,14 +57,16 @@ def test_a_known_paired_difference_gets_a_ci_that_excludes_zero() -> None:
     assert reverse.estimate == pytest.approx(-expected) and stats.verdict(reverse) == stats.FAILS
     again = stats.paired_f1_bootstrap(cells, "Other", n_boot=400, seed=1)
     assert again == effect  # seeded
-    assert effect.per_split == pytest.approx((expected,) * 3)  # one cell per split here
+    assert [s for s, _ in effect.per_split] == ["0", "1", "2"]
+    assert [v for _, v in effect.per_split] == pytest.approx([expected] * 3)  # one cell per split here
     gold2 = ["Cause-Effect(e1,e2)"] * 10  # two splits of two cells each, different effects per split
     a = [[*gold2[:9], "Other"], [*gold2[:7], "Other", "Other", "Other"], gold2, gold2]
     b = [gold2[:5] + ["Other"] * 5] * 2 + [gold2] * 2
     mixed = stats.paired_f1_bootstrap(stats.PairedCells(gold2, a, b, ["s1", "s1", "s2", "s2"]), "Other", n_boot=50)
     f1 = [2 * r / (r + 1) for r in (0.9, 0.7, 0.5)]
-    assert mixed.per_split == pytest.approx(((f1[0] - f1[2] + f1[1] - f1[2]) / 2, 0.0))
-    assert mixed.to_json()["per_split"] == [round(v, 6) for v in mixed.per_split]
+    assert [s for s, _ in mixed.per_split] == ["s1", "s2"]
+    assert [v for _, v in mixed.per_split] == pytest.approx([(f1[0] - f1[2] + f1[1] - f1[2]) / 2, 0.0])
+    assert mixed.to_json()["per_split"] == [[s, round(v, 6)] for s, v in mixed.per_split]
 
 
 def test_a_difference_of_a_few_sentences_gets_a_ci_that_includes_zero() -> None:

@@ -107,7 +107,7 @@ def paired_cells(runs_a: Sequence[Mapping[str, Any]], runs_b: Sequence[Mapping[s
     every cell of its split. None when no cell or no sentence is shared, or a run has no predictions."""
     if not runs_a or not runs_b or any("predictions" not in r for r in (*runs_a, *runs_b)):
         return None
-    pairs = [(ra, rb, _cell_key(ra)[:2]) for ra in runs_a for rb in runs_b if _same_cell(ra, rb)]
+    pairs = [(ra, rb, "k{}_s{}".format(*_cell_key(ra)[:2])) for ra in runs_a for rb in runs_b if _same_cell(ra, rb)]
     if not pairs:
         return None
     tables = {id(r): _by_id(r) for ra, rb, _ in pairs for r in (ra, rb)}
@@ -207,17 +207,23 @@ def plateau_effect(payload: Mapping[str, Any] | None, curve: str, negative: str)
     if points is None:
         return None, f"one N only ({payload['n_values']})"
     lo, hi = points
-    runs = [r for r in payload["runs"] if r["arm"] == curve and r["n"] in points]
+    runs = [{**r, "arm": f"N={r['n']}"} for r in payload["runs"] if r["arm"] == curve and r["n"] in points]
+    if any("n_train" not in r for r in runs):  # records from before sizes were kept: compare as they are
+        return f1_effect(runs, f"N={lo}", f"N={hi}", negative)
     sizes = {n: {_cell_key(r): r["n_train"] for r in runs if r["n"] == n} for n in points}
-    effect, note = f1_effect([{**r, "arm": f"N={r['n']}"} for r in runs], f"N={lo}", f"N={hi}", negative)
-    if effect is None or any("n_train" not in r for r in runs):
-        return effect, note
-    grown = (f"training samples per run: {np.mean(list(sizes[lo].values())):.0f} at N={lo}, "
-             f"{np.mean(list(sizes[hi].values())):.0f} at N={hi} (a relation short of N keeps what it has)")
-    if sizes[lo] == sizes[hi]:
-        # Prefixes are nested, so equal sizes are equal sets: a zero gain here would measure nothing.
-        return None, f"N={hi} adds no training sample over N={lo} in any cell (the arm stopped short): {grown}"
-    return effect, "; ".join(x for x in (note, grown) if x)
+    # Prefixes are nested, so a cell whose set did not grow trains on the same samples at both N: its zero
+    # difference measures nothing and would pull the gain toward a plateau. Only cells that grew are compared.
+    grew = {cell for cell, size in sizes[hi].items() if cell in sizes[lo] and size > sizes[lo][cell]}
+    stalled = len(set(sizes[lo]) & set(sizes[hi])) - len(grew)
+    if not grew:
+        return None, f"N={hi} adds no training sample over N={lo} in any cell (the arm stopped short)"
+    mean = {n: np.mean([sizes[n][cell] for cell in grew]) for n in points}
+    said = [f"training samples per run: {mean[lo]:.0f} at N={lo}, {mean[hi]:.0f} at N={hi} (a relation short of N "
+            f"keeps what it has)"]
+    if stalled:
+        said.append(f"{stalled} cell(s) left out: their set did not grow from N={lo} to N={hi}")
+    effect, note = f1_effect([r for r in runs if _cell_key(r) in grew], f"N={lo}", f"N={hi}", negative)
+    return effect, "; ".join(x for x in (note, *said) if x)
 
 
 def negative_of(payload: Mapping[str, Any]) -> str:

@@ -152,8 +152,9 @@ def summed_confusion(runs: Sequence[Mapping[str, Any]], arm: str) -> pd.DataFram
 
 
 def timing_table(runs: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
-    """Per arm: training-set size and wall time per training run (runs trained now, not read from cache)."""
-    frame = pd.DataFrame([r for r in runs if r["arm"] not in LLM_ARMS])
+    """Per arm: training-set size and wall time per training run (a run another arm's equal set took over,
+    ``same_run_as``, was not trained and is not counted)."""
+    frame = pd.DataFrame([r for r in runs if r["arm"] not in LLM_ARMS and "same_run_as" not in r])
     if frame.empty:
         return pd.DataFrame()
     columns = {
@@ -173,7 +174,7 @@ def timing_table(runs: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
 def convergence(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """How many trained runs stopped by early stopping rather than at the epoch cap (a run that hits the cap may
     not have converged, so a comparison of such runs compares training budgets, not training data)."""
-    trained = [r for r in runs if r["arm"] not in LLM_ARMS and "stopped_early" in r]
+    trained = [r for r in runs if r["arm"] not in LLM_ARMS and "stopped_early" in r and "same_run_as" not in r]
     early = sum(bool(r["stopped_early"]) for r in trained)
     return {"runs": len(trained), "stopped_early": early,
             "share": early / len(trained) if trained else None,

@@ -95,7 +95,7 @@ def effect_text(e: Evidence) -> str:
     macro = (f"; SemEval macro-F1 {e.macro.estimate * scale:+.1f} [{e.macro.low * scale:.1f}, "
              f"{e.macro.high * scale:.1f}]" if e.macro is not None else "")
     if len(x.per_split) > 1:  # the spread a few-split bootstrap understates, shown as it is
-        n += "; per split " + ", ".join(f"{v * scale:+.1f}" for v in x.per_split)
+        n += "; per split " + ", ".join(f"{split} {v * scale:+.1f}" for split, v in x.per_split)
     note = f"; {e.note}" if e.note else ""  # what the pairing left out, or what a plateau step added
     return (f"{x.estimate * scale:+.1f} [{x.low * scale:.1f}, {x.high * scale:.1f}] {unit} (95% CI), {n}, "
             f"p = {x.p_value:.3g}{macro}{note}")

@@ -47,9 +47,9 @@ class Effect:
     n_units: int
     """Sentences (F1) or relations (diversity) per cell."""
     n_boot: int
-    per_split: tuple[float, ...] = ()
-    """The point estimate within each split (F1: mean over its cells), in split order: with a handful of splits a
-    percentile bootstrap has few distinct resamples and understates their spread, so the spread is shown as is."""
+    per_split: tuple[tuple[str, float], ...] = ()
+    """``(split, point estimate within it)`` per split (F1: mean over its cells), sorted by split: with a handful
+    of splits a percentile bootstrap has few distinct resamples and understates their spread, so it is shown."""
 
     @property
     def half_width(self) -> float:
@@ -58,7 +58,9 @@ class Effect:
 
     def to_json(self) -> dict[str, Any]:
         def rounded(v: Any) -> Any:
-            return round(v, 6) if isinstance(v, float) else [rounded(x) for x in v] if isinstance(v, tuple) else v
+            if isinstance(v, float):
+                return round(v, 6)
+            return [rounded(x) for x in v] if isinstance(v, tuple) else v
 
         return {k: rounded(v) for k, v in asdict(self).items()}
 
@@ -174,7 +176,7 @@ def paired_f1_bootstrap(cells: PairedCells, negative: str, *, metric: Metric = "
             picks[hit] = block
         per_cell = _cell_differences(weights, rows_a, rows_b, actual, f1)  # (size, n_groups, cells)
         diffs[lo:lo + size] = (picks * per_cell).sum(axis=(1, 2)) / picks.sum(axis=(1, 2))
-    per_split = tuple(float(full[members].mean()) for members in groups)
+    per_split = tuple(sorted((str(split), float(full[members].mean())) for split, members in by_split.items()))
     return replace(_effect(estimate, diffs, level, n_groups, n_cells, n), per_split=per_split)
 
 

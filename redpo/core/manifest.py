@@ -185,6 +185,8 @@ def record_rebuilt_files(results: ResultsDir | Path, rebuilt_paths: tuple[str, .
 
     Only these entries change, and nothing time-dependent is written, so rebuilding unchanged figures leaves the
     manifest byte-identical; files outside them (``kshot/``, adapters) keep the entries of the run that made them.
+    When a rebuilt file did change, ``rebuilt_git`` names the commit whose code rewrote it (the run's ``git`` names
+    the commit that ran the notebooks).
     """
     root = manifest_path(results).parent
     if not manifest_path(results).is_file():
@@ -192,7 +194,10 @@ def record_rebuilt_files(results: ResultsDir | Path, rebuilt_paths: tuple[str, .
     rebuilt = {rel: entry for rel, entry in output_files(root).items() if rel.startswith(rebuilt_paths)}
 
     def change(m: dict[str, Any]) -> None:
+        old = {rel: entry for rel, entry in m.get("files", {}).items() if rel.startswith(rebuilt_paths)}
         kept = {rel: entry for rel, entry in m.get("files", {}).items() if not rel.startswith(rebuilt_paths)}
         m["files"] = dict(sorted({**kept, **rebuilt}.items()))
+        if rebuilt != old:  # the code that rewrote them may be newer than the run's commit: name it
+            m["rebuilt_git"] = git_state()
 
     return update_manifest(results, change)

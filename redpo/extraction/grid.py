@@ -110,8 +110,9 @@ def run_training_sets(
 ) -> dict[str, list[dict[str, Any]]]:
     """:func:`run_grid` on given training sets (``{(K, split seed): {arm: samples}}``), in every grid cell of
     each split, through the same resume cache: a set equal to one notebook 04 trained is not trained again, and
-    an arm whose set, cell and schedule equal another arm's in this call takes that run (``same_run_as``: e.g.
-    ``gen:obo@pair`` on a split where the pair's quota is the all-arm one)."""
+    an arm whose set, cell and schedule equal a run already in the store under another arm's name takes that run
+    (``same_run_as``: e.g. ``gen:obo@pair`` on a split where the pair's quota is the all-arm one, or a plateau
+    prefix equal to notebook 04's set)."""
     record_model(results, load_encoder(profile.encoder.model).info)
     store = RunStore(results.cache / RUNS_CACHE, RunRecord)
     dev_digest, test_digest = samples_digest(dev), samples_digest(test)
@@ -123,7 +124,8 @@ def run_training_sets(
         work += [(c, arm, train, sizes.get(arm)) for c in mine for arm, train in sets.items()]
     runs: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []
-    by_content: dict[str, dict[str, Any]] = {}  # an arm-less fingerprint -> the first run of that content
+    # An arm-less fingerprint -> the first run trained on that content (records carry it as "content").
+    by_content = {r["content"]: r for r in reversed(list(store.runs.values())) if "content" in r}
     with torch_threads(profile.encoder.threads):
         for cell, arm, train, epoch_size in tqdm(work, desc="RE runs", unit="run", disable=not progress):
             if not train:
@@ -135,11 +137,12 @@ def run_training_sets(
             if record is None and content in by_content:
                 # Training never reads the arm's name: the same samples, cell and schedule give the same run.
                 same = by_content[content]
-                record = {**same, "arm": arm, "fingerprint": fingerprint, "same_run_as": same["arm"]}
+                record = {**same, "arm": arm, "fingerprint": fingerprint,
+                          "same_run_as": same.get("same_run_as", same["arm"])}
                 store.add(record)
             elif record is None:
                 record = {**_train_and_score(profile, arm, cell, train, dev, test, results.cache, epoch_size),
-                          "fingerprint": fingerprint}
+                          "fingerprint": fingerprint, "content": content}
                 store.add(record)
                 cached = False
             by_content.setdefault(content, record)
