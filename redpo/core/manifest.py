@@ -62,7 +62,8 @@ def update_manifest(results: ResultsDir | Path, change: Callable[[dict[str, Any]
 
 # ---- provenance --------------------------------------------------------------------------------------
 def git_state(repo: Path = REPO_ROOT) -> dict[str, Any]:
-    """Commit and dirty flag (tracked files only); ``None`` outside a git checkout."""
+    """Commit and dirty flag (tracked files outside ``results/``, which a run or rebuild is itself writing);
+    ``None`` outside a git checkout."""
 
     def git(*args: str) -> str:
         return subprocess.run(
@@ -70,7 +71,8 @@ def git_state(repo: Path = REPO_ROOT) -> dict[str, Any]:
         ).stdout.strip()
 
     try:
-        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "-uno"))}
+        return {"commit": git("rev-parse", "HEAD"),
+                "dirty": bool(git("status", "--porcelain", "-uno", "--", ".", ":(exclude)results"))}
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
 
