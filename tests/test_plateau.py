@@ -99,6 +99,12 @@ def test_plateau_profile_scales_both_call_budgets_and_maps_arms() -> None:
     assert big.generation.aao_max_calls == prof.generation.aao_max_calls * 4 and big.encoder == prof.encoder
     # cpu's own N values stop at generation.n_per_relation: the plateau run is notebook 02's, from the cache
     assert plateau_runs.plateau_profile(load_profile("cpu")).generation == load_profile("cpu").generation
+    full = load_profile("cpu-full")
+    assert plateau_runs.plateau_splits(full) == [(8, 1), (8, 2), (8, 3)]
+    more = load_profile("cpu-full", {"generation.kshot_seeds": [1, 2, 3, 4, 5]})  # splits added for the F1 claims
+    assert plateau_runs.plateau_splits(more) == [(8, 1), (8, 2), (8, 3)]  # ... do not extend the plateau
+    assert len(plateau_runs.plateau_splits(load_profile("cpu-full", {"generation.kshot_seeds": [1, 2, 3, 4, 5],
+                                                                      "plateau.splits": None}))) == 5
     assert split_dpo_name("obo_dpo") == ("obo", True) and split_dpo_name("aao") == ("aao", False)
     with pytest.raises(ValueError, match=r"unknown arm 'nope'"):
         split_dpo_name("nope")

@@ -53,6 +53,11 @@ def plateau_profile(profile: Profile) -> Profile:
 
 
 
+def plateau_splits(profile: Profile) -> list[tuple[int, int]]:
+    """The generation splits the plateau runs on: the first ``plateau.splits`` (all when unset)."""
+    return generation_splits(profile)[: profile.plateau.splits]
+
+
 def missing_prerequisite(arm: str, results: ResultsDir) -> str | None:
     """Why ``arm`` cannot be generated yet (a DPO arm needs notebook 03's halves and both adapters), or None."""
     _base, dpo = split_dpo_name(arm)
@@ -79,7 +84,7 @@ def generate_plateau_arms(
     """
     prof = plateau_profile(profile)
     schema = profile_schema(prof)
-    splits = generation_splits(prof)
+    splits = plateau_splits(prof)
     pools = {split: kshot_by_relation(prof, results, *split, schema) for split in splits}
     notes = {arm: missing_prerequisite(arm, results) for arm in prof.plateau.arms}
     skipped = [note for note in notes.values() if note]
