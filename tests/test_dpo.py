@@ -298,6 +298,15 @@ def test_a_killed_dpo_training_resumes_from_its_last_checkpoint(
     assert dpo_train.last_checkpoint(other, "another-run") is None  # another run's checkpoints are deleted
     resume = dpo_train.last_checkpoint(out, stamp)
     assert resume is not None and Path(resume).name == "checkpoint-2"
+    reference = {"batches": 0}
+    counted = DPOTrainer.compute_ref_log_probs
+
+    def count(self: Any, *args: Any, **kwargs: Any) -> Any:
+        reference["batches"] += 1
+        return counted(self, *args, **kwargs)
+
+    monkeypatch.setattr(DPOTrainer, "compute_ref_log_probs", count)
     log = dpo_train.train_adapter(profile, pairs, out, progress=False, resume_from=resume)
     assert log["steps"] == 4 and log["resumed_from"] == "checkpoint-2"
+    assert reference["batches"] == 0  # the killed run's precomputed reference log-probs were kept, not recomputed
     assert not dpo_train.checkpoint_dir(out).exists() and (out / "adapter_model.safetensors").is_file()

@@ -130,6 +130,23 @@ def checkpoint_dir(out_dir: Path) -> Path:
     return out_dir / "checkpoints"
 
 
+def on_disk(dataset: Dataset, folder: Path) -> Dataset:
+    """``dataset`` backed by Arrow files in ``folder`` (written once, then read back).
+
+    Why: TRL caches what it derives from a dataset (the tokenised pairs, and with ``precompute_ref_log_probs`` the
+    reference log-probs) beside the dataset's own files, and an in-memory dataset has none, so those caches went to
+    a temporary folder that died with the process. A resumed training then recomputed the reference pass over
+    every pair (~20 min for ``cpu-full``'s 135) before its first step. Kept under the checkpoints, they resume too.
+    """
+    if not (folder / "state.json").is_file():
+        partial = folder.with_name(folder.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.rmtree(folder, ignore_errors=True)
+        dataset.save_to_disk(str(partial))
+        partial.rename(folder)
+    return datasets.load_from_disk(str(folder))
+
+
 def last_checkpoint(out_dir: Path, stamp: str) -> str | None:
     """The newest checkpoint of a killed training of *this* run (same fingerprint), else None. Checkpoints of
     another run (other pairs, settings or base weights) are deleted: resuming them would mix two trainings."""
@@ -221,13 +238,20 @@ def train_adapter(
     bars = datasets.is_progress_bar_enabled()
     if not progress:
         datasets.disable_progress_bars()  # TRL's tokenizing/caching maps; the notebook shows the log instead
+    columns = ["prompt", "chosen", "rejected"]
+    train_set = train_pairs.select_columns(columns)
+    eval_set = held_pairs.select_columns(columns) if len(held_pairs) else None
+    if profile.dpo.checkpoint_steps:  # resumable: TRL's derived data (reference log-probs) must resume too
+        data = checkpoint_dir(out_dir) / "data"
+        train_set = on_disk(train_set, data / "train")
+        eval_set = on_disk(eval_set, data / "eval") if eval_set is not None else None
     try:
         trainer = DPOTrainer(
             model=loaded.model,
             ref_model=None,
             args=trainer_config(profile, out_dir, progress=progress),
-            train_dataset=train_pairs.select_columns(["prompt", "chosen", "rejected"]),
-            eval_dataset=held_pairs.select_columns(["prompt", "chosen", "rejected"]) if len(held_pairs) else None,
+            train_dataset=train_set,
+            eval_dataset=eval_set,
             processing_class=loaded.tokenizer,
             peft_config=lora_config(profile),
         )
