@@ -177,6 +177,9 @@ def test_results_table_puts_the_paper_numbers_beside_redpo() -> None:
     assert table.loc["llm", "paper K=8"] == "25.55" and table.loc["llm", "K=8"] == "25.0"
     assert table.loc["gen:obo", "paper K=8"] == ""  # the paper's K=8 generated row is OBO + DPO
     assert results_table(RUNS, "tacrev").loc["manual", "paper K=8"] == ""
+    scored = [{**r, "predictions": {"ids": ["t"] * (300 if r["arm"] == "llm" else 600)}} for r in RUNS]
+    sentences = results_table(scored, "semeval")["sentences K=8"]
+    assert sentences["llm"] == 300 and sentences["manual"] == 600  # the LLM's subset shows in its row
 
 
 def test_paper_numbers_are_the_published_tables() -> None:

@@ -110,6 +110,10 @@ def results_table(
         table[f"K={k}"] = [format_mean_sd(part.at[a, "mean"], part.at[a, "sd"]) if a in part.index else ""
                            for a in arms]
         table[f"n K={k}"] = [int(part.at[a, "n"]) if a in part.index else 0 for a in arms]
+        # The direct LLM may score a stratified subset of the test set: say so in the row, not only in a note.
+        table[f"sentences K={k}"] = [max((len(r["predictions"]["ids"]) for r in runs
+                                          if r["arm"] == a and r["k"] == k and "predictions" in r), default=0)
+                                     for a in arms]
         if with_paper:
             values = [paper_numbers.paper_value(dataset, int(k), a) for a in arms]
             table[f"paper K={k}"] = [f"{v:.2f}" if v is not None else "" for v in values]
