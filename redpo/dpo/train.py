@@ -136,7 +136,8 @@ def on_disk(dataset: Dataset, folder: Path) -> Dataset:
     Why: TRL caches what it derives from a dataset (the tokenised pairs, and with ``precompute_ref_log_probs`` the
     reference log-probs) beside the dataset's own files, and an in-memory dataset has none, so those caches went to
     a temporary folder that died with the process. A resumed training then recomputed the reference pass over
-    every pair (~20 min for ``cpu-full``'s 135) before its first step. Kept under the checkpoints, they resume too.
+    every pair (~17 min on idle cores for ``cpu-full``'s 135) before its first step. Kept under the checkpoints,
+    they resume too.
     """
     if not (folder / "state.json").is_file():
         partial = folder.with_name(folder.name + ".partial")
