@@ -29,8 +29,9 @@ The all-arm quota is set by the weakest of every arm, so a relation that an arm 
 ``_nodiv`` arm, the baseline) is taken from OBO and OBO+DPO too: on ``cpu-full`` the all-arm quota drops 5-6 of 17
 relations per split, most of them through such arms. Claims 3-6 are decided on OBO and OBO+DPO only, so they train
 on the pair's own quota: the same per-relation counts for both, from the relations both have. The all-arm sets stay,
-for the arm table and the secondary comparisons. Nothing here loads a model, so the tables and figures can describe
-the grid without torch.
+for the arm table and the secondary comparisons.
+
+Nothing here loads a model, so the tables and figures can describe the grid without torch.
 """
 
 from __future__ import annotations
