@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -54,3 +55,20 @@ def test_a_tiny_oracle_is_trained_once_scored_and_reloaded_with_the_same_labels(
     assert saved["oracle"]["test_micro_f1"] == first.summary["test_micro_f1"]
     assert saved["arms"]["obo"]["n"] == 6 and saved["arms"]["gold"]["n"] == 2
     assert len((results.metrics / "correctness_icl_labels.jsonl").read_text().splitlines()) == 8
+
+
+def test_a_replaying_folder_labels_from_the_committed_run(tmp_path: Path) -> None:
+    """No classifier is trained in a replay: the packed run's labels answer, and an unknown sample is a miss."""
+    from redpo.core.io import write_json
+    from redpo.core.replay import ReplayMiss
+
+    results = ResultsDir("p", tmp_path)
+    known = RESample.from_marked("the <e1>a</e1> caused the <e2>b</e2> .", "Cause-Effect(e1,e2)")
+    other = RESample.from_marked("the <e1>c</e1> holds the <e2>d</e2> .", "Content-Container(e2,e1)")
+    (results.metrics / "correctness_icl_labels.jsonl").write_text(
+        json.dumps({"arm": "obo", "marked": known.to_marked(), "oracle": "Other", "relation": known.relation}) + "\n")
+    write_json(results.metrics / "correctness_icl.json", {"oracle": {"test_micro_f1": 0.8}, "arms": {}})
+    judge = oracle.committed_oracle(results)
+    assert judge.label([known]) == ["Other"] and judge.summary == {"test_micro_f1": 0.8}
+    with pytest.raises(ReplayMiss, match="the oracle's label of"):
+        judge.label([known, other])

@@ -165,6 +165,10 @@ def test_replay_loads_no_generator_and_trains_no_adapter(replayed: tuple[Path, P
     assert [(row.pop("reused"), row.pop("replayed")) for row in after["training"]] == [(True, True)] * 2
     assert [(row.pop("reused"), row.pop("replayed")) for row in before["training"]] == [(False, False)] * 2
     assert after == before  # pairs, leakage and the adapters' training logs, held-out accuracy included
+    assert (packed / "cache" / "oracle").is_dir() and not (fresh / "cache" / "oracle").exists()  # no oracle trained
+    for stem in ("correctness_icl", "correctness_dpo"):  # ... its committed labels stand in for it, exactly
+        for name in (f"{stem}.json", f"{stem}_labels.jsonl"):
+            assert (fresh / "metrics" / name).read_bytes() == (packed / "metrics" / name).read_bytes(), name
 
 
 @pytest.mark.slow

@@ -13,6 +13,11 @@ The oracle is only as good as its own test micro-F1, which is saved beside these
 far to trust them. It is trained with the profile's encoder and ``oracle`` section, and cached under
 ``cache/oracle/<fingerprint>/`` (safetensors weights, tokenizer and a JSON summary), so it is trained once per
 profile and a killed run retrains at most it. Predictions are cheap and recomputed.
+
+A replaying results folder (:mod:`redpo.core.replay`) does not train it: its oracle is the packed run's own
+labels (:class:`CommittedOracle`, read from the committed ``metrics/correctness_*_labels.jsonl``), because a
+retrained classifier costs ~9 minutes on ``cpu-full`` and, on another machine's floats, could label a borderline
+sample differently, so the replayed correctness would no longer be the committed run's.
 """
 
 from __future__ import annotations
@@ -28,8 +33,9 @@ import pandas as pd
 from safetensors.torch import load_model, save_model
 
 from redpo.config import Profile
-from redpo.core.io import ResultsDir, atomic_write, write_json
+from redpo.core.io import ResultsDir, atomic_write, iter_jsonl, read_json, write_json
 from redpo.core.relations import RelationSchema
+from redpo.core.replay import miss, replay_models
 from redpo.core.sample import RESample
 from redpo.data.splits import load_split, profile_schema, stratified_subset
 from redpo.extraction.grid import torch_threads
@@ -55,6 +61,33 @@ class Oracle:
         return predict(self.trained, samples)
 
 
+@dataclass
+class CommittedOracle:
+    """A replaying run's oracle: the label the packed run's oracle gave each sample, keyed by the marked text (the
+    oracle reads nothing else), and that oracle's summary. A sample it never labelled is a replay miss."""
+
+    labels: dict[str, str]
+    summary: dict[str, Any]
+    results: ResultsDir
+
+    def label(self, samples: Sequence[RESample]) -> list[str]:
+        unknown = [s.to_marked() for s in samples if s.to_marked() not in self.labels]
+        if unknown:
+            raise miss(self.results, f"the oracle's label of {unknown[0]!r}")
+        return [self.labels[s.to_marked()] for s in samples]
+
+
+def committed_oracle(results: ResultsDir) -> CommittedOracle:
+    """The packed run's oracle labels and summary, from its committed ``metrics/correctness_*`` files."""
+    labels = {row["marked"]: row["oracle"] for path in sorted(results.metrics.glob("correctness_*_labels.jsonl"))
+              for _, row in iter_jsonl(path)}
+    summaries = [read_json(path)["oracle"] for stem in ("correctness_icl", "correctness_dpo")
+                 if (path := results.metrics / f"{stem}.json").is_file()]
+    if not summaries or not labels:
+        raise miss(results, "the oracle's labels (no committed metrics/correctness_*.json and *_labels.jsonl)")
+    return CommittedOracle(labels, summaries[0], results)
+
+
 def _train_set(profile: Profile) -> list[RESample]:
     train = load_split(profile, "train")
     n = profile.oracle.train_subsample
@@ -73,8 +106,11 @@ def oracle_fingerprint(profile: Profile, train: Sequence[RESample], dev: Sequenc
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
-def ensure_oracle(profile: Profile, results: ResultsDir) -> Oracle:
-    """The profile's oracle: loaded from its cache folder, or trained, scored on the test set and saved there."""
+def ensure_oracle(profile: Profile, results: ResultsDir) -> Oracle | CommittedOracle:
+    """The profile's oracle: loaded from its cache folder, or trained, scored on the test set and saved there; in
+    a replaying folder, the packed run's labels (:func:`committed_oracle`)."""
+    if replay_models(results) is not None:
+        return committed_oracle(results)
     schema = profile_schema(profile)
     train = _train_set(profile)
     dev, test = evaluation_sets(profile)
@@ -137,7 +173,7 @@ def generated_only(samples: Sequence[RESample]) -> list[RESample]:
     return [s for s in samples if s.meta.get("source") != "manual"]
 
 
-def label_arms(oracle: Oracle, arms: Mapping[ArmKey, ArmResult], schema: RelationSchema,
+def label_arms(oracle: Oracle | CommittedOracle, arms: Mapping[ArmKey, ArmResult], schema: RelationSchema,
                gold: Mapping[tuple[int, int], Sequence[RESample]] | None = None) -> pd.DataFrame:
     """One row per generated sample: arm, split, intended relation, the oracle's label and the sample.
 
@@ -160,7 +196,7 @@ def correctness_table(labels: pd.DataFrame, schema: RelationSchema) -> pd.DataFr
     return pd.DataFrame(rows, columns=["arm", "n", "oracle_agreement", "direction_flip_rate", "negative_share"])
 
 
-def save_correctness(results: ResultsDir, stem: str, oracle: Oracle, labels: pd.DataFrame,
+def save_correctness(results: ResultsDir, stem: str, oracle: Oracle | CommittedOracle, labels: pd.DataFrame,
                      schema: RelationSchema) -> Path:
     """``metrics/<stem>.json``: the oracle's summary (its test micro-F1 first) and per-arm shares, plus every
     per-sample label in ``metrics/<stem>_labels.jsonl`` so any other share can be recomputed from disk."""
