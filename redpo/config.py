@@ -152,6 +152,10 @@ class GeneratorConfig(_Strict):
     server: LlamaServerConfig = LlamaServerConfig()
     batch_size: int = Field(19, ge=1)
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$")
+    """Where the transformers generator runs (sample generation, the DPO arms' generation, closed-set scoring):
+    ``auto`` takes the first CUDA GPU when torch sees one, else the CPU; ``cpu``, ``cuda`` or ``cuda:N`` pin it.
+    DPO and RE training follow the HF Trainer's own placement; the ``llama_cpp`` backend ignores this."""
     sampling: SamplingConfig = SamplingConfig()
     fit: TinyFitConfig = TinyFitConfig()
 

@@ -45,6 +45,12 @@ def test_bad_value_names_key_and_file(tmp_path: Path) -> None:
     assert str(path) in str(err.value)
 
 
+@pytest.mark.parametrize("device", ["gpu", "cuda:", "cuda:x", "tpu"])
+def test_a_device_torch_cannot_name_fails_at_load(device: str) -> None:
+    with pytest.raises(ConfigError, match=r"generator\.device"):
+        load_profile("smoke", {"generator.device": device})
+
+
 def test_bad_override_value_names_key_and_profile_file() -> None:
     with pytest.raises(ConfigError) as err:
         load_profile("smoke", {"fewshot.k": [0]})

@@ -50,7 +50,7 @@ def test_scores_equal_full_sequence_log_likelihoods_with_and_without_the_shared_
     def brute(prompt: str, cont: str) -> float:
         p, c = scorer.encode(prompt), scorer.encode(cont)
         with torch.inference_mode():
-            logits = loaded.model(torch.tensor([p + c])).logits[0].float()
+            logits = loaded.model(torch.tensor([p + c], device=loaded.model.device)).logits[0].float()
         logp = torch.log_softmax(logits, dim=-1)
         return sum(float(logp[len(p) + j - 1, c[j]]) for j in range(len(c))) / len(c)
 

@@ -12,7 +12,14 @@ import torch
 
 from redpo.core.hashing import sha256_file
 from redpo.models import packaged
-from redpo.models.load import clear_model_cache, load_causal_lm, load_encoder, registry_table, resolve_model
+from redpo.models.load import (
+    clear_model_cache,
+    load_causal_lm,
+    load_encoder,
+    registry_table,
+    resolve_device,
+    resolve_model,
+)
 from redpo.models.packaged import MARKER
 from redpo.models.registry import (
     PACKAGED,
@@ -41,7 +48,7 @@ def tmp_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def _greedy(lm: LoadedModel, messages: list[dict[str, str]], n: int = 8) -> str:
     text = lm.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    enc = lm.tokenizer([text], return_tensors="pt")
+    enc = lm.tokenizer([text], return_tensors="pt").to(lm.model.device)
     with torch.no_grad():
         out = lm.model.generate(**enc, max_new_tokens=n, min_new_tokens=n, do_sample=False)
     assert out.shape[1] == enc.input_ids.shape[1] + n
@@ -227,3 +234,24 @@ def test_a_copied_marker_or_edited_weights_do_not_pass_for_the_build(tmp_path: P
     os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     with pytest.raises(ModelIntegrityError, match="was edited"):
         resolve_model(built.path)
+
+
+def test_auto_device_is_the_gpu_when_torch_sees_one_else_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == "cpu" and resolve_device("cpu") == "cpu"
+    with pytest.raises(ValueError, match=r"generator.device is 'cuda:1' but torch .* sees no CUDA device"):
+        resolve_device("cuda:1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == "cuda" and resolve_device("cuda:1") == "cuda:1"
+
+
+def test_a_loaded_generator_says_where_it_runs_and_the_manifest_records_it(
+    tmp_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from redpo.core.manifest import load_manifest, record_model
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    loaded = load_causal_lm("tiny-random-llama")
+    assert loaded.model.device.type == "cpu" and loaded.info.details["device"] == "cpu"
+    record_model(tmp_path, loaded.info)
+    assert load_manifest(tmp_path)["models"]["tiny-random-llama"]["device"] == "cpu"

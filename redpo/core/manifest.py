@@ -162,6 +162,7 @@ def record_model(results: ResultsDir | Path, info: ModelLike) -> dict[str, Any]:
             "path": str(info.path),
             "sha256": info.sha256,
             "source": info.source,
+            **({"device": device} if (device := (getattr(info, "details", None) or {}).get("device")) else {}),
         }
 
     return update_manifest(results, change)

@@ -63,7 +63,9 @@ def adapter_generator(profile: Profile, results: ResultsDir, half: str, base: st
                                         {"base": base_key.name, "base_sha256": base_key.sha256}))
         return generator
     clear_model_cache()
-    loaded = load_causal_lm(base, dtype=profile.generator.dtype, adapter=str(directory))
+    loaded = load_causal_lm(
+        base, dtype=profile.generator.dtype, adapter=str(directory), device=profile.generator.device
+    )
     info = adapter_model_info(loaded, half, directory)
     record_model(results, info)
     return make_generator(profile, loaded, cache=call_cache_path(results), adapter_sha256=info.sha256)

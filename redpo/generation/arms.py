@@ -40,7 +40,7 @@ def prepare_generator(profile: Profile) -> LoadedModel:
     otherwise ``generator.model`` through :func:`redpo.models.load.load_causal_lm`."""
     if profile.generator.fit.steps > 0:
         return fitted_tiny_llama(profile)
-    return load_causal_lm(profile.generator.model, dtype=profile.generator.dtype)
+    return load_causal_lm(profile.generator.model, dtype=profile.generator.dtype, device=profile.generator.device)
 
 
 def generator_info(profile: Profile) -> ModelInfo:

@@ -31,7 +31,7 @@ def make_encoder_embedder(loaded_model: Any, batch_size: int = 32, max_length: i
                     truncation=True,
                     max_length=max_length,
                     return_tensors="pt",
-                )
+                ).to(model.device)
                 hidden = model(**enc).last_hidden_state
                 mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
                 pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)

@@ -150,7 +150,8 @@ def fitted_dir_name(pairs: Sequence[FitPair], config: dict[str, Any]) -> str:
 
 def fitted_tiny_llama(profile: Profile) -> LoadedModel:
     """Build (once, cached) and load the fitted tiny generator of ``profile``; returns a ``LoadedModel``."""
-    return load_causal_lm(fitted_tiny_llama_info(profile).path)  # a marked build: loads under its name and hash
+    # a marked build: loads under its name and hash
+    return load_causal_lm(fitted_tiny_llama_info(profile).path, device=profile.generator.device)
 
 
 def fitted_tiny_llama_info(profile: Profile) -> ModelInfo:

@@ -157,15 +157,33 @@ def _torch_dtype(dtype: str) -> Any:
     return getattr(torch, dtype)
 
 
-def load_causal_lm(name: str, *, dtype: str = "float32", adapter: str | None = None) -> LoadedModel:
-    """Tokenizer (left padding, a pad token) + causal LM in eval mode, optionally with a PEFT adapter.
+def resolve_device(device: str = "auto") -> str:
+    """``generator.device`` -> a torch device string. ``auto`` is the first CUDA GPU when torch sees one, else the
+    CPU: a GPU user who names a hub model gets it on the GPU without a profile edit, and CPU runs are unchanged.
+    Naming CUDA where torch sees none fails here, naming the setting, rather than deep inside a forward pass."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"generator.device is {device!r} but torch {torch.__version__} sees no CUDA device; set "
+                         "generator.device: auto (or cpu), or install a CUDA build of torch")
+    return device
+
+
+def load_causal_lm(
+    name: str, *, dtype: str = "float32", adapter: str | None = None, device: str = "auto"
+) -> LoadedModel:
+    """Tokenizer (left padding, a pad token) + causal LM in eval mode on ``device`` (see :func:`resolve_device`),
+    optionally with a PEFT adapter.
 
     The result is shared with later calls with the same arguments (an LRU of ``LRU_SIZE``); call
     ``clear_model_cache()`` before mutating it in place.
     """
     info = resolve_model(name)
     adapter_sha = hash_model_dir(adapter) if adapter else None
-    key = ("causal", info.path, info.sha256, dtype, adapter, adapter_sha)
+    target = resolve_device(device)
+    key = ("causal", info.path, info.sha256, dtype, adapter, adapter_sha, target)
 
     def load() -> LoadedModel:
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -177,16 +195,14 @@ def load_causal_lm(name: str, *, dtype: str = "float32", adapter: str | None = N
         model = AutoModelForCausalLM.from_pretrained(info.path, dtype=_torch_dtype(dtype), trust_remote_code=False)
         if model.generation_config.pad_token_id is None:
             model.generation_config.pad_token_id = tokenizer.pad_token_id
-        loaded_info = info
+        details = {**info.details, "device": target}
         if adapter:
             from peft import PeftModel
 
             model = PeftModel.from_pretrained(model, adapter)
-            loaded_info = dataclasses.replace(
-                info, details={**info.details, "adapter": {"path": str(adapter), "sha256": adapter_sha}}
-            )
-        model.eval()
-        return LoadedModel(model, tokenizer, loaded_info)
+            details["adapter"] = {"path": str(adapter), "sha256": adapter_sha}
+        model.to(target).eval()
+        return LoadedModel(model, tokenizer, dataclasses.replace(info, details=details))
 
     return _memoised(key, load)
 
