@@ -66,7 +66,7 @@ def test_sampled_bf16_generation_runs_on_the_gpu() -> None:
     assert loaded.model.dtype == torch.bfloat16 and loaded.model.device.type == "cuda"
     sampling = SamplingConfig(temperature=0.7, top_p=0.9, top_k=20, max_new_tokens=12, stop=["\n"])
     outputs = TransformersBackend(loaded, batch_size=4).generate([HEAD + "x", "one", "two"], sampling, seed=3)
-    assert len(outputs) == 3 and all(0 < o.n_generated <= 12 for o in outputs)
+    assert len(outputs) == 3 and all(0 < o.n_new_tokens <= 12 for o in outputs)
 
 
 def test_closed_set_scores_on_the_gpu_equal_the_cpu_scores() -> None:

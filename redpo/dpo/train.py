@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -170,6 +171,12 @@ def trainer_config(profile: Profile, out_dir: Path, *, progress: bool) -> Any:
     from trl import DPOConfig
 
     dpo = profile.dpo
+    # TRL turns activation checkpointing on by default (a second forward per step: slower, and pointless at these
+    # sizes). Newer transformers name the switch ``activation_checkpointing`` beside ``gradient_checkpointing``;
+    # older 5.x releases (5.17, as GPU images ship it) know only the latter and refuse the former.
+    checkpointing = {"gradient_checkpointing": False}
+    if "activation_checkpointing" in {f.name for f in dataclasses.fields(DPOConfig)}:
+        checkpointing["activation_checkpointing"] = False
     return DPOConfig(
         output_dir=str(checkpoint_dir(out_dir)),
         beta=dpo.beta,
@@ -181,8 +188,7 @@ def trainer_config(profile: Profile, out_dir: Path, *, progress: bool) -> Any:
         gradient_accumulation_steps=dpo.gradient_accumulation_steps,
         max_length=dpo.max_length,
         precompute_ref_log_probs=dpo.precompute_ref_log_probs,
-        activation_checkpointing=False,
-        gradient_checkpointing=False,
+        **checkpointing,
         disable_dropout=False,
         bf16=profile.generator.dtype == "bfloat16" and torch.cuda.is_available(),
         fp16=False,
