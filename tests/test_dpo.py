@@ -310,3 +310,15 @@ def test_a_killed_dpo_training_resumes_from_its_last_checkpoint(
     assert log["steps"] == 4 and log["resumed_from"] == "checkpoint-2"
     assert reference["batches"] == 0  # the killed run's precomputed reference log-probs were kept, not recomputed
     assert not dpo_train.checkpoint_dir(out).exists() and (out / "adapter_model.safetensors").is_file()
+
+
+def test_an_adapter_manifest_entry_names_its_base_and_the_device_it_ran_on(tmp_path: Path) -> None:
+    from redpo.dpo.generate import adapter_model_info
+    from redpo.models.registry import LoadedModel, ModelInfo
+
+    (tmp_path / "adapter_model.safetensors").write_bytes(b"weights")
+    base = ModelInfo("qwen", "/models/qwen", "ab" * 32, "packaged",
+                     {"device": "cuda", "adapter": {"path": str(tmp_path), "sha256": "cd" * 32}})
+    info = adapter_model_info(LoadedModel(None, None, base), "A", tmp_path)
+    assert (info.name, info.sha256, info.source) == ("qwen+dpo-A", "cd" * 32, "local")
+    assert info.details == {"base": "qwen", "base_sha256": "ab" * 32, "device": "cuda"}

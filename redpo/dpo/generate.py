@@ -39,7 +39,8 @@ def adapter_model_info(loaded: LoadedModel, half: str, directory: Path) -> Model
         path=str(directory),
         sha256=sha,
         source="local",
-        details={"base": loaded.info.name, "base_sha256": loaded.info.sha256},
+        details={"base": loaded.info.name, "base_sha256": loaded.info.sha256,
+                 **({"device": loaded.info.details["device"]} if "device" in loaded.info.details else {})},
     )
 
 
