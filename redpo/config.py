@@ -328,6 +328,11 @@ class PlateauConfig(_Strict):
     splits: int | None = Field(None, ge=1)
     """Run on the first N generation splits (``None``: all). Generation to the largest N is the costliest stage, so
     a run that adds splits for the precision of the F1 claims need not extend the plateau to them."""
+    seeds_per_split: int | None = Field(None, ge=1)
+    """Classifier seeds per split for the plateau's RE runs (``None``: ``encoder.seeds_per_split``). The split is
+    the unit of replication either way. The plateau trains 3 arms x 2 data kinds at every N, and its N = 32 sets
+    are the largest of the run, so a decisive run on few cores may give it fewer seeds than notebook 04's grid.
+    Seed index 0 is the same run either way (the seed count is not part of a run's key)."""
 
     @field_validator("arms")
     @classmethod

@@ -112,6 +112,21 @@ def test_plateau_profile_scales_both_call_budgets_and_maps_arms() -> None:
         split_dpo_name("baseline_dpo")
 
 
+def test_the_plateau_may_train_fewer_classifier_seeds_under_the_same_run_keys() -> None:
+    from redpo.extraction.run_store import run_fingerprint
+    from redpo.extraction.training_sets import grid_cells
+
+    full = load_profile("cpu-full", {"plateau.seeds_per_split": 1})
+    plateau = plateau_runs.plateau_grid_profile(full)
+    assert full.encoder.seeds_per_split == 2 and plateau.encoder.seeds_per_split == 1
+    assert grid_cells(plateau) == [c for c in grid_cells(full) if c.seed_index == 0]
+    cell = grid_cells(plateau)[0]
+    key = lambda prof: run_fingerprint(prof, "gen:obo", cell, [], "dev", "test")  # noqa: E731
+    assert key(plateau) == key(full)
+    unset = load_profile("cpu-full", {"plateau.seeds_per_split": None})
+    assert plateau_runs.plateau_grid_profile(unset) is unset
+
+
 def test_dpo_arm_without_adapters_is_skipped_with_a_note(tmp_path: Path) -> None:
     from redpo.core.io import ResultsDir
 

@@ -58,6 +58,15 @@ def plateau_splits(profile: Profile) -> list[tuple[int, int]]:
     return generation_splits(profile)[: profile.plateau.splits]
 
 
+def plateau_grid_profile(profile: Profile) -> Profile:
+    """The profile the plateau's RE runs train under: ``plateau.seeds_per_split`` classifier seeds per split when
+    set (the cells are the first of notebook 04's cells, under the same run keys), else the encoder's own."""
+    seeds = profile.plateau.seeds_per_split
+    if seeds is None:
+        return profile
+    return profile.model_copy(update={"encoder": profile.encoder.model_copy(update={"seeds_per_split": seeds})})
+
+
 def missing_prerequisite(arm: str, results: ResultsDir) -> str | None:
     """Why ``arm`` cannot be generated yet (a DPO arm needs notebook 03's halves and both adapters), or None."""
     _base, dpo = split_dpo_name(arm)
@@ -150,7 +159,7 @@ def run_plateau_grid(
         sets, held = prefix_sets(arms, manual, n, profile_schema(profile).negative_label,
                                  profile.generation.negative_label)
         quotas.update(held)
-        grid = run_training_sets(profile, results, sets, dev, test, progress=progress)
+        grid = run_training_sets(plateau_grid_profile(profile), results, sets, dev, test, progress=progress)
         for run in grid["runs"]:
             kind, _, arm = run["arm"].partition(":")
             runs.append({**run, "n": n, "plateau_arm": arm, "data": kind})
