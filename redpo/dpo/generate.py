@@ -40,7 +40,7 @@ def adapter_model_info(loaded: LoadedModel, half: str, directory: Path) -> Model
         sha256=sha,
         source="local",
         details={"base": loaded.info.name, "base_sha256": loaded.info.sha256,
-                 **({"device": loaded.info.details["device"]} if "device" in loaded.info.details else {})},
+                 "device": loaded.info.details.get("device")},
     )
 
 
