@@ -71,10 +71,11 @@ class CommittedOracle:
     results: ResultsDir
 
     def label(self, samples: Sequence[RESample]) -> list[str]:
-        unknown = [s.to_marked() for s in samples if s.to_marked() not in self.labels]
-        if unknown:
-            raise miss(self.results, f"the oracle's label of {unknown[0]!r}")
-        return [self.labels[s.to_marked()] for s in samples]
+        marked = [s.to_marked() for s in samples]
+        unknown = next((m for m in marked if m not in self.labels), None)
+        if unknown is not None:
+            raise miss(self.results, f"the oracle's label of {unknown!r}")
+        return [self.labels[m] for m in marked]
 
 
 def committed_oracle(results: ResultsDir) -> CommittedOracle:
