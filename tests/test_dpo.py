@@ -223,7 +223,7 @@ def test_tiny_dpo_run_moves_the_lora_weights_and_lowers_the_loss(tmp_path: Path)
     """A trivially separable preference (always 'yes yes', never 'no no'): DPO must learn it in a few steps."""
     from safetensors.torch import load_file
 
-    from redpo.dpo.train import LOG_NAME, train_adapter
+    from redpo.dpo.train import LOG_NAME, evaluate_held_out, train_adapter
 
     profile = load_profile("smoke", {
         "generator.fit.steps": 0,
@@ -244,8 +244,15 @@ def test_tiny_dpo_run_moves_the_lora_weights_and_lowers_the_loss(tmp_path: Path)
     assert log["steps"] == 10 and len(losses) == 10
     assert losses[-1] < losses[0] - 0.05, losses
     assert log["history"][-1]["rewards/accuracies"] == 1.0
-    assert log["held_out"]["pairs"] == 2 and log["held_out"]["reward_accuracy"] == 1.0  # 10% of 16, never trained
-    assert log["held_out"]["reward_margin"] > 0
+    assert "held_out" not in log  # measured on the saved adapter, below
+    held = evaluate_held_out(profile, hold_out(pairs, profile.dpo.held_out, profile.seed)[1], out)
+    assert held["pairs"] == 2 and held["reward_accuracy"] == 1.0 and held["reward_margin"] > 0  # 10% of 16
+    assert held["adapter_sha256"] == log["adapter_sha256"]
+    # A mean over pairs, not over batches of dpo.batch_size (4): one reversed pair of 5 is 0.8 (TRL's mean of
+    # batch means would give (0.75 + 1) / 2 = 0.875).
+    reversed_first = Dataset.from_list([{**pairs[0], "chosen": "no no no", "rejected": "yes yes yes"}]
+                                       + [pairs[i] for i in range(1, 5)])
+    assert evaluate_held_out(profile, reversed_first, out)["reward_accuracy"] == pytest.approx(0.8)
     weights = load_file(out / "adapter_model.safetensors")
     lora_b = [t for name, t in weights.items() if "lora_B" in name]
     assert lora_b and any(t.abs().sum() > 0 for t in lora_b), "LoRA B starts at zero; training must move it"
@@ -322,3 +329,12 @@ def test_an_adapter_manifest_entry_names_its_base_and_the_device_it_ran_on(tmp_p
     info = adapter_model_info(LoadedModel(None, None, base), "A", tmp_path)
     assert (info.name, info.sha256, info.source) == ("qwen+dpo-A", "cd" * 32, "local")
     assert info.details == {"base": "qwen", "base_sha256": "ab" * 32, "device": "cuda"}
+
+
+def test_seconds_per_step_counts_only_the_steps_the_logging_process_ran() -> None:
+    from redpo.dpo.train import seconds_per_step, steps_run
+
+    resumed = {"steps": 102, "resumed_from": "checkpoint-80", "train_seconds": 1868.783}
+    assert steps_run(resumed) == 22 and seconds_per_step(resumed) == pytest.approx(84.945, abs=1e-3)
+    assert seconds_per_step({"steps": 10, "resumed_from": None, "train_seconds": 50.0}) == 5.0
+    assert seconds_per_step({"steps": 10, "resumed_from": "checkpoint-10", "train_seconds": 0.1}) is None
