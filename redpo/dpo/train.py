@@ -303,8 +303,8 @@ def train_adapter(
     return log
 
 
-def evaluate_held_out(profile: Profile, held_pairs: Dataset, out_dir: Path, *, progress: bool = False
-                      ) -> dict[str, Any]:
+def evaluate_held_out(profile: Profile, held_pairs: Dataset, out_dir: Path, *, progress: bool = False,
+                      loaded: LoadedModel | None = None) -> dict[str, Any]:
     """DPO loss, reward accuracy and reward margin of the adapter *saved* in ``out_dir`` on ``held_pairs`` (the
     ``dpo.held_out`` share of its pairs: whole chains that never trained), one pair per evaluation batch.
 
@@ -313,6 +313,7 @@ def evaluate_held_out(profile: Profile, held_pairs: Dataset, out_dir: Path, *, p
     no count out of 15 can have). A batch of one makes each batch a pair, so the reported means are means over
     pairs (in one process; with several, TRL gathers one pair per process per step). And it scores the saved
     weights, the ones every later stage loads, with the base model under the disabled adapter as the reference.
+    ``loaded`` (default: a fresh copy of the generator) gets the LoRA layers in place, as in training.
     """
     import tempfile
 
@@ -325,7 +326,7 @@ def evaluate_held_out(profile: Profile, held_pairs: Dataset, out_dir: Path, *, p
                               "adapter_sha256": hash_model_dir(out_dir)}
     if not len(held_pairs):
         return record
-    loaded = fresh_generator(profile)
+    loaded = loaded or fresh_generator(profile)
     held_set = held_pairs.select_columns(PAIR_COLUMNS)
     bars = datasets.is_progress_bar_enabled()
     if not progress:
@@ -373,10 +374,10 @@ def ensure_adapter(profile: Profile, results: ResultsDir, half: str, *, progress
         resume = last_checkpoint(out_dir, stamp) if profile.dpo.checkpoint_steps else None
         log = train_adapter(profile, pairs, out_dir, loaded=loaded, progress=progress,
                             extra_log={"fingerprint": stamp}, resume_from=resume)
-    del loaded  # PEFT changed it in place; the evaluation loads the saved adapter onto a fresh copy
     if log.get("held_out", {}).get("adapter_sha256") != log["adapter_sha256"]:  # measured on these weights only
         held_pairs = hold_out(pairs, profile.dpo.held_out, profile.seed)[1]
-        log["held_out"] = evaluate_held_out(profile, held_pairs, out_dir, progress=progress)
+        untouched = loaded if reused else None  # training changed it in place: the evaluation loads a fresh copy
+        log["held_out"] = evaluate_held_out(profile, held_pairs, out_dir, progress=progress, loaded=untouched)
         from accelerate import PartialState
 
         if PartialState().is_main_process:
