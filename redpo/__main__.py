@@ -1,4 +1,4 @@
-"""``python -m redpo run|figures|data|models|bench``: the command line over the runner, figures, data and models.
+"""``python -m redpo run|figures|pack-replay|snapshot|data|models|engine|bench``: the command line over redpo.
 
 Expected failures (bad profile or override, missing data, unknown model, failing notebook) print one line
 naming the cause and exit non-zero without a traceback; anything else is a bug and keeps its traceback.
@@ -207,6 +207,18 @@ def cmd_pack_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_snapshot(args: argparse.Namespace) -> int:
+    """Archive the caches of a run in progress into ``results/<profile>/replay/`` (no ``models.json``), so that a
+    fresh clone of the commit that holds them resumes the run instead of starting it again."""
+    from redpo.core.replay import snapshot
+
+    profile = load_profile(args.profile, parse_overrides(args.param))
+    results = ResultsDir(profile, root=Path(args.results_dir) if args.results_dir else None)
+    for name, size in snapshot(results).items():
+        print(f"{results.root / 'replay' / name}: {size / 1e6:.2f} MB")
+    return 0
+
+
 # ---- parser ---------------------------------------------------------------------------------------------
 def add_profile_args(p: argparse.ArgumentParser, default: str = "cpu") -> None:
     p.add_argument(
@@ -246,6 +258,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_profile_args(pack)
     add_results_arg(pack)
     pack.set_defaults(func=cmd_pack_replay)
+
+    snap = sub.add_parser("snapshot", help="archive a running or unfinished run's caches so that a fresh clone "
+                          "resumes it (safe while the run goes on)")
+    add_profile_args(snap)
+    add_results_arg(snap)
+    snap.set_defaults(func=cmd_snapshot)
 
     data = sub.add_parser("data", help="fetch the data and print split sizes and labels")
     add_profile_args(data)

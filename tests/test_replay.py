@@ -26,9 +26,11 @@ from redpo.core.replay import (
     ReplayMiss,
     ReplayModels,
     pack,
+    prepare_replay,
     replay_dir,
     replay_models,
     restore_caches,
+    snapshot,
 )
 from redpo.generation.backends.replay import ReplayBackend
 
@@ -77,6 +79,32 @@ def test_pack_drops_archives_of_caches_that_are_gone(tmp_path: Path) -> None:
     (results.cache / "llm_scores.jsonl").unlink()
     assert "llm_scores.jsonl.gz" not in pack(results, _models())
     assert not (replay_dir(results) / "llm_scores.jsonl.gz").exists()
+
+
+def test_a_snapshot_resumes_a_run_in_progress_on_a_fresh_clone_without_replaying(tmp_path: Path) -> None:
+    results = ResultsDir("demo", root=tmp_path)
+    live = results.cache / "llm_calls.jsonl"
+    live.write_text('{"line": 1}\n{"line": 2}\n{"line": 3, "torn')  # the run is writing its third line
+    assert set(snapshot(results)) == {"llm_calls.jsonl.gz"}  # no models.json: the folder does not replay
+    assert replay_models(results) is None
+    archive = replay_dir(results) / "llm_calls.jsonl.gz"
+    assert gzip.decompress(archive.read_bytes()) == b'{"line": 1}\n{"line": 2}\n'  # complete lines only
+
+    shutil.rmtree(results.cache)  # a fresh clone: the committed archive, no live cache
+    assert prepare_replay(results) is None  # restored, and the run goes on with the models
+    assert live.read_text() == '{"line": 1}\n{"line": 2}\n'
+
+    live.unlink()  # a snapshot before the caches were restored restores them first: the archive never shrinks
+    (results.cache / "re_runs.jsonl").write_text('{"run": 1}\n')
+    assert set(snapshot(results)) == {"llm_calls.jsonl.gz", "re_runs.jsonl.gz"}
+    assert gzip.decompress(archive.read_bytes()) == b'{"line": 1}\n{"line": 2}\n'
+    live.write_text('{"line": 1}\n')  # a live cache that lost archived lines is refused, not archived
+    with pytest.raises(ReplayError, match=r"lacks 1 line\(s\)"):
+        snapshot(results)
+
+    pack(results, _models())
+    with pytest.raises(ReplayError, match=r"replays a finished run.*nothing in progress"):
+        snapshot(results)
 
 
 def test_a_folder_replays_only_with_a_valid_models_file(tmp_path: Path) -> None:

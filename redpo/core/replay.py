@@ -18,7 +18,12 @@ generator: data, K-shot splits, prompts, parsing, DPO pairs, the oracle classifi
 figure.
 
 Why archives rather than the live files: the live caches are append-only working files (a killed run may leave a
-torn line); the archive is a snapshot taken when the run finished. Restoring it never overwrites a live cache.
+torn line); the archive is a snapshot of their complete lines. Restoring it never overwrites a live cache.
+
+An archive *without* ``models.json`` is a run in progress (``python -m redpo snapshot``): a reference run takes
+longer than one machine lives, and the live caches are not committed, so the snapshot is what a fresh clone
+resumes from. Its caches are restored the same way, but the folder does not replay: every call the snapshot
+cannot answer goes to the models, and the run goes on where the snapshot left it.
 """
 
 from __future__ import annotations
@@ -135,11 +140,10 @@ def miss(results: ResultsDir, what: str) -> ReplayMiss:
 
 
 def prepare_replay(results: ResultsDir) -> ReplayModels | None:
-    """Restore missing archived caches if this folder replays, record in the manifest whether it does, and return
-    the model identities (``None``: it does not replay)."""
+    """Restore missing archived caches (of a finished run or a snapshot), record in the manifest whether the folder
+    replays, and return the model identities (``None``: it does not replay)."""
     models = replay_models(results)
-    if models is not None:
-        restore_caches(results)
+    restore_caches(results)
     if results.manifest.is_file() or models is not None:
         update_manifest(results, lambda manifest: manifest.update(replay=models is not None))
     return models
@@ -174,24 +178,47 @@ def restore_caches(results: ResultsDir) -> list[str]:
     return restored
 
 
-def pack(results: ResultsDir, models: ReplayModels) -> dict[str, int]:
-    """Write the archive: every present cache file gzipped (reproducibly: no name, no time stamp), archives of
-    caches that no longer exist removed, and the model identities last (their presence turns replay on).
-    Returns the archive's files and their sizes in bytes."""
+def archive_caches(results: ResultsDir) -> dict[str, int]:
+    """gzip every present cache into ``replay/`` (reproducibly: no name, no time stamp), complete lines only, and
+    remove the archives of caches that no longer exist. Returns the archives written and their sizes in bytes.
+
+    Complete lines only, so that a run still appending to its caches can be archived: every write is one whole
+    line (see :mod:`redpo.generation.cache`), and a line being written is simply left for the next archive.
+    """
     out = replay_dir(results)
-    (out / MODELS_FILE).unlink(missing_ok=True)  # half-packed is "not replaying", never "replaying half"
     sizes = {}
     for name in ARCHIVED_CACHES:
         live, target = results.cache / name, out / f"{name}.gz"
         if not live.is_file():
             target.unlink(missing_ok=True)
             continue
-        with live.open("rb") as src, atomic_writer(target) as raw, gzip.GzipFile(
+        data = live.read_bytes()
+        with atomic_writer(target) as raw, gzip.GzipFile(
             filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=9
         ) as dst:
-            shutil.copyfileobj(src, dst, 1 << 20)
+            dst.write(data[: data.rfind(b"\n") + 1])
         sizes[target.name] = target.stat().st_size
-    with atomic_writer(out / MODELS_FILE) as f:
-        f.write((models.model_dump_json(indent=1) + "\n").encode())
-    sizes[MODELS_FILE] = (out / MODELS_FILE).stat().st_size
     return sizes
+
+
+def pack(results: ResultsDir, models: ReplayModels) -> dict[str, int]:
+    """Write the archive of a finished run: its caches, and the model identities last (their presence turns
+    replay on). Returns the archive's files and their sizes in bytes."""
+    (replay_dir(results) / MODELS_FILE).unlink(missing_ok=True)  # half-packed is "not replaying", never "half"
+    sizes = archive_caches(results)
+    with atomic_writer(replay_dir(results) / MODELS_FILE) as f:
+        f.write((models.model_dump_json(indent=1) + "\n").encode())
+    sizes[MODELS_FILE] = (replay_dir(results) / MODELS_FILE).stat().st_size
+    return sizes
+
+
+def snapshot(results: ResultsDir) -> dict[str, int]:
+    """Archive the caches of a run in progress, so that a fresh clone resumes it (no ``models.json``: the folder
+    does not replay). Safe while the run goes on: it reads complete lines and writes only ``replay/``, which a
+    run never writes. An archive only grows: caches missing here are restored from it first, and a live cache
+    that lacks archived lines stops it (:func:`restore_caches`)."""
+    if replay_models(results) is not None:
+        raise ReplayError(f"{results.root} replays a finished run ({replay_dir(results) / MODELS_FILE}); there is "
+                          "nothing in progress to snapshot")
+    restore_caches(results)
+    return archive_caches(results)
