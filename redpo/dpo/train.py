@@ -17,13 +17,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import hashlib
 import json
 import shutil
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -152,6 +153,20 @@ def on_disk(dataset: Dataset, folder: Path) -> Dataset:
     return datasets.load_from_disk(str(folder))
 
 
+@contextlib.contextmanager
+def dataset_progress(shown: bool) -> Iterator[None]:
+    """``datasets``' progress bars on or off for the block, as they were afterwards. TRL runs tokenizing and caching
+    maps over the pairs; with ``shown`` False (papermill, tests) their bars would only add noise to the log."""
+    before = datasets.is_progress_bar_enabled()
+    if not shown:
+        datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if before:
+            datasets.enable_progress_bars()
+
+
 def last_checkpoint(out_dir: Path, stamp: str) -> str | None:
     """The newest checkpoint of a killed training of *this* run (same fingerprint), else None. Checkpoints of
     another run (other pairs, settings or base weights) are deleted: resuming them would mix two trainings."""
@@ -247,13 +262,10 @@ def train_adapter(
         )
     train_pairs, _ = hold_out(pairs, profile.dpo.held_out, profile.seed)
     t0 = time.perf_counter()
-    bars = datasets.is_progress_bar_enabled()
-    if not progress:
-        datasets.disable_progress_bars()  # TRL's tokenizing/caching maps; the notebook shows the log instead
-    train_set = train_pairs.select_columns(PAIR_COLUMNS)
-    if profile.dpo.checkpoint_steps:  # resumable: TRL's derived data (reference log-probs) must resume too
-        train_set = on_disk(train_set, checkpoint_dir(out_dir) / "data" / "train")
-    try:
+    with dataset_progress(progress):
+        train_set = train_pairs.select_columns(PAIR_COLUMNS)
+        if profile.dpo.checkpoint_steps:  # resumable: TRL's derived data (reference log-probs) must resume too
+            train_set = on_disk(train_set, checkpoint_dir(out_dir) / "data" / "train")
         trainer = DPOTrainer(
             model=loaded.model,
             ref_model=None,
@@ -267,9 +279,6 @@ def train_adapter(
         kept = len(trainer.train_dataset)
         setup_seconds = time.perf_counter() - t0
         output = trainer.train(resume_from_checkpoint=resume_from)
-    finally:
-        if bars:
-            datasets.enable_progress_bars()
     seconds = time.perf_counter() - t0
     trainer.accelerator.wait_for_everyone()
     steps = trainer.state.global_step
@@ -328,28 +337,21 @@ def evaluate_held_out(profile: Profile, held_pairs: Dataset, out_dir: Path, *, p
         return record
     loaded = loaded or fresh_generator(profile)
     held_set = held_pairs.select_columns(PAIR_COLUMNS)
-    bars = datasets.is_progress_bar_enabled()
-    if not progress:
-        datasets.disable_progress_bars()
-    try:
-        with tempfile.TemporaryDirectory(prefix="redpo-dpo-eval-") as scratch:
-            args = trainer_config(profile, Path(scratch), progress=progress, output_dir=scratch,
-                                  per_device_eval_batch_size=1, precompute_ref_log_probs=False)
-            # The adapter as training built it (a PeftModel handed to TRL would get a copy of itself as reference),
-            # then the saved weights into it.
-            trainer = DPOTrainer(model=loaded.model, ref_model=None, args=args, train_dataset=held_set,
-                                 eval_dataset=held_set, processing_class=loaded.tokenizer,
-                                 peft_config=lora_config(profile))
-            weights = load_file(out_dir / "adapter_model.safetensors")
-            unexpected = set_peft_model_state_dict(trainer.model, weights).unexpected_keys
-            if unexpected:
-                raise ValueError(f"{out_dir} holds weights the profile's LoRA settings do not have: {unexpected[:3]}")
-            if not progress:
-                trainer.remove_callback(PrinterCallback)
-            metrics = trainer.evaluate()
-    finally:
-        if bars:
-            datasets.enable_progress_bars()
+    with dataset_progress(progress), tempfile.TemporaryDirectory(prefix="redpo-dpo-eval-") as scratch:
+        args = trainer_config(profile, Path(scratch), progress=progress, output_dir=scratch,
+                              per_device_eval_batch_size=1, precompute_ref_log_probs=False)
+        # The adapter as training built it (a PeftModel handed to TRL would get a copy of itself as reference),
+        # then the saved weights into it.
+        trainer = DPOTrainer(model=loaded.model, ref_model=None, args=args, train_dataset=held_set,
+                             eval_dataset=held_set, processing_class=loaded.tokenizer,
+                             peft_config=lora_config(profile))
+        weights = load_file(out_dir / "adapter_model.safetensors")
+        unexpected = set_peft_model_state_dict(trainer.model, weights).unexpected_keys
+        if unexpected:
+            raise ValueError(f"{out_dir} holds weights the profile's LoRA settings do not have: {unexpected[:3]}")
+        if not progress:
+            trainer.remove_callback(PrinterCallback)
+        metrics = trainer.evaluate()
     return {**record, "loss": metrics.get("eval_loss"), "reward_accuracy": metrics.get("eval_rewards/accuracies"),
             "reward_margin": metrics.get("eval_rewards/margins")}
 
