@@ -1,35 +1,63 @@
 """Golden smoke metrics: what a clean smoke run produces, pinned so that a wrong number that stays in range fails.
 
 The smoke profile is deterministic (fixed seeds, one thread, tiny locally built models), so these values repeat
-exactly on this machine type (generation runs through llama-server on one thread: two clean runs gave identical
-files). If a change is *meant* to move them, re-pin them from the new run and say why in the commit message; the
-range checks in the other pipeline tests cannot tell a plausible wrong number from a right one.
+exactly on one machine type: two clean runs gave identical files. They do not repeat across machine types. The
+tiny generator is fitted with torch and served by a llama-server built for the machine's own SIMD, so another
+instruction set (AVX2 against AVX-512) or vendor changes the fitted weights and the sampled tokens: the values
+pinned on the earlier AVX2 machines came out different on an AVX-512 AMD EPYC. Forcing torch, MKL and oneDNN onto
+their AVX2 paths there brought back the numbers torch computes, but an AVX2-only server build still sampled other
+tokens. So the values are pinned per machine
+type (:func:`machine_type`: torch's CPU capability and the SIMD flags the server build is keyed by), and on a type
+with no pinned values these tests skip and say how to pin them. If a change is *meant* to move them, re-pin them
+from the new run and say why in the commit message; the range checks in the other pipeline tests cannot tell a
+plausible wrong number from a right one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 import pytest
+import torch
 
-pytestmark = pytest.mark.slow
+from redpo.models.llama_cpp import cpu_flags
+
+
+def machine_type() -> str:
+    """``<torch CPU capability>-<hash of the SIMD flags>``: what decides the smoke run's floating-point results."""
+    simd = hashlib.sha256(" ".join(cpu_flags()).encode()).hexdigest()[:10]
+    return f"{torch.backends.cpu.get_cpu_capability()}-{simd}"
+
+
+PINNED_ON = "AVX512-89f2d43976"
+"""The machine type these values were measured on: an AMD EPYC with AVX-512 (2 cores), on 2026-12-04."""
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        machine_type() != PINNED_ON,
+        reason=f"smoke goldens are pinned on machine type {PINNED_ON}, this is {machine_type()}: run the smoke "
+        "profile here, copy its values into tests/test_pipeline_golden.py and set PINNED_ON",
+    ),
+]
 
 VALID = {  # (arm, K-shot seed): valid samples over the three generated smoke relations, and the calls it took
-    ("baseline", 1): (2, 6), ("baseline", 2): (1, 6),
-    ("aao", 1): (5, 6), ("aao", 2): (4, 6), ("aao_nodiv", 1): (6, 6), ("aao_nodiv", 2): (6, 6),
-    ("obo", 1): (6, 7), ("obo", 2): (4, 14), ("obo_nodiv", 1): (6, 6), ("obo_nodiv", 2): (6, 8),
-    ("obo_dpo", 1): (6, 8), ("obo_dpo", 2): (6, 10), ("aao_dpo", 1): (6, 6), ("aao_dpo", 2): (4, 6),
+    ("baseline", 1): (2, 15), ("baseline", 2): (6, 13),
+    ("aao", 1): (6, 6), ("aao", 2): (6, 7), ("aao_nodiv", 1): (6, 6), ("aao_nodiv", 2): (6, 6),
+    ("obo", 1): (6, 6), ("obo", 2): (6, 6), ("obo_nodiv", 1): (6, 6), ("obo_nodiv", 2): (6, 6),
+    ("obo_dpo", 1): (6, 6), ("obo_dpo", 2): (6, 7), ("aao_dpo", 1): (6, 6), ("aao_dpo", 2): (6, 6),
 }
 MICRO_F1 = {  # mean over the two grid cells, test subset of 80 sentences
     "manual": 0.18311820967592163,
-    "gen:obo": 0.056980433632998415,
-    "mix:obo": 0.2079115981056737,
-    "gen:obo_dpo": 0.048783712321523,
+    "gen:obo": 0.04945355191256831,
+    "mix:obo": 0.2331898613103778,
+    "gen:obo_dpo": 0.07191144160892343,
     "llm": 0.176,  # closed-set scoring
-    "llm_generate": 0.0,  # free generation: the tiny model names no label
+    "llm_generate": 0.37398373983739835,  # free generation: the labels are single tokens of the tiny model
 }
-TFIDF_COS = {("k4_s1", "obo"): 0.246122, ("k4_s2", "aao"): 0.107304, ("k4_s1", "gold"): 0.069252}
+TFIDF_COS = {("k4_s1", "obo"): 0.140664, ("k4_s2", "aao"): 0.367166, ("k4_s1", "gold"): 0.069252}
 
 
 def _metrics(run_dir: Path, stem: str) -> dict:

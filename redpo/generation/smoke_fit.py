@@ -36,7 +36,7 @@ from redpo.models.packaged import cached_build
 from redpo.models.registry import LoadedModel, ModelInfo
 from redpo.models.tiny import build_tiny_llama
 
-FIT_VERSION = 3
+FIT_VERSION = 4
 """Bump when the pair recipe or the training loop changes, so cached fitted models are rebuilt."""
 FITTED_NAME = "tiny-fitted-llama"
 
@@ -77,6 +77,17 @@ def build_pairs(profile: Profile, train: Sequence[RESample], schema: RelationSch
         lines = [prompts.demo_text(t, schema, with_relation=spec.prompt == "baseline") for t in targets]
         pairs.append(FitPair(messages, "\n".join(lines)))
     return pairs
+
+
+def fit_tokens(schema: RelationSchema) -> list[str]:
+    """Single tokens of the fitted model's tokenizer: the entity markers and the relation labels to generate for.
+
+    Why the labels: the baseline format repeats the label on every line (``Relation: Cause-Effect(e1,e2) | ...``),
+    and a sub-million-parameter model spelling a label out of a 1,000-token BPE garbles it (``Cause) | ...``), so
+    the baseline arm came out empty on some machines. A real LLM's tokenizer knows such words; one token each
+    gives the tiny model the same footing, and the parser still checks the label it writes.
+    """
+    return [*MARKERS, *(label for label in schema.labels if label != schema.negative_label)]
 
 
 def _corpus(pairs: Sequence[FitPair]) -> list[str]:
@@ -166,7 +177,7 @@ def fitted_tiny_llama_info(profile: Profile) -> ModelInfo:
     def build(out: Path) -> dict[str, Any]:
         build_tiny_llama(
             out, _corpus(pairs), vocab_size=settings.vocab_size, hidden=settings.hidden,
-            layers=settings.layers, seed=profile.seed, added_tokens=MARKERS,
+            layers=settings.layers, seed=profile.seed, added_tokens=fit_tokens(schema),
         )
         tokenizer = AutoTokenizer.from_pretrained(out)
         model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
