@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 from collections import Counter
@@ -317,6 +318,24 @@ def test_a_killed_dpo_training_resumes_from_its_last_checkpoint(
     assert log["steps"] == 4 and log["resumed_from"] == "checkpoint-2"
     assert reference["batches"] == 0  # the killed run's precomputed reference log-probs were kept, not recomputed
     assert not dpo_train.checkpoint_dir(out).exists() and (out / "adapter_model.safetensors").is_file()
+
+
+def test_a_finished_adapter_is_reused_without_leftover_checkpoints_in_its_hash(tmp_path: Path) -> None:
+    from redpo.dpo import train as dpo_train
+    from redpo.models.packaged import hash_model_dir
+
+    out = tmp_path / "A"
+    stale = dpo_train.checkpoint_dir(out) / "checkpoint-5"
+    stale.mkdir(parents=True)
+    (stale / "adapter_model.safetensors").write_bytes(b"half-trained")
+    (out / "adapter_model.safetensors").write_bytes(b"trained")
+    (out / "adapter_config.json").write_text("{}")
+    (out / dpo_train.LOG_NAME).write_text(json.dumps({"fingerprint": "run-1", "steps": 9}))
+    assert dpo_train.finished_adapter_log(out, "run-2") is None  # another run's: retrained, checkpoints kept
+    assert stale.is_dir()
+    assert dpo_train.finished_adapter_log(out, "run-1") == {"fingerprint": "run-1", "steps": 9}
+    assert not dpo_train.checkpoint_dir(out).exists()
+    assert hash_model_dir(out) == hashlib.sha256(b"trained").hexdigest()
 
 
 def test_an_adapter_manifest_entry_names_its_base_and_the_device_it_ran_on(tmp_path: Path) -> None:

@@ -6,11 +6,10 @@ tiny generator is fitted with torch and served by a llama-server built for the m
 instruction set (AVX2 against AVX-512) or vendor changes the fitted weights and the sampled tokens: the values
 pinned on the earlier AVX2 machines came out different on an AVX-512 AMD EPYC. Forcing torch, MKL and oneDNN onto
 their AVX2 paths there brought back the numbers torch computes, but an AVX2-only server build still sampled other
-tokens. So the values are pinned per machine
-type (:func:`machine_type`: torch's CPU capability and the SIMD flags the server build is keyed by), and on a type
-with no pinned values these tests skip and say how to pin them. If a change is *meant* to move them, re-pin them
-from the new run and say why in the commit message; the range checks in the other pipeline tests cannot tell a
-plausible wrong number from a right one.
+tokens. So the values hold on one machine type (``PINNED_ON``, from :func:`machine_type`: torch's CPU
+capability and the SIMD flags the server build is keyed by), and on any other type these tests skip and say how to
+pin them there. If a change is *meant* to move them, re-pin them from the new run and say why in the commit
+message; the range checks in the other pipeline tests cannot tell a plausible wrong number from a right one.
 """
 
 from __future__ import annotations

@@ -35,7 +35,9 @@ from redpo.core.replay import (
 from redpo.generation.backends.replay import ReplayBackend
 
 UNCOMMITTED = ("cache", "adapters", "logs", "kshot")
-"""What ``.gitignore`` keeps out of a committed reference run."""
+"""What a commit of a finished reference run may lack: ``.gitignore`` keeps ``cache/`` and ``kshot/`` out (and
+``results/cpu``'s ``adapters/`` and ``logs/``); ``cpu-full`` commits its adapters and run segments, but replay must
+not need them, so the stripped run lacks them too."""
 
 
 SETTINGS = {"model": "m", "weights": "packaged"}
@@ -46,39 +48,42 @@ def _models() -> ReplayModels:
                         commit="0123456789abcdef")
 
 
-def test_pack_is_reproducible_and_restore_never_overwrites_a_live_cache(tmp_path: Path) -> None:
+def test_pack_is_reproducible_and_restore_merges_without_removing_a_live_line(tmp_path: Path) -> None:
     results = ResultsDir("demo", root=tmp_path)
-    (results.cache / "llm_calls.jsonl").write_text('{"line": 1}\n{"line": 2}\n')
+    live = results.cache / "llm_calls.jsonl"
+    live.write_text('{"line": 1}\n{"line": 2}\n')
     first = pack(results, _models())
     archive = (replay_dir(results) / "llm_calls.jsonl.gz").read_bytes()
     assert pack(results, _models()) == first and (replay_dir(results) / "llm_calls.jsonl.gz").read_bytes() == archive
     assert set(first) == {"llm_calls.jsonl.gz", MODELS_FILE}  # caches that do not exist are not invented
 
-    (results.cache / "llm_calls.jsonl").write_text('{"line": 1}\n{"line": 2}\n{"line": 3}\n')  # the run went on
+    live.write_text('{"line": 1}\n{"line": 2}\n{"line": 3}\n')  # the run went on
     assert restore_caches(results) == []
-    assert (results.cache / "llm_calls.jsonl").read_text().count("\n") == 3
-    (results.cache / "llm_calls.jsonl").unlink()
+    assert live.read_text().count("\n") == 3
+    live.unlink()
     assert restore_caches(results) == ["llm_calls.jsonl"]
-    assert (results.cache / "llm_calls.jsonl").read_bytes() == gzip.decompress(archive)
+    assert live.read_bytes() == gzip.decompress(archive)
 
-    (results.cache / "llm_calls.jsonl").write_text('{"line": 1}\n')  # restored from an older archive
-    with pytest.raises(ReplayError, match=r"llm_calls\.jsonl lacks 1 line\(s\) of .*Move .* aside"):
-        restore_caches(results)
-    (results.cache / "llm_calls.jsonl").unlink()
+    live.write_text('{"line": 0}\n{"line": 1}\n{"torn')  # older or diverged, with a killed write at the end
+    assert restore_caches(results) == ["llm_calls.jsonl"]
+    assert live.read_text() == '{"line": 0}\n{"line": 1}\n{"line": 2}\n'  # the union; the torn line is cut
+    live.unlink()
     (replay_dir(results) / "llm_calls.jsonl.gz").write_bytes(archive[: len(archive) // 2])  # a torn checkout
     with pytest.raises(ReplayError, match=r"llm_calls\.jsonl\.gz: not a readable gzip archive.*git checkout"):
         restore_caches(results)
-    assert not (results.cache / "llm_calls.jsonl").exists()  # nothing half-restored
+    assert not live.exists()  # nothing half-restored
 
 
-def test_pack_drops_archives_of_caches_that_are_gone(tmp_path: Path) -> None:
+def test_an_archive_never_loses_a_line(tmp_path: Path) -> None:
     results = ResultsDir("demo", root=tmp_path)
-    (results.cache / "llm_calls.jsonl").write_text("{}\n")
+    (results.cache / "llm_calls.jsonl").write_text('{"a": 1}\n')
     (results.cache / "llm_scores.jsonl").write_text("{}\n")
-    assert "llm_scores.jsonl.gz" in pack(results, _models())
-    (results.cache / "llm_scores.jsonl").unlink()
-    assert "llm_scores.jsonl.gz" not in pack(results, _models())
-    assert not (replay_dir(results) / "llm_scores.jsonl.gz").exists()
+    pack(results, _models())
+    (results.cache / "llm_scores.jsonl").unlink()  # a clone that has not restored it: its archive stays
+    (results.cache / "llm_calls.jsonl").write_text('{"b": 2}\n')  # a live cache that lacks archived lines
+    assert set(pack(results, _models())) == {"llm_calls.jsonl.gz", "llm_scores.jsonl.gz", MODELS_FILE}
+    assert gzip.decompress((replay_dir(results) / "llm_calls.jsonl.gz").read_bytes()) == b'{"b": 2}\n{"a": 1}\n'
+    assert gzip.decompress((replay_dir(results) / "llm_scores.jsonl.gz").read_bytes()) == b"{}\n"
 
 
 def test_a_snapshot_resumes_a_run_in_progress_on_a_fresh_clone_without_replaying(tmp_path: Path) -> None:
@@ -94,12 +99,13 @@ def test_a_snapshot_resumes_a_run_in_progress_on_a_fresh_clone_without_replaying
     assert prepare_replay(results) is None  # restored, and the run goes on with the models
     assert live.read_text() == '{"line": 1}\n{"line": 2}\n'
 
-    live.unlink()  # a snapshot before the caches were restored restores them first: the archive never shrinks
+    live.unlink()  # a snapshot before the caches were restored: it writes no cache, and the archive keeps its lines
     (results.cache / "re_runs.jsonl").write_text('{"run": 1}\n')
     assert set(snapshot(results)) == {"llm_calls.jsonl.gz", "re_runs.jsonl.gz"}
+    assert not live.exists()
     assert gzip.decompress(archive.read_bytes()) == b'{"line": 1}\n{"line": 2}\n'
-    live.write_text('{"line": 1}\n')  # a live cache that lost archived lines is refused, not archived
-    with pytest.raises(ReplayError, match=r"lacks 1 line\(s\)"):
+    (results.cache / "re_runs.jsonl").unlink()
+    with pytest.raises(ReplayError, match=r"holds no cache to snapshot"):
         snapshot(results)
 
     pack(results, _models())

@@ -21,8 +21,9 @@ from redpo.core.hashing import sha256_file
 from redpo.core.io import ResultsDir, read_json, write_json
 
 MANIFEST_NAME = "manifest.json"
-SKIPPED_DIRS = ("cache", "logs")
-"""Sub-folders of ``results/<profile>/`` left out of the file list (re-creatable, possibly large)."""
+SKIPPED_DIRS = ("cache", "logs", "replay")
+"""Sub-folders of ``results/<profile>/`` left out of the file list: re-creatable and possibly large, or (``replay/``)
+rewritten by ``snapshot`` and ``pack-replay`` outside any notebook, so a listed hash would go stale."""
 EXTRA_PACKAGES = ("redpo", "ipykernel", "nbclient", "huggingface_hub")
 """Recorded besides redpo's own declared dependencies (which are read from its installed metadata)."""
 

@@ -14,11 +14,12 @@ While ``replay/models.json`` exists the folder *replays*: model identities come 
 than a reason to start a model, because a miss means the code or the profile now asks for something the committed
 run never computed. The same holds for a profile whose generator or DPO settings differ from the archived ones:
 their answers would be the old run's under a new name. What replay recomputes anyway is everything that needs no
-generator: data, K-shot splits, prompts, parsing, DPO pairs, the oracle classifier, diversity, every table and
-figure.
+generator: data, K-shot splits, prompts, parsing, DPO pairs, diversity, the correctness shares (from the committed
+per-sample oracle labels), every table and figure.
 
 Why archives rather than the live files: the live caches are append-only working files (a killed run may leave a
-torn line); the archive is a snapshot of their complete lines. Restoring it never overwrites a live cache.
+torn line); the archive is a snapshot of their complete lines. Restoring it merges the archive into the live
+caches and never removes a live line (:func:`restore_caches`).
 
 An archive *without* ``models.json`` is a run in progress (``python -m redpo snapshot``): a reference run takes
 longer than one machine lives, and the live caches are not committed, so the snapshot is what a fresh clone
@@ -29,7 +30,6 @@ cannot answer goes to the models, and the run goes on where the snapshot left it
 from __future__ import annotations
 
 import gzip
-import shutil
 import zlib
 from pathlib import Path
 from typing import Any
@@ -135,7 +135,7 @@ def miss(results: ResultsDir, what: str) -> ReplayMiss:
     return ReplayMiss(
         f"replay: {what} is not in the committed run ({replay_dir(results)}); the code or the profile now asks for "
         f"something that run never computed. Replay at {commit} with its profile, or delete {models} to run the "
-        "models (a fresh clone then retrains the DPO adapters: hours on a CPU)"
+        "models (without committed adapters, a fresh clone then retrains them: hours on a CPU)"
     )
 
 
@@ -149,76 +149,97 @@ def prepare_replay(results: ResultsDir) -> ReplayModels | None:
     return models
 
 
-def restore_caches(results: ResultsDir) -> list[str]:
-    """Decompress each archived cache whose live file is missing; returns the names restored.
+def complete_lines(data: bytes) -> list[bytes]:
+    """The whole lines of a cache file's bytes, newlines kept; a torn last line (a killed run's write, with no
+    newline yet) is left out, as the caches themselves cut it."""
+    return data[: data.rfind(b"\n") + 1].splitlines(keepends=True)
 
-    A live cache is never overwritten. One that lacks lines of the archive (a clone that restored an older
-    archive, then pulled a newer one) is an error, not a silent partial replay.
+
+def _archived_lines(archive: Path) -> list[bytes]:
+    try:
+        with gzip.open(archive, "rb") as src:
+            return complete_lines(src.read())
+    except (OSError, EOFError, zlib.error) as err:
+        raise ReplayError(f"{archive}: not a readable gzip archive ({err}); restore it from git "
+                          f"(`git checkout -- {archive}`; with Git LFS, `git lfs pull`)") from None
+
+
+def _union(first: list[bytes], then: list[bytes]) -> list[bytes]:
+    """``first``, then the lines of ``then`` it lacks, in their order."""
+    have = set(first)
+    return first + [line for line in then if line not in have]
+
+
+def restore_caches(results: ResultsDir) -> list[str]:
+    """Bring every live cache up to its archive: the archive's lines that the live file lacks are added (all of
+    them when it is missing). Returns the names of the caches that changed.
+
+    A merge, not a copy: the caches are append-only and content-addressed (the first entry of a key wins, a
+    repeated line is harmless), so the union of two is a valid cache holding every answer of both. A clone that
+    restored an older archive and then pulled a newer one, or a local run that went on beside a newer snapshot,
+    loses nothing; no live line is ever removed, except a torn last line, which the cache would cut anyway. Runs
+    call this under the results lock, before any cache is opened.
     """
-    restored = []
+    changed = []
     for name in ARCHIVED_CACHES:
         archive, live = replay_dir(results) / f"{name}.gz", results.cache / name
         if not archive.is_file():
             continue
-        try:
-            if not live.exists():
-                with gzip.open(archive, "rb") as src, atomic_writer(live) as dst:
-                    shutil.copyfileobj(src, dst, 1 << 20)
-                restored.append(name)
-                continue
-            have = set(live.read_bytes().splitlines())
-            with gzip.open(archive, "rb") as src:
-                lacking = sum(1 for line in src if line.rstrip(b"\n") not in have)
-        except (OSError, EOFError, zlib.error) as err:
-            raise ReplayError(f"{archive}: not a readable gzip archive ({err}); restore it from git "
-                              f"(`git checkout -- {archive}`; with Git LFS, `git lfs pull`)") from None
-        if lacking:
-            raise ReplayError(f"{live} lacks {lacking} line(s) of {archive}: it was restored from an older archive. "
-                              f"Move {live} aside and run again to restore the current one")
-    return restored
+        archived = _archived_lines(archive)
+        current = complete_lines(live.read_bytes()) if live.is_file() else []
+        merged = _union(current, archived)
+        if live.is_file() and len(merged) == len(current):
+            continue
+        with atomic_writer(live) as dst:
+            dst.writelines(merged)
+        changed.append(name)
+    return changed
 
 
 def archive_caches(results: ResultsDir) -> dict[str, int]:
-    """gzip every present cache into ``replay/`` (reproducibly: no name, no time stamp), complete lines only, and
-    remove the archives of caches that no longer exist. Returns the archives written and their sizes in bytes.
+    """gzip every cache into ``replay/`` (reproducibly: no name, no time stamp) as the union of its live lines and
+    the archive's, so an archive never loses a line. Returns the archives and their sizes in bytes.
 
-    Complete lines only, so that a run still appending to its caches can be archived: every write is one whole
-    line (see :mod:`redpo.generation.cache`), and a line being written is simply left for the next archive.
+    Live lines are read as complete lines only, so a run still appending to its caches can be archived: every
+    write is one whole line (see :mod:`redpo.generation.cache`), and a line being written is left for the next
+    archive. A cache with no live file (a clone that has not run yet) keeps its archive as it is.
     """
-    out = replay_dir(results)
     sizes = {}
     for name in ARCHIVED_CACHES:
-        live, target = results.cache / name, out / f"{name}.gz"
-        if not live.is_file():
-            target.unlink(missing_ok=True)
-            continue
-        data = live.read_bytes()
-        with atomic_writer(target) as raw, gzip.GzipFile(
-            filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=9
-        ) as dst:
-            dst.write(data[: data.rfind(b"\n") + 1])
-        sizes[target.name] = target.stat().st_size
+        live, target = results.cache / name, replay_dir(results) / f"{name}.gz"
+        archived = _archived_lines(target) if target.is_file() else []
+        if live.is_file():
+            merged = _union(complete_lines(live.read_bytes()), archived)
+            if merged != archived or not target.is_file():
+                with atomic_writer(target) as raw, gzip.GzipFile(
+                    filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=9
+                ) as dst:
+                    dst.writelines(merged)
+        if target.is_file():
+            sizes[target.name] = target.stat().st_size
     return sizes
 
 
 def pack(results: ResultsDir, models: ReplayModels) -> dict[str, int]:
     """Write the archive of a finished run: its caches, and the model identities last (their presence turns
     replay on). Returns the archive's files and their sizes in bytes."""
-    (replay_dir(results) / MODELS_FILE).unlink(missing_ok=True)  # half-packed is "not replaying", never "half"
+    models_file = replay_dir(results) / MODELS_FILE
+    models_file.unlink(missing_ok=True)  # half-packed is "not replaying", never "replaying half"
     sizes = archive_caches(results)
-    with atomic_writer(replay_dir(results) / MODELS_FILE) as f:
+    with atomic_writer(models_file) as f:
         f.write((models.model_dump_json(indent=1) + "\n").encode())
-    sizes[MODELS_FILE] = (replay_dir(results) / MODELS_FILE).stat().st_size
+    sizes[MODELS_FILE] = models_file.stat().st_size
     return sizes
 
 
 def snapshot(results: ResultsDir) -> dict[str, int]:
     """Archive the caches of a run in progress, so that a fresh clone resumes it (no ``models.json``: the folder
     does not replay). Safe while the run goes on: it reads complete lines and writes only ``replay/``, which a
-    run never writes. An archive only grows: caches missing here are restored from it first, and a live cache
-    that lacks archived lines stops it (:func:`restore_caches`)."""
+    run never writes, and the archive only grows (:func:`archive_caches`)."""
     if replay_models(results) is not None:
         raise ReplayError(f"{results.root} replays a finished run ({replay_dir(results) / MODELS_FILE}); there is "
                           "nothing in progress to snapshot")
-    restore_caches(results)
+    if not any((results.cache / name).is_file() for name in ARCHIVED_CACHES):
+        raise ReplayError(f"{results.cache} holds no cache to snapshot ({', '.join(ARCHIVED_CACHES)}); run the "
+                          "notebooks first")
     return archive_caches(results)

@@ -155,8 +155,8 @@ def on_disk(dataset: Dataset, folder: Path) -> Dataset:
 
 @contextlib.contextmanager
 def dataset_progress(shown: bool) -> Iterator[None]:
-    """``datasets``' progress bars on or off for the block, as they were afterwards. TRL runs tokenizing and caching
-    maps over the pairs; with ``shown`` False (papermill, tests) their bars would only add noise to the log."""
+    """``datasets``' progress bars off for the block unless ``shown``, and as they were afterwards. TRL runs
+    tokenizing and caching maps over the pairs; in papermill or tests their bars would only add noise to the log."""
     before = datasets.is_progress_bar_enabled()
     if not shown:
         datasets.disable_progress_bars()
@@ -356,6 +356,21 @@ def evaluate_held_out(profile: Profile, held_pairs: Dataset, out_dir: Path, *, p
             "reward_margin": metrics.get("eval_rewards/margins")}
 
 
+def finished_adapter_log(out_dir: Path, stamp: str) -> dict[str, Any] | None:
+    """The training log of the adapter saved in ``out_dir`` if it was trained under fingerprint ``stamp``, else None.
+
+    A finished adapter's folder may still hold checkpoints of its training (a session that stopped mid-training
+    committed them, and the commit that finished it did not remove them); their weight files would enter the
+    adapter's hash and miss every cached call it answered, so they are removed here.
+    """
+    log_file = out_dir / LOG_NAME
+    log = read_json(log_file) if log_file.is_file() else {}
+    if log.get("fingerprint") != stamp or not (out_dir / "adapter_config.json").is_file():
+        return None
+    shutil.rmtree(checkpoint_dir(out_dir), ignore_errors=True)
+    return log
+
+
 def ensure_adapter(profile: Profile, results: ResultsDir, half: str, *, progress: bool = True) -> dict[str, Any]:
     """Adapter ``half`` trained on ``dpo/pairs_<half>.jsonl``: reused when its fingerprint matches, else trained."""
     out_dir = adapter_dir(results, half)
@@ -370,9 +385,9 @@ def ensure_adapter(profile: Profile, results: ResultsDir, half: str, *, progress
     stamp = fingerprint(profile, pairs_path(results, half), loaded.info.sha256)
     log_file = out_dir / LOG_NAME
     pairs = load_pairs(results, half)
-    log = read_json(log_file) if log_file.is_file() else {}
-    reused = log.get("fingerprint") == stamp and (out_dir / "adapter_config.json").is_file()
-    if not reused:
+    log = finished_adapter_log(out_dir, stamp)
+    reused = log is not None
+    if log is None:
         resume = last_checkpoint(out_dir, stamp) if profile.dpo.checkpoint_steps else None
         log = train_adapter(profile, pairs, out_dir, loaded=loaded, progress=progress,
                             extra_log={"fingerprint": stamp}, resume_from=resume)
