@@ -107,14 +107,19 @@ def test_discover_orders_and_filters(tmp_path: Path) -> None:
         discover(tmp_path, ["07"])
 
 
-def test_output_files_skip_cache_and_manifest(tmp_path: Path) -> None:
+def test_output_files_skip_cache_checkpoints_and_manifest(tmp_path: Path) -> None:
     (tmp_path / "cache").mkdir()
     (tmp_path / "cache" / "big.bin").write_bytes(b"x" * 10)
+    (tmp_path / "adapters" / "A" / "checkpoints" / "checkpoint-5").mkdir(parents=True)
+    (tmp_path / "adapters" / "A" / "checkpoints" / "checkpoint-5" / "optimizer.pt").write_bytes(b"x")
+    (tmp_path / "adapters" / "A" / "checkpoints" / "fingerprint").write_text("f")
     (tmp_path / "metrics").mkdir()
     (tmp_path / "metrics" / "m.json").write_text("{}")
     (tmp_path / "manifest.json").write_text("{}")
     files = output_files(tmp_path)
     assert list(files) == ["metrics/m.json"] and files["metrics/m.json"]["bytes"] == 2
+    (tmp_path / "checkpoints.json").write_text("{}")  # only a folder of that name is training state
+    assert "checkpoints.json" in output_files(tmp_path)
 
 
 @pytest.mark.parametrize("name", sorted(BENCHMARKS))

@@ -24,6 +24,9 @@ MANIFEST_NAME = "manifest.json"
 SKIPPED_DIRS = ("cache", "logs", "replay")
 """Sub-folders of ``results/<profile>/`` left out of the file list: re-creatable and possibly large, or (``replay/``)
 rewritten by ``snapshot`` and ``pack-replay`` outside any notebook, so a listed hash would go stale."""
+CHECKPOINTS_DIR = "checkpoints"
+"""A training's resumable state (``adapters/<half>/checkpoints/``), left out of the file list at any depth: it is
+removed once the adapter is saved, so a manifest written mid-training would list files the finished run lacks."""
 EXTRA_PACKAGES = ("redpo", "ipykernel", "nbclient", "huggingface_hub")
 """Recorded besides redpo's own declared dependencies (which are read from its installed metadata)."""
 
@@ -103,13 +106,16 @@ def environment() -> dict[str, Any]:
 
 
 def output_files(root: Path) -> dict[str, dict[str, Any]]:
-    """Every file under ``root`` but the manifest, temp and lock files and ``SKIPPED_DIRS``, with sha256 and size."""
+    """Every file under ``root`` but the manifest, temp and lock files, ``SKIPPED_DIRS`` and training checkpoints,
+    with sha256 and size."""
     files = {}
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         rel = path.relative_to(root)
-        if rel.parts[0] in SKIPPED_DIRS or rel.name == MANIFEST_NAME or rel.suffix == ".tmp" or (
-            rel.name.startswith(".redpo.lock")  # the run's lock and its owner record, not an output
-        ):
+        skipped_folder = rel.parts[0] in SKIPPED_DIRS or CHECKPOINTS_DIR in rel.parts[:-1]
+        not_an_output = rel.name == MANIFEST_NAME or rel.suffix == ".tmp" or (
+            rel.name.startswith(".redpo.lock")  # the run's lock and its owner record
+        )
+        if skipped_folder or not_an_output:
             continue
         files[rel.as_posix()] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
     return files

@@ -34,6 +34,7 @@ from datasets import Dataset
 
 from redpo.config import ConfigError, Profile, load_profile, parse_override
 from redpo.core.io import ResultsDir, read_json, write_json
+from redpo.core.manifest import CHECKPOINTS_DIR
 from redpo.core.replay import miss, replay_models
 from redpo.data.splits import load_split, profile_schema
 from redpo.dpo.pairs import (
@@ -132,7 +133,7 @@ def lora_config(profile: Profile) -> Any:
 
 def checkpoint_dir(out_dir: Path) -> Path:
     """Where a training in progress keeps its resumable checkpoints (removed once the adapter is saved)."""
-    return out_dir / "checkpoints"
+    return out_dir / CHECKPOINTS_DIR
 
 
 def on_disk(dataset: Dataset, folder: Path) -> Dataset:
