@@ -14,6 +14,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from redpo.analysis.re_tables import best_arm, per_relation_frame, summed_confusion
@@ -127,12 +128,26 @@ def diversity_vs_correctness(results: ResultsDir) -> Figure:
     frame = pd.DataFrame(rows.values())
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     sns.scatterplot(data=frame, x="tfidf_cos_masked", y="oracle_agreement", hue="arm", s=70, ax=ax, legend=False)
-    for row in frame.itertuples():
-        ax.annotate(row.arm, (row.tfidf_cos_masked, row.oracle_agreement), textcoords="offset points",
-                    xytext=(5, 4), fontsize=8)
     ax.set(title="Diversity vs correctness per arm", xlabel="masked TF-IDF cosine (lower = more diverse)",
            ylabel="oracle agreement (share labelled as intended)", ylim=(0, 1.02))
+    _label_points(ax, frame, "tfidf_cos_masked", "oracle_agreement", "arm")
     return fig
+
+
+def _label_points(ax: Axes, frame: pd.DataFrame, x: str, y: str, label: str) -> None:
+    """Name each point above its right. Where two points sit within a tenth of the axes' width and a twentieth of
+    their height, the left one's name moves below its left (clear of the names to its left as well), so arms that
+    land together (e.g. ``obo`` and ``obo_nodiv``) keep readable names. Call after the axes' limits are set."""
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    placed: list[tuple[float, float, Any]] = []
+    for row in frame.sort_values([x, y]).itertuples():
+        px, py = getattr(row, x), getattr(row, y)
+        for qx, qy, name in placed:
+            if abs(px - qx) < 0.1 * (x1 - x0) and abs(py - qy) < 0.05 * (y1 - y0):
+                name.xyann = (-5, -11)
+                name.set_horizontalalignment("right")
+        name = ax.annotate(getattr(row, label), (px, py), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        placed.append((px, py, name))
 
 
 def dpo_training_curves(results: ResultsDir) -> Figure:
