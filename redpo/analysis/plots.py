@@ -16,6 +16,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.text import Annotation
 
 from redpo.analysis.re_tables import best_arm, per_relation_frame, summed_confusion
 from redpo.analysis.tables import diversity_frame
@@ -135,11 +136,12 @@ def diversity_vs_correctness(results: ResultsDir) -> Figure:
 
 
 def _label_points(ax: Axes, frame: pd.DataFrame, x: str, y: str, label: str) -> None:
-    """Name each point above its right. Where two points sit within a tenth of the axes' width and a twentieth of
-    their height, the left one's name moves below its left (clear of the names to its left as well), so arms that
-    land together (e.g. ``obo`` and ``obo_nodiv``) keep readable names. Call after the axes' limits are set."""
+    """Name each point above and to its right. Where two points sit within a tenth of the axes' width and a
+    twentieth of their height, the left one's name moves below and to its left (clear of the names further left
+    too), so arms that land together (e.g. ``obo`` and ``obo_nodiv``) keep readable names. The distances are in
+    axes fractions, so call it after the limits are set."""
     (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
-    placed: list[tuple[float, float, Any]] = []
+    placed: list[tuple[float, float, Annotation]] = []
     for row in frame.sort_values([x, y]).itertuples():
         px, py = getattr(row, x), getattr(row, y)
         for qx, qy, name in placed:
