@@ -16,7 +16,7 @@ MIRROR_ARG := $(if $(wildcard $(MIRROR)),--mirror $(MIRROR))
 .PHONY: setup data test test-fast reproduce figures lab strip lint clean
 
 # A non-default PYTHON (e.g. a conda env from environment.yml) is used as it is: no .venv is built.
-# `redpo engine --build` compiles llama-server from the pinned llama.cpp source once per machine (about 10 min on
+# `redpo engine --build` compiles llama-server from the pinned llama.cpp source once per machine (about 7.5 min on
 # 2 idle cores) into REDPO_CACHE; every later setup finds it and builds nothing.
 ifeq ($(PYTHON),.venv/bin/python)
 setup: $(STAMP)
