@@ -138,7 +138,8 @@ def test_grid_cells_and_classifier_seeds() -> None:
     ]  # fmt: skip
     full = grid_cells(load_profile("cpu-full"))  # classifier seeds nested inside each generation split
     assert [c.name for c in full] == ["k8_s1_c1000", "k8_s1_c1001", "k8_s2_c2000", "k8_s2_c2001", "k8_s3_c3000",
-                                      "k8_s3_c3001", "k8_s4_c4000", "k8_s4_c4001"]
+                                      "k8_s3_c3001", "k8_s4_c4000", "k8_s4_c4001", "k8_s5_c5000",
+                                      "k8_s5_c5001"]
     assert GridCell(8, 3, 4).classifier_seed == 3 * CLASSIFIER_SEED_STRIDE + 4
 
 
