@@ -21,6 +21,7 @@ def _s(marked: str, relation: str = REL) -> RESample:
 SAME = "the <e1>storm</e1> caused severe <e2>flooding</e2> in the valley ."
 ENTITY_SWAP = "the <e1>virus</e1> caused severe <e2>illness</e2> in the valley ."
 OTHER = "heavy <e1>rain</e1> over the weekend led to <e2>landslides</e2> near roads ."
+FRESH = "a dropped <e1>match</e1> started the <e2>fire</e2> that closed the old mill for good ."
 
 
 def test_mean_upper_triangle_counts_each_pair_once() -> None:
@@ -123,6 +124,28 @@ def test_common_relations_needs_two_samples_in_every_arm() -> None:
     assert dv.common_relations(arms) == ["A"]
     assert dv.common_relations(arms, min_samples=1) == ["A", "B"]
     assert dv.common_relations({}) == []
+
+
+def test_compare_arms_measures_only_what_the_model_wrote() -> None:
+    """A label every arm copies from the manual samples would add a zero difference; it must drop out of the
+    common relations, out of the gold reference, and out of every arm's near-copy share."""
+    manual = [_s(SAME, "Other"), _s(OTHER, "Other")]
+    copied = [RESample(s.tokens, s.head, s.tail, s.relation, meta={"source": "manual"}) for s in manual]
+    gold = {REL: [_s(SAME), _s(OTHER)], "Other": manual}
+    arms = {
+        "obo": {REL: [_s(ENTITY_SWAP), _s(FRESH)], "Other": copied},
+        "aao": {REL: [_s(SAME), _s(ENTITY_SWAP), _s(OTHER)], "Other": copied},
+        "gold": gold,
+    }
+    report = dv.compare_arms(arms, gold, reference="gold")
+    assert report["relations"] == [REL]
+    assert set(report["arms"]) == {"obo", "aao", "gold"}
+    for name, arm_report in report["arms"].items():
+        assert list(arm_report["per_relation"]) == [REL]
+        assert arm_report["macro_n"]["tfidf_cos"] == 1
+        assert ("near_copy_share" in arm_report["macro"]) == (name != "gold")
+    assert report["arms"]["obo"]["macro"]["near_copy_share"] == pytest.approx(0.5)  # the swap nearly copies SAME
+    assert json.loads(json.dumps(report)) == report
 
 
 def test_encoder_embedder_mean_pools_and_ignores_padding() -> None:

@@ -11,7 +11,7 @@ import pytest
 from redpo.config import load_profile
 from redpo.core.io import ResultsDir, read_json
 from redpo.core.relations import get_schema
-from redpo.core.sample import RESample
+from redpo.core.sample import RESample, generated_only, is_manual_copy
 from redpo.extraction import oracle
 from redpo.generation.store import ArmResult
 
@@ -32,7 +32,8 @@ def test_agreement_flips_and_negative_share_on_hand_cases() -> None:
 def test_copied_manual_negatives_are_not_judged_as_generated() -> None:
     made = RESample.from_marked("the <e1>a</e1> hit the <e2>b</e2> .", "Other")
     copied = replace(RESample.from_marked("the <e1>c</e1> met the <e2>d</e2> .", "Other"), meta={"source": "manual"})
-    assert oracle.generated_only([made, copied]) == [made]
+    assert generated_only([made, copied]) == [made]
+    assert is_manual_copy(copied) and not is_manual_copy(made)
 
 
 def test_a_tiny_oracle_is_trained_once_scored_and_reloaded_with_the_same_labels(
@@ -45,9 +46,13 @@ def test_a_tiny_oracle_is_trained_once_scored_and_reloaded_with_the_same_labels(
     assert first.summary["n_train"] == 60 and 0 <= first.summary["test_micro_f1"] <= 1
     samples = [RESample.from_marked(f"the <e1>x{i}</e1> caused the <e2>y{i}</e2> .", "Cause-Effect(e1,e2)")
                for i in range(6)]
-    arm = ArmResult("obo", "obo", {"Cause-Effect(e1,e2)": samples}, {})
-    labels = oracle.label_arms(first, {("obo", 4, 1): arm}, SEMEVAL, gold={(4, 1): samples[:2]})
+    negative = RESample.from_marked("the <e1>cup</e1> is near the <e2>door</e2> .", "Other")
+    copied = replace(negative, meta={"source": "manual"})
+    arm = ArmResult("obo", "obo", {"Cause-Effect(e1,e2)": samples, "Other": [copied]}, {})
+    labels = oracle.label_arms(first, {("obo", 4, 1): arm}, SEMEVAL, gold={(4, 1): [*samples[:2], negative]})
+    # the arm's copy of the manual negative is not judged, so the gold reference leaves that label out too
     assert list(labels["arm"]) == ["obo"] * 6 + ["gold"] * 2
+    assert set(labels["relation"]) == {"Cause-Effect(e1,e2)"}
     again = oracle.ensure_oracle(prof, results)  # from cache/oracle/: nothing retrained
     assert again.summary == first.summary and again.label(samples) == first.label(samples)
     path = oracle.save_correctness(results, "correctness_icl", again, labels, SEMEVAL)

@@ -4,10 +4,13 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+from pathlib import Path
+
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from redpo.analysis.plots import _label_points
+from redpo.analysis.plots import _label_points, draw
+from redpo.core.io import ResultsDir, write_json
 
 
 def test_label_points_sends_the_left_of_two_close_points_below_left() -> None:
@@ -24,3 +27,27 @@ def test_label_points_sends_the_left_of_two_close_points_below_left() -> None:
     assert names["gold"] == right and names["baseline"] == right  # no neighbour within reach
     assert names["obo_nodiv"] == left  # obo sits 0.03 to its right: its name would print over obo_nodiv's
     assert names["obo"] == right
+
+
+ARMS = ("obo", "aao", "gold")
+
+
+def _check_message_figures(results: ResultsDir) -> None:
+    for name in ("generation_diversity", "diversity_vs_correctness"):
+        fig = draw(results, name)
+        assert any("two or more generated samples" in t.get_text() for ax in fig.axes for t in ax.texts), name
+        assert (results.figures / f"{name}.png").is_file()
+
+
+def test_diversity_figures_say_why_when_no_relation_can_be_compared(tmp_path: Path) -> None:
+    """A small or custom dataset can leave no relation with two generated samples in every arm: the metrics then
+    hold no macro value, and the figures must still be drawn, saying so, instead of failing the notebook."""
+    results = ResultsDir("tiny", root=tmp_path)
+    write_json(results.metrics / "correctness_icl.json", {"arms": {
+        "obo": {"n": 3, "oracle_agreement": 0.5, "direction_flip_rate": 0.0, "negative_share": 0.0}}})
+    undefined = {"tfidf_cos": None, "tfidf_cos_masked": None, "self_bleu": None, "distinct_2": None}
+    for relations, macro in (([], {}), (["r"], undefined)):  # no relation at all; one with < 2 samples somewhere
+        block = {"relations": relations, "arms": {arm: {"relations": relations, "macro": macro} for arm in ARMS}}
+        splits = {"k4_s1": block}
+        write_json(results.metrics / "generation_icl.json", {"diversity": {"splits": splits}})
+        _check_message_figures(results)

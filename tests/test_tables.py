@@ -73,3 +73,17 @@ def test_generation_quality_sums_yield_pools_correctness_and_averages_diversity(
     assert obo["TF-IDF cos"] == pytest.approx(0.3) and obo["oracle agreement"] == 0.5
     assert pd.isna(table.loc["gold", "valid"]) and pd.isna(table.loc["obo_dpo", "oracle agreement"])
     assert table.loc["obo_dpo", "valid"] == 8 and table.loc["obo_dpo", "TF-IDF cos"] == pytest.approx(0.3)
+
+
+def test_generation_quality_of_a_split_without_comparable_relations_is_blank_not_an_error(tmp_path) -> None:
+    """Leaving out the manual copies can leave a small dataset no relation with two samples in every arm."""
+    from redpo.analysis.generation_tables import generation_quality
+    from redpo.core.io import ResultsDir, write_json
+
+    results = ResultsDir("p", tmp_path)
+    empty = {"relations": [], "per_relation": {}, "skipped": [], "macro": {}, "macro_n": {}}
+    write_json(results.metrics / "generation_icl.json", {
+        "diversity": {"splits": {"k8_s1": {"relations": [], "arms": {"gold": empty, "obo": empty}}}},
+        "yield": [_yield("obo", 1, 3, 9)]})
+    row = generation_quality(results).loc["obo"]
+    assert row["diversity relations"] == 0 and pd.isna(row["TF-IDF cos"]) and row["valid"] == 3

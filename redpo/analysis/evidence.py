@@ -28,7 +28,7 @@ import numpy as np
 
 from redpo.analysis.stats import Effect, Metric, PairedCells, paired_f1_bootstrap, paired_mean_bootstrap
 from redpo.core.io import ResultsDir, read_json, read_samples
-from redpo.core.sample import RESample
+from redpo.core.sample import RESample, generated_only
 from redpo.generation.diversity import metric_texts, tfidf_cosine
 from redpo.generation.store import arm_paths
 
@@ -138,16 +138,13 @@ def f1_effect(runs: Sequence[Mapping[str, Any]], a: str, b: str, negative: str, 
 
 # ---- diversity at equal N ----------------------------------------------------------------------------------
 def _relation_texts(results: ResultsDir, arm: str, k: int, seed: int) -> dict[str, list[str]] | None:
-    """An arm's generated texts per relation. The negative label's manual samples (``meta.source: manual``) are
-    left out: they are the same K-shot copies in every arm, so they would add a relation whose difference is zero
-    by construction and pull every effect toward zero."""
+    """An arm's generated texts per relation; the manual copies are left out (:func:`generated_only`)."""
     path = arm_paths(results, arm, k, seed)["samples"]
     if not path.is_file():
         return None
     by_relation: dict[str, list[RESample]] = {}
-    for s in read_samples(path):
-        if (s.meta or {}).get("source") != "manual":
-            by_relation.setdefault(s.relation, []).append(s)
+    for s in generated_only(read_samples(path)):
+        by_relation.setdefault(s.relation, []).append(s)
     return {r: metric_texts(samples)[""] for r, samples in by_relation.items()}
 
 

@@ -59,9 +59,10 @@ def _diversity_row(block: Mapping[str, Any], arm: str) -> dict[str, Any] | None:
     reports = [split["arms"][arm] for split in block["diversity"]["splits"].values() if arm in split["arms"]]
     if not reports:
         return None
-    row: dict[str, Any] = {"diversity relations": float(np.mean([r["macro_n"]["tfidf_cos"] for r in reports]))}
+    # a split with no relation to compare has no macro keys at all; gold has no near-copy share
+    row: dict[str, Any] = {"diversity relations": float(np.mean([r["macro_n"].get("tfidf_cos", 0) for r in reports]))}
     for key, label in DIVERSITY_COLUMNS.items():
-        values = [r["macro"][key] for r in reports if key in r["macro"]]  # gold has no near-copy share
+        values = [r["macro"][key] for r in reports if r["macro"].get(key) is not None]
         row[label] = float(np.mean(values)) if values else float("nan")
     return row
 

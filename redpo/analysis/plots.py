@@ -76,10 +76,23 @@ def data_label_distribution(results: ResultsDir) -> Figure:
     return fig
 
 
+def _message_figure(title: str, message: str) -> Figure:
+    """A figure that says why it has no data: a run whose data leave nothing to plot still gets its file, and
+    the reader sees the reason instead of a missing image or a crashed notebook."""
+    fig, ax = plt.subplots(figsize=(6.5, 2.0))
+    ax.axis("off")
+    ax.text(0.5, 0.5, message, ha="center", va="center", wrap=True, transform=ax.transAxes)
+    ax.set_title(title)
+    return fig
+
+
 def _diversity_bars(metrics_file: str, results: ResultsDir, order: list[str], title: str) -> Figure:
     table = diversity_frame(_metrics(results, metrics_file)["diversity"])
     long = table.melt(id_vars=["split", "arm"], value_vars=[m for m in DIVERSITY_METRICS if m in table],
-                      var_name="metric")
+                      var_name="metric").dropna(subset=["value"])
+    if long.empty:  # every relation has < 2 generated samples in some arm: no pairwise similarity to show
+        return _message_figure(title, "no relation has two or more generated samples in every arm,\n"
+                                      "so no arm's diversity can be compared on the same relations")
     g = sns.catplot(data=long, x="arm", y="value", col="metric", kind="bar", col_wrap=3, sharey=False,
                     height=2.8, aspect=1.3, order=[a for a in order if a in set(table["arm"])], errorbar="sd")
     for ax in g.axes.flat:  # every facet names its arms: a shared, hidden x axis leaves the bars anonymous
@@ -120,12 +133,17 @@ def diversity_vs_correctness(results: ResultsDir) -> Figure:
         except MissingMetrics:
             continue
         found = True
-        means = diversity.groupby("arm")["tfidf_cos_masked"].mean()
+        if "tfidf_cos_masked" not in diversity:  # no split had a relation to measure: no macro value at all
+            continue
+        means = diversity.groupby("arm")["tfidf_cos_masked"].mean().dropna()
         for arm, shares in correctness["arms"].items():
             if arm in means.index and shares["oracle_agreement"] is not None:
                 rows[arm] = {"arm": arm, "tfidf_cos_masked": float(means[arm]), **shares}
-    if not found or not rows:
+    if not found:
         raise MissingMetrics(f"{results.root / 'metrics'}/correctness_icl.json (notebook 02) holds no arm yet")
+    if not rows:
+        return _message_figure("Diversity vs correctness per arm", "no arm has both an oracle agreement and a "
+                               "diversity measured on relations\nwith two or more generated samples in every arm")
     frame = pd.DataFrame(rows.values())
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     sns.scatterplot(data=frame, x="tfidf_cos_masked", y="oracle_agreement", hue="arm", s=70, ax=ax, legend=False)

@@ -8,6 +8,7 @@ reads and writes — converts to and from token spans without loss.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -178,3 +179,16 @@ class RESample:
             t.get("type"),
             dict(row.get("meta") or {}),
         )
+
+
+def is_manual_copy(sample: RESample) -> bool:
+    """A manual sample an arm copies instead of generating (``meta.source == "manual"``: the negative label's
+    K-shot samples under ``generation.negative_label: manual``). They are the same in every arm, so a measure of
+    what the model wrote must leave them out, or they add a relation whose difference between arms is zero by
+    construction and pull every comparison toward zero."""
+    return (sample.meta or {}).get("source") == "manual"
+
+
+def generated_only(samples: Iterable[RESample]) -> list[RESample]:
+    """The samples the model wrote (:func:`is_manual_copy` ones left out)."""
+    return [s for s in samples if not is_manual_copy(s)]

@@ -36,7 +36,7 @@ from redpo.config import Profile
 from redpo.core.io import ResultsDir, atomic_write, iter_jsonl, read_json, write_json
 from redpo.core.relations import RelationSchema
 from redpo.core.replay import miss, replay_models
-from redpo.core.sample import RESample
+from redpo.core.sample import RESample, generated_only, is_manual_copy
 from redpo.data.splits import load_split, profile_schema, stratified_subset
 from redpo.extraction.grid import torch_threads
 from redpo.extraction.metrics import score
@@ -169,20 +169,19 @@ def correctness(intended: Sequence[str], labelled: Sequence[str], schema: Relati
             "negative_share": share(negative)}
 
 
-def generated_only(samples: Sequence[RESample]) -> list[RESample]:
-    """Samples the model wrote: the manual negative samples an arm copies (``meta.source == "manual"``) are not."""
-    return [s for s in samples if s.meta.get("source") != "manual"]
-
-
 def label_arms(oracle: Oracle | CommittedOracle, arms: Mapping[ArmKey, ArmResult], schema: RelationSchema,
                gold: Mapping[tuple[int, int], Sequence[RESample]] | None = None) -> pd.DataFrame:
     """One row per generated sample: arm, split, intended relation, the oracle's label and the sample.
 
-    ``gold`` (K-shot samples per split) adds a ``gold`` reference arm: the oracle's agreement on manual data.
+    ``gold`` (K-shot samples per split) adds a ``gold`` reference arm: the oracle's agreement on manual data. The
+    reference covers the labels the arms generate: a label the arms copy from the manual samples instead
+    (:func:`~redpo.core.sample.is_manual_copy`) is not judged in the arms, so it is not in the gold row either.
     """
     rows = []
     named = [((name, k, seed), generated_only(res.all_samples())) for (name, k, seed), res in arms.items()]
-    named += [(("gold", k, seed), list(samples)) for (k, seed), samples in (gold or {}).items()]
+    copied = {s.relation for res in arms.values() for s in res.all_samples() if is_manual_copy(s)}
+    named += [(("gold", k, seed), [s for s in samples if s.relation not in copied])
+              for (k, seed), samples in (gold or {}).items()]
     for (name, k, seed), samples in named:
         for sample, label in zip(samples, oracle.label(samples), strict=True):
             rows.append({"arm": name, "k": k, "seed": seed, "relation": sample.relation, "oracle": label,

@@ -23,7 +23,7 @@ from redpo.core.sample import RESample
 from redpo.data.splits import generation_splits, load_profile_kshot, profile_schema
 from redpo.generation.backends.transformers import TransformersBackend
 from redpo.generation.cache import CachedGenerator, LLMCache, ModelKey
-from redpo.generation.diversity import common_relations, diversity_report
+from redpo.generation.diversity import compare_arms
 from redpo.generation.embedding import make_encoder_embedder
 from redpo.generation.engines import local_served_model, remote_served_model, replay_generator, server_generator
 from redpo.generation.loops import generate_arm
@@ -231,19 +231,9 @@ def diversity_summary(
         if include_gold:
             split_arms = {**split_arms, "gold": gold_arm(profile, results, k, seed)}
         demos = gold_arm(profile, results, k, seed).samples
-        rels = common_relations({name: res.samples for name, res in split_arms.items()})
-        out["splits"][f"k{k}_s{seed}"] = {
-            "k": k,
-            "seed": seed,
-            "relations": rels,
-            "arms": {
-                # gold *is* the demonstrations: its near-copy share against them would be a meaningless 1.0
-                name: diversity_report(
-                    res.samples, demos_by_relation=None if name == "gold" else demos, embed=embed, relations=rels
-                )
-                for name, res in split_arms.items()
-            },
-        }
+        report = compare_arms({name: res.samples for name, res in split_arms.items()}, demos, embed=embed,
+                              reference="gold" if include_gold else None)
+        out["splits"][f"k{k}_s{seed}"] = {"k": k, "seed": seed, **report}
     return out
 
 

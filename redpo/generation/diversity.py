@@ -23,7 +23,7 @@ from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.metrics.pairwise import cosine_similarity
 
-from redpo.core.sample import RESample
+from redpo.core.sample import RESample, generated_only
 from redpo.generation.parse import NEAR_COPY_THRESHOLD, is_near_copy
 
 Embedder = Callable[[list[str]], np.ndarray]
@@ -166,4 +166,32 @@ def diversity_report(
         "per_relation": per_relation,
         "macro": macro,
         "macro_n": macro_n,
+    }
+
+
+def compare_arms(
+    arms: Mapping[str, Mapping[str, Sequence[RESample]]],
+    demos_by_relation: Mapping[str, Sequence[RESample]],
+    *,
+    embed: Embedder | None = None,
+    reference: str | None = None,
+) -> dict[str, Any]:
+    """``{"relations", "arms": {name: diversity_report}}`` for several arms of one split, on their common relations.
+
+    Only what the model wrote is measured (:func:`~redpo.core.sample.generated_only`): a label the arms copy from
+    the manual samples has no generated samples, so it drops out of the common relations, and with it out of the
+    ``reference`` arm (the gold K-shot samples), which is then compared on the generated labels only. The reference
+    *is* the demonstrations, so it gets no near-copy share (against itself it would be a meaningless 1.0).
+    """
+    written = {name: {r: generated_only(s) for r, s in by_rel.items()} for name, by_rel in arms.items()}
+    rels = common_relations(written)
+    return {
+        "relations": rels,
+        "arms": {
+            name: diversity_report(
+                by_rel, demos_by_relation=None if name == reference else demos_by_relation, embed=embed,
+                relations=rels,
+            )
+            for name, by_rel in written.items()
+        },
     }
