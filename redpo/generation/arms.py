@@ -228,9 +228,10 @@ def diversity_summary(
     out: dict[str, Any] = {"embed_model": encoder.info.name, "splits": {}}
     for k, seed in sorted({(k, s) for (_n, k, s) in arms}):
         split_arms = {name: res for (name, kk, ss), res in arms.items() if (kk, ss) == (k, seed)}
+        gold = gold_arm(profile, results, k, seed)  # the reference arm and every arm's demonstrations
         if include_gold:
-            split_arms = {**split_arms, "gold": gold_arm(profile, results, k, seed)}
-        demos = gold_arm(profile, results, k, seed).samples
+            split_arms = {**split_arms, "gold": gold}
+        demos = gold.samples
         report = compare_arms({name: res.samples for name, res in split_arms.items()}, demos, embed=embed,
                               reference="gold" if include_gold else None)
         out["splits"][f"k{k}_s{seed}"] = {"k": k, "seed": seed, **report}
