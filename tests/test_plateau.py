@@ -127,6 +127,17 @@ def test_the_plateau_may_train_fewer_classifier_seeds_under_the_same_run_keys() 
     assert plateau_runs.plateau_grid_profile(unset) is unset
 
 
+def test_the_plateau_describes_its_own_cells_not_notebook_04s() -> None:
+    from redpo.extraction.training_sets import describe_grid
+
+    full = load_profile("cpu-full", {"plateau.splits": 3, "plateau.seeds_per_split": 1})
+    assert describe_grid(full).startswith("10 cells per K: K-shot split seed(s) [1, 2, 3, 4, 5] x 2 ")
+    described = plateau_runs.describe_plateau_grid(full)
+    assert described.startswith("3 cells per K: K-shot split seed(s) [1, 2, 3] x 1 classifier seed(s)")
+    unset = load_profile("cpu-full", {"plateau.splits": None, "plateau.seeds_per_split": None})
+    assert plateau_runs.describe_plateau_grid(unset) == describe_grid(unset)
+
+
 def test_dpo_arm_without_adapters_is_skipped_with_a_note(tmp_path: Path) -> None:
     from redpo.core.io import ResultsDir
 

@@ -29,7 +29,7 @@ from redpo.data.splits import generation_splits, load_profile_kshot, profile_sch
 from redpo.dpo.generate import generate_dpo_arms
 from redpo.dpo.pairs import HALVES, load_halves
 from redpo.extraction.grid import run_training_sets
-from redpo.extraction.training_sets import comparable_sets, mixed_sets
+from redpo.extraction.training_sets import comparable_sets, describe_grid, mixed_sets
 from redpo.generation.arms import kshot_by_relation, open_generator
 from redpo.generation.loops import generate_arm
 from redpo.generation.specs import split_dpo_name
@@ -65,6 +65,12 @@ def plateau_grid_profile(profile: Profile) -> Profile:
     if seeds is None:
         return profile
     return profile.model_copy(update={"encoder": profile.encoder.model_copy(update={"seeds_per_split": seeds})})
+
+
+def describe_plateau_grid(profile: Profile) -> str:
+    """What each plateau point's mean ± sd varies over: the plateau's own splits and classifier seeds, which can be
+    fewer than notebook 04's grid (``plateau.splits``, ``plateau.seeds_per_split``)."""
+    return describe_grid(plateau_grid_profile(profile), plateau_splits(profile))
 
 
 def missing_prerequisite(arm: str, results: ResultsDir) -> str | None:

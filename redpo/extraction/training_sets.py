@@ -82,13 +82,18 @@ def grid_cells(profile: Profile) -> list[GridCell]:
     ]
 
 
-def describe_grid(profile: Profile) -> str:
-    """One sentence saying what the mean ± sd of a table cell varies over (for notebooks and the README)."""
-    splits = generation_splits(profile)
+def describe_grid(profile: Profile, splits: Sequence[tuple[int, int]] | None = None) -> str:
+    """One sentence saying what the mean ± sd of a table cell varies over (for notebooks and the README).
+
+    ``splits`` narrows it to the generation splits a stage actually runs on (the plateau may use fewer than
+    notebook 04), so a notebook never claims cells it did not train."""
+    splits = generation_splits(profile) if splits is None else list(splits)
     seeds = sorted({s for _k, s in splits})
+    ks = {k for k, _s in splits}
     n = profile.encoder.seeds_per_split
+    cells = [c for c in grid_cells(profile) if (c.k, c.split_seed) in set(splits)]
     return (
-        f"{len(grid_cells(profile))} cells per K: K-shot split seed(s) {seeds} x {n} classifier seed(s) "
+        f"{len(cells) // max(len(ks), 1)} cells per K: K-shot split seed(s) {seeds} x {n} classifier seed(s) "
         f"(seed = split seed x {CLASSIFIER_SEED_STRIDE} + 0..{n - 1}); mean ± sd are over these cells"
     )
 
