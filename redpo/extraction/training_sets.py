@@ -89,11 +89,10 @@ def describe_grid(profile: Profile, splits: Sequence[tuple[int, int]] | None = N
     notebook 04), so a notebook never claims cells it did not train."""
     splits = generation_splits(profile) if splits is None else list(splits)
     seeds = sorted({s for _k, s in splits})
-    ks = {k for k, _s in splits}
     n = profile.encoder.seeds_per_split
-    cells = [c for c in grid_cells(profile) if (c.k, c.split_seed) in set(splits)]
+    per_k = len(splits) // max(len({k for k, _s in splits}), 1) * n
     return (
-        f"{len(cells) // max(len(ks), 1)} cells per K: K-shot split seed(s) {seeds} x {n} classifier seed(s) "
+        f"{per_k} cells per K: K-shot split seed(s) {seeds} x {n} classifier seed(s) "
         f"(seed = split seed x {CLASSIFIER_SEED_STRIDE} + 0..{n - 1}); mean ± sd are over these cells"
     )
 
