@@ -84,6 +84,7 @@ def test_claims_from_hand_made_results(hand_made: ResultsDir) -> None:
     assert primary.effect.n_splits == 2 and primary.effect.n_cells == 4 and primary.effect.n_units == len(GOLD)
     assert primary.effect.low > 0.2 and primary.macro is not None  # macro-F1 shown for SemEval primaries
     assert re.search(r"; per split k8_s1 \+\d+\.\d, k8_s2 \+\d+\.\d", claims[3].measured)  # their spread
+    assert f"n = 4 cell(s) in 2 split(s), {len(GOLD)} sentences each" in claims[3].measured  # a total, not a factor
     assert claims[5].primary.effect.n_cells == 4  # one LLM run per split, paired with both seeds of the split
     assert "not run (no generation split" in claims[2].measured and "not run (gen:aao_dpo" in claims[3].measured
     assert claims[1].holm_p is not None and claims[8].holm_p is None
@@ -132,6 +133,7 @@ def test_plateau_claim_needs_the_range(hand_made: ResultsDir) -> None:
     claim = {c.number: c for c in report.check_claims(hand_made)}[7]
     assert claim.verdict == report.HOLDS  # same predictions at N = 16 and 32: no gain at all
     assert "training samples per run: 48 at N=16, 96 at N=32" in claim.measured
+    assert claim.rule.endswith("under plateau.min_gain)")  # in range: nothing about range appended
     same = [{**r, "n_train": 48} for r in runs]  # the arm stopped short: N = 32 trains on N = 16's samples
     write_json(hand_made.metrics / "plateau.json",
                {"n_values": [16, 32], "min_gain": 0.01, "negative_label": "Other", "runs": same})

@@ -80,7 +80,11 @@ def _scale(spec: Spec) -> tuple[float, str]:
 
 
 def effect_text(e: Evidence) -> str:
-    """``+3.1 [0.4, 5.9] Δ micro-F1 points, n = 3 splits × 6 cells × 2717 sentences``, or why it is missing."""
+    """``+3.1 [0.4, 5.9] Δ micro-F1 points, n = 6 cell(s) in 3 split(s), 2717 sentences each``, or why it is missing.
+
+    The cell count is the total over splits (split × classifier seed), not a per-split factor, so the text never
+    reads as a product the bootstrap did not resample.
+    """
     if e.effect is None:
         return e.note
     scale, unit = _scale(e.spec)
@@ -88,7 +92,7 @@ def effect_text(e: Evidence) -> str:
     if e.spec.kind == "diversity":
         n = f"n = {x.n_units} relations, {x.n_splits} split(s), equal N per relation"
     else:
-        n = f"n = {x.n_splits} split(s) × {x.n_cells} cell(s) × {x.n_units} sentences"
+        n = f"n = {x.n_cells} cell(s) in {x.n_splits} split(s), {x.n_units} sentences each"
     if x.n_splits < 2:  # nothing to resample at the level the claim is about: say so beside the number
         n += (" (one generation split: the CI covers test-sentence and seed noise, not the generation draw)"
               if e.spec.kind != "diversity" else " (one generation split: the CI covers relations only)")
@@ -116,11 +120,11 @@ def _rule(number: int, plateau_min_gain: float, n_values: Sequence[int] | None) 
                 "bootstrap (splits, seeds within splits, sentences)")
     if number == 7:
         in_range = n_values is not None and max(n_values) >= PLATEAU_RANGE[1]
-        return (f"F1(smaller N) − F1(largest N) of one curve, paired by cell and sentence, must stay above "
+        rule = (f"F1(smaller N) − F1(largest N) of one curve, paired by cell and sentence, must stay above "
                 f"−{plateau_min_gain * 100:.0f} point(s) (the gain beyond {PLATEAU_RANGE[0]}–{PLATEAU_RANGE[1]} "
-                f"samples is under plateau.min_gain); "
-                + ("" if in_range else f"inconclusive by range: the N values {list(n_values or [])} stop below "
-                   f"{PLATEAU_RANGE[1]}"))
+                f"samples is under plateau.min_gain)")
+        return rule if in_range else (f"{rule}; inconclusive by range: the N values {list(n_values or [])} stop "
+                                      f"below {PLATEAU_RANGE[1]}")
     return ("micro-F1 without the negative label, paired hierarchical bootstrap: splits resampled, classifier "
             "seeds within splits, test sentences within each split; holds if the CI is above 0")
 
