@@ -51,3 +51,16 @@ def test_diversity_figures_say_why_when_no_relation_can_be_compared(tmp_path: Pa
         splits = {"k4_s1": block}
         write_json(results.metrics / "generation_icl.json", {"diversity": {"splits": splits}})
         _check_message_figures(results)
+
+
+def test_the_plateau_figure_says_how_many_runs_each_band_rests_on(tmp_path: Path) -> None:
+    """cpu-full's plateau trains one classifier seed on 3 splits: a ±sd band over 3 runs must say it is 3."""
+    results = ResultsDir("tiny", root=tmp_path)
+    summary = [{"arm": "obo", "data": data, "n": n, "runs": 3, "mean": 0.2 + n / 100, "sd": 0.01}
+               for data in ("gen", "mix") for n in (4, 8)]
+    plateau = [{"arm": "obo", "data": data, "plateau_n": 8} for data in ("gen", "mix")]
+    write_json(results.metrics / "plateau.json",
+               {"arms": ["obo"], "n_values": [4, 8], "summary": summary, "plateau": plateau})
+    fig = draw(results, "plateau_f1")
+    assert "over 3 runs per point" in fig._suptitle.get_text()
+    plt.close(fig)
