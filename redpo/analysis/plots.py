@@ -238,8 +238,8 @@ def plateau_f1(results: ResultsDir) -> Figure:
     axes[0].legend(title="arm (★ = plateau)")
     runs = sorted({int(r) for r in summary["runs"]})  # say how few runs a band rests on (3 on cpu-full)
     count = str(runs[0]) if len(runs) == 1 else f"{runs[0]}–{runs[-1]}"
-    fig.suptitle(f"RE score against N (mean ± sd over {count} runs per point: splits × classifier seeds; "
-                 "claim 7 is decided by a paired CI)", y=1.02)
+    fig.suptitle(f"RE score against N\n(mean ± sd over {count} runs per point: splits × classifier seeds; "
+                 "claim 7 is decided by a paired CI)", y=1.1)
     return fig
 
 
