@@ -1,16 +1,16 @@
 """Golden smoke metrics: what a clean smoke run produces, pinned so that a wrong number that stays in range fails.
 
 The smoke profile is deterministic (fixed seeds, one thread, tiny locally built models), so these values repeat
-exactly on one machine type: two clean runs gave identical files. They do not repeat across machine types. The
+exactly on one machine type: two clean runs gave identical files. They need not repeat across machine types. The
 tiny generator is fitted with torch and served by a llama-server built for the machine's own SIMD, so another
 instruction set (AVX2 against AVX-512) or vendor changes the fitted weights and the sampled tokens: the values
 pinned on the earlier AVX2 machines came out different on an AVX-512 AMD EPYC. Forcing torch, MKL and oneDNN onto
 their AVX2 paths there brought back the numbers torch computes, but an AVX2-only server build still sampled other
-tokens. So the values hold on one machine type (``PINNED_ON``, from :func:`machine_type`: torch's CPU
-capability and the SIMD flags the server build is keyed by), and on any other type these tests skip and say how to
-pin them there. A type joins ``PINNED_ON`` only after a clean smoke run on it reproduced every value below. If a
-change is *meant* to move them, re-pin them from the new run (on every listed type) and say why in the commit
-message; the range checks in the other pipeline tests cannot tell a plausible wrong number from a right one.
+tokens. So the tests run only on the machine types in ``PINNED_ON`` (from :func:`machine_type`: torch's CPU
+capability and the SIMD flags the server build is keyed by), and on any other type they skip and say how to add
+it. A type joins ``PINNED_ON`` only after a clean smoke run on it reproduced every value below. If a change is
+*meant* to move them, re-pin them from the new run (on every listed type) and say why in the commit message; the
+range checks in the other pipeline tests cannot tell a plausible wrong number from a right one.
 """
 
 from __future__ import annotations

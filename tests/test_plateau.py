@@ -13,6 +13,7 @@ from redpo.config import Profile, SamplingConfig, load_profile
 from redpo.core.relations import get_schema
 from redpo.core.sample import RESample
 from redpo.extraction import plateau_runs
+from redpo.extraction.training_sets import describe_grid
 from redpo.generation.backends import GenerationOutput
 from redpo.generation.cache import CachedGenerator, LLMCache, ModelKey
 from redpo.generation.loops import generate_arm
@@ -128,8 +129,6 @@ def test_the_plateau_may_train_fewer_classifier_seeds_under_the_same_run_keys() 
 
 
 def test_the_plateau_describes_its_own_cells_not_notebook_04s() -> None:
-    from redpo.extraction.training_sets import describe_grid
-
     full = load_profile("cpu-full", {"plateau.splits": 3, "plateau.seeds_per_split": 1})
     assert describe_grid(full).startswith("10 cells per K: K-shot split seed(s) [1, 2, 3, 4, 5] x 2 ")
     described = plateau_runs.describe_plateau_grid(full)

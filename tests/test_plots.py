@@ -62,5 +62,5 @@ def test_the_plateau_figure_says_how_many_runs_each_band_rests_on(tmp_path: Path
     write_json(results.metrics / "plateau.json",
                {"arms": ["obo"], "n_values": [4, 8], "summary": summary, "plateau": plateau})
     fig = draw(results, "plateau_f1")
-    assert "over 3 runs per point" in fig._suptitle.get_text()
+    assert "over 3 runs per point" in fig.get_suptitle()
     plt.close(fig)

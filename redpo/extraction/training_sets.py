@@ -90,9 +90,8 @@ def describe_grid(profile: Profile, splits: Sequence[tuple[int, int]] | None = N
     splits = generation_splits(profile) if splits is None else list(splits)
     seeds = sorted({s for _k, s in splits})
     n = profile.encoder.seeds_per_split
-    per_k = len(splits) // max(len({k for k, _s in splits}), 1) * n
     return (
-        f"{per_k} cells per K: K-shot split seed(s) {seeds} x {n} classifier seed(s) "
+        f"{len(seeds) * n} cells per K: K-shot split seed(s) {seeds} x {n} classifier seed(s) "
         f"(seed = split seed x {CLASSIFIER_SEED_STRIDE} + 0..{n - 1}); mean ± sd are over these cells"
     )
 
