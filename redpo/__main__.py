@@ -1,4 +1,4 @@
-"""``python -m redpo run|figures|pack-replay|snapshot|data|models|engine|bench``: the command line over redpo.
+"""``python -m redpo run|figures|pack-replay|snapshot|data|models|engine|bench|dpo``: the command line over redpo.
 
 Expected failures (bad profile or override, missing data, unknown model, failing notebook) print one line
 naming the cause and exit non-zero without a traceback; anything else is a bug and keeps its traceback.
@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from redpo.config import ConfigError, available_profiles, data_dir, load_profile, parse_override
+from redpo.config import DPO_HALVES, ConfigError, available_profiles, data_dir, load_profile, parse_override
 from redpo.core.io import DataError, ResultsDir, write_json
 from redpo.core.lock import ResultsInUse, hold_results
 from redpo.core.manifest import record_rebuilt_files
@@ -182,7 +182,7 @@ def cmd_figures(args: argparse.Namespace) -> int:
         raise ConfigError(f"{results.root}/metrics does not exist; run `python -m redpo run --profile "
                           f"{profile.name}` first")
     with hold_results(results.root):
-        built = report.build_all(results)  # first: the claims forest plot draws the report's effects
+        built = report.build_all(results, profile.claims)  # first: the claims forest plot draws the report's effects
         for name, out in plots.draw_all(results).items():
             print(f"figure {name}: {out if isinstance(out, str) else ', '.join(p.name for p in out)}")
         for group in report.TABLES:
@@ -191,6 +191,34 @@ def cmd_figures(args: argparse.Namespace) -> int:
         record_rebuilt_files(results)
     loaded = [m for m in MODEL_LIBRARIES if m in sys.modules]
     print(f"rebuilt in {time.perf_counter() - start:.1f}s; model libraries imported: {', '.join(loaded) or 'none'}")
+    return 0
+
+
+def cmd_dpo(args: argparse.Namespace) -> int:
+    """Notebook 03's pairs or one adapter, outside a notebook: ``--build-pairs`` first, then ``--half A`` and
+    ``--half B``, each under ``accelerate launch -m redpo dpo ...`` on several GPUs if wanted. The notebook reuses
+    whatever this trained (same fingerprint). Under ``accelerate launch`` only rank 0 takes the results lock: the
+    other ranks are the same training."""
+    import contextlib
+    import os
+
+    from redpo.dpo.adapters import adapter_dir, ensure_adapter
+    from redpo.dpo.pairs import build_and_save_pairs
+    from redpo.dpo.summary import seconds_per_step
+
+    profile = load_profile(args.profile, parse_overrides(args.param))
+    results = ResultsDir(profile, root=Path(args.results_dir) if args.results_dir else None)
+    first_rank = int(os.environ.get("RANK", "0")) == 0
+    with hold_results(results.root) if first_rank else contextlib.nullcontext():
+        if args.build_pairs:
+            pairs, leakage = build_and_save_pairs(profile, results)
+            sizes = {h: len(ds) for h, ds in pairs.datasets.items()}
+            print(f"pairs {sizes}, leakage ok: {leakage['ok']} -> {results.dpo}")
+            return 0 if leakage["ok"] else EXIT_FAILED
+        log = ensure_adapter(profile, results, args.half, progress=not args.no_progress)
+    print(f"adapter {args.half}: {log['steps']} steps, {seconds_per_step(log)} s/step, held-out reward accuracy "
+          f"{log['held_out']['reward_accuracy']}{' (reused)' if log['reused'] else ''} -> "
+          f"{adapter_dir(results, args.half)}")
     return 0
 
 
@@ -274,6 +302,16 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--draft-relations", metavar="PATH",
                       help="write PATH/relations.yaml from rel2id.json and the data, explanations to be filled in")
     data.set_defaults(func=cmd_data)
+
+    dpo = sub.add_parser("dpo", help="build notebook 03's preference pairs, or train one adapter (also under "
+                         "`accelerate launch -m redpo dpo`)")
+    add_profile_args(dpo)
+    add_results_arg(dpo)
+    what = dpo.add_mutually_exclusive_group(required=True)
+    what.add_argument("--build-pairs", action="store_true", help="build and check the pairs of both halves")
+    what.add_argument("--half", choices=DPO_HALVES, help="train (or reuse) this adapter on dpo/pairs_<half>.jsonl")
+    dpo.add_argument("--no-progress", action="store_true", help="hide the training progress bar")
+    dpo.set_defaults(func=cmd_dpo)
 
     models = sub.add_parser("models", help="print the model registry, or prepare one model")
     models.add_argument("--prepare", metavar="NAME", help="resolve/convert/build NAME and print its sha256")

@@ -7,25 +7,93 @@ run is fully described by ``(profile, overrides)`` and both go into the manifest
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal, TypeVar, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import to_jsonable_python
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-GenerationArm = Literal["baseline", "aao", "aao_nodiv", "obo", "obo_nodiv"]
-"""The generation arms a profile may name (their meaning: ``redpo.generation.specs.ARMS``)."""
-IclArm = Literal["aao", "aao_nodiv", "obo", "obo_nodiv"]
+PromptKind = Literal["baseline", "aao", "obo"]
+
+
+@dataclass(frozen=True)
+class ArmSpec:
+    """What a generation arm's name means: which prompt it sends and whether the dissimilarity sentence is in it."""
+
+    prompt: PromptKind
+    dissimilar: bool
+
+    @property
+    def many(self) -> bool:
+        """Baseline and AAO ask for many samples per call; OBO for one."""
+        return self.prompt != "obo"
+
+
+ARMS: dict[str, ArmSpec] = {
+    "baseline": ArmSpec("baseline", dissimilar=False),
+    "aao": ArmSpec("aao", dissimilar=True),
+    "aao_nodiv": ArmSpec("aao", dissimilar=False),
+    "obo": ArmSpec("obo", dissimilar=True),
+    "obo_nodiv": ArmSpec("obo", dissimilar=False),
+}
+"""The arm vocabulary, defined once: profiles are validated against these names, and the loops read each name's
+prompt from here. ``baseline`` is Xu et al.'s prompt (notebook 01); the others are notebook 02's ICL grid."""
+BASELINE_ARM = "baseline"
+GenerationArm = Literal[tuple(ARMS)]  # type: ignore[valid-type]
+"""The generation arms a profile may name."""
+IclArm = Literal[tuple(a for a in ARMS if a != BASELINE_ARM)]  # type: ignore[valid-type]
 """The ICL arms (every arm but the Xu et al. baseline): the ones DPO can re-run with its adapters."""
 DPO_ARM_SUFFIX = "_dpo"
+DPO_HALVES = ("A", "B")
+"""The two DPO adapters, each named after the half of the relation types it trains on (``redpo.dpo.halves``)."""
 
 
 class ConfigError(ValueError):
     """A profile or override is invalid; the message names the file and key and says how to fix it."""
+
+
+# ---- identity: which fields decide a result -----------------------------------------------------------------
+IDENTITY = "identity"
+"""The ``json_schema_extra`` key that marks how a field enters cache keys and fingerprints (:func:`identity`)."""
+RUN_ONLY = "run_only"
+"""The field changes how a run goes (threads, progress, checkpoint cadence, how many cells), never what one
+result holds: it is left out of every key, so changing it reuses every cached call, run and adapter."""
+WHEN_SET = "when_set"
+"""The field joins a key only when it differs from its default: results committed before it existed were made
+under that default, and their keys must stay what they were so that they still replay."""
+
+
+def run_only(default: Any, **kwargs: Any) -> Any:
+    """A field that is not part of any result's identity (see :data:`RUN_ONLY`)."""
+    return Field(default, json_schema_extra={IDENTITY: RUN_ONLY}, **kwargs)
+
+
+def keyed_when_set(default: Any, *, committed: str, **kwargs: Any) -> Any:
+    """A field added after the committed result ``committed`` was made (see :data:`WHEN_SET`)."""
+    return Field(default, json_schema_extra={IDENTITY: WHEN_SET, "committed": committed}, **kwargs)
+
+
+def identity(section: BaseModel, *, exclude: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """The JSON-safe fields of ``section`` (nested sections included) that decide a result: the one recipe behind
+    every cache key and fingerprint. Fields marked :data:`RUN_ONLY` are left out, fields marked :data:`WHEN_SET`
+    are left out while they hold their default, and ``exclude`` drops fields that a key names elsewhere."""
+    out: dict[str, Any] = {}
+    for name, field in type(section).model_fields.items():
+        if name in exclude:
+            continue
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        mark, value = extra.get(IDENTITY), getattr(section, name)
+        if mark == RUN_ONLY or (mark == WHEN_SET and value == field.get_default(call_default_factory=True)):
+            continue
+        out[name] = identity(value) if isinstance(value, BaseModel) else to_jsonable_python(value)
+    return out
 
 
 class _Strict(BaseModel):
@@ -42,8 +110,9 @@ class SamplingConfig(_Strict):
     top_k: int = Field(20, ge=0)
     repetition_penalty: float = Field(1.15, gt=0.0)
     max_new_tokens: int = Field(96, ge=1)
-    stop: list[str] = Field(default_factory=list)
-    """Stop strings: a reply ends where one appears. Set per arm by the loops (``generation.obo_stop``), not here."""
+    stop: list[str] = keyed_when_set([], committed="cpu-full")
+    """Stop strings: a reply ends where one appears. Set per arm by the loops (``generation.obo_stop``), not here.
+    Keyed only when set: ``cpu-full``'s AAO and baseline calls were cached before stop strings existed."""
 
 
 class DatasetConfig(_Strict):
@@ -116,7 +185,8 @@ class TinyFitConfig(_Strict):
     max_length: int = Field(192, ge=32)
     """Fitting sees only the prompt's tail (last demonstrations, instruction, assistant turn): cheaper steps."""
     threads: int = Field(1, ge=1)
-    """A sub-million-parameter model gains nothing from intra-op threads and loses a lot to oversubscription."""
+    """A sub-million-parameter model gains nothing from intra-op threads and loses a lot to oversubscription.
+    Part of the fitted model's identity: another thread count sums the gradients in another order."""
 
 
 class LlamaServerConfig(_Strict):
@@ -185,6 +255,10 @@ class GenerationConfig(_Strict):
     arm."""
     min_tokens: int = Field(4, ge=1)
     max_tokens: int = Field(80, ge=2)
+    near_copy_threshold: float = Field(0.8, gt=0, le=1)
+    """A sample whose entity-masked tokens match a demonstration's with a ``difflib`` ratio at least this high is a
+    near copy (the same sentence with other entities scores 1.0): the diversity tables' near-copy share, and the
+    least a DPO near-copy rejection must score."""
     arms: list[GenerationArm] = Field(
         default_factory=lambda: ["baseline", "aao", "aao_nodiv", "obo", "obo_nodiv"]
     )
@@ -211,10 +285,11 @@ class EncoderConfig(_Strict):
     restarts the patience, so runs hit the epoch cap instead of stopping where they converged."""
     typed_markers: bool = False
     eval_batch_size: int = Field(64, ge=1)
-    seeds_per_split: int = Field(1, ge=1)
+    seeds_per_split: int = run_only(1, ge=1)
     """Classifier seeds per K-shot split. Every RE arm runs on the same (split, seed) grid; the cpu profile
-    generates for one split only, so it varies the classifier seed instead."""
-    threads: int | None = Field(None, ge=1)
+    generates for one split only, so it varies the classifier seed instead. It says how many cells there are, not
+    what one run holds (each cell keys its own seed), so it is no part of a run's identity."""
+    threads: int | None = run_only(None, ge=1)
     """Torch intra-op threads while training and predicting (``None``: torch's default). Smoke uses 1: a tiny
     model gains nothing from threads and loses a lot to oversubscription on a busy machine."""
 
@@ -250,7 +325,7 @@ class DPOConfig(_Strict):
     )
     """Relative weights of the rejected kinds; per relation, counts follow by largest remainder."""
     precompute_ref_log_probs: bool = True
-    checkpoint_steps: int = Field(25, ge=0)
+    checkpoint_steps: int = run_only(25, ge=0)
     """Save a resumable checkpoint (LoRA weights, optimiser, scheduler, RNG) every N optimiser steps; a killed
     training resumes from the last one (0: none). Not part of the adapter's fingerprint: it changes no result."""
     held_out: float = Field(0.1, ge=0, lt=0.5)
@@ -258,9 +333,10 @@ class DPOConfig(_Strict):
     training; the adapter's reward accuracy and margin on them are measured once training ends."""
     split_seed: int = 0
     """Seeds the two-half relation split (adapter A trains on half A and generates for half B)."""
-    arms: list[IclArm] = Field(default_factory=lambda: ["obo", "aao"])
+    arms: list[IclArm] = run_only(["obo", "aao"])
     """Generation arms re-run with the adapters; results are named ``<arm>_dpo``. Each must be in
-    ``generation.arms``, since notebook 03 compares it with notebook 02's run of the same arm."""
+    ``generation.arms``, since notebook 03 compares it with notebook 02's run of the same arm. No part of an
+    adapter's identity: the adapters train the same whichever arms use them."""
     lora: LoraConfigSection = LoraConfigSection()
 
     @field_validator("kind_mix")
@@ -351,6 +427,16 @@ class PlateauConfig(_Strict):
         return v
 
 
+class ClaimsConfig(_Strict):
+    """How the claims report decides (``redpo.analysis.report``): bootstrap size and the stated margins."""
+
+    bootstrap_replicates: int = Field(2000, ge=100)
+    """Replicates of every paired bootstrap behind a claim's CI."""
+    bootstrap_seed: int = 0
+    close_margin: float = Field(0.10, gt=0, le=1)
+    """Claim 4's "comes close": manual's lead over generated data must stay under this much micro-F1 (0-1)."""
+
+
 FITTED_BASE = "tiny-random-llama"
 """What ``generator.fit`` builds and fits instead of loading ``generator.model`` (the smoke profile)."""
 
@@ -371,6 +457,7 @@ class Profile(_Strict):
     llm_re: LLMREConfig = LLMREConfig()
     oracle: OracleConfig = OracleConfig()
     plateau: PlateauConfig = PlateauConfig()
+    claims: ClaimsConfig = ClaimsConfig()
     seed: int = 42
 
     @model_validator(mode="after")
@@ -417,6 +504,9 @@ def cache_dir() -> Path:
 def results_root() -> Path:
     """``REDPO_RESULTS_DIR``, defaulting to ``results/`` at the repository root."""
     return Path(os.environ.get("REDPO_RESULTS_DIR") or REPO_ROOT / "results").expanduser()
+
+
+SectionT = TypeVar("SectionT", bound=BaseModel)
 
 
 # ---- loading -------------------------------------------------------------------------------------
@@ -466,13 +556,28 @@ def load_profile(name_or_path: str | Path = "cpu", overrides: dict[str, Any] | N
     try:
         return Profile.model_validate(merged)
     except ValidationError as err:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in err.errors()
-        )
         raise ConfigError(
-            f"{path} (with overrides {overrides or {}}): {problems}. "
+            f"{path} (with overrides {overrides or {}}): {_problems(err)}. "
             "Fix the key in the profile YAML or the -p override; see README 'Profiles'."
         ) from None
+
+
+def derive(section: SectionT, changes: Mapping[str, Any]) -> SectionT:
+    """``section`` (a profile or one of its sections) with dotted ``changes`` applied and validated again.
+
+    Why not ``model_copy(update=...)``: pydantic never validates that, so a derived profile could hold a value its
+    own YAML would be refused for, and the cross-field checks of :class:`Profile` would not run.
+    """
+    raw = apply_overrides(section.model_dump(), dict(changes), source=f"derived {type(section).__name__}")
+    try:
+        return type(section).model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(f"derived {type(section).__name__} with {dict(changes)}: {_problems(err)}") from None
+
+
+def _problems(err: ValidationError) -> str:
+    """Every validation error as ``dotted.key: message``, joined: one line that names each key to fix."""
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in err.errors())
 
 
 def profile_to_dict(profile: Profile) -> dict[str, Any]:

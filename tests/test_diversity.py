@@ -7,11 +7,14 @@ import json
 import numpy as np
 import pytest
 
+from redpo.config import GenerationConfig
 from redpo.core.sample import RESample
 from redpo.generation import diversity as dv
 from redpo.generation.embedding import make_encoder_embedder
+from redpo.generation.parse import near_copy_score
 
 REL = "Cause-Effect(e1,e2)"
+THRESHOLD = GenerationConfig().near_copy_threshold
 
 
 def _s(marked: str, relation: str = REL) -> RESample:
@@ -79,8 +82,12 @@ def test_masked_variants_see_through_entity_swaps() -> None:
 
 def test_near_copy_share() -> None:
     demos = [_s(SAME)]
-    assert dv.near_copy_share([_s(ENTITY_SWAP), _s(OTHER)], demos) == pytest.approx(0.5)
-    assert dv.near_copy_share([], demos) is None
+    assert dv.near_copy_share([_s(ENTITY_SWAP), _s(OTHER)], demos, THRESHOLD) == pytest.approx(0.5)
+    assert dv.near_copy_share([], demos, THRESHOLD) is None
+    other_score = near_copy_score(_s(OTHER), demos)  # the profile's threshold decides what counts
+    assert dv.near_copy_share([_s(ENTITY_SWAP), _s(OTHER)], demos, other_score) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="near_copy_threshold"):
+        dv.relation_metrics([_s(SAME)], demos=demos)
 
 
 def test_report_structure_skips_small_relations_and_is_json() -> None:
@@ -91,6 +98,7 @@ def test_report_structure_skips_small_relations_and_is_json() -> None:
     report = dv.diversity_report(
         by_rel,
         demos_by_relation={REL: [_s(ENTITY_SWAP)]},
+        near_copy_threshold=THRESHOLD,
         embed=lambda texts: np.ones((len(texts), 3)),
         relations=[REL, "Other", "Message-Topic(e1,e2)"],
     )
@@ -137,7 +145,7 @@ def test_compare_arms_measures_only_what_the_model_wrote() -> None:
         "aao": {REL: [_s(SAME), _s(ENTITY_SWAP), _s(OTHER)], "Other": copied},
         "gold": gold,
     }
-    report = dv.compare_arms(arms, gold, reference="gold")
+    report = dv.compare_arms(arms, gold, reference="gold", near_copy_threshold=THRESHOLD)
     assert report["relations"] == [REL]
     assert set(report["arms"]) == {"obo", "aao", "gold"}
     for name, arm_report in report["arms"].items():

@@ -17,23 +17,10 @@ from redpo.core.io import ResultsDir
 from redpo.core.relations import get_schema
 from redpo.core.sample import RESample
 from redpo.data.splits import kshot_sample, load_split, profile_schema
-from redpo.dpo.pairs import (
-    HALVES,
-    KINDS,
-    DPOPairs,
-    RelationHalves,
-    allocate_kinds,
-    build_pairs,
-    hold_out,
-    leakage_report,
-    load_halves,
-    load_pairs,
-    pair_samples,
-    save_pairs,
-    split_relations,
-)
+from redpo.dpo.halves import HALVES, RelationHalves, leakage_report, load_halves, pair_samples, split_relations
+from redpo.dpo.pairs import KINDS, DPOPairs, allocate_kinds, build_pairs, hold_out, load_pairs, save_pairs
 from redpo.generation import prompts
-from redpo.generation.parse import NEAR_COPY_THRESHOLD, exact_key, near_copy_score
+from redpo.generation.parse import exact_key, near_copy_score
 
 PAIRS_PER_RELATION = 7
 
@@ -116,7 +103,7 @@ def test_leakage_check_refuses_gold_of_the_other_direction_of_a_generated_type()
     row = {"relation": forward, "rejected_source_relation": forward, "demos": [gold.to_marked()],
            "chosen_marked": chosen.to_marked(), "rejected_marked": chosen.to_marked()}
     pairs = DPOPairs(halves, {"A": Dataset.from_list([row]), "B": Dataset.from_list([])})
-    report = leakage_report(pairs, [gold, chosen], [])
+    report = leakage_report(pairs.halves, pairs.datasets, [gold, chosen], [])
     assert not report["ok"] and report["adapters"]["A"]["leaks"][0]["row"] == 0
     assert report["adapters"]["A"]["foreign_relation_rows"] == [0]  # A's own label is of a type A generates
 
@@ -174,7 +161,7 @@ def test_rejected_kinds_are_what_they_claim(built: dict) -> None:
             assert row["rejected_marked"] in row["demos"]
         elif kind == "near_copy":
             assert exact_key(rejected) not in demo_keys, "a near copy must not be an exact copy"
-            assert near_copy_score(rejected, demos) >= NEAR_COPY_THRESHOLD
+            assert near_copy_score(rejected, demos) >= built["profile"].generation.near_copy_threshold
             assert all(
                 (rejected.head_name, rejected.tail_name) != (d.head_name, d.tail_name) for d in demos
             ), "the entities must be replaced"
@@ -187,7 +174,7 @@ def test_rejected_kinds_are_what_they_claim(built: dict) -> None:
 
 def test_no_gold_sample_crosses_halves(built: dict) -> None:
     pairs, train, kshot = built["pairs"], built["train"], built["kshot"]
-    report = leakage_report(pairs, train, kshot)
+    report = leakage_report(pairs.halves, pairs.datasets, train, kshot)
     assert report["ok"], report
     for adapter in HALVES:
         own = set(pairs.halves.train_relations(adapter))
@@ -204,7 +191,7 @@ def test_leakage_check_catches_a_planted_leak(built: dict) -> None:
     rows = list(pairs.datasets["A"])
     rows[0] = {**rows[0], "demos": [*rows[0]["demos"], foreign.to_marked()]}
     planted = DPOPairs(pairs.halves, {**pairs.datasets, "A": Dataset.from_list(rows)})
-    report = leakage_report(planted, train, built["kshot"])
+    report = leakage_report(planted.halves, planted.datasets, train, built["kshot"])
     assert not report["ok"]
     assert report["adapters"]["A"]["leaks"][0]["row"] == 0
 
@@ -224,7 +211,8 @@ def test_tiny_dpo_run_moves_the_lora_weights_and_lowers_the_loss(tmp_path: Path)
     """A trivially separable preference (always 'yes yes', never 'no no'): DPO must learn it in a few steps."""
     from safetensors.torch import load_file
 
-    from redpo.dpo.train import LOG_NAME, evaluate_held_out, train_adapter
+    from redpo.dpo.evaluate import evaluate_held_out
+    from redpo.dpo.train import LOG_NAME, train_adapter
 
     profile = load_profile("smoke", {
         "generator.fit.steps": 0,
@@ -321,6 +309,7 @@ def test_a_killed_dpo_training_resumes_from_its_last_checkpoint(
 
 
 def test_a_finished_adapter_is_reused_without_leftover_checkpoints_in_its_hash(tmp_path: Path) -> None:
+    from redpo.dpo import adapters as dpo_adapters
     from redpo.dpo import train as dpo_train
     from redpo.models.packaged import hash_model_dir
 
@@ -331,9 +320,9 @@ def test_a_finished_adapter_is_reused_without_leftover_checkpoints_in_its_hash(t
     (out / "adapter_model.safetensors").write_bytes(b"trained")
     (out / "adapter_config.json").write_text("{}")
     (out / dpo_train.LOG_NAME).write_text(json.dumps({"fingerprint": "run-1", "steps": 9}))
-    assert dpo_train.finished_adapter_log(out, "run-2") is None  # another run's: retrained, checkpoints kept
+    assert dpo_adapters.finished_adapter_log(out, "run-2") is None  # another run's: retrained, checkpoints kept
     assert stale.is_dir()
-    assert dpo_train.finished_adapter_log(out, "run-1") == {"fingerprint": "run-1", "steps": 9}
+    assert dpo_adapters.finished_adapter_log(out, "run-1") == {"fingerprint": "run-1", "steps": 9}
     assert not dpo_train.checkpoint_dir(out).exists()
     assert hash_model_dir(out) == hashlib.sha256(b"trained").hexdigest()
 
@@ -351,7 +340,7 @@ def test_an_adapter_manifest_entry_names_its_base_and_the_device_it_ran_on(tmp_p
 
 
 def test_seconds_per_step_counts_only_the_steps_the_logging_process_ran() -> None:
-    from redpo.dpo.train import seconds_per_step, steps_run
+    from redpo.dpo.summary import seconds_per_step, steps_run
 
     resumed = {"steps": 102, "resumed_from": "checkpoint-80", "train_seconds": 1868.783}
     assert steps_run(resumed) == 22 and seconds_per_step(resumed) == pytest.approx(84.945, abs=1e-3)

@@ -88,7 +88,8 @@ def test_dpo_trains_in_bf16_on_the_gpu(tmp_path: Path) -> None:
     and must still learn a trivially separable preference."""
     from datasets import Dataset
 
-    from redpo.dpo.train import evaluate_held_out, train_adapter
+    from redpo.dpo.evaluate import evaluate_held_out
+    from redpo.dpo.train import train_adapter
 
     profile = load_profile("smoke", {
         "generator.fit.steps": 0, "generator.model": "tiny-random-llama", "generator.dtype": "bfloat16",

@@ -171,9 +171,10 @@ def test_near_copy_score_ignores_entities_and_sees_rewrites() -> None:
     )
     different = RESample.from_marked("heavy <e1>rain</e1> over the weekend led to <e2>landslides</e2> .", REL)
     assert parse.near_copy_score(swapped, [DEMO]) == 1.0
-    assert parse.is_near_copy(swapped, [different, DEMO])
+    assert parse.is_near_copy(swapped, [different, DEMO], 0.8)
     assert parse.near_copy_score(different, [DEMO]) < 0.5
-    assert not parse.is_near_copy(different, [DEMO])
+    assert not parse.is_near_copy(different, [DEMO], 0.8)
+    assert parse.is_near_copy(different, [DEMO], parse.near_copy_score(different, [DEMO]))  # at the bar counts
     assert parse.near_copy_score(different, []) == 0.0
     # 9 masked tokens vs 8 (one word dropped): ratio = 2*8/17
     shorter = RESample.from_marked("the <e1>fire</e1> triggered a <e2>evacuation</e2> last year .", REL)

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from redpo.core.io import read_samples
-from redpo.dpo.pairs import HALVES, PAIR_COLUMNS
+from redpo.dpo.halves import HALVES
+from redpo.dpo.pairs import PAIR_COLUMNS
 from redpo.dpo.train import LOG_NAME
 from redpo.generation.store import arm_paths
 

@@ -8,17 +8,18 @@ from typing import Any
 
 import pytest
 
-from redpo.analysis import plateau
 from redpo.config import Profile, SamplingConfig, load_profile
 from redpo.core.relations import get_schema
 from redpo.core.sample import RESample
-from redpo.extraction import plateau_runs
 from redpo.extraction.training_sets import describe_grid
 from redpo.generation.backends import GenerationOutput
 from redpo.generation.cache import CachedGenerator, LLMCache, ModelKey
 from redpo.generation.loops import generate_arm
 from redpo.generation.specs import split_dpo_name
 from redpo.generation.store import ArmResult, ResponseRecord
+from redpo.plateau import curves as plateau
+from redpo.plateau import generate as plateau_generate
+from redpo.plateau import runs as plateau_runs
 
 RELATIONS = ["Cause-Effect(e1,e2)", "Component-Whole(e2,e1)"]
 GOLD = ["the <e1>storm</e1> caused heavy <e2>damage</e2> in the town .",
@@ -95,16 +96,16 @@ def test_yield_counts_calls_until_n_valid_samples() -> None:
 
 def test_plateau_profile_scales_both_call_budgets_and_maps_arms() -> None:
     prof = load_profile("cpu", {"plateau.n_values": [4, 8, 16, 32]})
-    big = plateau_runs.plateau_profile(prof)
+    big = plateau_generate.plateau_profile(prof)
     assert big.generation.n_per_relation == 32 and big.generation.max_attempts == 24 * 4
     assert big.generation.aao_max_calls == prof.generation.aao_max_calls * 4 and big.encoder == prof.encoder
     # cpu's own N values stop at generation.n_per_relation: the plateau run is notebook 02's, from the cache
-    assert plateau_runs.plateau_profile(load_profile("cpu")).generation == load_profile("cpu").generation
+    assert plateau_generate.plateau_profile(load_profile("cpu")).generation == load_profile("cpu").generation
     full = load_profile("cpu-full")
-    assert plateau_runs.plateau_splits(full) == [(8, 1), (8, 2), (8, 3)]
+    assert plateau_generate.plateau_splits(full) == [(8, 1), (8, 2), (8, 3)]
     more = load_profile("cpu-full", {"generation.kshot_seeds": [1, 2, 3, 4, 5]})  # splits added for the F1 claims
-    assert plateau_runs.plateau_splits(more) == [(8, 1), (8, 2), (8, 3)]  # ... do not extend the plateau
-    assert len(plateau_runs.plateau_splits(load_profile("cpu-full", {"generation.kshot_seeds": [1, 2, 3, 4, 5],
+    assert plateau_generate.plateau_splits(more) == [(8, 1), (8, 2), (8, 3)]  # ... do not extend the plateau
+    assert len(plateau_generate.plateau_splits(load_profile("cpu-full", {"generation.kshot_seeds": [1, 2, 3, 4, 5],
                                                                       "plateau.splits": None}))) == 5
     assert split_dpo_name("obo_dpo") == ("obo", True) and split_dpo_name("aao") == ("aao", False)
     with pytest.raises(ValueError, match=r"unknown arm 'nope'"):
@@ -141,8 +142,8 @@ def test_dpo_arm_without_adapters_is_skipped_with_a_note(tmp_path: Path) -> None
     from redpo.core.io import ResultsDir
 
     results = ResultsDir("smoke", root=tmp_path)
-    assert plateau_runs.missing_prerequisite("obo", results) is None
-    assert "run notebook 03 first" in plateau_runs.missing_prerequisite("obo_dpo", results)
+    assert plateau_generate.missing_prerequisite("obo", results) is None
+    assert "run notebook 03 first" in plateau_generate.missing_prerequisite("obo_dpo", results)
 
 
 # ---- one generation up to max N: OBO prefixes are the shorter run, from the cache --------------------------
@@ -175,7 +176,7 @@ def test_longer_obo_run_starts_with_the_shorter_run_from_the_cache(tmp_path: Pat
     backend = PromptEcho()
     short = _generate(prof, backend, tmp_path / "calls.jsonl")
     calls_short = backend.calls
-    long = _generate(plateau_runs.plateau_profile(prof), backend, tmp_path / "calls.jsonl")
+    long = _generate(plateau_generate.plateau_profile(prof), backend, tmp_path / "calls.jsonl")
     for rel in RELATIONS:
         assert long.samples[rel][:2] == short.samples[rel] and len(long.samples[rel]) == 4
     assert long.info["cached_responses"] == calls_short  # the shared first calls cost nothing

@@ -21,10 +21,10 @@ from redpo.analysis.re_tables import (
     summed_confusion,
     training_quotas,
 )
-from redpo.analysis.tables import format_mean_sd, markdown_table
 from redpo.config import Profile, load_profile
 from redpo.core.io import ResultsDir, write_samples
 from redpo.core.sample import RESample
+from redpo.core.tables import format_mean_sd, markdown_table
 from redpo.data.splits import write_kshot
 from redpo.extraction.grid import run_grid
 from redpo.extraction.run_store import RunRecord, RunStore

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from redpo.analysis import evidence, report
+from redpo.config import ClaimsConfig
 from redpo.core.io import ResultsDir, write_json, write_samples
 from redpo.core.sample import RESample
 from redpo.generation.store import arm_paths
@@ -68,7 +69,7 @@ def hand_made(tmp_path: Path) -> ResultsDir:
 
 
 def test_claims_from_hand_made_results(hand_made: ResultsDir) -> None:
-    claims = {c.number: c for c in report.write_claims(hand_made)}
+    claims = {c.number: c for c in report.write_claims(hand_made, ClaimsConfig())}
     assert [claims[i].verdict for i in range(1, 9)] == [
         report.HOLDS,  # 1: obo's five different sentences vs obo_nodiv's near-identical ones
         report.HOLDS,  # 2: obo (varied) vs aao (near-identical)
@@ -130,25 +131,25 @@ def test_plateau_claim_needs_the_range(hand_made: ResultsDir) -> None:
             for n in (16, 32) for s in SPLITS for c in SEEDS]
     write_json(hand_made.metrics / "plateau.json",
                {"n_values": [16, 32], "min_gain": 0.01, "negative_label": "Other", "runs": runs})
-    claim = {c.number: c for c in report.check_claims(hand_made)}[7]
+    claim = {c.number: c for c in report.check_claims(hand_made, ClaimsConfig())}[7]
     assert claim.verdict == report.HOLDS  # same predictions at N = 16 and 32: no gain at all
     assert "training samples per run: 48 at N=16, 96 at N=32" in claim.measured
     assert claim.rule.endswith("under plateau.min_gain)")  # in range: nothing about range appended
     same = [{**r, "n_train": 48} for r in runs]  # the arm stopped short: N = 32 trains on N = 16's samples
     write_json(hand_made.metrics / "plateau.json",
                {"n_values": [16, 32], "min_gain": 0.01, "negative_label": "Other", "runs": same})
-    claim = {c.number: c for c in report.check_claims(hand_made)}[7]
+    claim = {c.number: c for c in report.check_claims(hand_made, ClaimsConfig())}[7]
     assert claim.verdict == report.INCONCLUSIVE and "N=32 adds no training sample over N=16" in claim.measured
     # One cell stalled (its N = 32 set is its N = 16 set): it would add an exact zero, so it is left out.
     stalled = [{**r, "n_train": 48} if (r["split_seed"], r["classifier_seed"]) == (1, 1000) else r for r in runs]
     write_json(hand_made.metrics / "plateau.json",
                {"n_values": [16, 32], "min_gain": 0.01, "negative_label": "Other", "runs": stalled})
-    primary = {c.number: c for c in report.check_claims(hand_made)}[7].primary
+    primary = {c.number: c for c in report.check_claims(hand_made, ClaimsConfig())}[7].primary
     assert primary.effect.n_cells == 3 and "1 cell(s) left out: their set did not grow" in primary.note
     write_json(hand_made.metrics / "plateau.json",
                {"n_values": [4, 8], "min_gain": 0.01, "negative_label": "Other",
                 "runs": [{**r, "n": {16: 4, 32: 8}[r["n"]]} for r in runs]})
-    claim = {c.number: c for c in report.check_claims(hand_made)}[7]
+    claim = {c.number: c for c in report.check_claims(hand_made, ClaimsConfig())}[7]
     assert claim.verdict == report.INCONCLUSIVE and "stop below 32" in claim.rule
 
 
@@ -171,12 +172,12 @@ def test_a_comparison_says_what_its_pairing_left_out(hand_made: ResultsDir) -> N
     payload["runs"] = [r for r in payload["runs"]
                        if not (r["arm"] == "gen:obo@pair" and r["classifier_seed"] == 1001)]  # split 1, seed 1
     write_json(path, payload)
-    claims = {c.number: c for c in report.check_claims(hand_made)}
+    claims = {c.number: c for c in report.check_claims(hand_made, ClaimsConfig())}
     assert claims[3].primary.effect.n_cells == 3
     assert "1 run(s) without a partner cell left out (gen:obo_dpo@pair)" in claims[3].measured
     assert "left out" not in claims[6].measured
     for run in payload["llm_baseline"]:  # the LLM scored a subset: the pairing uses those sentences only
         run["predictions"] = {key: values[:30] for key, values in run["predictions"].items()}
     write_json(path, payload)
-    claims = {c.number: c for c in report.check_claims(hand_made)}
+    claims = {c.number: c for c in report.check_claims(hand_made, ClaimsConfig())}
     assert claims[5].primary.effect.n_units == 30 and f"paired on 30 of {len(GOLD)} sentences" in claims[5].measured

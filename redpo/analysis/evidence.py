@@ -27,16 +27,13 @@ from typing import Any, Literal
 import numpy as np
 
 from redpo.analysis.stats import Effect, Metric, PairedCells, paired_f1_bootstrap, paired_mean_bootstrap
+from redpo.config import ClaimsConfig
 from redpo.core.io import ResultsDir, read_json, read_samples
 from redpo.core.sample import RESample, generated_only
 from redpo.generation.diversity import metric_texts, tfidf_cosine
 from redpo.generation.store import arm_paths
 
 Kind = Literal["f1", "diversity", "plateau"]
-N_BOOT = 2000
-SEED = 0
-CLOSE_MARGIN = 0.10
-"""Claim 4's "comes close": manual's lead over generated data must stay under 10 micro-F1 points."""
 PLATEAU_RANGE = (16, 32)
 """The paper: RE performance stops improving noticeably after about 16-32 generated samples per relation."""
 
@@ -123,7 +120,7 @@ def paired_cells(runs_a: Sequence[Mapping[str, Any]], runs_b: Sequence[Mapping[s
     )
 
 
-def f1_effect(runs: Sequence[Mapping[str, Any]], a: str, b: str, negative: str, *,
+def f1_effect(runs: Sequence[Mapping[str, Any]], a: str, b: str, negative: str, claims: ClaimsConfig, *,
               metric: Metric = "micro_f1") -> tuple[Effect | None, str]:
     """The paired bootstrap of ``metric(a) - metric(b)`` over ``runs`` (records with ``arm``), or the reason not."""
     runs_a, runs_b = [r for r in runs if r["arm"] == a], [r for r in runs if r["arm"] == b]
@@ -132,7 +129,8 @@ def f1_effect(runs: Sequence[Mapping[str, Any]], a: str, b: str, negative: str, 
         missing = [x for x in (a, b) if not any(r["arm"] == x for r in runs)]
         why = f"not run ({', '.join(missing)})" if missing else "no per-sentence predictions shared by both arms"
         return None, why
-    effect = paired_f1_bootstrap(cells, negative, metric=metric, n_boot=N_BOOT, seed=SEED)
+    effect = paired_f1_bootstrap(cells, negative, metric=metric, n_boot=claims.bootstrap_replicates,
+                                 seed=claims.bootstrap_seed)
     return effect, coverage_note(runs_a, runs_b, cells)
 
 
@@ -176,11 +174,12 @@ def generation_splits_of(results: ResultsDir) -> list[tuple[int, int]]:
     return [(int(b["k"]), int(b["seed"])) for b in blocks]
 
 
-def diversity_effect(results: ResultsDir, a: str, b: str) -> tuple[Effect | None, str]:
+def diversity_effect(results: ResultsDir, a: str, b: str, claims: ClaimsConfig) -> tuple[Effect | None, str]:
     diffs, used = equal_n_differences(results, a, b, generation_splits_of(results))
     if not diffs:
         return None, "not run (no generation split with both arms)"
-    effect = paired_mean_bootstrap(list(diffs.values()), n_boot=N_BOOT, seed=SEED)
+    effect = paired_mean_bootstrap(list(diffs.values()), n_boot=claims.bootstrap_replicates,
+                                   seed=claims.bootstrap_seed)
     return Effect(effect.estimate, effect.low, effect.high, effect.p_value, used, 1, effect.n_units,
                   effect.n_boot), ""
 
@@ -196,7 +195,8 @@ def plateau_points(n_values: Sequence[int]) -> tuple[int, int] | None:
     return (below[-1] if below else ns[-2]), ns[-1]
 
 
-def plateau_effect(payload: Mapping[str, Any] | None, curve: str, negative: str) -> tuple[Effect | None, str]:
+def plateau_effect(payload: Mapping[str, Any] | None, curve: str, negative: str,
+                   claims: ClaimsConfig) -> tuple[Effect | None, str]:
     """F1(N small) - F1(N large) of curve ``gen:<arm>`` / ``mix:<arm>``, paired by cell and sentence."""
     if not payload or not payload.get("runs"):
         return None, "not run (no metrics/plateau.json runs)"
@@ -206,7 +206,7 @@ def plateau_effect(payload: Mapping[str, Any] | None, curve: str, negative: str)
     lo, hi = points
     runs = [{**r, "arm": f"N={r['n']}"} for r in payload["runs"] if r["arm"] == curve and r["n"] in points]
     if any("n_train" not in r for r in runs):  # records from before sizes were kept: compare as they are
-        return f1_effect(runs, f"N={lo}", f"N={hi}", negative)
+        return f1_effect(runs, f"N={lo}", f"N={hi}", negative, claims)
     sizes = {n: {_cell_key(r): r["n_train"] for r in runs if r["n"] == n} for n in points}
     # Prefixes are nested, so a cell whose set did not grow trains on the same samples at both N: its zero
     # difference measures nothing and would pull the gain toward a plateau. Only cells that grew are compared.
@@ -219,7 +219,7 @@ def plateau_effect(payload: Mapping[str, Any] | None, curve: str, negative: str)
             f"keeps what it has)"]
     if stalled:
         said.append(f"{stalled} cell(s) left out: their set did not grow from N={lo} to N={hi}")
-    effect, note = f1_effect([r for r in runs if _cell_key(r) in grew], f"N={lo}", f"N={hi}", negative)
+    effect, note = f1_effect([r for r in runs if _cell_key(r) in grew], f"N={lo}", f"N={hi}", negative, claims)
     return effect, "; ".join(x for x in (note, *said) if x)
 
 
@@ -230,17 +230,18 @@ def negative_of(payload: Mapping[str, Any]) -> str:
 
 
 # ---- the pre-declared comparisons -----------------------------------------------------------------------------
-def claim_specs(plateau_min_gain: float) -> dict[int, list[Spec]]:
-    """Claims 1-7 -> their comparisons, primary first. Claim 8 (leakage) is a check, not a comparison."""
+def claim_specs(plateau_min_gain: float, close_margin: float) -> dict[int, list[Spec]]:
+    """Claims 1-7 -> their comparisons, primary first. Claim 8 (leakage) is a check, not a comparison.
+    ``close_margin`` is claim 4's band (``claims.close_margin``)."""
     return {
         1: [Spec("diversity", "obo", "obo_nodiv", primary=True), Spec("diversity", "aao", "aao_nodiv")],
         2: [Spec("diversity", "obo", "aao", primary=True), Spec("diversity", "obo_dpo", "aao_dpo")],
         3: [Spec("f1", "gen:obo_dpo@pair", "gen:obo@pair", primary=True),
             Spec("f1", "mix:obo_dpo@pair", "mix:obo@pair"), Spec("f1", "gen:obo_dpo", "gen:obo"),
             Spec("f1", "gen:aao_dpo", "gen:aao")],
-        4: [Spec("f1", "manual", "gen:obo_dpo@pair", primary=True, upper=CLOSE_MARGIN),
-            Spec("f1", "manual", "gen:obo_dpo", upper=CLOSE_MARGIN),
-            Spec("f1", "manual", "gen:obo@pair", upper=CLOSE_MARGIN)],
+        4: [Spec("f1", "manual", "gen:obo_dpo@pair", primary=True, upper=close_margin),
+            Spec("f1", "manual", "gen:obo_dpo", upper=close_margin),
+            Spec("f1", "manual", "gen:obo@pair", upper=close_margin)],
         5: [Spec("f1", "gen:obo_dpo@pair", "llm", primary=True), Spec("f1", "gen:obo_dpo", "llm"),
             Spec("f1", "gen:obo@pair", "llm"), Spec("f1", "manual", "llm"),
             Spec("f1", "gen:obo_dpo@pair", "llm_generate")],
@@ -267,21 +268,22 @@ class SavedMetrics:
                    read_json(plateau_path) if plateau_path.is_file() else {})
 
 
-def gather(results: ResultsDir, spec: Spec, saved: SavedMetrics, *, with_macro: bool = False) -> Evidence:
-    """Compute one comparison from the saved files."""
+def gather(results: ResultsDir, spec: Spec, saved: SavedMetrics, claims: ClaimsConfig, *,
+           with_macro: bool = False) -> Evidence:
+    """Compute one comparison from the saved files, with the bootstrap of ``claims``."""
     if spec.kind == "diversity":
-        effect, note = diversity_effect(results, spec.a, spec.b)
+        effect, note = diversity_effect(results, spec.a, spec.b, claims)
         return Evidence(spec, effect, note=note)
     if spec.kind == "plateau":
-        effect, note = plateau_effect(saved.plateau or None, spec.a, negative_of(saved.plateau))
+        effect, note = plateau_effect(saved.plateau or None, spec.a, negative_of(saved.plateau), claims)
         return Evidence(spec, effect, note=note)
     payload = saved.re_results
     if not payload:
         return Evidence(spec, note="not run (no metrics/re_results.json)")
     runs = [*payload.get("runs", []), *payload.get("llm_baseline", [])]
     negative = negative_of(payload)
-    effect, note = f1_effect(runs, spec.a, spec.b, negative)
+    effect, note = f1_effect(runs, spec.a, spec.b, negative, claims)
     macro = None
     if effect is not None and with_macro and payload.get("semeval_macro_f1", payload.get("dataset") == "semeval"):
-        macro, _ = f1_effect(runs, spec.a, spec.b, negative, metric="semeval_macro_f1")
+        macro, _ = f1_effect(runs, spec.a, spec.b, negative, claims, metric="semeval_macro_f1")
     return Evidence(spec, effect, macro, note)

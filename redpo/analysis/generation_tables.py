@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from redpo.analysis.tables import save_table
 from redpo.core.io import ResultsDir, read_json
+from redpo.core.tables import save_table
 
 GENERATION_FILES = ("generation_icl", "generation_baseline", "generation_dpo")
 CORRECTNESS_FILES = ("correctness_icl", "correctness_dpo")

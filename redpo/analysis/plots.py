@@ -20,7 +20,8 @@ from matplotlib.text import Annotation
 
 from redpo.analysis.re_tables import best_arm, per_relation_frame, summed_confusion
 from redpo.analysis.tables import diversity_frame
-from redpo.core.io import ResultsDir, read_json
+from redpo.core.io import MissingMetrics, ResultsDir, read_json, read_metrics
+from redpo.plateau.figures import plateau_f1, plateau_yield
 
 DPI = 110
 FORMATS = ("png", "pdf")
@@ -32,10 +33,6 @@ MANY_LABELS = 25
 """Above this many labels (TACRED: 42) heatmaps shrink their annotations or drop the counts."""
 STYLE_RC = {"figure.facecolor": "white", "savefig.facecolor": "white", "figure.dpi": 100}
 """Fixed regardless of the backend (Jupyter's inline backend sets its own figure defaults)."""
-
-
-class MissingMetrics(FileNotFoundError):
-    """A figure's input file does not exist yet, or holds no rows (the notebook that writes it has not run)."""
 
 
 def set_style() -> None:
@@ -53,17 +50,10 @@ def save_figure(fig: Figure, results: ResultsDir, name: str) -> list[Path]:
     return paths
 
 
-def _metrics(results: ResultsDir, name: str) -> Any:
-    path = results.root / "metrics" / name
-    if not path.is_file():
-        raise MissingMetrics(f"{path} does not exist")
-    return read_json(path)
-
-
 # ---- one function per figure -------------------------------------------------------------------------------
 def data_label_distribution(results: ResultsDir) -> Figure:
     """Samples per relation and split (notebook 00; ``metrics/data.json``)."""
-    data = _metrics(results, "data.json")
+    data = read_metrics(results, "data.json")
     labels = pd.DataFrame([
         {"split": split, "relation": rel, "samples": n}
         for split, dist in data["label_distribution"].items()
@@ -87,7 +77,7 @@ def _message_figure(title: str, message: str) -> Figure:
 
 
 def _diversity_bars(metrics_file: str, results: ResultsDir, order: list[str], title: str) -> Figure:
-    table = diversity_frame(_metrics(results, metrics_file)["diversity"])
+    table = diversity_frame(read_metrics(results, metrics_file)["diversity"])
     long = table.melt(id_vars=["split", "arm"], value_vars=[m for m in DIVERSITY_METRICS if m in table],
                       var_name="metric").dropna(subset=["value"])
     if long.empty:  # every relation has < 2 generated samples in some arm: no pairwise similarity to show
@@ -113,7 +103,7 @@ def generation_diversity(results: ResultsDir) -> Figure:
 
 def generation_dpo_diversity(results: ResultsDir) -> Figure:
     """Diversity with vs without DPO, each DPO arm beside its base arm (notebook 03)."""
-    arms = diversity_frame(_metrics(results, "generation_dpo.json")["diversity"])["arm"].unique()
+    arms = diversity_frame(read_metrics(results, "generation_dpo.json")["diversity"])["arm"].unique()
     dpo = [a for a in arms if a.endswith("_dpo")]
     order = ["gold", *(x for a in dpo for x in (a.removesuffix("_dpo"), a))]
     return _diversity_bars("generation_dpo.json", results, order,
@@ -128,8 +118,8 @@ def diversity_vs_correctness(results: ResultsDir) -> Figure:
     found = False
     for stem in ("icl", "dpo"):
         try:
-            correctness = _metrics(results, f"correctness_{stem}.json")
-            diversity = diversity_frame(_metrics(results, f"generation_{stem}.json")["diversity"])
+            correctness = read_metrics(results, f"correctness_{stem}.json")
+            diversity = diversity_frame(read_metrics(results, f"generation_{stem}.json")["diversity"])
         except MissingMetrics:
             continue
         found = True
@@ -172,7 +162,7 @@ def _label_points(ax: Axes, frame: pd.DataFrame, x: str, y: str, label: str) -> 
 
 def dpo_training_curves(results: ResultsDir) -> Figure:
     """Loss, reward margin and reward accuracy per step of each adapter (notebook 03)."""
-    history = pd.DataFrame(_metrics(results, "dpo_history.json"), columns=["adapter", "step", "metric", "value"])
+    history = pd.DataFrame(read_metrics(results, "dpo_history.json"), columns=["adapter", "step", "metric", "value"])
     g = sns.relplot(data=history, x="step", y="value", hue="adapter", col="metric", kind="line", marker="o",
                     facet_kws={"sharey": False}, height=3, aspect=1.2)
     g.figure.suptitle("DPO training: loss, reward margin, reward accuracy per adapter", y=1.04)
@@ -180,7 +170,7 @@ def dpo_training_curves(results: ResultsDir) -> Figure:
 
 
 def _re_runs(results: ResultsDir) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    payload = _metrics(results, "re_results.json")
+    payload = read_metrics(results, "re_results.json")
     return payload["runs"], [*payload["runs"], *payload["llm_baseline"]]
 
 
@@ -207,59 +197,6 @@ def re_confusion_best(results: ResultsDir) -> Figure:
     sns.heatmap(share, annot=False if many else confusion, fmt="d", cmap="Blues", vmin=0, vmax=1,
                 cbar_kws={"label": "share of gold row"}, ax=ax)
     ax.set_title(f"Confusion matrix: {best} (counts over {sum(r['arm'] == best for r in runs)} runs)")
-    return fig
-
-
-def plateau_f1(results: ResultsDir) -> Figure:
-    """Micro-F1 against N per arm, generated-only and mixed, mean line with a ±1 sd band; plateaus marked."""
-    payload = _metrics(results, "plateau.json")
-    summary = pd.DataFrame(payload["summary"], columns=["arm", "data", "n", "runs", "mean", "sd"])
-    if summary.empty:
-        raise MissingMetrics(f"{results.root}/metrics/plateau.json holds no RE runs")
-    summary["sd"] = summary["sd"].astype(float).fillna(0.0)
-    kinds = {"gen": "generated only", "mix": "manual + generated"}
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
-    palette = dict(zip(payload["arms"], sns.color_palette("colorblind", len(payload["arms"])), strict=True))
-    marks = {(p["arm"], p["data"]): p["plateau_n"] for p in payload["plateau"]}
-    for ax, (kind, label) in zip(axes, kinds.items(), strict=True):
-        for arm, g in summary[summary["data"] == kind].groupby("arm", sort=False):
-            g = g.sort_values("n")
-            color = palette.get(arm)
-            ax.plot(g["n"], g["mean"] * 100, marker="o", color=color, label=arm)
-            ax.fill_between(g["n"], (g["mean"] - g["sd"]) * 100, (g["mean"] + g["sd"]) * 100, color=color,
-                            alpha=0.2, linewidth=0)
-            plateau = marks.get((arm, kind))
-            if plateau is not None:
-                y = float(g.loc[g["n"] == plateau, "mean"].iloc[0]) * 100
-                ax.plot([plateau], [y], marker="*", markersize=15, color=color, markeredgecolor="black")
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(payload["n_values"], [str(n) for n in payload["n_values"]])
-        ax.set(title=label, xlabel="N generated samples per relation", ylabel="micro-F1 (%)")
-    axes[0].legend(title="arm (★ = plateau)")
-    runs = sorted({int(r) for r in summary["runs"]})  # say how few runs a band rests on (3 on cpu-full)
-    count = str(runs[0]) if len(runs) == 1 else f"{runs[0]}–{runs[-1]}"
-    fig.suptitle(f"RE score against N\n(mean ± sd over {count} runs per point: splits × classifier seeds; "
-                 "claim 7 is decided by a paired CI)", y=1.1)
-    return fig
-
-
-def plateau_yield(results: ResultsDir) -> Figure:
-    """Valid samples per generation call by the time N were reached, and the share of relations reaching N."""
-    payload = _metrics(results, "plateau.json")
-    frame = pd.DataFrame(payload["yield"], columns=["arm", "k", "seed", "n", "relations", "reached_share",
-                                                    "valid_per_call"])
-    if frame.empty:
-        raise MissingMetrics(f"{results.root}/metrics/plateau.json holds no generation")
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for ax, col, ylabel in ((axes[0], "valid_per_call", "valid samples per call"),
-                            (axes[1], "reached_share", "share of relations reaching N")):
-        sns.lineplot(data=frame, x="n", y=col, hue="arm", hue_order=payload["arms"], marker="o", errorbar="sd",
-                     ax=ax)
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(payload["n_values"], [str(n) for n in payload["n_values"]])
-        ax.set(xlabel="N valid samples per relation", ylabel=ylabel)
-    axes[1].set_ylim(0, 1.05)
-    fig.suptitle("Valid-sample yield of the plateau generations", y=1.02)
     return fig
 
 

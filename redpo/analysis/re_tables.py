@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 
 from redpo.analysis import paper_numbers
-from redpo.analysis.tables import format_mean_sd, json_safe, mean_sd, save_table
 from redpo.config import Profile
 from redpo.core.io import ResultsDir, read_json, write_json
 from redpo.core.sample import RESample
+from redpo.core.tables import format_mean_sd, json_safe, mean_sd, save_table
 from redpo.data.splits import generation_splits, profile_schema
 from redpo.extraction.training_sets import (
     CLASSIFIER_SEED_STRIDE,

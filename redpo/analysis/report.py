@@ -21,7 +21,6 @@ import pandas as pd
 
 from redpo.analysis import paper_numbers
 from redpo.analysis.evidence import (
-    CLOSE_MARGIN,
     PLATEAU_RANGE,
     Evidence,
     SavedMetrics,
@@ -30,11 +29,12 @@ from redpo.analysis.evidence import (
     gather,
 )
 from redpo.analysis.generation_tables import generation_tables
-from redpo.analysis.plateau import plateau_tables
 from redpo.analysis.re_tables import re_tables
 from redpo.analysis.stats import FAILS, HOLDS, INCONCLUSIVE, holm, verdict
-from redpo.analysis.tables import markdown_table, save_table
+from redpo.config import ClaimsConfig
 from redpo.core.io import ResultsDir, read_json, write_json
+from redpo.core.tables import markdown_table, save_table
+from redpo.plateau.curves import plateau_tables
 
 VERDICT_RULE = (
     "each claim is decided by its primary comparison, a paired difference signed so that positive is the claimed "
@@ -109,14 +109,14 @@ def evidence_verdict(e: Evidence) -> str:
     return INCONCLUSIVE if e.effect is None else verdict(e.effect, e.spec.margin, e.spec.upper)
 
 
-def _rule(number: int, plateau_min_gain: float, n_values: Sequence[int] | None) -> str:
+def _rule(number: int, plateau_min_gain: float, n_values: Sequence[int] | None, close_margin: float) -> str:
     if number in (1, 2):
         return ("TF-IDF cosine similarity (lower = more diverse) per relation at equal N (each arm's first "
                 "min(n_a, n_b) samples), similarity(b) − similarity(a) averaged over splits per relation; "
                 "bootstrap CI over relations; holds if the CI is above 0")
     if number == 4:
-        return (f"micro-F1(manual) − micro-F1(generated) must lie in (0, {CLOSE_MARGIN * 100:.0f}) points: above 0 "
-                f"(stays below manual) and below {CLOSE_MARGIN * 100:.0f} (comes close); hierarchical paired "
+        return (f"micro-F1(manual) − micro-F1(generated) must lie in (0, {close_margin * 100:.0f}) points: above 0 "
+                f"(stays below manual) and below {close_margin * 100:.0f} (comes close); hierarchical paired "
                 "bootstrap (splits, seeds within splits, sentences)")
     if number == 7:
         in_range = n_values is not None and max(n_values) >= PLATEAU_RANGE[1]
@@ -147,10 +147,11 @@ def paper_text(dataset: str, arms: Sequence[str]) -> str:
     return "; ".join(dict.fromkeys(found)) or f"none published for {dataset}"
 
 
-def claim_from_evidence(results: ResultsDir, number: int, specs: Sequence[Spec], saved: SavedMetrics) -> ClaimResult:
+def claim_from_evidence(results: ResultsDir, number: int, specs: Sequence[Spec], saved: SavedMetrics,
+                        claims: ClaimsConfig) -> ClaimResult:
     """Claims 1-7: the primary comparison decides; every comparison is listed."""
     plateau = saved.plateau
-    evidence = [gather(results, s, saved, with_macro=s.primary) for s in specs]
+    evidence = [gather(results, s, saved, claims, with_macro=s.primary) for s in specs]
     primary = next(e for e in evidence if e.spec.primary)
     decided = evidence_verdict(primary)
     n_values = plateau.get("n_values")
@@ -165,8 +166,8 @@ def claim_from_evidence(results: ResultsDir, number: int, specs: Sequence[Spec],
     else:
         arms = list(dict.fromkeys(x for s in specs for x in (s.a, s.b)))
         paper = paper_text(_dataset(results), arms)
-    return ClaimResult(number, STATEMENTS[number], _rule(number, plateau.get("min_gain", 0.01), n_values),
-                       decided, "; ".join(lines), paper, evidence)
+    rule = _rule(number, plateau.get("min_gain", 0.01), n_values, claims.close_margin)
+    return ClaimResult(number, STATEMENTS[number], rule, decided, "; ".join(lines), paper, evidence)
 
 
 def dpo_generation_parts(results: ResultsDir) -> list[dict[str, Any]]:
@@ -208,11 +209,13 @@ def claim_leakage(results: ResultsDir) -> ClaimResult:
                        measured if parts else measured + " (no DPO generation yet)", paper)
 
 
-def check_claims(results: ResultsDir) -> list[ClaimResult]:
-    """Claims 1-8, with Holm-adjusted p-values across the primary comparisons that have an effect."""
+def check_claims(results: ResultsDir, settings: ClaimsConfig) -> list[ClaimResult]:
+    """Claims 1-8, with Holm-adjusted p-values across the primary comparisons that have an effect; ``settings``
+    is the profile's ``claims`` section (bootstrap size, claim 4's margin)."""
     saved = SavedMetrics.load(results)
-    specs = claim_specs(float(saved.plateau.get("min_gain", 0.01)))
-    claims = [claim_from_evidence(results, n, specs[n], saved) for n in sorted(specs)] + [claim_leakage(results)]
+    specs = claim_specs(float(saved.plateau.get("min_gain", 0.01)), settings.close_margin)
+    claims = [claim_from_evidence(results, n, specs[n], saved, settings) for n in sorted(specs)]
+    claims.append(claim_leakage(results))
     decided = [c for c in claims if c.primary is not None and c.primary.effect is not None]
     for c, p in zip(decided, holm([c.primary.effect.p_value for c in decided]), strict=True):  # type: ignore[union-attr]
         c.holm_p = p
@@ -280,9 +283,9 @@ def claims_markdown(claims: Sequence[ClaimResult], profile: str) -> str:
     return "\n".join(lines)
 
 
-def write_claims(results: ResultsDir) -> list[ClaimResult]:
+def write_claims(results: ResultsDir, settings: ClaimsConfig) -> list[ClaimResult]:
     """``claims.md`` at the results root, ``tables/claims.csv|md`` and ``tables/claims_detail.json``."""
-    claims = check_claims(results)
+    claims = check_claims(results, settings)
     (results.root / "claims.md").write_text(claims_markdown(claims, results.root.name))
     save_table(results, "claims", claims_frame(claims), index=False)
     write_json(results.tables / "claims_detail.json", claims_detail(claims))
@@ -296,10 +299,11 @@ TABLES: dict[str, tuple[str, Callable[[ResultsDir], dict[str, pd.DataFrame]]]] =
 }
 
 
-def build_all(results: ResultsDir) -> dict[str, Any]:
-    """Every table whose metrics exist, and the claims report: what ``python -m redpo figures`` writes."""
+def build_all(results: ResultsDir, settings: ClaimsConfig) -> dict[str, Any]:
+    """Every table whose metrics exist, and the claims report: what ``python -m redpo figures`` writes.
+    ``settings`` is the profile's ``claims`` section."""
     out: dict[str, Any] = {}
     for group, (needs, build) in TABLES.items():
         out[group] = sorted(build(results)) if (results.root / needs).is_file() else f"skipped: no {needs}"
-    out["claims"] = [c.verdict for c in write_claims(results)]
+    out["claims"] = [c.verdict for c in write_claims(results, settings)]
     return out

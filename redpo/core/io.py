@@ -35,6 +35,11 @@ class DataError(ValueError):
     """A data file is missing or malformed; the message names the file (and line) and how to fix it."""
 
 
+class MissingMetrics(FileNotFoundError):
+    """A figure's or table's input file does not exist yet, or holds no rows (the notebook that writes it has not
+    run, or had nothing to write)."""
+
+
 class ResultsDir:
     """``results/<profile>/`` with named sub-folders (created on first use)."""
 
@@ -101,6 +106,14 @@ def write_samples(path: Path, samples: Iterable[RESample]) -> Path:
 def read_json(path: Path) -> Any:
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; run the notebook that writes it first")
+    return json.loads(path.read_text())
+
+
+def read_metrics(results: ResultsDir, name: str) -> Any:
+    """``metrics/<name>`` of a results folder, or :class:`MissingMetrics` when no notebook has written it yet."""
+    path = results.root / "metrics" / name
+    if not path.is_file():
+        raise MissingMetrics(f"{path} does not exist")
     return json.loads(path.read_text())
 
 

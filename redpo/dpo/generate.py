@@ -18,8 +18,9 @@ from redpo.core.io import ResultsDir
 from redpo.core.manifest import record_model
 from redpo.core.replay import replay_models
 from redpo.data.splits import profile_schema
-from redpo.dpo.pairs import HALVES, RelationHalves
-from redpo.dpo.train import ADAPTER_LABEL, adapter_dir, base_model_name
+from redpo.dpo.adapters import ADAPTER_LABEL, adapter_dir
+from redpo.dpo.base import base_model_name
+from redpo.dpo.halves import HALVES, RelationHalves
 from redpo.generation.arms import call_cache_path, make_generator
 from redpo.generation.cache import CachedGenerator, LLMCache
 from redpo.generation.engines import replay_generator, server_generator
@@ -79,6 +80,7 @@ def generate_dpo_arms(
     splits: Sequence[tuple[int, int]],
     pools_by_split: Mapping[tuple[int, int], Mapping[str, Sequence[Any]]],
     *,
+    arms: Sequence[str] | None = None,
     progress: bool = True,
     save: bool = True,
 ) -> dict[ArmKey, ArmResult]:
@@ -96,7 +98,7 @@ def generate_dpo_arms(
             pools = {rel: pool for rel, pool in pools_by_split[(k, seed)].items() if rel in wanted}
             if not pools:
                 continue
-            for arm in profile.dpo.arms:
+            for arm in profile.dpo.arms if arms is None else arms:
                 result = generate_arm(
                     arm, profile, schema, pools, generator, adapter=ADAPTER_LABEL, k=k, kshot_seed=seed,
                     progress=progress,

@@ -20,10 +20,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from redpo.config import Profile
+from redpo.config import Profile, derive
 from redpo.core.io import ResultsDir
-from redpo.dpo.pairs import load_pairs, pairs_path
-from redpo.dpo.train import adapter_dir, build_and_save_pairs, train_adapter
+from redpo.dpo.adapters import adapter_dir
+from redpo.dpo.pairs import build_and_save_pairs, load_pairs, pairs_path
+from redpo.dpo.train import train_adapter
 from redpo.generation import engines
 from redpo.generation.cache import LLMCache
 from redpo.models.load import clear_model_cache, load_causal_lm
@@ -81,9 +82,9 @@ def probe_adapter(profile: Profile, results: ResultsDir) -> Path:
         return out
     if not pairs_path(results, "A").is_file():
         build_and_save_pairs(profile, results)
-    probe = profile.model_copy(update={"dpo": profile.dpo.model_copy(update={
-        "max_steps": PROBE_STEPS, "batch_size": 2, "learning_rate": PROBE_LEARNING_RATE, "checkpoint_steps": 0,
-        "held_out": 0.0})})
+    probe = derive(profile, {"dpo.max_steps": PROBE_STEPS, "dpo.batch_size": 2,
+                             "dpo.learning_rate": PROBE_LEARNING_RATE, "dpo.checkpoint_steps": 0,
+                             "dpo.held_out": 0.0})
     pairs = load_pairs(results, "A")
     train_adapter(probe, pairs.select(range(min(PROBE_PAIRS, len(pairs)))), out, progress=False)
     return out

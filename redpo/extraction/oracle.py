@@ -32,7 +32,7 @@ from typing import Any
 import pandas as pd
 from safetensors.torch import load_model, save_model
 
-from redpo.config import Profile
+from redpo.config import Profile, derive, identity
 from redpo.core.io import ResultsDir, atomic_write, iter_jsonl, read_json, write_json
 from redpo.core.relations import RelationSchema
 from redpo.core.replay import miss, replay_models
@@ -98,8 +98,8 @@ def _train_set(profile: Profile) -> list[RESample]:
 def oracle_fingerprint(profile: Profile, train: Sequence[RESample], dev: Sequence[RESample]) -> str:
     """Hash of what determines the oracle: encoder settings, the ``oracle`` section and the data it sees."""
     blob = json.dumps({
-        "encoder": profile.encoder.model_dump(mode="json", exclude={"threads", "seeds_per_split"}),
-        "oracle": profile.oracle.model_dump(mode="json"),
+        "encoder": identity(profile.encoder),
+        "oracle": identity(profile.oracle),
         "dataset": profile.dataset.name,
         "train": samples_digest(train),
         "dev": samples_digest(dev),
@@ -117,8 +117,8 @@ def ensure_oracle(profile: Profile, results: ResultsDir) -> Oracle | CommittedOr
     dev, test = evaluation_sets(profile)
     fingerprint = oracle_fingerprint(profile, train, dev)
     folder = results.cache / ORACLE_DIR / fingerprint[:16]
-    encoder_cfg = profile.encoder.model_copy(update={"epochs": profile.oracle.epochs,
-                                                     "learning_rate": profile.oracle.learning_rate})
+    encoder_cfg = derive(profile.encoder, {"epochs": profile.oracle.epochs,
+                                           "learning_rate": profile.oracle.learning_rate})
     with torch_threads(profile.encoder.threads):
         if (folder / WEIGHTS).is_file() and (folder / SUMMARY).is_file():
             summary = json.loads((folder / SUMMARY).read_text())

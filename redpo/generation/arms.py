@@ -233,6 +233,7 @@ def diversity_summary(
             split_arms = {**split_arms, "gold": gold}
         demos = gold.samples
         report = compare_arms({name: res.samples for name, res in split_arms.items()}, demos, embed=embed,
+                              near_copy_threshold=profile.generation.near_copy_threshold,
                               reference="gold" if include_gold else None)
         out["splits"][f"k{k}_s{seed}"] = {"k": k, "seed": seed, **report}
     return out

@@ -106,7 +106,7 @@ def _judge(outputs: Sequence[GenerationOutput], work: Workloads, profile: Profil
                                 min_tokens=gen.min_tokens, max_tokens=gen.max_tokens)
         valid += len(parsed.valid)
         exact += parsed.reason_counts().get("copy_of_demo", 0)
-        near += sum(is_near_copy(s, work.demos[rel]) for s in parsed.valid)
+        near += sum(is_near_copy(s, work.demos[rel], gen.near_copy_threshold) for s in parsed.valid)
     return valid, exact, near
 
 

@@ -33,7 +33,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from redpo.config import SamplingConfig
+from redpo.config import SamplingConfig, identity
 from redpo.generation import prompts
 from redpo.generation.backends import Backend
 
@@ -259,8 +259,7 @@ class CachedGenerator:
             model_sha256=self.model_key.sha256,
             adapter_sha256=self.model_key.adapter_sha256,
             prompt=request.prompt,
-            # no stop strings (the default) leaves the keys of runs from before stop strings existed as they were
-            sampling=request.sampling.model_dump(mode="json", exclude=set() if request.sampling.stop else {"stop"}),
+            sampling=identity(request.sampling),
             seed=request.seed,
             attempt=request.attempt,
         )

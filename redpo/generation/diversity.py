@@ -24,7 +24,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.metrics.pairwise import cosine_similarity
 
 from redpo.core.sample import RESample, generated_only
-from redpo.generation.parse import NEAR_COPY_THRESHOLD, is_near_copy
+from redpo.generation.parse import is_near_copy
 
 Embedder = Callable[[list[str]], np.ndarray]
 MASKS = ("ENTHEAD", "ENTTAIL")
@@ -85,9 +85,10 @@ def distinct_n(token_lists: Iterable[Sequence[str]], n: int) -> float | None:
 
 
 def near_copy_share(
-    samples: Sequence[RESample], demos: Sequence[RESample], threshold: float = NEAR_COPY_THRESHOLD
+    samples: Sequence[RESample], demos: Sequence[RESample], threshold: float
 ) -> float | None:
-    """Share of samples that are near copies of a demonstration (:func:`redpo.parse.is_near_copy`)."""
+    """Share of samples that are near copies of a demonstration (:func:`redpo.generation.parse.is_near_copy`, at
+    ``generation.near_copy_threshold``)."""
     if not samples:
         return None
     return sum(is_near_copy(s, demos, threshold) for s in samples) / len(samples)
@@ -106,9 +107,11 @@ def relation_metrics(
     samples: Sequence[RESample],
     *,
     demos: Sequence[RESample] | None = None,
+    near_copy_threshold: float | None = None,
     embed: Embedder | None = None,
 ) -> dict[str, Any]:
-    """All metrics for one relation's samples; pairwise ones are ``None`` below two samples."""
+    """All metrics for one relation's samples; pairwise ones are ``None`` below two samples. With ``demos``, the
+    near-copy share at ``near_copy_threshold`` (``generation.near_copy_threshold``) too."""
     out: dict[str, Any] = {"n": len(samples), "pairwise": len(samples) >= 2}
     for suffix, texts in metric_texts(samples).items():
         tokens = [t.split() for t in texts]
@@ -119,7 +122,9 @@ def relation_metrics(
         out[f"distinct_1{suffix}"] = distinct_n(tokens, 1)
         out[f"distinct_2{suffix}"] = distinct_n(tokens, 2)
     if demos is not None:  # a relation without demonstrations has no near-copy share, not a share of 0
-        out["near_copy_share"] = near_copy_share(samples, demos) if demos else None
+        if near_copy_threshold is None:
+            raise ValueError("a near-copy share needs near_copy_threshold (generation.near_copy_threshold)")
+        out["near_copy_share"] = near_copy_share(samples, demos, near_copy_threshold) if demos else None
     return out
 
 
@@ -133,6 +138,7 @@ def diversity_report(
     samples_by_relation: Mapping[str, Sequence[RESample]],
     *,
     demos_by_relation: Mapping[str, Sequence[RESample]] | None = None,
+    near_copy_threshold: float | None = None,
     embed: Embedder | None = None,
     relations: Sequence[str] | None = None,
 ) -> dict[str, Any]:
@@ -147,6 +153,7 @@ def diversity_report(
         r: relation_metrics(
             list(samples_by_relation.get(r, ())),
             demos=None if demos_by_relation is None else list(demos_by_relation.get(r, ())),
+            near_copy_threshold=near_copy_threshold,
             embed=embed,
         )
         for r in rels
@@ -173,6 +180,7 @@ def compare_arms(
     arms: Mapping[str, Mapping[str, Sequence[RESample]]],
     demos_by_relation: Mapping[str, Sequence[RESample]],
     *,
+    near_copy_threshold: float,
     embed: Embedder | None = None,
     reference: str | None = None,
 ) -> dict[str, Any]:
@@ -189,8 +197,8 @@ def compare_arms(
         "relations": rels,
         "arms": {
             name: diversity_report(
-                by_rel, demos_by_relation=None if name == reference else demos_by_relation, embed=embed,
-                relations=rels,
+                by_rel, demos_by_relation=None if name == reference else demos_by_relation,
+                near_copy_threshold=near_copy_threshold, embed=embed, relations=rels,
             )
             for name, by_rel in written.items()
         },

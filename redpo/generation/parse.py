@@ -61,8 +61,6 @@ REASONS = (
     BAD_TYPE,
 )
 
-NEAR_COPY_THRESHOLD = 0.8
-
 
 @dataclass(frozen=True)
 class Reject:
@@ -147,7 +145,9 @@ def near_copy_score(sample: RESample, demos: Sequence[RESample]) -> float:
     return best
 
 
-def is_near_copy(sample: RESample, demos: Sequence[RESample], threshold: float = NEAR_COPY_THRESHOLD) -> bool:
+def is_near_copy(sample: RESample, demos: Sequence[RESample], threshold: float) -> bool:
+    """Whether ``sample`` nearly copies a demonstration: :func:`near_copy_score` at least ``threshold``
+    (``generation.near_copy_threshold``)."""
     return near_copy_score(sample, demos) >= threshold
 
 

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from redpo.config import Profile, TinyFitConfig, cache_dir
+from redpo.config import Profile, TinyFitConfig, cache_dir, identity
 from redpo.core.relations import RelationSchema
 from redpo.core.sample import MARKERS, RESample
 from redpo.data.splits import load_split, profile_schema
@@ -171,7 +171,7 @@ def fitted_tiny_llama_info(profile: Profile) -> ModelInfo:
     settings = profile.generator.fit
     schema = profile_schema(profile)
     pairs = build_pairs(profile, load_split(profile, "train"), schema)
-    config = {"version": FIT_VERSION, "seed": profile.seed, **settings.model_dump(mode="json")}
+    config = {"version": FIT_VERSION, "seed": profile.seed, **identity(settings)}
     out_dir = cache_dir() / "models" / fitted_dir_name(pairs, config)
 
     def build(out: Path) -> dict[str, Any]:

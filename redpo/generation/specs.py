@@ -1,43 +1,16 @@
-"""The generation arms a profile may name, what each one means, and how DPO and RE arms are named after them.
+"""How DPO and RE arms are named after the generation arms.
 
-The arm *names* are part of the profile's vocabulary (``redpo.config.GenerationArm`` and ``IclArm``), so a
-misspelt arm fails when the profile loads; this module gives each name its meaning. A test checks that the two
-lists agree.
+The generation arms themselves (their names and what each means) are the profile's vocabulary, defined once in
+:data:`redpo.config.ARMS`, so a misspelt arm fails when the profile loads; this module derives every other arm name
+from them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from redpo.config import ARMS, BASELINE_ARM, DPO_ARM_SUFFIX, ArmSpec, PromptKind
 
-from redpo.config import DPO_ARM_SUFFIX
+__all__ = ["ARMS", "BASELINE_ARM", "ArmSpec", "PromptKind"]  # re-exported: the loops read specs from here
 
-PromptKind = Literal["baseline", "aao", "obo"]
-
-
-@dataclass(frozen=True)
-class ArmSpec:
-    """Which prompt an arm uses and whether the dissimilarity sentence is in it."""
-
-    prompt: PromptKind
-    dissimilar: bool
-
-    @property
-    def many(self) -> bool:
-        """Baseline and AAO ask for many samples per call; OBO for one."""
-        return self.prompt != "obo"
-
-
-ARMS: dict[str, ArmSpec] = {
-    "baseline": ArmSpec("baseline", dissimilar=False),
-    "aao": ArmSpec("aao", dissimilar=True),
-    "aao_nodiv": ArmSpec("aao", dissimilar=False),
-    "obo": ArmSpec("obo", dissimilar=True),
-    "obo_nodiv": ArmSpec("obo", dissimilar=False),
-}
-
-BASELINE_ARM = "baseline"
-"""Xu et al.'s prompt: notebook 01's arm; every other arm is one of notebook 02's ICL grid."""
 ICL_ARMS: tuple[str, ...] = tuple(a for a in ARMS if a != BASELINE_ARM)
 DPO_SUFFIX = DPO_ARM_SUFFIX
 DPO_ARMS: tuple[str, ...] = tuple(f"{a}{DPO_SUFFIX}" for a in ICL_ARMS)

@@ -21,8 +21,10 @@ from redpo.core.replay import (
     replay_dir,
     replay_models,
 )
-from redpo.dpo.pairs import HALVES, pairs_path
-from redpo.dpo.train import LOG_NAME, adapter_dir, fingerprint
+from redpo.dpo.adapters import adapter_dir, fingerprint
+from redpo.dpo.halves import HALVES
+from redpo.dpo.pairs import pairs_path
+from redpo.dpo.train import LOG_NAME
 from redpo.extraction.llm_scoring import scorer_model_key
 from redpo.generation.arms import generator_identity, generator_info
 from redpo.generation.engines import identity_settings

@@ -1,4 +1,4 @@
-"""The plateau analysis (notebook 05): the plateau rule, the RE score against N, and the valid-sample yield.
+"""The plateau's curves (notebook 05): the plateau rule, the RE score against N, and the valid-sample yield.
 
 - **Plateau rule** (:func:`plateau_point`): the plateau is the first N from which no later step to the next N
   gains more than ``max(plateau.min_gain, larger seed sd of the two points)`` in mean micro-F1.
@@ -6,7 +6,7 @@
   the paper blames the plateau on.
 
 Everything here reads run records and generation records only; the runs themselves come from
-:mod:`redpo.extraction.plateau_runs`.
+:mod:`redpo.plateau.runs`.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from redpo.analysis.tables import format_mean_sd, json_safe, mean_sd, save_table
 from redpo.config import Profile
 from redpo.core.io import ResultsDir, read_json, write_json
+from redpo.core.tables import format_mean_sd, json_safe, mean_sd, save_table
 from redpo.data.splits import profile_schema
 from redpo.generation.store import PLATEAU_PREFIX, ArmKey, ArmResult, ResponseRecord, arm_stem
 
