@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import nbformat
@@ -44,3 +45,48 @@ def test_first_code_cell_is_typed_parameters(notebook: nbformat.NotebookNode) ->
     for name, type_name in PARAMETERS.items():
         assert annotated.get(name) == type_name, f"parameters cell needs `{name}: {type_name} = ...`"
     assert "injected-parameters" not in str(notebook.cells), "papermill's injected cell was committed"
+
+
+# ---- no logic copied between notebooks ----------------------------------------------------------------------
+REPEAT_LINES = 6
+"""A run of this many code lines (imports, comments and blank lines aside) standing in two cells is copied logic:
+it belongs in the package, called once from each notebook. The same size as the ``duplicates`` tool's rows."""
+
+
+LITERAL_RE = re.compile(r"""(?P<q>["'])(?:\\.|(?!(?P=q)).)*(?P=q)|\b\d+(?:\.\d+)?\b""")
+"""String and number literals: a copy that differs only in a file name or a constant is still a copy."""
+
+
+def code_lines(source: str) -> list[str]:
+    """A cell's code as compared: stripped lines with literals blanked, without blanks, comments and imports
+    (every notebook imports alike, which is not logic)."""
+    lines = [LITERAL_RE.sub("_", line.strip()) for line in source.splitlines()]
+    return [line for line in lines if line and not line.startswith(("#", "import ", "from "))]
+
+
+def repeated_runs(cells: dict[str, str], size: int = REPEAT_LINES) -> list[str]:
+    """Every run of ``size`` consecutive code lines that stands in more than one of ``cells`` (name -> source)."""
+    places: dict[tuple[str, ...], set[str]] = {}
+    for name, source in cells.items():
+        lines = code_lines(source)
+        for start in range(len(lines) - size + 1):
+            places.setdefault(tuple(lines[start:start + size]), set()).add(name)
+    return [f"{sorted(where)}: {run[0]} ... {run[-1]}" for run, where in places.items() if len(where) > 1]
+
+
+def notebook_cells(paths: list[Path]) -> dict[str, str]:
+    return {f"{path.name} cell {i}": cell.source for path in paths
+            for i, cell in enumerate(nbformat.read(path, as_version=4).cells) if cell.cell_type == "code"}
+
+
+def test_no_code_is_repeated_across_notebooks() -> None:
+    repeats = repeated_runs(notebook_cells(NOTEBOOKS))
+    assert not repeats, f"code repeated across notebooks (move it into redpo and call it once): {repeats}"
+
+
+def test_the_repeat_check_finds_a_copied_cell() -> None:
+    copied = "\n".join(f'value_{i} = compute({i}, "metrics/a.json")  # step {i}' for i in range(REPEAT_LINES))
+    renamed = copied.replace('compute(1, "metrics/a.json")', 'compute(2.5, "metrics/b.json")')  # other literals
+    cells = {"01 cell 3": "import pandas as pd\n\n" + copied, "02 cell 5": renamed + "\nshow(value_0)",
+             "03 cell 1": "\n".join(copied.splitlines()[:REPEAT_LINES - 1])}  # one line short of a run: not a copy
+    assert [r.split(":")[0] for r in repeated_runs(cells)] == ["['01 cell 3', '02 cell 5']"]

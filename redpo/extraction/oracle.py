@@ -43,6 +43,7 @@ from redpo.extraction.metrics import score
 from redpo.extraction.model import REClassifier, TrainedRE, predict, prepare_encoder, train_re_model
 from redpo.extraction.run_store import samples_digest
 from redpo.extraction.training_sets import evaluation_sets
+from redpo.generation.arms import gold_arm
 from redpo.generation.store import ArmKey, ArmResult
 
 ORACLE_DIR = "oracle"
@@ -194,6 +195,34 @@ def correctness_table(labels: pd.DataFrame, schema: RelationSchema) -> pd.DataFr
     rows = [{"arm": arm, **correctness(group["relation"].tolist(), group["oracle"].tolist(), schema)}
             for arm, group in labels.groupby("arm", sort=False)]
     return pd.DataFrame(rows, columns=["arm", "n", "oracle_agreement", "direction_flip_rate", "negative_share"])
+
+
+@dataclass(frozen=True)
+class Judged:
+    """What :func:`judge_arms` measured: the oracle's summary, its per-sample labels and the per-arm table."""
+
+    summary: Mapping[str, Any]
+    labels: pd.DataFrame
+    table: pd.DataFrame
+
+    def describe(self) -> str:
+        """One line on the oracle itself, so a reader knows how far to trust its shares."""
+        s = self.summary
+        return (f"oracle: {s['n_train']} training sentences, {s['epochs_run']:.0f} epochs; test micro-F1 "
+                f"{s['test_micro_f1']:.3f} on {s['test_n']} sentences")
+
+
+def judge_arms(profile: Profile, results: ResultsDir, arms: Mapping[ArmKey, ArmResult], stem: str) -> Judged:
+    """Notebooks 02 and 03's correctness step in one call: the profile's oracle (trained once, or the committed
+    labels when replaying) labels every sample of ``arms`` and the gold K-shot samples of each of their splits,
+    and ``metrics/<stem>.json`` and ``<stem>_labels.jsonl`` are written (:func:`save_correctness`)."""
+    schema = profile_schema(profile)
+    judge = ensure_oracle(profile, results)
+    splits = sorted({(k, seed) for (_name, k, seed) in arms})
+    gold = {split: gold_arm(profile, results, *split).all_samples() for split in splits}
+    labels = label_arms(judge, arms, schema, gold)
+    save_correctness(results, stem, judge, labels, schema)
+    return Judged(judge.summary, labels, correctness_table(labels, schema))
 
 
 def save_correctness(results: ResultsDir, stem: str, oracle: Oracle | CommittedOracle, labels: pd.DataFrame,
