@@ -82,5 +82,5 @@ def test_the_committed_cpu_full_grid_is_found_under_todays_keys(data_root: Path,
     keys = {(arm, c.name): run_fingerprint(profile, arm, c, train, *digests, sizes.get(arm))
             for c in cells for arm, train in sets.items() if train}
     missing = sorted(name for name, key in keys.items() if key not in archived)
-    assert len(keys) == len(cells) * len(sets) == 2 * 19  # manual, its step-matched control, 7 + 2 gen and 6 + 2 mix arms
+    assert len(keys) == len(cells) * len(sets) == 2 * 19  # manual, manual-steps, 7+2 gen, 6+2 mix
     assert not missing, f"{len(missing)} of {len(keys)} committed runs would retrain: {missing[:5]}"
