@@ -59,3 +59,14 @@ def test_breaking_a_layer_fails_the_contract(package_copy: Path, module: str, li
     assert proc.returncode != 0
     broken = [ln for ln in proc.stdout.splitlines() if "BROKEN" in ln]
     assert any(contract in ln for ln in broken), proc.stdout
+
+
+MAX_MODULE_LINES = 400
+"""A module longer than this holds more than one concept; ``config.py`` is the exception (every profile section
+with its field docs, so the profile reference is one file)."""
+
+
+def test_no_module_is_longer_than_one_concept() -> None:
+    long = {str(p.relative_to(REPO_ROOT)): n for p in (REPO_ROOT / "redpo").rglob("*.py")
+            if p.name != "config.py" and (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES}
+    assert not long, f"split these modules by job: {long}"

@@ -67,7 +67,7 @@ def ensure_adapter(profile: Profile, results: ResultsDir, half: str, *, progress
     out_dir = adapter_dir(results, half)
     models = replay_models(results)
     if models is not None:  # a replaying folder: the committed run's training log, no weights, no training
-        models.check_settings(results, identity_settings(profile))
+        models.check_settings(results, identity_settings(profile.generator))
         record = models.adapter(results, half)
         if fingerprint(profile, pairs_path(results, half), record.base_sha256) != record.log.get("fingerprint"):
             raise miss(results, f"DPO adapter {half!r} trained on these pairs and dpo settings")

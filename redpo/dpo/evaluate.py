@@ -46,7 +46,7 @@ def evaluate_held_out(profile: Profile, held_pairs: Dataset, out_dir: Path, *, p
         # then the saved weights into it.
         trainer = DPOTrainer(model=loaded.model, ref_model=None, args=args, train_dataset=held_set,
                              eval_dataset=held_set, processing_class=loaded.tokenizer,
-                             peft_config=lora_config(profile))
+                             peft_config=lora_config(profile.dpo.lora))
         weights = load_file(out_dir / "adapter_model.safetensors")
         unexpected = set_peft_model_state_dict(trainer.model, weights).unexpected_keys
         if unexpected:

@@ -22,7 +22,7 @@ from typing import Any
 import datasets
 from datasets import Dataset
 
-from redpo.config import Profile
+from redpo.config import LoraConfigSection, Profile
 from redpo.core.io import write_json
 from redpo.core.manifest import CHECKPOINTS_DIR
 from redpo.dpo.base import fresh_generator
@@ -36,10 +36,10 @@ PAIR_COLUMNS = ["prompt", "chosen", "rejected"]
 LOG_KEYS = ("loss", "rewards/margins", "rewards/accuracies", "rewards/chosen", "rewards/rejected", "learning_rate")
 
 
-def lora_config(profile: Profile) -> Any:
+def lora_config(lora: LoraConfigSection) -> Any:
+    """PEFT's ``LoraConfig`` from the profile's ``dpo.lora`` section."""
     from peft import LoraConfig
 
-    lora = profile.dpo.lora
     return LoraConfig(
         r=lora.r,
         lora_alpha=lora.alpha,
@@ -191,7 +191,7 @@ def train_adapter(
             args=trainer_config(profile, out_dir, progress=progress),
             train_dataset=train_set,
             processing_class=loaded.tokenizer,
-            peft_config=lora_config(profile),
+            peft_config=lora_config(profile.dpo.lora),
         )
         if not progress:
             trainer.remove_callback(PrinterCallback)

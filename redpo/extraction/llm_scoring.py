@@ -191,7 +191,7 @@ def run_closed_set(
     demos = demonstrations(kshot, labels)
     replaying = replay_models(results) if scorer is None else None
     if replaying is not None:  # scores come from the committed cache alone: the weights are never loaded
-        replaying.check_settings(results, identity_settings(profile))
+        replaying.check_settings(results, identity_settings(profile.generator))
         if replaying.scorer_key is None:
             raise miss(results, "the closed-set scorer (the archive names no scorer_key)")
         model_key, tokenizer = replaying.scorer_key, profile_tokenizer(profile)

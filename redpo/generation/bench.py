@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from redpo.config import Profile, SamplingConfig
+from redpo.config import ARMS, Profile, SamplingConfig, derive
 from redpo.core.io import ResultsDir
 from redpo.core.relations import RelationSchema
 from redpo.core.sample import RESample
@@ -38,7 +38,7 @@ from redpo.generation.arms import prepare_generator
 from redpo.generation.backends import GenerationOutput
 from redpo.generation.backends.server import ServerBackend
 from redpo.generation.backends.transformers import TransformersBackend
-from redpo.generation.loops import select_demos
+from redpo.generation.loops import arm_sampling, select_demos
 from redpo.generation.parse import is_near_copy, parse_response
 
 CHAIN_STEPS = 8
@@ -169,11 +169,8 @@ def bench_llama_cpp(profile: Profile, results: ResultsDir, work: Workloads, sche
     same family shares the chat template and tokenizer)."""
     sampling, seed = _obo_sampling(profile), profile.generation.seed
     slots = len(work.relations)
-    server = profile.generator.server.model_copy(update={"parallel": slots, **({"weights": "packaged"} if model
-                                                                                 else {})})
-    prof = profile.model_copy(update={"generator": profile.generator.model_copy(update={
-        "server": server, **({"model": model, "fit": profile.generator.fit.model_copy(update={"steps": 0})}
-                             if model else {})})})
+    other_model = {"generator.server.weights": "packaged", "generator.model": model, "generator.fit.steps": 0}
+    prof = derive(profile, {"generator.server.parallel": slots, **(other_model if model else {})})
     tokenizer = engines.profile_tokenizer(profile)
     weights = engines.gguf_weights(prof)
     out: dict[str, Any] = {}
@@ -185,6 +182,7 @@ def bench_llama_cpp(profile: Profile, results: ResultsDir, work: Workloads, sche
         backend = ServerBackend(server.url, tokenizer, slots=slots, context=prof.generator.server.ctx_per_slot)
         if name == "cold_step":  # the prompt pass alone: n_predict 0 evaluates the prompts and stops
             t0 = time.perf_counter()
+            # A request, not a profile: 0 new tokens is outside what a profile may ask, so it is not derived.
             backend.generate(workload[0], sampling.model_copy(update={"max_new_tokens": 0}), seed)
             prefill = time.perf_counter() - t0
             engines.stop_servers()
@@ -203,12 +201,11 @@ def bench_llama_cpp(profile: Profile, results: ResultsDir, work: Workloads, sche
 
 def _obo_sampling(profile: Profile) -> SamplingConfig:
     """OBO calls' sampling, as the loops send it (with ``generation.obo_stop``)."""
-    return profile.generator.sampling.model_copy(update={"stop": list(profile.generation.obo_stop)})
+    return arm_sampling(profile.generator.sampling, profile.generation, ARMS["obo"])
 
 
 def _aao_sampling(profile: Profile) -> SamplingConfig:
-    sampling = profile.generator.sampling
-    return sampling.model_copy(update={"max_new_tokens": sampling.max_new_tokens * profile.generation.n_per_relation})
+    return arm_sampling(profile.generator.sampling, profile.generation, ARMS["aao"])
 
 
 def bench_generation(profile: Profile, results: ResultsDir, *, backends: Sequence[str] = BACKENDS) -> dict[str, Any]:
@@ -277,8 +274,7 @@ def bench_determinism(profile: Profile, results: ResultsDir, *, backends: Sequen
     weights = engines.gguf_weights(profile)
     runs: dict[str, list[str]] = {}
     for slots in dict.fromkeys(n or len(step) for n in DETERMINISM_SLOTS):
-        prof = profile.model_copy(update={"generator": profile.generator.model_copy(update={
-            "server": profile.generator.server.model_copy(update={"parallel": slots})})})
+        prof = derive(profile, {"generator.server.parallel": slots})
         for repeat in range(repeats):
             engines.stop_servers()
             server = engines.local_server(prof, results, Path(weights.path))

@@ -17,7 +17,7 @@ from typing import Any
 
 from transformers import AutoTokenizer
 
-from redpo.config import Profile
+from redpo.config import GeneratorConfig, Profile
 from redpo.core.io import ResultsDir
 from redpo.core.manifest import record_model
 from redpo.core.replay import ReplayModels
@@ -97,10 +97,10 @@ def profile_tokenizer(profile: Profile) -> object:
     return chat_tokenizer(chat_source(profile))
 
 
-def identity_settings(profile: Profile) -> dict[str, Any]:
+def identity_settings(gen: GeneratorConfig) -> dict[str, Any]:
     """The generator settings that decide which model answers (so which cached answers are valid): the model, its
-    weights type, the engine and its pinned version, the backend and dtype, the smoke fitter's settings."""
-    gen = profile.generator
+    weights type, the engine and its pinned version, the backend and dtype, the smoke fitter's settings. A replay
+    archive records them, and a profile whose generator differs is refused instead of being answered wrongly."""
     local_engine = gen.backend == "llama_cpp" and not gen.server.url
     return {
         "model": gen.model,
@@ -214,7 +214,7 @@ def replay_generator(
 ) -> CachedGenerator:
     """The generator of a replaying results folder (:mod:`redpo.core.replay`): keys from the archive's model
     identities, prompts rendered with the generator's tokenizer, no weights loaded and no server started."""
-    models.check_settings(results, identity_settings(profile))
+    models.check_settings(results, identity_settings(profile.generator))
     adapter_sha = models.adapter(results, adapter).sha256 if adapter is not None else None
     label = "generator" if adapter is None else f"generator with adapter {adapter}"
     backend = ReplayBackend(profile_tokenizer(profile), results, label=label)

@@ -21,7 +21,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from redpo.config import Profile, SamplingConfig
+from redpo.config import GenerationConfig, Profile, SamplingConfig, derive
 from redpo.core.relations import RelationSchema
 from redpo.core.sample import RESample
 from redpo.generation import prompts
@@ -52,17 +52,15 @@ def _stable_int(text: str) -> int:
     return int(hashlib.sha256(text.encode("utf-8")).hexdigest()[:15], 16)
 
 
-def _arm_sampling(profile: Profile, spec: ArmSpec) -> SamplingConfig:
-    """``sampling.max_new_tokens`` is per sample: a many-sample call gets it times ``n_per_relation``.
+def arm_sampling(sampling: SamplingConfig, generation: GenerationConfig, spec: ArmSpec) -> SamplingConfig:
+    """``sampling.max_new_tokens`` is per sample: a many-sample call gets it times ``n_per_relation``; an OBO call
+    stops at ``generation.obo_stop`` instead.
 
     One budget for every call of the arm keeps them in one batch; generation still stops at EOS.
     """
-    sampling = profile.generator.sampling
     if not spec.many:
-        return sampling.model_copy(update={"stop": list(profile.generation.obo_stop)})
-    return sampling.model_copy(
-        update={"max_new_tokens": sampling.max_new_tokens * profile.generation.n_per_relation}
-    )
+        return derive(sampling, {"stop": list(generation.obo_stop)})
+    return derive(sampling, {"max_new_tokens": sampling.max_new_tokens * generation.n_per_relation})
 
 
 def _messages(spec: ArmSpec, schema: RelationSchema, state: _RelState, n: int, window: int | None) -> prompts.Messages:
@@ -129,7 +127,7 @@ def generate_arm(
         stats[rel] = st.stats
         states.append(st)
     budget = gen.aao_max_calls if spec.many else gen.max_attempts
-    sampling = _arm_sampling(profile, spec)
+    sampling = arm_sampling(profile.generator.sampling, profile.generation, spec)
     records: list[ResponseRecord] = []
     t0 = time.perf_counter()
     calls_before = generator.backend_calls

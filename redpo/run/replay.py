@@ -47,7 +47,7 @@ def pack_results(profile: Profile, results: ResultsDir) -> dict[str, int]:
     scorer = scorer_model_key(base) if (results.cache / SCORES_CACHE).is_file() else None
     models = ReplayModels(
         generator=ModelIdentity(name=identity.name, sha256=identity.sha256),
-        generator_settings=identity_settings(profile),
+        generator_settings=identity_settings(profile.generator),
         adapters=adapters,
         scorer_key=scorer,
         commit=str(git_state().get("commit") or "unknown"),
