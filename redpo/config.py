@@ -368,7 +368,7 @@ class OracleConfig(_Strict):
 
 
 class LLMREConfig(_Strict):
-    """The direct-LLM RE baseline (``redpo.llm_re``): the generator labels each test sentence itself."""
+    """The direct-LLM RE baseline (``redpo.extraction.llm_baseline``): the generator labels each test sentence."""
 
     enabled: bool = True
     max_new_tokens: int = Field(16, ge=1)
