@@ -243,14 +243,14 @@ class GenerationConfig(_Strict):
     """Gold demonstrations drawn from the K-shot split for each relation's prompt."""
     obo_stop: list[str] = Field(default_factory=lambda: ["\n"])
     """Stop strings for OBO calls: ``["\\n"]`` (the default) ends a reply after its one requested sample line, so no
-    decode is spent on lines the parser would drop. In the first cpu run's raw OBO replies (made without it), every
-    valid sample but 2 of 312 (0 of 195 without DPO) stood on the reply's first line. ``[]`` turns it off."""
+    decode is spent on lines the parser would drop: a valid OBO sample stands on the reply's first line all but
+    always. ``[]`` turns it off."""
     obo_window: int | None = Field(None, ge=1)
     """OBO ablation: keep only the last W demonstrations (``None``: accumulate all, as the paper does)."""
     negative_label: Literal["generate", "manual"] = "manual"
     """``manual`` (default): every arm copies the split's K manual negative samples, so arms differ only in their
-    generated positives (the negative class is a catch-all that a one-line explanation describes poorly, and the
-    first reference run's arms held 0 to 8 generated ``Other`` samples against 8 manual: a confound);
+    generated positives (the negative class is a catch-all that a one-line explanation describes poorly, so the
+    arms would hold very different numbers of generated negatives against the same K manual ones: a confound);
     ``generate``: the negative label is generated like any other, and RE training gives it the same quota in every
     arm."""
     min_tokens: int = Field(4, ge=1)
@@ -368,7 +368,7 @@ class OracleConfig(_Strict):
 
 
 class LLMREConfig(_Strict):
-    """The direct-LLM RE baseline (``redpo.llm_re``): the generator labels each test sentence itself."""
+    """The direct-LLM RE baseline (``redpo.extraction.llm_baseline``): the generator labels each test sentence."""
 
     enabled: bool = True
     max_new_tokens: int = Field(16, ge=1)
@@ -386,8 +386,8 @@ class LLMREConfig(_Strict):
     relation makes K nearly irrelevant, and every run costs a full pass over the test set."""
     test_subsample: int | None = Field(None, ge=1)
     """Score the LLM on one stratified, seeded subset of the RE test set (``None``: all of it). Closed-set scoring
-    reads one statement per label: on 2 cores ~1.4 s per sentence with 5 labels, ~4.7 s with 19; the claims pair
-    the LLM with the RE arms on the sentences both scored."""
+    reads one statement per label, so a sentence costs seconds on a CPU, and more with every label (the CPU
+    profiles' comments give their sizing); the claims pair the LLM with the RE arms on the sentences both scored."""
 
 
 class PlateauConfig(_Strict):

@@ -141,7 +141,7 @@ def _dataset(results: ResultsDir) -> str:
 
 
 def paper_text(dataset: str, arms: Sequence[str]) -> str:
-    """Published micro-F1 (%) of ``arms`` for ``dataset`` at any K, from :mod:`redpo.paper_numbers`."""
+    """Published micro-F1 (%) of ``arms`` for ``dataset`` at any K, from :mod:`redpo.analysis.paper_numbers`."""
     found = [f"{p.row} {p.micro_f1:.2f} (K={p.k}, {p.table})" for p in paper_numbers.published(dataset)
              if set(p.arms) & set(arms)]
     return "; ".join(dict.fromkeys(found)) or f"none published for {dataset}"

@@ -81,7 +81,7 @@ class ReplayModels(_Strict):
 
     generator: ModelIdentity
     generator_settings: dict[str, Any]
-    """The profile's generator settings that decide the identity (see ``generation.arms.identity_settings``):
+    """The profile's generator settings that decide the identity (see ``generation.engines.identity_settings``):
     a replay under other settings would serve this run's answers as theirs."""
     adapters: dict[str, AdapterRecord] = {}
     scorer_key: str | None = None

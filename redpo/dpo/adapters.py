@@ -50,8 +50,8 @@ def fingerprint(profile: Profile, pairs_file: Path, base_sha256: str) -> str:
 def finished_adapter_log(out_dir: Path, stamp: str) -> dict[str, Any] | None:
     """The training log of the adapter saved in ``out_dir`` if it was trained under fingerprint ``stamp``, else None.
 
-    A finished adapter's folder may still hold checkpoints of its training (a session that stopped mid-training
-    committed them, and the commit that finished it did not remove them); their weight files would enter the
+    A finished adapter's folder may still hold checkpoints of its training (committed by a session that stopped
+    mid-training, and still in a tree where a later session finished it); their weight files would enter the
     adapter's hash and miss every cached call it answered, so they are removed here.
     """
     log_file = out_dir / LOG_NAME

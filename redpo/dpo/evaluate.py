@@ -20,9 +20,9 @@ def evaluate_held_out(profile: Profile, held_pairs: Dataset, out_dir: Path, *, p
     ``dpo.held_out`` share of its pairs: whole chains that never trained), one pair per evaluation batch.
 
     Why a pass of its own: TRL reports an evaluation metric as the mean of per-batch means, which is not the mean
-    over pairs when the last batch is short (15 held-out pairs at batch 4 gave a reward accuracy of 0.9375, a value
-    no count out of 15 can have). A batch of one makes each batch a pair, so the reported means are means over
-    pairs (in one process; with several, TRL gathers one pair per process per step). And it scores the saved
+    over pairs when the last batch is short (15 held-out pairs at batch 4 can report a reward accuracy of 0.9375,
+    a value no count out of 15 can have). A batch of one makes each batch a pair, so the reported means are means
+    over pairs (in one process; with several, TRL gathers one pair per process per step). And it scores the saved
     weights, the ones every later stage loads, with the base model under the disabled adapter as the reference.
     ``loaded`` (default: a fresh copy of the generator) gets the LoRA layers in place, as in training.
     """

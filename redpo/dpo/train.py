@@ -58,10 +58,10 @@ def on_disk(dataset: Dataset, folder: Path) -> Dataset:
     """``dataset`` backed by Arrow files in ``folder`` (written once, then read back).
 
     Why: TRL caches what it derives from a dataset (the tokenised pairs, and with ``precompute_ref_log_probs`` the
-    reference log-probs) beside the dataset's own files, and an in-memory dataset has none, so those caches went to
-    a temporary folder that died with the process. A resumed training then recomputed the reference pass over
-    every pair (~17 min on idle cores for ``cpu-full``'s 135) before its first step. Kept under the checkpoints,
-    they resume too.
+    reference log-probs) beside the dataset's own files, and an in-memory dataset has none, so those caches would
+    go to a temporary folder that dies with the process, and a resumed training would recompute the reference pass
+    over every pair (seconds per pair on a CPU, many minutes in all) before its first step. Kept under the
+    checkpoints, they resume too.
     """
     if not (folder / "state.json").is_file():
         partial = folder.with_name(folder.name + ".partial")

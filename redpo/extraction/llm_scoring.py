@@ -1,10 +1,10 @@
 """Closed-set scoring: the direct-LLM baseline's primary row, which cannot fail on answer format.
 
-Asked to *write* a label, the 0.5B generator named a type without its direction in 599 of 600 answers, so the
-free-generation baseline scored 0.0: a format failure, not a measurement of the LLM as an RE model. Here the LLM
-never writes. For each test sentence every candidate label is *verbalised* as a short statement with the two
-entity names filled in (``'influx' causes 'drain'`` for ``Cause-Effect(e1,e2)``; the schema's
-:meth:`~redpo.core.relations.RelationSchema.verbalize`), and the LLM scores each statement as the continuation
+Asked to *write* a label, a small generator tends to name a type without its direction (``Cause-Effect`` for
+``Cause-Effect(e1,e2)``), and free generation then scores it near 0: a format failure, not a measurement of the
+LLM as an RE model. Here the LLM never writes. For each test sentence every candidate label is *verbalised* as a
+short statement with the two entity names filled in (``'influx' causes 'drain'`` for ``Cause-Effect(e1,e2)``; the
+schema's :meth:`~redpo.core.relations.RelationSchema.verbalize`), and the LLM scores each statement as the continuation
 of the same prompt the free-generation baseline uses (task text, every label with its explanation and one K-shot
 demonstration, the marked sentence):
 

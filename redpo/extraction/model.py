@@ -392,7 +392,7 @@ def predict(trained: TrainedRE, samples: Sequence[RESample], batch_size: int | N
 def evaluate(
     trained: TrainedRE, samples: Sequence[RESample], schema: RelationSchema, batch_size: int | None = None
 ) -> dict[str, Any]:
-    """:func:`redpo.re_metrics.score` on ``samples`` plus the prediction wall time."""
+    """:func:`redpo.extraction.metrics.score` on ``samples`` plus the prediction wall time."""
     start = time.perf_counter()
     pred = predict(trained, samples, batch_size)
     seconds = time.perf_counter() - start

@@ -16,8 +16,8 @@ profile and a killed run retrains at most it. Predictions are cheap and recomput
 
 A replaying results folder (:mod:`redpo.core.replay`) does not train it: its oracle is the packed run's own
 labels (:class:`CommittedOracle`, read from the committed ``metrics/correctness_*_labels.jsonl``), because a
-retrained classifier costs ~9 minutes on ``cpu-full`` and, on another machine's floats, could label a borderline
-sample differently, so the replayed correctness would no longer be the committed run's.
+retrained classifier costs a full training on the train split and, on another machine's floats, could label a
+borderline sample differently, so the replayed correctness would no longer be the committed run's.
 """
 
 from __future__ import annotations

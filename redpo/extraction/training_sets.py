@@ -26,10 +26,10 @@ samples, so the arms differ only in their generated positives; ``generate`` trea
 
 **The primary pair** (``gen:<arm>@pair``, ``mix:<arm>@pair`` for the arms of :data:`PRIMARY_PAIR`, OBO and OBO+DPO).
 The all-arm quota is set by the weakest of every arm, so a relation that an arm no claim compares left empty (a
-``_nodiv`` arm, the baseline) is taken from OBO and OBO+DPO too: on ``cpu-full`` the all-arm quota drops 5-6 of 17
-relations per split, most of them through such arms. Claims 3-6 are decided on OBO and OBO+DPO only, so they train
-on the pair's own quota: the same per-relation counts for both, from the relations both have. The all-arm sets stay,
-for the arm table and the secondary comparisons.
+``_nodiv`` arm, the baseline) is taken from OBO and OBO+DPO too, and one weak arm can drop a good share of the
+relations from every set. Claims 3-6 are decided on OBO and OBO+DPO only, so they train on the pair's own quota: the
+same per-relation counts for both, from the relations both have. The all-arm sets stay, for the arm table and the
+secondary comparisons.
 
 Nothing here loads a model, so the tables and figures can describe the grid without torch.
 """

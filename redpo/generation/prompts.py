@@ -12,7 +12,7 @@ segments separated by ``" | "``:
 * the baseline (Xu et al. carry the relation on every line) prefixes ``Relation: <r> | ``;
 * datasets with an entity-type schema prefix ``Head type: <T> | Tail type: <T> | `` in both prompts.
 
-:mod:`redpo.parse` accepts exactly this, plus common LLM decorations (numbering, bullets, quotes,
+:mod:`redpo.generation.parse` accepts exactly this, plus common LLM decorations (numbering, bullets, quotes,
 "Sample 3:").
 """
 

@@ -84,8 +84,8 @@ def fit_tokens(schema: RelationSchema) -> list[str]:
 
     Why the labels: the baseline format repeats the label on every line (``Relation: Cause-Effect(e1,e2) | ...``),
     and a sub-million-parameter model spelling a label out of a 1,000-token BPE garbles it (``Cause) | ...``), so
-    the baseline arm came out empty on some machines. A real LLM's tokenizer knows such words; one token each
-    gives the tiny model the same footing, and the parser still checks the label it writes.
+    whether the baseline arm keeps any sample would hang on float rounding. A real LLM's tokenizer knows such
+    words; one token each gives the tiny model the same footing, and the parser still checks the label it writes.
     """
     return [*MARKERS, *(label for label in schema.labels if label != schema.negative_label)]
 

@@ -36,7 +36,7 @@ def plateau_f1(results: ResultsDir) -> Figure:
         ax.set_xticks(payload["n_values"], [str(n) for n in payload["n_values"]])
         ax.set(title=label, xlabel="N generated samples per relation", ylabel="micro-F1 (%)")
     axes[0].legend(title="arm (★ = plateau)")
-    runs = sorted({int(r) for r in summary["runs"]})  # say how few runs a band rests on (3 on cpu-full)
+    runs = sorted({int(r) for r in summary["runs"]})  # say how few runs a band rests on
     count = str(runs[0]) if len(runs) == 1 else f"{runs[0]}–{runs[-1]}"
     fig.suptitle(f"RE score against N\n(mean ± sd over {count} runs per point: splits × classifier seeds; "
                  "claim 7 is decided by a paired CI)", y=1.1)

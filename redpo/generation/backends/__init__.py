@@ -1,7 +1,9 @@
 """Model runtimes behind one protocol: the loops and the call cache never know which engine answers.
 
-A backend turns a batch of rendered prompts into texts. :class:`~redpo.generation.backends.transformers.
-TransformersBackend` is the one shipped; another engine only has to implement ``render`` and ``generate``.
+A backend turns a batch of rendered prompts into texts: :mod:`redpo.generation.backends.transformers` in this
+process, :mod:`redpo.generation.backends.server` over HTTP (llama.cpp, vLLM, SGLang), and
+:mod:`redpo.generation.backends.replay` for a replaying results folder. Another engine only has to implement
+``render`` and ``generate``.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ class GenerationOutput:
 
 
 class Backend(Protocol):
-    """What the loops need from a model runtime. Add vLLM etc. by implementing this; the loops stay as they are."""
+    """What the loops need from a model runtime. Add an engine by implementing this; the loops stay as they are."""
 
     batch_size: int
 
