@@ -11,6 +11,8 @@ from redpo.config import REPO_ROOT, data_dir
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
+pytest_plugins = ["pytester"]  # test_pipeline_golden runs its own module as an unpinned machine would
+
 
 def _real_data_root() -> Path:
     root = data_dir()
