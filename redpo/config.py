@@ -112,7 +112,8 @@ class SamplingConfig(_Strict):
     max_new_tokens: int = Field(96, ge=1)
     stop: list[str] = keyed_when_set([], committed="cpu-full")
     """Stop strings: a reply ends where one appears. Set per arm by the loops (``generation.obo_stop``), not here.
-    Keyed only when set: ``cpu-full``'s AAO and baseline calls were cached before stop strings existed."""
+    Keyed only when set: ``cpu-full``'s AAO and baseline calls were cached before stop strings existed, and its
+    replay archive answers them under those keys (``tests/test_identity.py`` recomputes one)."""
 
 
 class DatasetConfig(_Strict):

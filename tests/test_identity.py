@@ -17,12 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from redpo.config import REPO_ROOT, DPOConfig, EncoderConfig, SamplingConfig, derive, identity, load_profile
+from redpo.config import ARMS, REPO_ROOT, DPOConfig, EncoderConfig, SamplingConfig, derive, identity, load_profile
 from redpo.core.io import ResultsDir
 from redpo.data.overview import write_kshot_table
 from redpo.extraction.run_store import run_fingerprint, samples_digest
 from redpo.extraction.training_sets import arm_training_sets, epoch_sizes, evaluation_sets, grid_cells
 from redpo.generation.cache import CachedGenerator, ModelKey, Request
+from redpo.generation.loops import arm_sampling
 
 CPU_FULL = REPO_ROOT / "results" / "cpu-full"
 
@@ -84,3 +85,21 @@ def test_the_committed_cpu_full_grid_is_found_under_todays_keys(data_root: Path,
     missing = sorted(name for name, key in keys.items() if key not in archived)
     assert len(keys) == len(cells) * len(sets) == 2 * 19  # manual, manual-steps, 7+2 gen, 6+2 mix
     assert not missing, f"{len(missing)} of {len(keys)} committed runs would retrain: {missing[:5]}"
+
+
+def test_the_committed_cpu_full_calls_are_found_under_todays_keys() -> None:
+    """The first baseline call (no stop strings: keyed before they existed) and the first OBO call (stop at a
+    newline) of cpu-full's split 1, their prompts rendered once with the packaged Qwen tokenizer into a fixture
+    (the tokenizer is a 0.5 GB download CI does not make): today's key recipe gives the archived keys."""
+    fixture = json.loads((Path(__file__).parent / "fixtures" / "cpu_full_first_calls.json").read_text())
+    profile = load_profile("cpu-full")
+    models = json.loads((CPU_FULL / "replay" / "models.json").read_text())["generator"]
+    generator = CachedGenerator.__new__(CachedGenerator)  # the key recipe alone: no backend, no cache
+    generator.model_key = ModelKey(models["name"], models["sha256"])
+    with gzip.open(CPU_FULL / "replay" / "llm_calls.jsonl.gz", "rt") as f:
+        archived = {e["key"] for line in f if line.strip() for e in json.loads(line)["entries"]}
+    for arm, call in fixture.items():
+        sampling = arm_sampling(profile.generator.sampling, profile.generation, ARMS[arm])
+        key = generator.key(Request(call["prompt"], sampling, profile.generation.seed, 0))
+        assert key == call["key"] and key in archived, arm
+    assert "stop" not in identity(arm_sampling(profile.generator.sampling, profile.generation, ARMS["baseline"]))
