@@ -223,13 +223,19 @@ def cmd_dpo(args: argparse.Namespace) -> int:
 
 
 def cmd_pack_replay(args: argparse.Namespace) -> int:
-    """Write ``results/<profile>/replay/`` from a finished run (its generator and adapters must be here)."""
+    """Write ``results/<profile>/replay/`` from a finished run (its generator and adapters must be here), or with
+    ``--pin-only`` pin the archives already there (no model needed)."""
+    from redpo.core.replay import pin_archives
     from redpo.run.replay import pack_results
 
     profile = load_profile(args.profile, parse_overrides(args.param))
     results = ResultsDir(profile, root=Path(args.results_dir) if args.results_dir else None)
     with hold_results(results.root):
-        sizes = pack_results(profile, results)
+        if args.pin_only:
+            sizes, written = pin_archives(results)
+            print("pinned the archives as they are" if written else "already pinned: every record matches its pin")
+        else:
+            sizes = pack_results(profile, results)
     for name, size in sizes.items():
         print(f"{results.root / 'replay' / name}: {size / 1e6:.2f} MB")
     return 0
@@ -285,6 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
     pack = sub.add_parser("pack-replay", help="archive a finished run's caches so that others replay it")
     add_profile_args(pack)
     add_results_arg(pack)
+    pack.add_argument("--pin-only", action="store_true", help="write replay/pins.json for the archives already there "
+                      "(for an archive packed before pins existed), or check every record against it")
     pack.set_defaults(func=cmd_pack_replay)
 
     snap = sub.add_parser("snapshot", help="archive a running or unfinished run's caches so that a fresh clone "

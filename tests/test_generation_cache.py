@@ -76,6 +76,48 @@ def test_an_entry_of_the_wrong_type_is_skipped_with_its_line_never_used(tmp_path
     assert "k9" not in cache and "k1" in cache and cache.skipped_lines == 1
 
 
+def test_a_second_different_answer_for_a_key_is_refused_and_the_first_kept(tmp_path: Path) -> None:
+    path = tmp_path / "calls.jsonl"
+    cache = LLMCache(path)
+    cache.append_batch([CacheEntry("k1", "genuine", 3, 0.1), CacheEntry("k2", "two", 4, 0.1)])
+    written = path.read_bytes()
+    cache.append_batch([CacheEntry("k1", "genuine", 3, 0.1)])  # a repeat: nothing written, nothing reported
+    with pytest.warns(UserWarning, match=r"calls.jsonl: refused a second, different answer for key k1 .*'forged'"):
+        cache.append_batch([CacheEntry("k1", "forged", 3, 0.1)])
+    assert path.read_bytes() == written and cache.lookup(["k1"])["k1"].text == "genuine"
+    assert cache.refused_entries == 1 and cache.batches_written == 1
+
+    with path.open("a") as f:  # a forged line appended behind the genuine one (what main's restore merged in)
+        f.write(json.dumps({"format": 1, "entries": [{"key": "k1", "text": "forged", "n_new_tokens": 3,
+                                                      "seconds": 0.1}]}) + "\n")
+    with pytest.warns(UserWarning, match=r"calls.jsonl:2: refused a second, different answer for key k1"):
+        reloaded = LLMCache(path)
+    assert len(reloaded) == 2 and reloaded.lookup(["k1"])["k1"].text == "genuine"
+    assert reloaded.stats()["refused_entries"] == 1
+    assert (tmp_path / "conflicts.log").read_text().count("refused a second") == 2  # for the runner to print
+
+
+def test_the_runner_prints_what_a_cache_refused_inside_a_notebook(data_root: Path, results_tmp: Path,
+                                                                  tmp_path: Path) -> None:
+    """Inside a papermill kernel a warning lands only in the executed notebook; the runner prints it too."""
+    from test_runner import redpo_cli, write_notebook
+
+    nbdir = tmp_path / "nbs"
+    nbdir.mkdir()
+    write_notebook(nbdir / "00_refuse.ipynb", "\n".join([
+        "from redpo.core.io import ResultsDir",
+        "from redpo.generation.cache import CacheEntry, LLMCache",
+        "cache = LLMCache(ResultsDir(profile, root=results_dir).cache / 'llm_calls.jsonl')",
+        "cache.append_batch([CacheEntry('k1', 'genuine', 1, 0.1)])",
+        "cache.append_batch([CacheEntry('k1', 'forged', 1, 0.1)])",
+    ]))
+    proc = redpo_cli("run", "--profile", "smoke", "--notebooks-dir", str(nbdir), "--no-progress",
+                     data_root=data_root, results=results_tmp)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    refused = [line for line in proc.stderr.splitlines() if "refused a second, different answer" in line]
+    assert len(refused) == 1 and refused[0].startswith("warning: ") and "key k1" in refused[0]
+
+
 class CountingBackend:
     batch_size = 2
 

@@ -265,6 +265,24 @@ def test_run_store_sees_runs_another_process_finished_later(tmp_path: Path) -> N
     assert mine.get("b") == {"fingerprint": "b", "micro_f1": 0.25}
 
 
+def test_run_store_keeps_the_first_record_of_a_fingerprint_and_refuses_a_different_second(tmp_path: Path) -> None:
+    """A second line for a fingerprint (an edited file, a forged archive merged by older code) used to win
+    silently, being read last; now the first is kept, and the refusal is logged for the runner to print."""
+    path = tmp_path / "runs.jsonl"
+    RunStore(path).add({"fingerprint": "a", "micro_f1": 0.5})
+    with path.open("a") as f:
+        f.write(json.dumps({"fingerprint": "a", "micro_f1": 0.99}) + "\n")
+    with pytest.warns(UserWarning, match=r"runs.jsonl:2: refused a second, different record for fingerprint a"):
+        store = RunStore(path)
+    assert store.get("a") == {"fingerprint": "a", "micro_f1": 0.5}
+    written = path.read_bytes()
+    with pytest.warns(UserWarning, match=r"refused a second, different record for fingerprint a"):
+        assert store.add({"fingerprint": "a", "micro_f1": 0.25}) == {"fingerprint": "a", "micro_f1": 0.5}
+    assert store.add({"fingerprint": "a", "micro_f1": 0.5}) == {"fingerprint": "a", "micro_f1": 0.5}  # a repeat
+    assert path.read_bytes() == written  # neither is written
+    assert (tmp_path / "conflicts.log").read_text().count("refused a second") == 2
+
+
 def test_evaluation_sets_are_stratified_seeded_subsets(data_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REDPO_DATA_DIR", str(data_root))
     prof = load_profile("smoke")

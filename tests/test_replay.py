@@ -19,6 +19,7 @@ import pytest
 
 from redpo.config import SamplingConfig
 from redpo.core.io import ResultsDir
+from redpo.core.pins import PINS_FILE
 from redpo.core.replay import (
     MODELS_FILE,
     ModelIdentity,
@@ -55,7 +56,7 @@ def test_pack_is_reproducible_and_restore_merges_without_removing_a_live_line(tm
     first = pack(results, _models())
     archive = (replay_dir(results) / "llm_calls.jsonl.gz").read_bytes()
     assert pack(results, _models()) == first and (replay_dir(results) / "llm_calls.jsonl.gz").read_bytes() == archive
-    assert set(first) == {"llm_calls.jsonl.gz", MODELS_FILE}  # caches that do not exist are not invented
+    assert set(first) == {"llm_calls.jsonl.gz", PINS_FILE, MODELS_FILE}  # caches that do not exist are not invented
 
     live.write_text('{"line": 1}\n{"line": 2}\n{"line": 3}\n')  # the run went on
     assert restore_caches(results) == []
@@ -81,7 +82,7 @@ def test_an_archive_never_loses_a_line(tmp_path: Path) -> None:
     pack(results, _models())
     (results.cache / "llm_scores.jsonl").unlink()  # a clone that has not restored it: its archive stays
     (results.cache / "llm_calls.jsonl").write_text('{"b": 2}\n')  # a live cache that lacks archived lines
-    assert set(pack(results, _models())) == {"llm_calls.jsonl.gz", "llm_scores.jsonl.gz", MODELS_FILE}
+    assert set(pack(results, _models())) == {"llm_calls.jsonl.gz", "llm_scores.jsonl.gz", PINS_FILE, MODELS_FILE}
     assert gzip.decompress((replay_dir(results) / "llm_calls.jsonl.gz").read_bytes()) == b'{"b": 2}\n{"a": 1}\n'
     assert gzip.decompress((replay_dir(results) / "llm_scores.jsonl.gz").read_bytes()) == b"{}\n"
 
@@ -90,7 +91,7 @@ def test_a_snapshot_resumes_a_run_in_progress_on_a_fresh_clone_without_replaying
     results = ResultsDir("demo", root=tmp_path)
     live = results.cache / "llm_calls.jsonl"
     live.write_text('{"line": 1}\n{"line": 2}\n{"line": 3, "torn')  # the run is writing its third line
-    assert set(snapshot(results)) == {"llm_calls.jsonl.gz"}  # no models.json: the folder does not replay
+    assert set(snapshot(results)) == {"llm_calls.jsonl.gz", PINS_FILE}  # no models.json: the folder does not replay
     assert replay_models(results) is None
     archive = replay_dir(results) / "llm_calls.jsonl.gz"
     assert gzip.decompress(archive.read_bytes()) == b'{"line": 1}\n{"line": 2}\n'  # complete lines only
@@ -101,7 +102,7 @@ def test_a_snapshot_resumes_a_run_in_progress_on_a_fresh_clone_without_replaying
 
     live.unlink()  # a snapshot before the caches were restored: it writes no cache, and the archive keeps its lines
     (results.cache / "re_runs.jsonl").write_text('{"run": 1}\n')
-    assert set(snapshot(results)) == {"llm_calls.jsonl.gz", "re_runs.jsonl.gz"}
+    assert set(snapshot(results)) == {"llm_calls.jsonl.gz", "re_runs.jsonl.gz", PINS_FILE}
     assert not live.exists()
     assert gzip.decompress(archive.read_bytes()) == b'{"line": 1}\n{"line": 2}\n'
     (results.cache / "re_runs.jsonl").unlink()

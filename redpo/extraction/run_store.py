@@ -3,6 +3,11 @@
 A run's fingerprint hashes everything that determines its result (arm, cell, encoder settings, and the
 train/dev/test contents), so a re-run skips what is there and a killed notebook loses at most the run in progress;
 notebook 05 finds notebook 04's runs here when it asks for the same training set.
+
+One record per fingerprint: a second, different record for a fingerprint the store holds (an edited file, a
+forged archive merged by older code, two notebooks finishing the same run differently) is refused, the first is
+kept, and the refusal is reported on the terminal (:mod:`redpo.core.conflicts`). The closed-set score cache is a
+run store too.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from redpo.config import Profile, identity
+from redpo.core.conflicts import report_conflict
+from redpo.core.pins import record_hash
 from redpo.core.sample import RESample
 from redpo.extraction.training_sets import GridCell
 
@@ -117,7 +124,18 @@ class RunStore:
                 warnings.warn(f"{self.path}:{self._lines_read}: skipped an unreadable run record ({reason}); "
                               "that run will be trained again. Delete the line to silence this.", stacklevel=3)
                 continue
-            self.runs[row["fingerprint"]] = row
+            if self._refused(row, f"{self.path}:{self._lines_read}") is None:
+                self.runs[row["fingerprint"]] = row
+
+    def _refused(self, record: dict[str, Any], where: str) -> dict[str, Any] | None:
+        """The record already held under ``record``'s fingerprint (``None``: a new fingerprint). A held record with
+        other content refuses ``record``, which is reported; an identical one just makes it a repeat."""
+        held = self.runs.get(record["fingerprint"])
+        if held is not None and record_hash(held) != record_hash(record):
+            report_conflict(self.path, f"{where}: refused a second, different record for fingerprint "
+                            f"{record['fingerprint']}; the store keeps its first. Restore the committed replay "
+                            "archive, or delete that line")
+        return held
 
     def get(self, fingerprint: str) -> dict[str, Any] | None:
         """The finished run, re-reading the file on a miss: another notebook (e.g. 05 beside 04) may have
@@ -126,10 +144,14 @@ class RunStore:
             self._read_new_lines()
         return self.runs.get(fingerprint)
 
-    def add(self, record: dict[str, Any]) -> None:
+    def add(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Append ``record`` unless its fingerprint is held already; returns the record the store keeps."""
         self.schema.model_validate(record)  # never write what could not be read back
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._read_new_lines()  # complete lines another store object appended since: keep them
+        held = self._refused(record, str(self.path))
+        if held is not None:
+            return held
         with self.path.open("ab+") as f:
             f.seek(0, os.SEEK_END)
             if f.tell() > self._read_upto:  # what is left is a killed run's half-written line: cut it away, once
@@ -142,3 +164,4 @@ class RunStore:
             self._read_upto = f.tell()
             self._lines_read += 1
         self.runs[record["fingerprint"]] = record
+        return record

@@ -13,6 +13,9 @@ Why this shape:
   skipped on load and cut away by the next append (the results-folder lock makes this run the only writer).
 - **Typed.** Every entry is validated as strictly as a profile; a line that fails is skipped with a warning that
   names the file and line, and never used.
+- **One answer per key.** A second, different entry for a key the cache holds (an edited file, a forged archive
+  merged by older code) is refused: the first is kept, and the refusal is reported on the terminal, not only
+  in the notebook (:mod:`redpo.core.conflicts`). A repeated identical entry is not written again.
 - **Replayable batches.** The sampling RNG of a batch is seeded from the hash of the batch's sorted keys
   (:func:`batch_seed`). Re-running a batch lost to a crash therefore yields exactly the outputs the
   uninterrupted run would have produced.
@@ -34,6 +37,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from redpo.config import SamplingConfig, identity
+from redpo.core.conflicts import report_conflict
 from redpo.generation import prompts
 from redpo.generation.backends import Backend
 
@@ -110,6 +114,8 @@ class LLMCache:
         self.batches_written = 0
         self.skipped_lines = 0
         """Lines ignored on load: torn writes from a killed run, foreign formats, entries of the wrong types."""
+        self.refused_entries = 0
+        """Second, different entries for a key already held: never used, never written (the first is kept)."""
         self._torn: tuple[int, int] | None = None
         """(byte offset, line number) of a torn last line, cut away by the next write."""
         if self.path is not None and self.path.is_file():
@@ -140,8 +146,24 @@ class LLMCache:
                     stacklevel=3,
                 )
                 continue
-            for e in row.entries:
-                self._entries.setdefault(e.key, CacheEntry(**e.model_dump()))
+            for e in self._fresh([CacheEntry(**r.model_dump()) for r in row.entries], f"{path}:{lineno}"):
+                self._entries[e.key] = e
+
+    def _fresh(self, entries: Sequence[CacheEntry], where: str) -> list[CacheEntry]:
+        """The entries whose key is new. One that contradicts a held entry (or an earlier one of ``entries``) is
+        refused and reported; a repeated identical entry is just left out."""
+        fresh: dict[str, CacheEntry] = {}
+        for e in entries:
+            held = self._entries.get(e.key) or fresh.get(e.key)
+            if held is None:
+                fresh[e.key] = e
+            elif held != e:
+                self.refused_entries += 1
+                report_conflict(self.path, (
+                    f"{where}: refused a second, different answer for key {e.key} (text {e.text[:60]!r}); the cache "
+                    f"keeps its first ({held.text[:60]!r}). Restore the committed replay archive, or delete that "
+                    "entry"))
+        return list(fresh.values())
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -163,7 +185,9 @@ class LLMCache:
 
     # ---- writing -----------------------------------------------------------------------------------
     def append_batch(self, entries: Sequence[CacheEntry], **meta: Any) -> None:
-        """Persist one batch as one fsync'd line (all or nothing), then make it visible to lookups."""
+        """Persist one batch as one fsync'd line (all or nothing), visible to lookups at once; entries whose key
+        is held already are left out (:meth:`_fresh`)."""
+        entries = self._fresh(entries, str(self.path or "the in-memory cache"))
         if not entries:
             return
         if self.path is not None:
@@ -189,8 +213,7 @@ class LLMCache:
                 f.write(line)
                 f.flush()
                 os.fsync(f.fileno())
-        for e in entries:
-            self._entries.setdefault(e.key, e)
+        self._entries.update((e.key, e) for e in entries)
         self.batches_written += 1
 
     def stats(self) -> dict[str, int]:
@@ -200,6 +223,7 @@ class LLMCache:
             "misses": self.misses,
             "batches_written": self.batches_written,
             "skipped_lines": self.skipped_lines,
+            "refused_entries": self.refused_entries,
         }
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from redpo.config import REPO_ROOT, load_profile, results_root
+from redpo.core.conflicts import ConflictLog
 from redpo.core.io import ResultsDir
 from redpo.core.lock import hold_results
 from redpo.core.manifest import now, record_notebook, start_run
@@ -127,6 +128,7 @@ def run(
         if prepare_replay(results) is not None:
             say(f"replay: {replay_dir(results)} holds this run's model calls; no generator is loaded, no adapter "
                 "trained, and a call it cannot answer stops the run")
+        conflicts = ConflictLog(results.cache)  # entries a cache refused inside a kernel, printed here (not only there)
         parameters = {"profile": profile, "results_dir": str(root.resolve()), "overrides": overrides}
 
         done: list[NotebookResult] = []
@@ -156,6 +158,8 @@ def run(
             status = "failed" if error else "succeeded"
             entry.update(status=status, end=now(), seconds=seconds, error=error)
             record_notebook(results, nb.name, entry)
+            for line in conflicts.new():
+                say(f"warning: {line}")
             done.append(NotebookResult(nb.name, status, seconds, error))
             if error:
                 raise NotebookFailed(f"notebook {nb.name} failed after {seconds:.1f}s: {error} (executed copy with "
