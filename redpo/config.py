@@ -272,6 +272,16 @@ class GenerationConfig(_Strict):
 class EncoderConfig(_Strict):
     """The non-LLM RE classifier (entity-marker pooling over an encoder)."""
 
+    @model_validator(mode="after")
+    def _step_schedule(self) -> EncoderConfig:
+        stepwise = {"min_steps": self.min_steps, "max_steps": self.max_steps, "warmup_steps": self.warmup_steps}
+        if self.eval_steps is None and any(stepwise.values()):
+            raise ValueError(f"{[k for k, v in stepwise.items() if v]} belong to the step schedule: set "
+                             "encoder.eval_steps too (or leave them unset for the schedule in epochs)")
+        if self.max_steps is not None and self.min_steps > self.max_steps:
+            raise ValueError("encoder.min_steps must not exceed encoder.max_steps")
+        return self
+
     model: str = "minilm-l6"
     max_length: int = Field(128, ge=16)
     batch_size: int = Field(16, ge=1)
@@ -286,6 +296,18 @@ class EncoderConfig(_Strict):
     restarts the patience, so runs hit the epoch cap instead of stopping where they converged."""
     typed_markers: bool = False
     eval_batch_size: int = Field(64, ge=1)
+    eval_steps: int | None = keyed_when_set(None, committed="cpu-full", ge=1)
+    """The schedule in optimizer steps: evaluate on dev every this many steps, and count
+    ``early_stopping_patience`` in these evaluations, so patience and cadence mean the same amount of training
+    whatever the set's size. ``None`` keeps the schedule in epochs (an evaluation per epoch), which collapses on a
+    small set: 56 samples at batch 16 are 4 steps an epoch, so warm-up barely ends before patience runs out."""
+    min_steps: int = keyed_when_set(0, committed="cpu-full", ge=0)
+    """Optimizer steps before early stopping may fire (step schedule only): a run is never judged converged
+    before it has trained this long."""
+    max_steps: int | None = keyed_when_set(None, committed="cpu-full", ge=1)
+    """The step schedule's cap (``None``: ``epochs`` passes over the set); the data cycles as needed."""
+    warmup_steps: int | None = keyed_when_set(None, committed="cpu-full", ge=0)
+    """Linear warm-up in optimizer steps (``None``: ``warmup_ratio`` of the run's step cap)."""
     seeds_per_split: int = run_only(1, ge=1)
     """Classifier seeds per K-shot split. Every RE arm runs on the same (split, seed) grid; the cpu profile
     generates for one split only, so it varies the classifier seed instead. It says how many cells there are, not

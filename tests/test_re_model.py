@@ -11,10 +11,11 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from redpo.config import EncoderConfig
+from redpo.config import EncoderConfig, derive
 from redpo.core.relations import RelationSchema
 from redpo.core.sample import MARKERS, RESample
-from redpo.extraction.model import encode, evaluate, keep_words, mark, predict, train_re_model
+from redpo.extraction.encoding import encode, keep_words, mark
+from redpo.extraction.model import evaluate, predict, schedule, train_re_model
 from redpo.models.tiny import build_tiny_bert
 
 # Each relation is signalled by one cue word between the entities; "met" is the negative label's cue.
@@ -102,6 +103,30 @@ def test_step_matched_schedule_and_the_convergence_flags(tiny_encoder: str) -> N
     impatient = cfg.model_copy(update={"epochs": 30, "early_stopping_patience": 1, "early_stopping_threshold": 0.5})
     stopped = train_re_model(train, dev, SCHEMA, impatient, encoder_name=tiny_encoder, seed=0)
     assert stopped.stopped_early and stopped.epochs_run == 2.0  # no epoch gains 50 points: stops after the second
+
+
+def test_the_step_schedule_is_the_same_whatever_the_set_size() -> None:
+    """In steps, a 56-sample set and a 680-sample set are judged at the same cadence and warm up alike; in epochs
+    the small set's whole patience passes within a few dozen steps."""
+    steps = EncoderConfig(batch_size=16, epochs=40, eval_steps=25, min_steps=150, max_steps=800, warmup_steps=30)
+    small, large = schedule(steps, 56), schedule(steps, 680)
+    assert (small.interval, small.cap, small.warmup, small.min_steps) == (25, 800, 30, 150) == (
+        large.interval, large.cap, large.warmup, large.min_steps)
+    epochs = schedule(EncoderConfig(batch_size=16, epochs=40, warmup_ratio=0.1), 56)
+    assert (epochs.interval, epochs.cap, epochs.warmup, epochs.by_steps) == (4, 160, 16, False)
+    with pytest.raises(ValueError, match="eval_steps"):
+        EncoderConfig(min_steps=10)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_early_stopping_waits_for_the_minimum_steps(tiny_encoder: str) -> None:
+    train, dev = _toy(2, seed=1), _toy(2, seed=2)  # 8 sentences, 2 steps per pass at batch 4
+    cfg = EncoderConfig(max_length=32, batch_size=4, learning_rate=1e-4, early_stopping_patience=1,
+                        early_stopping_threshold=0.5, eval_steps=2, max_steps=40)
+    eager = train_re_model(train, dev, SCHEMA, cfg, encoder_name=tiny_encoder, seed=0)
+    assert eager.stopped_early and eager.steps == 4  # no evaluation gains 50 points: stops at the second
+    patient = train_re_model(train, dev, SCHEMA, derive(cfg, {"min_steps": 12}), encoder_name=tiny_encoder, seed=0)
+    assert patient.stopped_early and patient.steps == 12  # patience counts from step 12: it may stop there, not before
 
 
 def _long_sample(n: int, head: int, tail: int) -> RESample:

@@ -4,17 +4,13 @@ This is the "improved baseline" of Zhou & Chen (2021, "An Improved Baseline for 
 Extraction"), chosen over KnowPrompt's ``[MASK]`` scoring because the offline encoders (all-MiniLM-L6-v2,
 all-mpnet-base-v2) ship no masked-LM head:
 
-* **Input.** Entity markers around the head and tail. Untyped: ``<e1> head </e1>`` and ``<e2> tail </e2>``,
-  added to the tokenizer as special tokens (new embedding rows). Typed, when the schema has entity types and
-  ``EncoderConfig.typed_markers`` is set: Zhou & Chen's "typed entity marker (punct)",
-  ``@ * person * head @`` and ``# ^ city ^ tail #``, which reuses existing vocabulary so that the type words
-  keep their pretrained meaning and no embedding is learned from scratch.
+* **Input.** Entity markers around the head and tail, cropped around the pair (:mod:`redpo.extraction.encoding`).
 * **Representation.** The hidden states at the two entity-*start* markers, concatenated, then
   dropout -> linear -> ReLU -> dropout -> linear (their head); dropout is the encoder's own
   ``hidden_dropout_prob``.
-* **Truncation** never loses an entity: see :func:`keep_words`.
-* **Training.** HF ``Trainer``; dev micro-F1 (negative label excluded) after every epoch, early stopping on
-  it and the best epoch's weights restored. Checkpoints go to a scratch directory that is deleted on return.
+* **Training.** HF ``Trainer``; dev micro-F1 (negative label excluded) after every epoch, or every
+  ``encoder.eval_steps`` optimizer steps (:func:`schedule`), early stopping on it and the best evaluation's weights
+  restored. Checkpoints go to a scratch directory that is deleted on return.
 * **Labels** are the schema's (or the caller's) full label list, so a training set that lacks a relation
   still predicts over every relation, and the output layer's size never depends on the sample.
 """
@@ -27,13 +23,11 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
-from itertools import chain, zip_longest
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from datasets import Dataset
 from torch import nn
 from transformers import (
     DataCollatorWithPadding,
@@ -47,108 +41,10 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 
 from redpo.config import EncoderConfig
 from redpo.core.relations import RelationSchema
-from redpo.core.sample import HEAD_CLOSE, HEAD_OPEN, MARKERS, TAIL_CLOSE, TAIL_OPEN, RESample
+from redpo.core.sample import MARKERS, RESample
+from redpo.extraction.encoding import Inputs
 from redpo.extraction.metrics import micro_f1_without_negative, score
 from redpo.models.load import load_encoder
-
-# Zhou & Chen's typed-marker punctuation: (open/close, around-type) for head and tail.
-TYPED_HEAD = ("@", "*")
-TYPED_TAIL = ("#", "^")
-
-
-# ---- input encoding --------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class MarkedWords:
-    """Words with markers inserted; ``head``/``tail`` are the word ranges from start marker to end marker."""
-
-    words: list[str]
-    head: range
-    tail: range
-
-
-def _type_words(entity_type: str | None, role: str, sample: RESample) -> list[str]:
-    if not entity_type:
-        raise ValueError(
-            f"typed markers need a {role} type, but the sample {sample.to_marked()!r} has none; "
-            "set encoder.typed_markers=false or give every sample head_type/tail_type"
-        )
-    return entity_type.lower().replace("_", " ").split()
-
-
-def mark(sample: RESample, typed: bool) -> MarkedWords:
-    """Insert the entity markers into the sample's words (see the module docstring for both styles)."""
-    if typed:
-        (ho, ht), (to, tt) = TYPED_HEAD, TYPED_TAIL
-        head_open = [ho, ht, *_type_words(sample.head_type, "head", sample), ht]
-        tail_open = [to, tt, *_type_words(sample.tail_type, "tail", sample), tt]
-        head_close, tail_close = [ho], [to]
-    else:
-        head_open, head_close, tail_open, tail_close = [HEAD_OPEN], [HEAD_CLOSE], [TAIL_OPEN], [TAIL_CLOSE]
-    words: list[str] = []
-    spans: dict[str, range] = {}
-    for i, token in enumerate(sample.tokens):
-        for role, (start, _), opener in (("head", sample.head, head_open), ("tail", sample.tail, tail_open)):
-            if i == start:
-                spans[role] = range(len(words), len(words))  # the start marker's index, completed below
-                words.extend(opener)
-        words.append(token)
-        for role, (_, end), closer in (("head", sample.head, head_close), ("tail", sample.tail, tail_close)):
-            if i == end - 1:
-                words.extend(closer)
-                spans[role] = range(spans[role].start, len(words))
-    return MarkedWords(words, spans["head"], spans["tail"])
-
-
-def keep_words(costs: Sequence[int], head: range, tail: range, budget: int) -> list[int]:
-    """Which words to keep so that their subword count fits ``budget``, never losing an entity.
-
-    Priority: the two start markers (the classifier reads their states), then the rest of both marked
-    entities (interleaved, from the start), then context. If the stretch from the first entity to the end of
-    the second fits, the words between the entities come first, so the result is one window around the
-    pair; otherwise context is taken by distance from the nearest entity, giving one window around each.
-    An entity longer than what is left keeps its first words (so its end marker can be lost, never its start).
-    """
-    n = len(costs)
-    if sum(costs) <= budget:
-        return list(range(n))
-    first, second = sorted((head, tail), key=lambda r: r.start)
-    entity = [first.start, second.start]
-    entity += [i for i in chain(*zip_longest(first[1:], second[1:])) if i is not None]
-    between = range(first.stop, second.start)
-    pair_fits = sum(costs[first.start : second.stop]) <= budget
-
-    def distance(i: int) -> int:
-        return min(r.start - i if i < r.start else i - r.stop + 1 for r in (first, second))
-
-    context = sorted(
-        (i for i in range(n) if i not in first and i not in second),
-        key=lambda i: (not (pair_fits and i in between), distance(i), i),
-    )
-    kept, used = [], 0
-    for rank, i in enumerate(entity + context):
-        if used + costs[i] <= budget:
-            kept.append(i)
-            used += costs[i]
-        elif rank >= len(entity):
-            break  # context stops at the first word that does not fit: no holes inside a window
-    return sorted(kept)
-
-
-def encode(sample: RESample, tokenizer: Any, max_length: int, typed: bool) -> dict[str, Any]:
-    """Token ids of the marked sample (cropped by :func:`keep_words`) and the two start-marker positions."""
-    marked = mark(sample, typed)
-    plain = tokenizer(marked.words, is_split_into_words=True, add_special_tokens=False)
-    costs = [0] * len(marked.words)
-    for w in plain.word_ids():
-        costs[w] += 1
-    kept = keep_words(costs, marked.head, marked.tail, max_length - tokenizer.num_special_tokens_to_add())
-    enc = tokenizer([marked.words[i] for i in kept], is_split_into_words=True, add_special_tokens=True)
-    word_ids = enc.word_ids()
-    new_index = {old: new for new, old in enumerate(kept)}
-    head_pos = word_ids.index(new_index[marked.head.start])
-    tail_pos = word_ids.index(new_index[marked.tail.start])
-    out = {k: list(v) for k, v in enc.items()}
-    return {**out, "head_pos": head_pos, "tail_pos": tail_pos}
 
 
 # ---- the model -------------------------------------------------------------------------------------------
@@ -220,34 +116,6 @@ def _info_dict(info: Any) -> dict[str, Any]:
     return asdict(info) if is_dataclass(info) and not isinstance(info, type) else {"repr": repr(info)}
 
 
-def _label_ids(samples: Sequence[RESample], labels: Sequence[str]) -> list[int]:
-    index = {lab: i for i, lab in enumerate(labels)}
-    unknown = sorted({s.relation for s in samples} - set(index))
-    if unknown:
-        raise ValueError(
-            f"samples have relations {unknown} outside the label set {list(labels)}; "
-            "filter them out or pass labels= including them"
-        )
-    return [index[s.relation] for s in samples]
-
-
-@dataclass(frozen=True)
-class _Inputs:
-    """How samples become model inputs; shared by training and prediction so both encode identically."""
-
-    tokenizer: Any
-    max_length: int
-    typed: bool
-
-    def dataset(self, samples: Sequence[RESample], labels: Sequence[str] | None = None) -> Dataset:
-        """Tokenized samples as a ``datasets.Dataset``, with ``labels`` ids when a label list is given."""
-        rows = [encode(s, self.tokenizer, self.max_length, self.typed) for s in samples]
-        if labels is not None:
-            for row, y in zip(rows, _label_ids(samples, labels), strict=True):
-                row["labels"] = y
-        return Dataset.from_list(rows)
-
-
 def prepare_encoder(encoder_name: str, typed: bool, seed: int) -> tuple[PreTrainedModel, Any, dict[str, Any]]:
     """A private copy of the (memoised) encoder and tokenizer, with the untyped markers added if needed.
 
@@ -262,6 +130,50 @@ def prepare_encoder(encoder_name: str, typed: bool, seed: int) -> tuple[PreTrain
         if added:
             encoder.resize_token_embeddings(len(tokenizer))
     return encoder, tokenizer, _info_dict(loaded.info)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How long a run trains and how often it is judged, in optimizer steps."""
+
+    steps_per_epoch: int
+    interval: int
+    """Steps between dev evaluations; early stopping's patience counts these."""
+    cap: int
+    warmup: int
+    min_steps: int
+    by_steps: bool
+    """The Trainer runs to ``cap`` steps (cycling the data) instead of for ``epochs`` passes."""
+
+
+def schedule(encoder_cfg: EncoderConfig, n_train: int, epoch_size: int | None = None) -> Schedule:
+    """The run's schedule: in epochs when ``encoder.eval_steps`` is unset (an evaluation per pass over the set, or
+    over ``epoch_size`` samples' worth of steps), else in steps (``eval_steps``, ``min_steps``, ``max_steps``,
+    ``warmup_steps``), the same for every set size, so a small generated set is not judged after a few steps."""
+    cfg = encoder_cfg
+    steps_per_epoch = math.ceil((epoch_size or n_train) / cfg.batch_size)
+    if cfg.eval_steps is None:
+        cap = steps_per_epoch * cfg.epochs
+        return Schedule(steps_per_epoch, steps_per_epoch, cap, math.ceil(cfg.warmup_ratio * cap), 0,
+                        by_steps=epoch_size is not None)
+    cap = cfg.max_steps or steps_per_epoch * cfg.epochs
+    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else math.ceil(cfg.warmup_ratio * cap)
+    return Schedule(steps_per_epoch, cfg.eval_steps, cap, warmup, cfg.min_steps, by_steps=True)
+
+
+class EarlyStoppingAfter(EarlyStoppingCallback):
+    """Early stopping that may not fire before ``min_steps``: evaluations before then still pick the best weights
+    but count no patience, so a run is never declared converged while it is still warming up."""
+
+    def __init__(self, min_steps: int, patience: int, threshold: float) -> None:
+        super().__init__(patience, threshold)
+        self.min_steps = min_steps
+
+    def on_evaluate(self, args: Any, state: Any, control: Any, metrics: Any, **kwargs: Any) -> None:
+        super().on_evaluate(args, state, control, metrics, **kwargs)
+        if state.global_step < self.min_steps:
+            self.early_stopping_patience_counter = 0
+            control.should_training_stop = False
 
 
 def train_re_model(
@@ -290,7 +202,7 @@ def train_re_model(
     typed = bool(encoder_cfg.typed_markers and schema.entity_types)
     encoder, tokenizer, info = prepare_encoder(encoder_name, typed, seed)
     model = REClassifier(encoder, len(labels))
-    inputs = _Inputs(tokenizer, encoder_cfg.max_length, typed)
+    inputs = Inputs(tokenizer, encoder_cfg.max_length, typed)
     train_ds = inputs.dataset(train, labels)
     dev_ds = inputs.dataset(dev, labels) if dev else None
 
@@ -299,10 +211,8 @@ def train_re_model(
         gold = [labels[i] for i in eval_pred.label_ids]
         return {"micro_f1": micro_f1_without_negative(gold, pred, schema.negative_label)["f1"]}
 
-    steps_per_epoch = math.ceil((epoch_size or len(train_ds)) / encoder_cfg.batch_size)
-    steps = steps_per_epoch * encoder_cfg.epochs
-    by_steps = epoch_size is not None
-    strategy = ("steps" if by_steps else "epoch") if dev_ds is not None else "no"
+    plan = schedule(encoder_cfg, len(train_ds), epoch_size)
+    strategy = ("steps" if plan.by_steps else "epoch") if dev_ds is not None else "no"
     if output_dir is not None:
         Path(output_dir).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="re_ckpt_", dir=output_dir) as scratch:
@@ -311,12 +221,12 @@ def train_re_model(
             per_device_train_batch_size=encoder_cfg.batch_size,
             per_device_eval_batch_size=encoder_cfg.eval_batch_size,
             num_train_epochs=encoder_cfg.epochs,
-            max_steps=steps if by_steps else -1,
-            eval_steps=steps_per_epoch,
-            save_steps=steps_per_epoch,
-            logging_steps=steps_per_epoch,
+            max_steps=plan.cap if plan.by_steps else -1,
+            eval_steps=plan.interval,
+            save_steps=plan.interval,
+            logging_steps=plan.interval,
             learning_rate=encoder_cfg.learning_rate,
-            warmup_steps=math.ceil(encoder_cfg.warmup_ratio * steps),
+            warmup_steps=plan.warmup,
             weight_decay=encoder_cfg.weight_decay,
             eval_strategy=strategy,
             save_strategy=strategy,
@@ -325,7 +235,7 @@ def train_re_model(
             load_best_model_at_end=dev_ds is not None,
             metric_for_best_model="micro_f1",
             greater_is_better=True,
-            logging_strategy="steps" if by_steps else "epoch",
+            logging_strategy="steps" if plan.by_steps else "epoch",
             report_to=[],
             disable_tqdm=True,
             seed=seed,
@@ -334,7 +244,8 @@ def train_re_model(
             dataloader_pin_memory=torch.cuda.is_available(),
         )
         callbacks = [
-            EarlyStoppingCallback(encoder_cfg.early_stopping_patience, encoder_cfg.early_stopping_threshold)
+            EarlyStoppingAfter(plan.min_steps, encoder_cfg.early_stopping_patience,
+                               encoder_cfg.early_stopping_threshold)
         ] if dev_ds is not None else []
         trainer = Trainer(
             model=model,
@@ -364,10 +275,10 @@ def train_re_model(
         n_train=len(train_ds),
         n_dev=len(dev_ds) if dev_ds is not None else 0,
         train_seconds=round(seconds, 2),
-        epochs_run=round(state.global_step / steps_per_epoch, 4),
+        epochs_run=round(state.global_step / plan.steps_per_epoch, 4),
         best_dev_micro_f1=None if state.best_metric is None else float(state.best_metric),
         steps=int(state.global_step),
-        stopped_early=dev_ds is not None and state.global_step < steps,
+        stopped_early=dev_ds is not None and state.global_step < plan.cap,
         history=history,
     )
 
@@ -377,7 +288,7 @@ def predict(trained: TrainedRE, samples: Sequence[RESample], batch_size: int | N
     if not samples:
         return []
     batch_size = batch_size or trained.eval_batch_size
-    rows = _Inputs(trained.tokenizer, trained.max_length, trained.typed_markers).dataset(samples).to_list()
+    rows = Inputs(trained.tokenizer, trained.max_length, trained.typed_markers).dataset(samples).to_list()
     collate = DataCollatorWithPadding(trained.tokenizer, return_tensors="pt")
     model = trained.model.eval()
     device = next(model.parameters()).device
