@@ -110,6 +110,9 @@ class SamplingConfig(_Strict):
     top_k: int = Field(20, ge=0)
     repetition_penalty: float = Field(1.15, gt=0.0)
     max_new_tokens: int = Field(96, ge=1)
+    grammar: str | None = keyed_when_set(None, committed="cpu-full")
+    """A GBNF grammar the server must sample within (``redpo.generation.grammar``). Set per arm by the loops when
+    ``generation.constrained`` is on, not here."""
     stop: list[str] = keyed_when_set([], committed="cpu-full")
     """Stop strings: a reply ends where one appears. Set per arm by the loops (``generation.obo_stop``), not here.
     Keyed only when set: ``cpu-full``'s AAO and baseline calls were cached before stop strings existed, and its
@@ -256,6 +259,10 @@ class GenerationConfig(_Strict):
     arm."""
     min_tokens: int = Field(4, ge=1)
     max_tokens: int = Field(80, ge=2)
+    constrained: bool = False
+    """Grammar-constrained decoding: the inference server samples only lines the parser can read (entity markers
+    in place, the prompt's fields), so a call is no longer lost to format. Needs an inference server
+    (``generator.backend: llama_cpp``, or a vLLM/SGLang ``generator.server.url``)."""
     near_copy_threshold: float = Field(0.8, gt=0, le=1)
     """A sample whose entity-masked tokens match a demonstration's with a ``difflib`` ratio at least this high is a
     near copy (the same sentence with other entities scores 1.0): the diversity tables' near-copy share, and the
@@ -492,6 +499,10 @@ class Profile(_Strict):
                 f"{self.generator.model!r} would never be used: set generator.model to {FITTED_BASE!r} or "
                 "generator.fit.steps to 0"
             )
+        if self.generation.constrained and self.generator.backend != "llama_cpp":
+            raise ValueError("generation.constrained needs an inference server that samples within a grammar: set "
+                             "generator.backend to llama_cpp (a local llama-server, or a vLLM/SGLang server at "
+                             "generator.server.url), or generation.constrained to false")
         if self.generation.min_tokens >= self.generation.max_tokens:
             raise ValueError("generation.min_tokens must be smaller than generation.max_tokens")
         not_generated = [a for a in self.dpo.arms if a not in self.generation.arms]

@@ -19,6 +19,7 @@ import pytest
 
 from redpo.config import ARMS, REPO_ROOT, DPOConfig, EncoderConfig, SamplingConfig, derive, identity, load_profile
 from redpo.core.io import ResultsDir
+from redpo.core.relations import get_schema
 from redpo.data.overview import write_kshot_table
 from redpo.extraction.run_store import run_fingerprint, samples_digest
 from redpo.extraction.training_sets import arm_training_sets, epoch_sizes, evaluation_sets, grid_cells
@@ -93,13 +94,15 @@ def test_the_committed_cpu_full_calls_are_found_under_todays_keys() -> None:
     (the tokenizer is a 0.5 GB download CI does not make): today's key recipe gives the archived keys."""
     fixture = json.loads((Path(__file__).parent / "fixtures" / "cpu_full_first_calls.json").read_text())
     profile = load_profile("cpu-full")
+    schema = get_schema("semeval")
     models = json.loads((CPU_FULL / "replay" / "models.json").read_text())["generator"]
     generator = CachedGenerator.__new__(CachedGenerator)  # the key recipe alone: no backend, no cache
     generator.model_key = ModelKey(models["name"], models["sha256"])
     with gzip.open(CPU_FULL / "replay" / "llm_calls.jsonl.gz", "rt") as f:
         archived = {e["key"] for line in f if line.strip() for e in json.loads(line)["entries"]}
     for arm, call in fixture.items():
-        sampling = arm_sampling(profile.generator.sampling, profile.generation, ARMS[arm])
+        sampling = arm_sampling(profile.generator.sampling, profile.generation, ARMS[arm], schema)
         key = generator.key(Request(call["prompt"], sampling, profile.generation.seed, 0))
         assert key == call["key"] and key in archived, arm
-    assert "stop" not in identity(arm_sampling(profile.generator.sampling, profile.generation, ARMS["baseline"]))
+    baseline = arm_sampling(profile.generator.sampling, profile.generation, ARMS["baseline"], schema)
+    assert "stop" not in identity(baseline) and "grammar" not in identity(baseline)

@@ -201,11 +201,11 @@ def bench_llama_cpp(profile: Profile, results: ResultsDir, work: Workloads, sche
 
 def _obo_sampling(profile: Profile) -> SamplingConfig:
     """OBO calls' sampling, as the loops send it (with ``generation.obo_stop``)."""
-    return arm_sampling(profile.generator.sampling, profile.generation, ARMS["obo"])
+    return arm_sampling(profile.generator.sampling, profile.generation, ARMS["obo"], profile_schema(profile))
 
 
 def _aao_sampling(profile: Profile) -> SamplingConfig:
-    return arm_sampling(profile.generator.sampling, profile.generation, ARMS["aao"])
+    return arm_sampling(profile.generator.sampling, profile.generation, ARMS["aao"], profile_schema(profile))
 
 
 def bench_generation(profile: Profile, results: ResultsDir, *, backends: Sequence[str] = BACKENDS) -> dict[str, Any]:

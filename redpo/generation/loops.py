@@ -26,6 +26,7 @@ from redpo.core.relations import RelationSchema
 from redpo.core.sample import RESample
 from redpo.generation import prompts
 from redpo.generation.cache import CachedGenerator, Request, Response
+from redpo.generation.grammar import output_grammar
 from redpo.generation.parse import parse_response
 from redpo.generation.specs import ARMS, ArmSpec
 from redpo.generation.store import ArmResult, RelationStats, ResponseRecord
@@ -52,15 +53,20 @@ def _stable_int(text: str) -> int:
     return int(hashlib.sha256(text.encode("utf-8")).hexdigest()[:15], 16)
 
 
-def arm_sampling(sampling: SamplingConfig, generation: GenerationConfig, spec: ArmSpec) -> SamplingConfig:
+def arm_sampling(sampling: SamplingConfig, generation: GenerationConfig, spec: ArmSpec,
+                 schema: RelationSchema) -> SamplingConfig:
     """``sampling.max_new_tokens`` is per sample: a many-sample call gets it times ``n_per_relation``; an OBO call
-    stops at ``generation.obo_stop`` instead.
+    stops at ``generation.obo_stop`` instead. With ``generation.constrained`` every call carries the arm's output
+    grammar (:func:`~redpo.generation.grammar.output_grammar`), the same for every relation.
 
-    One budget for every call of the arm keeps them in one batch; generation still stops at EOS.
+    One budget (and one grammar) for every call of the arm keeps them in one batch; generation still stops at EOS.
     """
-    if not spec.many:
-        return derive(sampling, {"stop": list(generation.obo_stop)})
-    return derive(sampling, {"max_new_tokens": sampling.max_new_tokens * generation.n_per_relation})
+    changes: dict[str, object] = (
+        {"max_new_tokens": sampling.max_new_tokens * generation.n_per_relation} if spec.many
+        else {"stop": list(generation.obo_stop)})
+    if generation.constrained:
+        changes["grammar"] = output_grammar(schema, many=spec.many, with_relation=spec.prompt == "baseline")
+    return derive(sampling, changes)
 
 
 def _messages(spec: ArmSpec, schema: RelationSchema, state: _RelState, n: int, window: int | None) -> prompts.Messages:
@@ -127,7 +133,7 @@ def generate_arm(
         stats[rel] = st.stats
         states.append(st)
     budget = gen.aao_max_calls if spec.many else gen.max_attempts
-    sampling = arm_sampling(profile.generator.sampling, profile.generation, spec)
+    sampling = arm_sampling(profile.generator.sampling, profile.generation, spec, schema)
     records: list[ResponseRecord] = []
     t0 = time.perf_counter()
     calls_before = generator.backend_calls
