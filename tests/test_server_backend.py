@@ -211,10 +211,14 @@ def _record(process: subprocess.Popen[bytes], argv: list[str], owner: int = 0, *
 
 def test_a_stale_server_named_by_its_pid_file_is_stopped(fake_binary: Path, tmp_path: Path) -> None:
     stale = _stray(fake_binary)
-    pid_file = tmp_path / "llama-server-1-2.pid"
-    pid_file.write_text(_record(stale, [str(fake_binary), "--port", "0"]))
-    assert stop_stale(pid_file) == stale.pid
-    assert stale.wait(timeout=10) == -signal.SIGTERM and not pid_file.exists()
+    try:
+        pid_file = tmp_path / "llama-server-1-2.pid"
+        pid_file.write_text(_record(stale, [str(fake_binary), "--port", "0"]))
+        assert stop_stale(pid_file) == stale.pid
+        assert stale.wait(timeout=10) == -signal.SIGTERM and not pid_file.exists()
+    finally:
+        stale.kill()
+        stale.wait()
 
 
 def test_a_reused_pid_never_gets_a_signal(fake_binary: Path, tmp_path: Path) -> None:
@@ -260,14 +264,18 @@ def test_the_next_start_clears_pid_files_whose_owner_died(fake_binary: Path, tmp
     owner.wait()
     assert _wait_gone(theirs)  # PR_SET_PDEATHSIG
     orphan = _stray(fake_binary)
-    dead = subprocess.Popen(["true"])  # an owner that has exited
-    dead.wait()
-    (tmp_path / "logs" / f"llama-server-{dead.pid}-{orphan.pid}.pid").write_text(
-        _record(orphan, [str(fake_binary), "--port", "0"], owner=dead.pid, owner_start=1))
-    assert len(_pid_files(tmp_path)) == 2
-    with _server(fake_binary, tmp_path) as ours:
-        assert orphan.wait(timeout=15) == -signal.SIGTERM
-        assert [p.name for p in _pid_files(tmp_path)] == [ours.pid_file.name]
+    try:
+        dead = subprocess.Popen(["true"])  # an owner that has exited
+        dead.wait()
+        (tmp_path / "logs" / f"llama-server-{dead.pid}-{orphan.pid}.pid").write_text(
+            _record(orphan, [str(fake_binary), "--port", "0"], owner=dead.pid, owner_start=1))
+        assert len(_pid_files(tmp_path)) == 2
+        with _server(fake_binary, tmp_path) as ours:
+            assert orphan.wait(timeout=15) == -signal.SIGTERM
+            assert [p.name for p in _pid_files(tmp_path)] == [ours.pid_file.name]
+    finally:
+        orphan.kill()
+        orphan.wait()
 
 
 def test_sigterm_stops_the_server_and_removes_its_pid_file(fake_binary: Path, tmp_path: Path) -> None:
