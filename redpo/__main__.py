@@ -158,9 +158,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     profile = load_profile(args.profile, parse_overrides(args.param))
     results = ResultsDir(profile, root=Path(args.results_dir) if args.results_dir else None)
     chosen = [b.strip() for b in args.backends.split(",") if b.strip()]
-    report = bench(profile, results, **({"backends": chosen} if chosen else {}))
-    path = write_json(results.metrics / f"bench_{args.bench}.json", report)
-    record_rebuilt_files(results, (f"metrics/bench_{args.bench}.json",))
+    with hold_results(results.root):  # a bench writes there and starts servers there, as a run does
+        report = bench(profile, results, **({"backends": chosen} if chosen else {}))
+        path = write_json(results.metrics / f"bench_{args.bench}.json", report)
+        record_rebuilt_files(results, (f"metrics/bench_{args.bench}.json",))
     print(json.dumps(report, indent=2, sort_keys=True))
     print(f"saved {path}", file=sys.stderr)
     return 0

@@ -207,7 +207,7 @@ class LlamaServerConfig(_Strict):
     """``packaged``: serve a packaged model's own GGUF file as it is. ``f32``/``f16``/``q8_0``: a GGUF made once
     with llama.cpp's converter from the very weights the transformers backend loads (the smoke generator too)."""
     startup_timeout: float = Field(300.0, gt=0)
-    """Seconds to wait for ``/health`` (loading a 0.5B GGUF takes a few seconds)."""
+    """Seconds to wait for a started server to load and answer with its key (a 0.5B GGUF takes a few seconds)."""
     url: str | None = None
     """A running server to use instead of starting one: ``http://host:port`` of ``llama-server`` (``kind:
     llama_cpp``), or of ``vllm serve`` / SGLang (``kind: openai``). redpo then starts and stops nothing."""
@@ -215,6 +215,21 @@ class LlamaServerConfig(_Strict):
     """The API spoken at ``url``: llama.cpp's native ``/completion`` (slots, prompt cache) or ``/v1/completions``."""
     served_model: str | None = None
     """``kind: openai``: the model name the server serves (``vllm serve <name>``); default ``generator.model``."""
+    api_key_env: str | None = run_only(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    """``url`` only: the name of the environment variable that holds the server's API key (``llama-server
+    --api-key``, ``vllm serve --api-key``), sent as ``Authorization: Bearer``. The key itself never goes in a
+    profile, which the manifest copies. The local server gets a fresh random key at every start, with no setting."""
+    connect_timeout: float = run_only(10.0, gt=0)
+    """Seconds a request waits for the server to accept its connection. A loopback connection is accepted in well
+    under a millisecond, even while every slot decodes (the kernel accepts, not the server's threads); 10 s leaves
+    room for a remote server on a slow network without hiding one that is gone."""
+    read_timeout: float = run_only(1200.0, gt=0)
+    """Seconds a request waits for its reply. Replies are not streamed, so this bounds one whole completion, prompt
+    pass included. Measured in ``cpu-full``'s 1,316 generation batches on 2 cores (18 slots, 0.5B GGUF): median
+    6.4 s, 99th percentile 80 s, longest 564 s (an AAO batch of 6 replies of up to 664 tokens); the default is
+    twice the longest. A server that accepts and never answers fails the step with one line after this long, and
+    the rerun answers the finished steps from the cache. Raise it for a bigger model or a slower machine; neither
+    time-out is part of any cache key."""
 
 
 class GeneratorConfig(_Strict):

@@ -2,12 +2,48 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from redpo.config import load_profile
+from redpo.core import lock
 from redpo.core.io import ResultsDir
+
+
+def test_bench_takes_the_results_lock_and_refuses_a_busy_folder_with_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bench writes metrics and starts servers in the results folder, as a run does: one writer at a time."""
+    from redpo import __main__ as cli
+    from redpo.generation import bench
+
+    monkeypatch.delenv(lock.HELD_ENV, raising=False)
+    calls: list[bool] = []
+
+    def fake_bench(profile: Any, results: ResultsDir, **_: Any) -> dict[str, Any]:
+        calls.append((results.root / lock.OWNER_NAME).is_file())
+        return {"ok": True}
+
+    monkeypatch.setattr(bench, "bench_generation", fake_bench)
+    argv = ["bench", "generation", "--profile", "smoke", "--results-dir", str(tmp_path)]
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom redpo.core.lock import hold_results\n"
+         "with hold_results(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(600)\n",
+         str(tmp_path / "smoke")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        assert cli.main(argv) == 2 and calls == []
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and f"pid {holder.pid}" in err[0]
+    finally:
+        holder.kill()
+        holder.wait()
+    assert cli.main(argv) == 0 and calls == [True]  # free: it runs, holding the folder
+    assert not (tmp_path / "smoke" / lock.OWNER_NAME).exists()
 
 
 @pytest.mark.slow

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -13,10 +14,12 @@ import pytest
 from fakes import Fault, FaultyBackend
 
 from redpo.config import Profile, load_profile
+from redpo.core.hashing import sha256_file
 from redpo.core.io import ResultsDir
 from redpo.data.splits import load_split, profile_schema
 from redpo.dpo.lora_check import top1_agreement
 from redpo.generation import engines, prompts
+from redpo.generation.backends.llama_server import ServerError
 from redpo.generation.backends.server import ServerBackend
 from redpo.generation.cache import CachedGenerator, LLMCache, ModelKey
 from redpo.generation.loops import generate_arm
@@ -47,10 +50,9 @@ def server(smoke: Profile, server_results: ResultsDir) -> Any:
     return engines.local_server(smoke, server_results, Path(engines.gguf_weights(smoke).path))
 
 
-def _post(url: str, path: str, body: dict[str, Any]) -> Any:
-    request = urllib.request.Request(url + path, json.dumps(body).encode(), {"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=300) as response:
-        return json.loads(response.read())
+def _client(smoke: Profile, server: Any) -> ServerBackend:
+    """A client of the local server, with this start's key."""
+    return engines.local_backend(smoke, server, fitted_tiny_llama(smoke).tokenizer)
 
 
 def _prompts(smoke: Profile, n: int = 3) -> list[str]:
@@ -76,13 +78,14 @@ def test_the_build_is_pinned_recorded_and_not_redone(monkeypatch: pytest.MonkeyP
 def test_the_server_tokenizes_the_smoke_prompts_as_transformers_does(smoke: Profile, server: Any) -> None:
     tokenizer = fitted_tiny_llama(smoke).tokenizer
     for prompt in _prompts(smoke):
-        served = _post(server.url, "/tokenize", {"content": prompt, "add_special": False, "parse_special": True})
+        served = _client(smoke, server).post("/tokenize", {"content": prompt, "add_special": False,
+                                                            "parse_special": True})
         assert served["tokens"] == tokenizer(prompt, add_special_tokens=False)["input_ids"]
 
 
 def test_top1_tokens_agree_with_transformers_on_the_same_weights(smoke: Profile, server: Any) -> None:
     loaded = fitted_tiny_llama(smoke)
-    agreement = top1_agreement(loaded.model, loaded.tokenizer, server.url, _prompts(smoke))["agreement"]
+    agreement = top1_agreement(loaded.model, loaded.tokenizer, _client(smoke, server), _prompts(smoke))["agreement"]
     print(f"base: teacher-forced top-1 agreement {agreement:.3f}")
     assert agreement >= 0.9, agreement
 
@@ -98,7 +101,7 @@ def test_a_killed_run_resumes_through_llama_cpp_losing_and_repeating_nothing(
     key = ModelKey("smoke@llama.cpp", "test")
 
     def attempt(cache: Path, limit: int | None) -> tuple[Any, CachedGenerator]:
-        backend = FaultyBackend(ServerBackend(server.url, tokenizer, slots=4), limit)
+        backend = FaultyBackend(ServerBackend(server.url, tokenizer, slots=4, api_key=server.api_key), limit)
         gen = CachedGenerator(backend, LLMCache(cache), key)
         return generate_arm("obo", prof, schema, pools, gen, progress=False), gen
 
@@ -138,7 +141,7 @@ def test_a_gguf_lora_adapter_decodes_like_transformers_with_peft(smoke: Profile,
     try:
         assert generator.model_key.adapter_sha256 == hash_model_dir(adapter)
         assert generator.backend.lora == [{"id": 0, "scale": 1.0}]
-        agreement = top1_agreement(with_peft.model, with_peft.tokenizer, generator.backend.url, batch,
+        agreement = top1_agreement(with_peft.model, with_peft.tokenizer, generator.backend, batch,
                                    lora=generator.backend.lora)["agreement"]
         print(f"LoRA: teacher-forced top-1 agreement {agreement:.3f}")
         assert agreement >= 0.9, agreement
@@ -178,8 +181,25 @@ def test_notebooks_generate_through_the_server_and_leave_no_server_behind(data_r
     while any(_running(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert pids and not any(_running(pid) for pid in pids), "a server of this run is still alive"
-    # A kernel that ends without running its exit handlers (papermill may kill it at shutdown) takes its server
-    # with it (PR_SET_PDEATHSIG); the
-    # pid file it may leave then names a dead process, which the next start clears.
-    pid_file = log_dir / "llama-server.pid"
-    assert not pid_file.exists() or not _running(json.loads(pid_file.read_text())["pid"])
+    # Each kernel stops its server as it ends, even when Jupyter ends it with SIGTERM, and removes its pid file.
+    assert sorted(log_dir.glob("llama-server*.pid")) == []
+    served = next(entry for name, entry in manifest["models"].items() if "@llama.cpp:" in name)
+    assert served["server_sha256"] == sha256_file(llama_cpp.require_build().server)  # the binary that ran
+
+
+def test_the_server_answers_only_requests_with_its_key_and_reports_its_model(smoke: Profile, server: Any) -> None:
+    """What ``start`` relies on to know the port is its own server: 401 without the key, ``model_path`` with it."""
+    def get(path: str, key: str | None) -> tuple[int, Any]:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        try:
+            with urllib.request.urlopen(urllib.request.Request(server.url + path, headers=headers), timeout=60) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as err:
+            return err.code, None
+
+    assert get("/props", None)[0] == get("/props", "not-the-key")[0] == 401
+    status, props = get("/props", server.api_key)
+    assert status == 200 and props["model_path"] == str(server.model)
+    assert get("/health", None)[0] == 200  # public, so it proves nothing
+    with pytest.raises(ServerError, match="answered 401"):
+        ServerBackend(server.url, fitted_tiny_llama(smoke).tokenizer).post("/tokenize", {"content": "x"})

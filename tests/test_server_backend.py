@@ -9,17 +9,23 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from redpo.config import SamplingConfig
-from redpo.generation.backends.llama_server import PID_FILE, LlamaServer, ServerError, stop_stale
+from redpo.generation.backends import llama_server
+from redpo.generation.backends.llama_server import LlamaServer, ServerError, process_start, stop_stale
 from redpo.generation.backends.server import TRANSFORMERS_SAMPLER_ORDER, ServerBackend, request_seed
+from redpo.generation.cache import CachedGenerator, LLMCache, ModelKey, Request
 
 FAKE = Path(__file__).parent / "fixtures" / "fake_llama_server.py"
 SAMPLING = SamplingConfig(temperature=0.4, top_p=0.9, top_k=20, repetition_penalty=1.15, max_new_tokens=32)
@@ -53,6 +59,42 @@ def _alive(pid: int) -> bool:
 def _server(binary: Path, tmp_path: Path, parallel: int = 4) -> LlamaServer:
     return LlamaServer(binary, tmp_path / "model.gguf", log_dir=tmp_path / "logs", threads=1, parallel=parallel,
                        ctx_per_slot=512, startup_timeout=30)
+
+
+def _backend(server: LlamaServer, slots: int, **options: object) -> ServerBackend:
+    return ServerBackend(server.url, EchoTokenizer(), slots=slots, api_key=server.api_key, **options)
+
+
+def _pid_files(tmp_path: Path) -> list[Path]:
+    return sorted((tmp_path / "logs").glob("llama-server*.pid"))
+
+
+def _wait_gone(pid: int, seconds: float = 15) -> bool:
+    """True once ``pid`` has exited (bounded: a process told to stop may take a moment)."""
+    deadline = time.monotonic() + seconds
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not _alive(pid)
+
+
+def _owner_script(binary: Path, tmp_path: Path) -> str:
+    """A process (a notebook kernel, say) that starts a server in ``tmp_path/logs``, prints its pid, and waits."""
+    return (
+        "import time\n"
+        "from pathlib import Path\n"
+        "from redpo.generation.backends.llama_server import LlamaServer\n"
+        f"s = LlamaServer(Path({str(binary)!r}), Path('m.gguf'), log_dir=Path({str(tmp_path / 'logs')!r}),\n"
+        "                threads=1, parallel=1, ctx_per_slot=512, startup_timeout=30).start()\n"
+        "print(s.process.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+
+
+def _start_owner(binary: Path, tmp_path: Path) -> tuple[subprocess.Popen[str], int]:
+    owner = subprocess.Popen([sys.executable, "-c", _owner_script(binary, tmp_path)], stdout=subprocess.PIPE,
+                             text=True)
+    assert owner.stdout is not None
+    return owner, int(owner.stdout.readline())
 
 
 # ---- requests ------------------------------------------------------------------------------------------------
@@ -94,7 +136,7 @@ def test_each_prompt_goes_to_the_slot_holding_its_longest_prefix() -> None:
 # ---- against the stand-in server -------------------------------------------------------------------------------
 def test_a_step_goes_out_concurrently_and_an_obo_chain_keeps_its_slot(fake_binary: Path, tmp_path: Path) -> None:
     with _server(fake_binary, tmp_path, parallel=4) as server:
-        backend = ServerBackend(server.url, EchoTokenizer(), slots=4)
+        backend = _backend(server, slots=4)
         chains = [f"relation {r}: demo" for r in "ABCD"]
         first = backend.generate(chains, SAMPLING, seed=11)
         assert [o.n_new_tokens for o in first] == [4] * 4
@@ -115,7 +157,7 @@ def test_server_errors_name_the_endpoint(fake_binary: Path, tmp_path: Path) -> N
 
 def test_a_prompt_longer_than_a_slot_names_the_setting_to_raise(fake_binary: Path, tmp_path: Path) -> None:
     with _server(fake_binary, tmp_path, parallel=2) as server:  # 512 tokens per slot
-        backend = ServerBackend(server.url, EchoTokenizer(), slots=2, context=512)
+        backend = _backend(server, slots=2, context=512)
         assert backend.generate(["x" * 512], SAMPLING, seed=1)[0].n_new_tokens == 4
         with pytest.raises(ServerError, match=r"exceeds the available context.*raise generator\.server\.ctx_per_slot "
                                               r"\(now 512 tokens per slot\)"):
@@ -125,11 +167,16 @@ def test_a_prompt_longer_than_a_slot_names_the_setting_to_raise(fake_binary: Pat
 # ---- lifecycle -----------------------------------------------------------------------------------------------
 def test_start_writes_a_pid_file_and_stop_removes_server_and_file(fake_binary: Path, tmp_path: Path) -> None:
     server = _server(fake_binary, tmp_path).start()
-    pid = json.loads(server.pid_file.read_text())["pid"]
+    assert server.pid_file is not None
+    assert server.pid_file.name == f"llama-server-{os.getpid()}-{server.process.pid}.pid"  # one per owner and server
+    record = json.loads(server.pid_file.read_text())
+    pid = record["pid"]
     assert _alive(pid) and server.url.startswith("http://127.0.0.1:")
+    assert record["start"] == process_start(pid) and record["argv"] == server.command(server.port)
+    assert (record["owner"], record["owner_start"]) == (os.getpid(), process_start(os.getpid()))
     assert "--no-webui" in server.command(1) and "--lora-init-without-apply" not in server.command(1)
     server.stop()
-    assert not _alive(pid) and not server.pid_file.exists()
+    assert not _alive(pid) and _pid_files(tmp_path) == []
     server.stop()  # idempotent
 
 
@@ -148,37 +195,106 @@ def test_more_threads_than_free_cores_is_refused(fake_binary: Path, tmp_path: Pa
                     parallel=1, ctx_per_slot=512)
 
 
+def _stray(binary: Path) -> subprocess.Popen[bytes]:
+    """A server process no pid file of this test owns, listening on a port of its own."""
+    stray = subprocess.Popen([str(binary), "--port", "0"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while "--port" not in Path(f"/proc/{stray.pid}/cmdline").read_bytes().decode() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return stray
+
+
+def _record(process: subprocess.Popen[bytes], argv: list[str], owner: int = 0, **changes: object) -> str:
+    return json.dumps({"pid": process.pid, "start": process_start(process.pid), "argv": argv, "port": 0,
+                       "owner": owner, "owner_start": process_start(owner) if owner else 0, **changes})
+
+
 def test_a_stale_server_named_by_its_pid_file_is_stopped(fake_binary: Path, tmp_path: Path) -> None:
-    stale = subprocess.Popen([str(fake_binary), "--port", "0"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    pid_file = tmp_path / PID_FILE
-    pid_file.write_text(json.dumps({"pid": stale.pid, "port": 0}))
-    time.sleep(0.5)
-    assert stop_stale(pid_file) == stale.pid
-    assert stale.wait(timeout=10) is not None and not pid_file.exists()
-    pid_file.write_text(json.dumps({"pid": os.getpid()}))  # a live process that is not a server: left alone
-    assert stop_stale(pid_file) == os.getpid() and not pid_file.exists()
+    stale = _stray(fake_binary)
+    try:
+        pid_file = tmp_path / "llama-server-1-2.pid"
+        pid_file.write_text(_record(stale, [str(fake_binary), "--port", "0"]))
+        assert stop_stale(pid_file) == stale.pid
+        assert stale.wait(timeout=10) == -signal.SIGTERM and not pid_file.exists()
+    finally:
+        stale.kill()
+        stale.wait()
+
+
+def test_a_reused_pid_never_gets_a_signal(fake_binary: Path, tmp_path: Path) -> None:
+    """A pid file outlives its server, and the pid is given to another process, even another llama-server: a pid
+    file whose start time or command line (model, port) differs from the live process's signals nothing."""
+    other = _stray(fake_binary)
+    try:
+        pid_file = tmp_path / "llama-server.pid"
+        argv = [str(fake_binary), "--port", "0"]
+        for record in (_record(other, argv, start=process_start(other.pid) - 1),  # the pid was reused
+                       _record(other, [str(fake_binary), "--port", "4242"]),  # another server's port
+                       _record(other, argv, start=None),  # an older pid file: nothing proves identity
+                       json.dumps({"pid": other.pid, "port": 0})):
+            pid_file.write_text(record)
+            assert stop_stale(pid_file) is None and not pid_file.exists()
+            assert other.poll() is None, f"a process that is not the recorded server got a signal: {record}"
+        pid_file.write_text(_record(other, argv, pid=os.getpid()))  # a live process that is no server at all
+        assert stop_stale(pid_file) is None
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_a_server_of_another_live_process_in_the_same_logs_folder_is_left_alone(
+    fake_binary: Path, tmp_path: Path
+) -> None:
+    """A bench (or a second kernel) starting a server where a run's server lives must not stop the run's server."""
+    owner, theirs = _start_owner(fake_binary, tmp_path)
+    try:
+        with _server(fake_binary, tmp_path) as ours:
+            assert _alive(theirs) and _alive(ours.process.pid) and len(_pid_files(tmp_path)) == 2
+        assert _alive(theirs) and [p.name for p in _pid_files(tmp_path)] == [f"llama-server-{owner.pid}-{theirs}.pid"]
+    finally:
+        owner.kill()
+        owner.wait()
+
+
+def test_the_next_start_clears_pid_files_whose_owner_died(fake_binary: Path, tmp_path: Path) -> None:
+    """A kernel killed outright leaves its pid file; the next start in that folder removes it, and stops its
+    server if that somehow outlived its owner (here a server whose record names an owner that has exited)."""
+    owner, theirs = _start_owner(fake_binary, tmp_path)
+    owner.kill()
+    owner.wait()
+    assert _wait_gone(theirs)  # PR_SET_PDEATHSIG
+    orphan = _stray(fake_binary)
+    try:
+        dead = subprocess.Popen(["true"])  # an owner that has exited
+        dead.wait()
+        (tmp_path / "logs" / f"llama-server-{dead.pid}-{orphan.pid}.pid").write_text(
+            _record(orphan, [str(fake_binary), "--port", "0"], owner=dead.pid, owner_start=1))
+        assert len(_pid_files(tmp_path)) == 2
+        with _server(fake_binary, tmp_path) as ours:
+            assert orphan.wait(timeout=15) == -signal.SIGTERM
+            assert [p.name for p in _pid_files(tmp_path)] == [ours.pid_file.name]
+    finally:
+        orphan.kill()
+        orphan.wait()
+
+
+def test_sigterm_stops_the_server_and_removes_its_pid_file(fake_binary: Path, tmp_path: Path) -> None:
+    """Jupyter ends a kernel that has not exited 2.5 s after its shutdown request with SIGTERM, whose default
+    skips atexit: the server stops and its pid file goes all the same, and the process still dies of SIGTERM."""
+    owner, server_pid = _start_owner(fake_binary, tmp_path)
+    assert _alive(server_pid) and len(_pid_files(tmp_path)) == 1
+    owner.send_signal(signal.SIGTERM)
+    assert owner.wait(timeout=30) == -signal.SIGTERM
+    assert not _alive(server_pid) and _pid_files(tmp_path) == []
 
 
 def test_killing_the_process_that_started_the_server_leaves_no_server(fake_binary: Path, tmp_path: Path) -> None:
     """A notebook kernel killed with SIGKILL runs no Python at all: the kernel's death must take the server."""
-    script = (
-        "import sys, time\n"
-        "from pathlib import Path\n"
-        "from redpo.generation.backends.llama_server import LlamaServer\n"
-        f"s = LlamaServer(Path({str(fake_binary)!r}), Path('m.gguf'), log_dir=Path({str(tmp_path / 'logs')!r}),\n"
-        "                threads=1, parallel=1, ctx_per_slot=512, startup_timeout=30).start()\n"
-        "print(s.process.pid, flush=True)\n"
-        "time.sleep(600)\n"
-    )
-    kernel = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    server_pid = int(kernel.stdout.readline())
+    kernel, server_pid = _start_owner(fake_binary, tmp_path)
     assert _alive(server_pid)
     kernel.send_signal(signal.SIGKILL)
     kernel.wait(timeout=10)
-    deadline = time.monotonic() + 10
-    while _alive(server_pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not _alive(server_pid)
+    assert _wait_gone(server_pid)
 
 
 def test_a_server_someone_else_runs_gets_each_adapter_by_its_served_name_or_index(tmp_path: Path) -> None:
@@ -201,3 +317,191 @@ def test_a_server_someone_else_runs_gets_each_adapter_by_its_served_name_or_inde
     assert bodies["llama_cpp", 1]["lora"] == [{"id": 0, "scale": 0.0}, {"id": 1, "scale": 1.0}]
     assert "lora" not in bodies["llama_cpp", None]
     assert keys["openai", 1].adapter_sha256 == "sha-b" and keys["openai", None].adapter_sha256 is None
+
+
+# ---- a server is ours or nothing -------------------------------------------------------------------------------
+class _AnythingGoes(BaseHTTPRequestHandler):
+    """A foreign listener that answers 200 to any request."""
+
+    def log_message(self, *a: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+
+@pytest.fixture()
+def foreign_port() -> Iterator[int]:
+    listener = ThreadingHTTPServer(("127.0.0.1", 0), _AnythingGoes)
+    thread = threading.Thread(target=listener.serve_forever, daemon=True)
+    thread.start()
+    yield int(listener.server_address[1])
+    listener.shutdown()
+    listener.server_close()
+
+
+def _refused_start(binary: Path, tmp_path: Path, port: int, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Start a server that loses ``port`` to whatever listens there; the one-line error."""
+    monkeypatch.setattr(llama_server, "free_port", lambda: port)
+    server = _server(binary, tmp_path)
+    with pytest.raises(ServerError) as err:
+        server.start()
+    assert server.process is None and _pid_files(tmp_path) == []
+    message = str(err.value)
+    assert "\n" not in message and f"http://127.0.0.1:{port} is not the llama-server this process started" in message
+    return message
+
+
+def test_a_foreign_listener_on_the_chosen_port_is_refused(
+    fake_binary: Path, tmp_path: Path, foreign_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process took the port between choosing it and binding it: whatever answers there is not ours."""
+    message = _refused_start(fake_binary, tmp_path, foreign_port, monkeypatch)
+    assert "a request without this start's API key got HTTP 200" in message
+
+
+def test_another_llama_server_with_its_own_key_is_refused(
+    fake_binary: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = llama_server.free_port()
+    other = subprocess.Popen([str(fake_binary), "--port", str(port)], env={**os.environ, "LLAMA_API_KEY": "theirs"},
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.05)
+        message = _refused_start(fake_binary, tmp_path, port, monkeypatch)
+        assert "this start's API key was refused (HTTP 401)" in message and other.poll() is None
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_each_start_has_its_own_key_which_requests_need_and_no_command_line_shows(
+    fake_binary: Path, tmp_path: Path
+) -> None:
+    keys = []
+    for _ in range(2):
+        with _server(fake_binary, tmp_path, parallel=1) as server:
+            assert server.api_key and server.api_key not in Path(f"/proc/{server.process.pid}/cmdline").read_text()
+            keys.append(server.api_key)
+            assert _backend(server, slots=1).generate(["p"], SAMPLING, seed=1)[0].n_new_tokens == 4
+            with pytest.raises(ServerError, match=r"/completion answered 401: .*Invalid API Key.*api_key_env"):
+                ServerBackend(server.url, EchoTokenizer()).generate(["p"], SAMPLING, seed=1)
+    assert keys[0] != keys[1]
+
+
+# ---- time-outs -------------------------------------------------------------------------------------------------
+def test_a_server_that_accepts_and_never_answers_fails_after_the_read_timeout(tmp_path: Path) -> None:
+    with socket.socket() as silent:  # listens, so the kernel accepts connections; nothing ever reads or answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        backend = ServerBackend(url, EchoTokenizer(), read_timeout=0.5)
+        with pytest.raises(ServerError) as err:
+            backend.generate(["p"], SAMPLING, seed=0)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"{url}/completion sent no reply within 0.5 s "
+                                                      "(generator.server.read_timeout)")
+
+
+def test_a_server_that_accepts_no_connection_fails_after_the_connect_timeout() -> None:
+    with socket.socket() as full, socket.socket() as first:
+        full.bind(("127.0.0.1", 0))
+        full.listen(0)  # one pending connection fills the queue: the next connect is never completed
+        first.connect(full.getsockname())
+        url = f"http://127.0.0.1:{full.getsockname()[1]}"
+        with pytest.raises(ServerError, match=r"no connection within 0\.5 s \(generator\.server\.connect_timeout\)"):
+            ServerBackend(url, EchoTokenizer(), connect_timeout=0.5).generate(["p"], SAMPLING, seed=0)
+
+
+def test_a_silent_server_fails_the_step_and_the_rerun_answers_finished_steps_from_the_cache(
+    fake_binary: Path, tmp_path: Path
+) -> None:
+    requests = [Request(f"prompt {i}", SAMPLING, seed=3, attempt=0) for i in range(6)]
+    cache_file, key = tmp_path / "calls.jsonl", ModelKey("fake@llama.cpp", "sha")
+    hanging = LlamaServer(fake_binary, tmp_path / "model.gguf", log_dir=tmp_path / "logs", threads=1, parallel=2,
+                          ctx_per_slot=512, startup_timeout=30)
+    command = hanging.command
+    hanging.command = lambda port: [*command(port), "--hang-after", "4"]  # type: ignore[method-assign]
+    with hanging:
+        generator = CachedGenerator(_backend(hanging, slots=2, read_timeout=1), LLMCache(cache_file), key)
+        with pytest.raises(ServerError, match=r"sent no reply within 1 s \(generator\.server\.read_timeout\)"):
+            generator.generate(requests)  # three batches of two: the third never gets a reply
+    first = [json.loads(line) for line in cache_file.read_text().splitlines()]
+    assert [len(line["entries"]) for line in first] == [2, 2]
+    with _server(fake_binary, tmp_path, parallel=2) as server:
+        generator = CachedGenerator(_backend(server, slots=2), LLMCache(cache_file), key)
+        replies = generator.generate(requests)
+    assert [r.cached for r in replies] == [True] * 4 + [False] * 2 and generator.backend_calls == 1
+    assert [r.text for r in replies[:4]] == [e["text"] for line in first for e in line["entries"]]
+    keys = [e["key"] for line in cache_file.read_text().splitlines() for e in json.loads(line)["entries"]]
+    assert len(keys) == len(set(keys)) == 6  # nothing asked twice
+
+
+def test_timeouts_and_the_key_variable_change_no_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from redpo.config import identity, load_profile
+    from redpo.core.io import ResultsDir
+    from redpo.generation import engines
+    from redpo.generation.cache import LLMCache
+
+    base = {"generator.server.url": "http://127.0.0.1:9"}
+    changed = {**base, "generator.server.connect_timeout": 1, "generator.server.read_timeout": 5,
+               "generator.server.api_key_env": "REDPO_TEST_KEY"}
+    default, other = load_profile("smoke", base), load_profile("smoke", changed)
+    assert identity(default.generator) == identity(other.generator)
+    assert engines.identity_settings(default) == engines.identity_settings(other)
+    monkeypatch.setenv("REDPO_TEST_KEY", "k")
+    keys = [engines.server_generator(p, ResultsDir(p, root=tmp_path), LLMCache(None)).model_key
+            for p in (default, other)]
+    assert keys[0] == keys[1]
+
+
+def test_a_server_someone_else_runs_gets_its_key_from_the_variable_the_profile_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from redpo.config import ConfigError, load_profile
+    from redpo.core.io import ResultsDir
+    from redpo.generation import engines
+    from redpo.generation.cache import LLMCache
+
+    prof = load_profile("smoke", {"generator.server.url": "http://127.0.0.1:9", "generator.server.read_timeout": 7,
+                                  "generator.server.api_key_env": "REDPO_TEST_KEY"})
+    results = ResultsDir(prof, root=tmp_path)
+    monkeypatch.delenv("REDPO_TEST_KEY", raising=False)
+    with pytest.raises(engines.EngineError, match=r"api_key_env is 'REDPO_TEST_KEY'.*export REDPO_TEST_KEY="):
+        engines.server_generator(prof, results, LLMCache(None))
+    monkeypatch.setenv("REDPO_TEST_KEY", "s3cret")
+    backend = engines.server_generator(prof, results, LLMCache(None)).backend
+    assert (backend.api_key, backend.read_timeout) == ("s3cret", 7)
+    with pytest.raises(ConfigError, match="api_key_env"):
+        load_profile("smoke", {"generator.server.api_key_env": "not a name"})
+
+
+def test_a_replaced_server_binary_is_refused_and_the_manifest_names_the_one_that_ran(tmp_path: Path) -> None:
+    from redpo.config import load_profile
+    from redpo.core.hashing import sha256_file
+    from redpo.core.io import ResultsDir
+    from redpo.core.manifest import load_manifest, record_model
+    from redpo.generation import engines
+    from redpo.models.llama_cpp import LlamaCppBuild
+    from redpo.models.registry import ModelInfo
+
+    (tmp_path / "bin").mkdir()
+    binary = tmp_path / "bin" / "llama-server"
+    binary.write_bytes(b"the binary that was built")
+    build = LlamaCppBuild(tmp_path, {"server_sha256": sha256_file(binary)})
+    assert engines.verified_server_binary(build) == binary
+    binary.write_bytes(b"a binary put there later")
+    with pytest.raises(engines.EngineError, match=r"the binary changed after it was built.*engine --build"):
+        engines.verified_server_binary(build)
+    results = ResultsDir(load_profile("smoke"), root=tmp_path / "results")
+    record_model(results, ModelInfo("m@llama.cpp:x", "m.gguf", "gguf-sha", "local",
+                                    {"engine": "llama.cpp:x", "server_sha256": build.info["server_sha256"]}))
+    assert load_manifest(results)["models"]["m@llama.cpp:x"]["server_sha256"] == build.info["server_sha256"]

@@ -27,6 +27,9 @@ rewritten by ``snapshot`` and ``pack-replay`` outside any notebook, so a listed 
 CHECKPOINTS_DIR = "checkpoints"
 """A training's resumable state (``adapters/<half>/checkpoints/``), left out of the file list at any depth: it is
 removed once the adapter is saved, so a manifest written mid-training would list files the finished run lacks."""
+RECORDED_DETAILS = ("device", "server_sha256")
+"""What :func:`record_model` copies from a model's details: where transformers ran it, and the sha256 of the
+``llama-server`` binary that served it (checked against its build record before every start)."""
 EXTRA_PACKAGES = ("redpo", "ipykernel", "nbclient", "huggingface_hub")
 """Recorded besides redpo's own declared dependencies (which are read from its installed metadata)."""
 
@@ -169,7 +172,7 @@ def record_model(results: ResultsDir | Path, info: ModelLike) -> dict[str, Any]:
             "path": str(info.path),
             "sha256": info.sha256,
             "source": info.source,
-            **({"device": device} if (device := (getattr(info, "details", None) or {}).get("device")) else {}),
+            **{k: v for k, v in (getattr(info, "details", None) or {}).items() if k in RECORDED_DETAILS and v},
         }
 
     return update_manifest(results, change)

@@ -14,8 +14,6 @@ enough to move the weights), under ``cache/lora_probe/``.
 
 from __future__ import annotations
 
-import json
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ from redpo.dpo.adapters import adapter_dir
 from redpo.dpo.pairs import build_and_save_pairs, load_pairs, pairs_path
 from redpo.dpo.train import train_adapter
 from redpo.generation import engines
+from redpo.generation.backends.server import ServerBackend
 from redpo.generation.cache import LLMCache
 from redpo.models.load import clear_model_cache, load_causal_lm
 from redpo.models.packaged import hash_model_dir
@@ -38,16 +37,9 @@ PROMPTS = 3
 STEPS = 32
 
 
-def _post(url: str, body: dict[str, Any]) -> Any:
-    request = urllib.request.Request(url + "/completion", json.dumps(body).encode(),
-                                     {"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=600) as response:
-        return json.loads(response.read())
-
-
-def top1_agreement(reference_model: Any, tokenizer: Any, url: str, prompts: Sequence[str],
+def top1_agreement(reference_model: Any, tokenizer: Any, server: ServerBackend, prompts: Sequence[str],
                    lora: list[dict[str, float]] | None = None, steps: int = STEPS) -> dict[str, Any]:
-    """Teacher-forced top-1 agreement of a llama-server at ``url`` with ``reference_model`` (see the module
+    """Teacher-forced top-1 agreement of the llama-server behind ``server`` with ``reference_model`` (see the module
     docstring); ``lora`` is the request's adapter scales."""
     import torch
 
@@ -66,7 +58,7 @@ def top1_agreement(reference_model: Any, tokenizer: Any, url: str, prompts: Sequ
                                     "id_slot": 0}
             if lora is not None:
                 body["lora"] = lora
-            hits += _post(url, body)["tokens"][0] == expected
+            hits += server.post("/completion", body)["tokens"][0] == expected
         per_prompt.append({"steps": len(reference), "agree": hits})
         agree, total = agree + hits, total + len(reference)
     return {"agreement": round(agree / total, 4) if total else None, "tokens": total, "per_prompt": per_prompt}
@@ -101,9 +93,9 @@ def bench_lora(profile: Profile, results: ResultsDir, *, backends: Sequence[str]
     sha = hash_model_dir(adapter)
     generator = engines.server_generator(profile, results, LLMCache(None), adapters=[(adapter, sha)], active=0)
     try:
-        base = top1_agreement(reference.model, reference.tokenizer, generator.backend.url, prompts,
+        base = top1_agreement(reference.model, reference.tokenizer, generator.backend, prompts,
                               lora=[{"id": 0, "scale": 0.0}])
-        with_lora = top1_agreement(reference.model, reference.tokenizer, generator.backend.url, prompts,
+        with_lora = top1_agreement(reference.model, reference.tokenizer, generator.backend, prompts,
                                    lora=generator.backend.lora)
     finally:
         engines.stop_servers()

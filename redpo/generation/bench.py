@@ -36,7 +36,6 @@ from redpo.data.splits import load_split, profile_schema
 from redpo.generation import engines, prompts
 from redpo.generation.arms import prepare_generator
 from redpo.generation.backends import GenerationOutput
-from redpo.generation.backends.server import ServerBackend
 from redpo.generation.backends.transformers import TransformersBackend
 from redpo.generation.loops import arm_sampling, select_demos
 from redpo.generation.parse import is_near_copy, parse_response
@@ -179,7 +178,7 @@ def bench_llama_cpp(profile: Profile, results: ResultsDir, work: Workloads, sche
                                                ("aao", work.aao, _aao_sampling(profile), "many")):
         engines.stop_servers()
         server = engines.local_server(prof, results, Path(weights.path))
-        backend = ServerBackend(server.url, tokenizer, slots=slots, context=prof.generator.server.ctx_per_slot)
+        backend = engines.local_backend(prof, server, tokenizer)
         if name == "cold_step":  # the prompt pass alone: n_predict 0 evaluates the prompts and stops
             t0 = time.perf_counter()
             # A request, not a profile: 0 new tokens is outside what a profile may ask, so it is not derived.
@@ -187,7 +186,7 @@ def bench_llama_cpp(profile: Profile, results: ResultsDir, work: Workloads, sche
             prefill = time.perf_counter() - t0
             engines.stop_servers()
             server = engines.local_server(prof, results, Path(weights.path))
-            backend = ServerBackend(server.url, tokenizer, slots=slots, context=prof.generator.server.ctx_per_slot)
+            backend = engines.local_backend(prof, server, tokenizer)
         result = run_workload(lambda batch, s, b=backend: b.generate(batch, s, seed), workload, sampling_,
                               work, profile, schema, expect)
         result["prompt_tokens"] = backend.stats.prompt_tokens
@@ -278,7 +277,7 @@ def bench_determinism(profile: Profile, results: ResultsDir, *, backends: Sequen
         for repeat in range(repeats):
             engines.stop_servers()
             server = engines.local_server(prof, results, Path(weights.path))
-            backend = ServerBackend(server.url, tokenizer, slots=slots, context=prof.generator.server.ctx_per_slot)
+            backend = engines.local_backend(prof, server, tokenizer)
             runs[f"slots={slots} run={repeat + 1}"] = [o.text for o in backend.generate(step, sampling, seed)]
     engines.stop_servers()
     first_name, first = next(iter(runs.items()))

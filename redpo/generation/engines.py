@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 from transformers import AutoTokenizer
 
 from redpo.config import GeneratorConfig, Profile
+from redpo.core.hashing import sha256_file
 from redpo.core.io import ResultsDir
 from redpo.core.manifest import record_model
 from redpo.core.replay import ReplayModels
@@ -26,7 +28,7 @@ from redpo.generation.backends.replay import ReplayBackend
 from redpo.generation.backends.server import ServerBackend
 from redpo.generation.cache import CachedGenerator, LLMCache, ModelKey
 from redpo.generation.smoke_fit import fitted_tiny_llama_info
-from redpo.models.llama_cpp import SDIST, convert_lora_to_gguf, convert_to_gguf, require_build
+from redpo.models.llama_cpp import SDIST, LlamaCppBuild, convert_lora_to_gguf, convert_to_gguf, require_build
 from redpo.models.load import resolve_model
 from redpo.models.packaged import cached_build, packaged_gguf, packaged_tokenizer
 from redpo.models.registry import PACKAGED, ModelError, ModelInfo, model_dir
@@ -114,6 +116,17 @@ def identity_settings(gen: GeneratorConfig) -> dict[str, Any]:
     }
 
 
+def verified_server_binary(build: LlamaCppBuild) -> Path:
+    """The build's ``llama-server``, after checking it is the binary that was built (the sha256 ``build.json``
+    records, which the manifest then names): a binary replaced since is refused, as a tampered GGUF is."""
+    expected, actual = build.info.get("server_sha256"), sha256_file(build.server)
+    if actual != expected:
+        raise EngineError(f"{build.server}: sha256 {actual}, but {build.root / 'build.json'} records {expected}; the "
+                          f"binary changed after it was built. Delete {build.root} and run `python -m redpo engine "
+                          "--build`")
+    return build.server
+
+
 def local_server(profile: Profile, results: ResultsDir, weights: Path, loras: tuple[Path, ...] = ()) -> LlamaServer:
     """The ``llama-server`` for these weights and settings, started on first use and reused afterwards."""
     settings = profile.generator.server
@@ -123,11 +136,38 @@ def local_server(profile: Profile, results: ResultsDir, weights: Path, loras: tu
     server = _SERVERS.get(key)
     if server is None or server.process is None or server.process.poll() is not None:
         server = LlamaServer(
-            build.server, weights, log_dir=results.logs, threads=threads, parallel=settings.parallel,
-            ctx_per_slot=settings.ctx_per_slot, loras=loras, startup_timeout=settings.startup_timeout,
+            verified_server_binary(build), weights, log_dir=results.logs, threads=threads,
+            parallel=settings.parallel, ctx_per_slot=settings.ctx_per_slot, loras=loras,
+            startup_timeout=settings.startup_timeout,
         ).start()
         _SERVERS[key] = server
     return server
+
+
+def server_backend(profile: Profile, url: str, tokenizer: Any, *, api_key: str | None = None,
+                   **options: Any) -> ServerBackend:
+    """A client of the server at ``url`` with the profile's slots, context and time-outs (``options`` go to
+    :class:`ServerBackend` as they are: ``kind``, ``lora``, ``served_model``)."""
+    settings = profile.generator.server
+    return ServerBackend(url, tokenizer, slots=settings.parallel, context=settings.ctx_per_slot, api_key=api_key,
+                         connect_timeout=settings.connect_timeout, read_timeout=settings.read_timeout, **options)
+
+
+def local_backend(profile: Profile, server: LlamaServer, tokenizer: Any, **options: Any) -> ServerBackend:
+    """A client of a server this process started (its URL and this start's key)."""
+    return server_backend(profile, server.url, tokenizer, api_key=server.api_key, **options)
+
+
+def remote_api_key(profile: Profile) -> str | None:
+    """The key of a server someone else runs, read from the variable ``generator.server.api_key_env`` names."""
+    name = profile.generator.server.api_key_env
+    if name is None:
+        return None
+    key = os.environ.get(name)
+    if not key:
+        raise EngineError(f"generator.server.api_key_env is {name!r}, but that environment variable is not set; "
+                          f"export {name}=<the key of the server at {profile.generator.server.url}>")
+    return key
 
 
 def stop_servers() -> None:
@@ -176,9 +216,9 @@ def server_generator(
         if settings.kind == "openai" and active is not None:
             served = adapters[active][0].name
         scales = [{"id": i, "scale": 1.0 if i == active else 0.0} for i in range(len(adapters))]
-        backend = ServerBackend(settings.url, tokenizer, kind=settings.kind, slots=settings.parallel,
-                                served_model=served, context=settings.ctx_per_slot,
-                                lora=scales if settings.kind == "llama_cpp" and adapters else None)
+        backend = server_backend(profile, settings.url, tokenizer, api_key=remote_api_key(profile),
+                                 kind=settings.kind, served_model=served,
+                                 lora=scales if settings.kind == "llama_cpp" and adapters else None)
         remote = remote_served_model(profile)
         return CachedGenerator(backend, cache, ModelKey(remote.name, remote.sha256, adapter_sha))
     served = local_served_model(profile)
@@ -186,8 +226,7 @@ def server_generator(
     server = local_server(profile, results, Path(served.path), loras)
     record_model(results, served)
     scales = [{"id": i, "scale": 1.0 if i == active else 0.0} for i in range(len(loras))]
-    backend = ServerBackend(server.url, tokenizer, kind="llama_cpp", slots=settings.parallel,
-                            context=settings.ctx_per_slot, lora=scales)
+    backend = local_backend(profile, server, tokenizer, lora=scales)
     return CachedGenerator(backend, cache, ModelKey(served.name, served.sha256, adapter_sha))
 
 

@@ -11,20 +11,24 @@ continuously. Two APIs are spoken:
   previous prompt plus one demonstration, only computes the new tokens.
 - ``openai``: ``/v1/completions`` of ``vllm serve`` or SGLang, which reuse prefixes on their own (prefix caching);
   the adapter is chosen by naming it as the ``model``.
+
+Every request carries the server's API key when there is one, and waits at most the profile's
+``generator.server.connect_timeout`` for a connection and ``read_timeout`` for the reply: a server that accepts
+and never answers fails the step with one line, and the resumed run answers the finished steps from the cache.
 """
 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
-import urllib.error
-import urllib.request
+import urllib.parse
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from redpo.config import SamplingConfig
+from redpo.config import LlamaServerConfig, SamplingConfig
 from redpo.generation import prompts
 from redpo.generation.backends import GenerationOutput
 from redpo.generation.backends.llama_server import ServerError
@@ -32,7 +36,8 @@ from redpo.generation.backends.llama_server import ServerError
 ServerKind = Literal["llama_cpp", "openai"]
 TRANSFORMERS_SAMPLER_ORDER = ("penalties", "top_k", "temperature", "top_p")
 """transformers' logits processors in order; top-k before temperature selects the same tokens as after it."""
-REQUEST_TIMEOUT = 3600.0
+_DEFAULTS = LlamaServerConfig()
+"""The profile's defaults: a client made outside a profile (a tool, a test) times out as a profile's would."""
 CONTEXT_ERRORS = ("exceed_context_size_error", "maximum context length")
 """How llama-server and vLLM/OpenAI-compatible servers say a prompt does not fit (their answers name no setting)."""
 
@@ -72,6 +77,9 @@ class ServerBackend:
         lora: Sequence[dict[str, float]] | None = None,
         served_model: str | None = None,
         context: int = 4096,
+        api_key: str | None = None,
+        connect_timeout: float = _DEFAULTS.connect_timeout,
+        read_timeout: float = _DEFAULTS.read_timeout,
     ) -> None:
         self.url = url.rstrip("/")
         self.tokenizer = tokenizer
@@ -82,6 +90,8 @@ class ServerBackend:
         self.served_model = served_model
         self.context = context
         """Tokens per slot: the repetition-penalty window, so it covers the whole context as transformers' does."""
+        self.api_key = api_key
+        self.connect_timeout, self.read_timeout = connect_timeout, read_timeout
         self._slot_prompts: list[str] = [""] * slots
         self.stats = ServerStats()
 
@@ -108,7 +118,7 @@ class ServerBackend:
             bodies = [self.body(p, sampling, request_seed(seed, start + i), slot)
                       for i, (p, slot) in enumerate(zip(batch, slots, strict=True))]
             with ThreadPoolExecutor(max_workers=len(batch)) as pool:
-                replies = list(pool.map(self._post, bodies))
+                replies = list(pool.map(self._complete, bodies))
             for prompt, slot, reply in zip(batch, slots, replies, strict=True):
                 self._slot_prompts[slot] = prompt
                 out.append(self._output(reply))
@@ -137,23 +147,51 @@ class ServerBackend:
             body["lora"] = self.lora
         return body
 
-    def _post(self, body: dict[str, Any]) -> dict[str, Any]:
-        path = "/v1/completions" if self.kind == "openai" else "/completion"
-        request = urllib.request.Request(
-            self.url + path, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
-        )
+    def _complete(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self.post("/v1/completions" if self.kind == "openai" else "/completion", body)
+
+    def post(self, path: str, body: dict[str, Any]) -> Any:
+        """POST JSON to ``path`` with the key and the time-outs; the JSON reply, or a one-line :class:`ServerError`
+        that names the endpoint and, for a time-out, the setting."""
+        where = self.url + path
+        parts = urllib.parse.urlsplit(where)
+        connection = (http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection)(
+            parts.hostname or "", parts.port, timeout=self.connect_timeout)
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
         try:
-            with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT) as response:
-                return json.loads(response.read())
-        except urllib.error.HTTPError as err:
-            detail = err.read().decode(errors="replace")[:500]
+            try:
+                connection.connect()
+            except TimeoutError:
+                raise ServerError(f"{where}: no connection within {self.connect_timeout:g} s "
+                                  "(generator.server.connect_timeout); is the server overloaded or gone?") from None
+            assert connection.sock is not None
+            connection.sock.settimeout(self.read_timeout)
+            connection.request("POST", parts.path, json.dumps(body).encode(), headers)
+            response = connection.getresponse()
+            payload = response.read()
+        except TimeoutError:
+            raise ServerError(f"{where} sent no reply within {self.read_timeout:g} s (generator.server.read_timeout):"
+                              " the server hangs, or a reply takes longer and the setting must be raised; a rerun "
+                              "answers the finished steps from the cache") from None
+        except (OSError, http.client.HTTPException) as err:
+            raise ServerError(f"{where} unreachable ({type(err).__name__}: {err}); is the server running?") from None
+        finally:
+            connection.close()
+        if response.status >= 400:
+            detail = " ".join(payload.decode(errors="replace")[:500].split())
             hint = ""
             if any(marker in detail for marker in CONTEXT_ERRORS):
                 hint = (f"; the prompt does not fit the server's context: raise generator.server.ctx_per_slot "
                         f"(now {self.context} tokens per slot) or, for a remote server, its maximum model length")
-            raise ServerError(f"{self.url}{path} answered {err.code}: {detail}{hint}") from None
-        except (urllib.error.URLError, OSError) as err:
-            raise ServerError(f"{self.url}{path} unreachable ({err}); is the server running?") from None
+            elif response.status == 401:
+                hint = "; the server wants an API key: set generator.server.api_key_env to the variable holding it"
+            raise ServerError(f"{where} answered {response.status}: {detail}{hint}")
+        try:
+            return json.loads(payload)
+        except ValueError:
+            raise ServerError(f"{where} answered with something that is not JSON: {payload[:200]!r}") from None
 
     def _output(self, reply: dict[str, Any]) -> GenerationOutput:
         if self.kind == "openai":
