@@ -203,3 +203,22 @@ def test_the_server_answers_only_requests_with_its_key_and_reports_its_model(smo
     assert get("/health", None)[0] == 200  # public, so it proves nothing
     with pytest.raises(ServerError, match="answered 401"):
         ServerBackend(server.url, fitted_tiny_llama(smoke).tokenizer).post("/tokenize", {"content": "x"})
+
+
+def test_grammar_constrained_replies_all_parse(smoke: Profile, server: Any) -> None:
+    """The smoke generator, sampled hot, through the real server: free replies lose samples to format (no
+    markers, broken markers), constrained ones never do unless the token budget cut them off mid-sentence."""
+    from redpo.config import ARMS, derive
+    from redpo.generation.loops import arm_sampling
+    from redpo.generation.parse import MALFORMED_MARKERS, NO_MARKERS, parse_response
+
+    schema, rels = profile_schema(smoke), smoke.dataset.relations[:3]
+    hot = derive(smoke.generator.sampling, {"temperature": 1.0})
+    lost = {}
+    for constrained in (False, True):
+        sampling = arm_sampling(hot, derive(smoke.generation, {"constrained": constrained}), ARMS["obo"], schema)
+        replies = _client(smoke, server).generate(_prompts(smoke) * 8, sampling, seed=11)
+        whole = [(r, rel) for r, rel in zip(replies, rels * 8, strict=True) if r.n_new_tokens < sampling.max_new_tokens]
+        parsed = [parse_response(r.text, rel, schema, expect="one").reason_counts() for r, rel in whole]
+        lost[constrained] = sum(p.get(NO_MARKERS, 0) + p.get(MALFORMED_MARKERS, 0) for p in parsed)
+    assert lost[False] > 0 and lost[True] == 0, lost  # among the replies that ended within the budget

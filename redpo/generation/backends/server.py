@@ -128,12 +128,15 @@ class ServerBackend:
     def body(self, prompt: str, sampling: SamplingConfig, seed: int, slot: int) -> dict[str, Any]:
         """The request for one prompt, with every sampling parameter set explicitly (no server defaults)."""
         if self.kind == "openai":
-            return {
+            body = {
                 "model": self.served_model, "prompt": prompt, "max_tokens": sampling.max_new_tokens,
                 "temperature": sampling.temperature, "top_p": sampling.top_p if sampling.temperature > 0 else 1.0,
                 "top_k": sampling.top_k if sampling.temperature > 0 and sampling.top_k > 0 else -1,
                 "repetition_penalty": sampling.repetition_penalty, "seed": seed, "stop": list(sampling.stop),
             }
+            if sampling.grammar is not None:  # vLLM's structured outputs; llama-server reads the top-level field
+                body.update(structured_outputs={"grammar": sampling.grammar}, grammar=sampling.grammar)
+            return body
         body: dict[str, Any] = {
             "prompt": prompt, "n_predict": sampling.max_new_tokens, "seed": seed,
             "temperature": sampling.temperature, "top_k": sampling.top_k, "top_p": sampling.top_p,
@@ -143,6 +146,8 @@ class ServerBackend:
             "samplers": list(TRANSFORMERS_SAMPLER_ORDER), "cache_prompt": True, "id_slot": slot,
             "stop": list(sampling.stop),
         }
+        if sampling.grammar is not None:
+            body["grammar"] = sampling.grammar
         if self.lora:
             body["lora"] = self.lora
         return body

@@ -40,6 +40,9 @@ class TransformersBackend:
         return prompts.render(messages, self.tokenizer)
 
     def generate(self, prompts: list[str], sampling: SamplingConfig, seed: int) -> list[GenerationOutput]:
+        if sampling.grammar is not None:  # the profile check refuses this first; a direct caller hears it here
+            raise ValueError("the transformers backend cannot sample within a grammar; use generator.backend "
+                             "llama_cpp for generation.constrained")
         torch.manual_seed(seed)
         if sampling.temperature == 0:
             encoded = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
