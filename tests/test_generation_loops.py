@@ -210,3 +210,26 @@ def test_only_obo_calls_carry_the_obo_stop_strings() -> None:
     run("aao", prof, aao)
     assert obo.stops and all(stop == ["\n"] for stop in obo.stops)
     assert aao.stops and all(stop == [] for stop in aao.stops)
+
+
+def test_an_arm_that_came_back_empty_is_one_line_with_its_calls_and_rejects() -> None:
+    """The notebooks print one line per empty arm instead of leaving a row missing further on; an arm with one valid
+    sample anywhere, or only manual negative copies beside its generated relations, is judged by what it wrote."""
+    from collections import Counter
+
+    from redpo.generation.store import ArmResult, RelationStats, empty_arm_lines
+
+    def arm(name: str, valid: int, rejects: dict[str, int]) -> ArmResult:
+        stats = {"r": RelationStats("r", attempts=6, valid=valid, rejects=Counter(rejects)),
+                 "Other": RelationStats("Other", manual=True, valid=4, stop="manual")}
+        return ArmResult(name, name, {}, stats)
+
+    rejects = {"too_short": 3, "no_markers": 2, "same_entity": 1, "bad_type": 1, "surplus": 5}
+    arms = {("obo", 4, 1): arm("obo", 0, rejects), ("obo", 4, 2): arm("obo", 0, {"too_short": 4}),
+            ("aao", 4, 1): arm("aao", 1, {}), ("aao", 4, 2): arm("aao", 0, {"wrong_relation": 6})}
+    assert empty_arm_lines(arms) == [
+        "arm obo: no valid sample in splits k4_s1, k4_s2 (12 calls; rejects: too_short 7, no_markers 2, "
+        "same_entity 1, …) — nothing to train",
+        "arm aao: no valid sample in split k4_s2 (6 calls; rejects: wrong_relation 6) — nothing to train",
+    ]
+    assert empty_arm_lines({("aao", 4, 1): arms[("aao", 4, 1)]}) == []

@@ -23,7 +23,7 @@ from redpo.run.runner import discover
 pytestmark = pytest.mark.slow
 
 MODEL_LIBRARIES = ("torch", "transformers", "peft", "trl")
-VERDICT_LINE = re.compile(r"^\*\*Verdict: (holds|does not hold|inconclusive)\*\*$", re.M)
+VERDICT_LINE = re.compile(r"^\*\*Verdict: (holds|does not hold|inconclusive|not run)\*\*$", re.M)
 
 
 def test_manifest_lists_every_notebook_as_succeeded(smoke_pipeline: Path) -> None:

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
+import pytest
 
-from redpo.analysis.plots import _label_points, draw
-from redpo.core.io import ResultsDir, write_json
+from redpo.analysis.plots import _label_points, draw, show
+from redpo.analysis.stats import INCONCLUSIVE, NOT_RUN
+from redpo.core.io import MissingMetrics, ResultsDir, write_json
 
 
 def test_label_points_sends_the_left_of_two_close_points_below_left() -> None:
@@ -64,3 +66,44 @@ def test_the_plateau_figure_says_how_many_runs_each_band_rests_on(tmp_path: Path
     fig = draw(results, "plateau_f1")
     assert "over 3 runs per point" in fig.get_suptitle()
     plt.close(fig)
+
+
+def _claims_detail(results: ResultsDir, verdicts: dict[int, str]) -> None:
+    effect = {"estimate": 0.02, "low": -0.01, "high": 0.05}
+    write_json(results.tables / "claims_detail.json", [
+        {"claim": n, "verdict": v, "comparisons": [{"label": f"a{n} vs b{n}", "primary": True, "margin": 0.0,
+                                                    "upper": None, "unit": "Δ micro-F1 points",
+                                                    "effect": None if v == NOT_RUN else effect}]}
+        for n, v in verdicts.items()])
+
+
+def test_the_forest_plot_keeps_a_claim_not_run_as_a_marked_row(tmp_path: Path) -> None:
+    """A claim with no data keeps its row, marked "not run" in its own colour; the legend names "not run" only when
+    a row is, so a report where every claim ran draws the figure it drew before the verdict existed."""
+    results = ResultsDir("tiny", root=tmp_path)
+    _claims_detail(results, {3: INCONCLUSIVE, 4: NOT_RUN})
+    ax = draw(results, "claims_forest").axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["holds", "does not hold", "inconclusive",
+                                                                    "not run"]
+    assert [t.get_text() for t in ax.texts] == ["not run"] and len(ax.get_yticks()) == 2
+    _claims_detail(results, {3: INCONCLUSIVE})
+    ax = draw(results, "claims_forest").axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["holds", "does not hold", "inconclusive"]
+    plt.close("all")
+
+
+def test_a_figure_with_nothing_to_draw_is_one_printed_line_in_a_notebook(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Every claim not run (every arm came back empty): no forest plot, and the notebook says why instead of failing."""
+    results = ResultsDir("tiny", root=tmp_path)
+    _claims_detail(results, {3: NOT_RUN, 4: NOT_RUN})
+    with pytest.raises(MissingMetrics, match=r"no primary comparison with data \(claims 3, 4: not run\)"):
+        draw(results, "claims_forest")
+    show(results, "claims_forest")
+    assert capsys.readouterr().out == (f"figure claims_forest not drawn: {results.tables / 'claims_detail.json'} "
+                                       "holds no primary comparison with data (claims 3, 4: not run)\n")
+    write_json(results.metrics / "plateau.json", {"arms": ["obo"], "n_values": [1, 2], "summary": [], "plateau": [],
+                                                  "quotas": {"n1_k4_s1_obo": {"empty_arms": ["obo"]}}})
+    show(results, "plateau_f1")
+    assert capsys.readouterr().out.endswith("holds no RE runs (arms with no valid sample to train on: obo)\n")
+    assert not (results.figures / "plateau_f1.png").exists()

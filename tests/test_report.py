@@ -77,7 +77,7 @@ def test_claims_from_hand_made_results(hand_made: ResultsDir) -> None:
         report.FAILS,  # 4: manual (50% wrong) is far *below* gen:obo_dpo@pair: the CI lies under 0
         report.INCONCLUSIVE,  # 5: gen:obo_dpo@pair and the LLM make the same number of errors
         report.INCONCLUSIVE,  # 6: mix:obo_dpo@pair and manual-steps are equally wrong
-        report.INCONCLUSIVE,  # 7: no plateau runs
+        report.NOT_RUN,  # 7: no plateau runs, so no data, which is not a CI that straddles
         report.INCONCLUSIVE,  # 8: no DPO halves
     ]
     primary = claims[3].primary
@@ -87,11 +87,12 @@ def test_claims_from_hand_made_results(hand_made: ResultsDir) -> None:
     assert re.search(r"; per split k8_s1 \+\d+\.\d, k8_s2 \+\d+\.\d", claims[3].measured)  # their spread
     assert f"n = 4 cell(s) in 2 split(s), {len(GOLD)} sentences each" in claims[3].measured  # a total, not a factor
     assert claims[5].primary.effect.n_cells == 4  # one LLM run per split, paired with both seeds of the split
-    assert "not run (no generation split" in claims[2].measured and "not run (gen:aao_dpo" in claims[3].measured
+    assert "not run (no generation split" in claims[2].measured
+    assert "not run (no run of gen:aao_dpo" in claims[3].measured
     assert claims[1].holm_p is not None and claims[8].holm_p is None
     assert [e.spec.a for e in claims[3].evidence[:3]] == ["gen:obo_dpo@pair", "mix:obo_dpo@pair", "gen:obo_dpo"]
     text = (hand_made.root / "claims.md").read_text()
-    assert len(re.findall(r"^\*\*Verdict: (holds|does not hold|inconclusive)\*\*$", text, flags=re.M)) == 8
+    assert len(re.findall(r"^\*\*Verdict: (holds|does not hold|inconclusive|not run)\*\*$", text, flags=re.M)) == 8
     assert "95% CI" in text and "Holm" in text
     detail = json.loads((hand_made.tables / "claims_detail.json").read_text())
     assert [c["claim"] for c in detail] == list(range(1, 9))
@@ -139,7 +140,7 @@ def test_plateau_claim_needs_the_range(hand_made: ResultsDir) -> None:
     write_json(hand_made.metrics / "plateau.json",
                {"n_values": [16, 32], "min_gain": 0.01, "negative_label": "Other", "runs": same})
     claim = {c.number: c for c in report.check_claims(hand_made, ClaimsConfig())}[7]
-    assert claim.verdict == report.INCONCLUSIVE and "N=32 adds no training sample over N=16" in claim.measured
+    assert claim.verdict == report.NOT_RUN and "N=32 adds no training sample over N=16" in claim.measured
     # One cell stalled (its N = 32 set is its N = 16 set): it would add an exact zero, so it is left out.
     stalled = [{**r, "n_train": 48} if (r["split_seed"], r["classifier_seed"]) == (1, 1000) else r for r in runs]
     write_json(hand_made.metrics / "plateau.json",
@@ -181,3 +182,56 @@ def test_a_comparison_says_what_its_pairing_left_out(hand_made: ResultsDir) -> N
     write_json(path, payload)
     claims = {c.number: c for c in report.check_claims(hand_made, ClaimsConfig())}
     assert claims[5].primary.effect.n_units == 30 and f"paired on 30 of {len(GOLD)} sentences" in claims[5].measured
+
+
+def test_an_arm_that_came_back_empty_makes_its_claims_not_run_with_the_reason(hand_made: ResultsDir) -> None:
+    """Every reply of obo_dpo rejected: notebook 04 trains no set of it and none of the pair's, and its quotas list
+    it as empty. Claims 3-6 have no data for their primary comparison, so they say "not run" and why, not
+    "inconclusive", which would read as data whose CI straddles the margin."""
+    path = hand_made.metrics / "re_results.json"
+    payload = json.loads(path.read_text())
+    payload["runs"] = [r for r in payload["runs"] if "obo_dpo" not in r["arm"] and "@pair" not in r["arm"]]
+    payload["quotas"] = {f"k8_s{s}": {"empty_arms": ["obo_dpo"]} for s in SPLITS}
+    write_json(path, payload)
+    claims = {c.number: c for c in report.write_claims(hand_made, ClaimsConfig())}
+    why = "arm obo_dpo wrote no valid sample in k8_s1, k8_s2"
+    for number in (3, 4, 5, 6):
+        assert claims[number].verdict == report.NOT_RUN and claims[number].holm_p is None
+        assert why in report.effect_text(claims[number].primary), number
+    assert report.effect_text(claims[3].primary) == f"not run (no run of gen:obo_dpo@pair, gen:obo@pair: {why})"
+    assert claims[1].verdict == report.HOLDS and claims[1].holm_p is not None  # untouched by the empty arm
+    text = (hand_made.root / "claims.md").read_text()
+    assert text.count("**Verdict: not run**") == 5 and report.NOT_RUN_RULE in text  # 3-6, and 7 (no plateau)
+    rows = {line.split(" | ")[0]: line for line in text.splitlines() if line.startswith("| ")}
+    assert "| not run | gen:obo_dpo@pair vs gen:obo@pair | not run (no run of" in rows["| 3"]
+
+
+def test_a_diversity_claim_with_an_empty_arm_is_not_run(hand_made: ResultsDir) -> None:
+    """An arm whose samples file holds only the manual negative copies wrote nothing to measure."""
+    copies = [dataclasses.replace(_sample(["a", "b", "word", str(i)], "Other"), meta={"source": "manual"})
+              for i in range(4)]
+    for split in SPLITS:
+        write_samples(arm_paths(hand_made, "obo_nodiv", 8, split)["samples"], copies)
+    claim = {c.number: c for c in report.check_claims(hand_made, ClaimsConfig())}[1]
+    assert claim.verdict == report.NOT_RUN
+    assert claim.primary.note == ("not run (no relation with two or more generated samples in both arms in 2 "
+                                  "split(s); arm obo_nodiv wrote no valid sample)")
+
+
+def test_a_plateau_curve_whose_arm_came_back_empty_is_not_run_whatever_the_range(hand_made: ResultsDir) -> None:
+    """Claim 7 below N = 32 is inconclusive by range only when it has data: with no run of its curve it is not run,
+    and says which splits the arm came back empty in, or why the arm was skipped."""
+    runs = [{**_run("gen:obo", s, c, 0.2), "n": n, "n_train": 3 * n} for n in (4, 8) for s in SPLITS for c in SEEDS]
+    quotas = {f"n{n}_k8_s{s}_{arm}": {"empty_arms": [arm] if arm == "obo_dpo" else []}
+              for n in (4, 8) for s in SPLITS for arm in ("obo", "obo_dpo")}
+    plateau = {"n_values": [4, 8], "min_gain": 0.01, "negative_label": "Other", "runs": runs, "quotas": quotas}
+    write_json(hand_made.metrics / "plateau.json", plateau)
+    claim = {c.number: c for c in report.check_claims(hand_made, ClaimsConfig())}[7]
+    assert claim.verdict == report.NOT_RUN
+    assert claim.primary.note == ("not run (no run of the gen:obo_dpo curve in metrics/plateau.json: arm obo_dpo "
+                                  "wrote no valid sample in k8_s1, k8_s2)")
+    assert claim.evidence[1].spec.a == "gen:obo" and claim.evidence[1].effect is not None  # its curve ran
+    skipped = "obo_dpo: dpo/halves.json is missing; run notebook 03 first"
+    write_json(hand_made.metrics / "plateau.json", {**plateau, "quotas": {}, "skipped_arms": [skipped]})
+    claim = {c.number: c for c in report.check_claims(hand_made, ClaimsConfig())}[7]
+    assert claim.verdict == report.NOT_RUN and claim.primary.note.endswith(f"plateau.json: {skipped})")

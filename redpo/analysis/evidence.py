@@ -20,6 +20,7 @@ Nothing here loads a model: ``python -m redpo figures`` rebuilds the report in s
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -30,6 +31,7 @@ from redpo.analysis.stats import Effect, Metric, PairedCells, paired_f1_bootstra
 from redpo.config import ClaimsConfig
 from redpo.core.io import ResultsDir, read_json, read_samples
 from redpo.core.sample import RESample, generated_only
+from redpo.extraction.training_sets import MANUAL_STEPS_ARM, PAIR_SUFFIX, PRIMARY_PAIR
 from redpo.generation.diversity import metric_texts, tfidf_cosine
 from redpo.generation.store import arm_paths
 
@@ -120,15 +122,37 @@ def paired_cells(runs_a: Sequence[Mapping[str, Any]], runs_b: Sequence[Mapping[s
     )
 
 
+def empty_arm_reasons(payload: Mapping[str, Any]) -> dict[str, str]:
+    """RE arm -> why it may have no run: the generation arm behind it wrote no valid sample in some split, from the
+    quotas notebook 04 saved (``empty_arms``). ``gen:<arm>``/``mix:<arm>`` rest on their arm; the primary pair's
+    ``@pair`` sets on both arms of :data:`PRIMARY_PAIR`."""
+    splits_of: dict[str, list[str]] = {}
+    for split, quotas in payload.get("quotas", {}).items():
+        if not split.endswith(PAIR_SUFFIX):
+            for arm in quotas.get("empty_arms", []):
+                splits_of.setdefault(arm, []).append(split)
+    said = {arm: f"arm {arm} wrote no valid sample in {', '.join(splits)}" for arm, splits in splits_of.items()}
+    out = {f"{kind}:{arm}": why for arm, why in said.items() for kind in ("gen", "mix")}
+    pair = "; ".join(said[arm] for arm in PRIMARY_PAIR if arm in said)
+    if pair:
+        out.update({f"{kind}:{arm}{PAIR_SUFFIX}": pair for arm in PRIMARY_PAIR for kind in ("gen", "mix")})
+    if said:  # the step-matched control is trained only where some mixed set is
+        out[MANUAL_STEPS_ARM] = f"{MANUAL_STEPS_ARM} is trained only beside a mixed set"
+    return out
+
+
 def f1_effect(runs: Sequence[Mapping[str, Any]], a: str, b: str, negative: str, claims: ClaimsConfig, *,
-              metric: Metric = "micro_f1") -> tuple[Effect | None, str]:
-    """The paired bootstrap of ``metric(a) - metric(b)`` over ``runs`` (records with ``arm``), or the reason not."""
+              metric: Metric = "micro_f1", why_absent: Mapping[str, str] | None = None) -> tuple[Effect | None, str]:
+    """The paired bootstrap of ``metric(a) - metric(b)`` over ``runs`` (records with ``arm``), or the reason not.
+    ``why_absent`` (:func:`empty_arm_reasons`) says why an arm without runs has none."""
     runs_a, runs_b = [r for r in runs if r["arm"] == a], [r for r in runs if r["arm"] == b]
     cells = paired_cells(runs_a, runs_b)
     if cells is None:
         missing = [x for x in (a, b) if not any(r["arm"] == x for r in runs)]
-        why = f"not run ({', '.join(missing)})" if missing else "no per-sentence predictions shared by both arms"
-        return None, why
+        if not missing:
+            return None, "not run (no per-sentence predictions shared by both arms)"
+        reasons = list(dict.fromkeys((why_absent or {})[x] for x in missing if x in (why_absent or {})))
+        return None, f"not run (no run of {', '.join(missing)}{': ' if reasons else ''}{'; '.join(reasons)})"
     effect = paired_f1_bootstrap(cells, negative, metric=metric, n_boot=claims.bootstrap_replicates,
                                  seed=claims.bootstrap_seed)
     return effect, coverage_note(runs_a, runs_b, cells)
@@ -175,9 +199,14 @@ def generation_splits_of(results: ResultsDir) -> list[tuple[int, int]]:
 
 
 def diversity_effect(results: ResultsDir, a: str, b: str, claims: ClaimsConfig) -> tuple[Effect | None, str]:
-    diffs, used = equal_n_differences(results, a, b, generation_splits_of(results))
-    if not diffs:
+    splits = generation_splits_of(results)
+    diffs, used = equal_n_differences(results, a, b, splits)
+    if not used:
         return None, "not run (no generation split with both arms)"
+    if not diffs:
+        empty = [arm for arm in (a, b) if not any(_relation_texts(results, arm, *split) for split in splits)]
+        said = "".join(f"; arm {arm} wrote no valid sample" for arm in empty)
+        return None, f"not run (no relation with two or more generated samples in both arms in {used} split(s){said})"
     effect = paired_mean_bootstrap(list(diffs.values()), n_boot=claims.bootstrap_replicates,
                                    seed=claims.bootstrap_seed)
     return Effect(effect.estimate, effect.low, effect.high, effect.p_value, used, 1, effect.n_units,
@@ -198,11 +227,13 @@ def plateau_points(n_values: Sequence[int]) -> tuple[int, int] | None:
 def plateau_effect(payload: Mapping[str, Any] | None, curve: str, negative: str,
                    claims: ClaimsConfig) -> tuple[Effect | None, str]:
     """F1(N small) - F1(N large) of curve ``gen:<arm>`` / ``mix:<arm>``, paired by cell and sentence."""
-    if not payload or not payload.get("runs"):
+    if not payload:
         return None, "not run (no metrics/plateau.json runs)"
+    if not any(r["arm"] == curve for r in payload.get("runs", [])):
+        return None, f"not run (no run of the {curve} curve in metrics/plateau.json{_plateau_absence(payload, curve)})"
     points = plateau_points(payload["n_values"])
     if points is None:
-        return None, f"one N only ({payload['n_values']})"
+        return None, f"not run (one N only: {payload['n_values']})"
     lo, hi = points
     runs = [{**r, "arm": f"N={r['n']}"} for r in payload["runs"] if r["arm"] == curve and r["n"] in points]
     if any("n_train" not in r for r in runs):  # records from before sizes were kept: compare as they are
@@ -213,7 +244,7 @@ def plateau_effect(payload: Mapping[str, Any] | None, curve: str, negative: str,
     grew = {cell for cell, size in sizes[hi].items() if cell in sizes[lo] and size > sizes[lo][cell]}
     stalled = len(set(sizes[lo]) & set(sizes[hi])) - len(grew)
     if not grew:
-        return None, f"N={hi} adds no training sample over N={lo} in any cell (the arm stopped short)"
+        return None, f"not run (N={hi} adds no training sample over N={lo} in any cell: the arm stopped short)"
     mean = {n: np.mean([sizes[n][cell] for cell in grew]) for n in points}
     said = [f"training samples per run: {mean[lo]:.0f} at N={lo}, {mean[hi]:.0f} at N={hi} (a relation short of N "
             f"keeps what it has)"]
@@ -221,6 +252,21 @@ def plateau_effect(payload: Mapping[str, Any] | None, curve: str, negative: str,
         said.append(f"{stalled} cell(s) left out: their set did not grow from N={lo} to N={hi}")
     effect, note = f1_effect([r for r in runs if _cell_key(r) in grew], f"N={lo}", f"N={hi}", negative, claims)
     return effect, "; ".join(x for x in (note, *said) if x)
+
+
+def _plateau_absence(payload: Mapping[str, Any], curve: str) -> str:
+    """``: arm obo wrote no valid sample in k4_s1, k4_s2`` (the splits whose quotas list the arm as empty), the note
+    of a skipped arm (its prerequisite was missing), or nothing."""
+    arm = curve.partition(":")[2]
+    skipped = [note for note in payload.get("skipped_arms", []) if note.startswith(f"{arm}:")]
+    if skipped:
+        return f": {skipped[0]}"
+    empty = []
+    for key, quotas in payload.get("quotas", {}).items():  # keys n<N>_k<K>_s<seed>_<arm>
+        found = re.fullmatch(r"n\d+_(k\d+_s\d+)_(.+)", key)
+        if found and found[2] == arm and arm in quotas.get("empty_arms", []) and found[1] not in empty:
+            empty.append(found[1])
+    return f": arm {arm} wrote no valid sample in {', '.join(empty)}" if empty else ""
 
 
 def negative_of(payload: Mapping[str, Any]) -> str:
@@ -282,7 +328,7 @@ def gather(results: ResultsDir, spec: Spec, saved: SavedMetrics, claims: ClaimsC
         return Evidence(spec, note="not run (no metrics/re_results.json)")
     runs = [*payload.get("runs", []), *payload.get("llm_baseline", [])]
     negative = negative_of(payload)
-    effect, note = f1_effect(runs, spec.a, spec.b, negative, claims)
+    effect, note = f1_effect(runs, spec.a, spec.b, negative, claims, why_absent=empty_arm_reasons(payload))
     macro = None
     if effect is not None and with_macro and payload.get("semeval_macro_f1", payload.get("dataset") == "semeval"):
         macro, _ = f1_effect(runs, spec.a, spec.b, negative, claims, metric="semeval_macro_f1")

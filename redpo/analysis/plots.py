@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.text import Annotation
 
 from redpo.analysis.re_tables import best_arm, per_relation_frame, summed_confusion
+from redpo.analysis.stats import FAILS, HOLDS, INCONCLUSIVE, NOT_RUN
 from redpo.analysis.tables import diversity_frame
 from redpo.core.io import MissingMetrics, ResultsDir, read_json, read_metrics
 from redpo.plateau.figures import plateau_f1, plateau_yield
@@ -200,21 +201,28 @@ def re_confusion_best(results: ResultsDir) -> Figure:
     return fig
 
 
-VERDICT_COLORS = {"holds": "#1b7837", "does not hold": "#b2182b", "inconclusive": "#666666"}
+VERDICT_COLORS = {HOLDS: "#1b7837", FAILS: "#b2182b", INCONCLUSIVE: "#666666", NOT_RUN: "#999999"}
 
 
 def claims_forest(results: ResultsDir) -> Figure:
     """One row per claim's primary comparison: the effect with its 95% CI (points: micro-F1, or cosine x 100),
-    the zero line, and the claim's margin where it has one (claim 4's band, claim 7's smallest gain)."""
+    the zero line, and the claim's margin where it has one (claim 4's band, claim 7's smallest gain). A claim not
+    run keeps its row, marked "not run" on the zero line; the legend lists "not run" only when a row is."""
     path = results.tables / "claims_detail.json"
     if not path.is_file():
         raise MissingMetrics(f"{path} does not exist (the claims report writes it)")
-    rows = [(c, cmp) for c in read_json(path) for cmp in c["comparisons"] if cmp["primary"] and cmp["effect"]]
-    if not rows:
-        raise MissingMetrics(f"{path} holds no primary comparison with data")
+    rows = [(c, cmp) for c in read_json(path) for cmp in c["comparisons"] if cmp["primary"]]
+    if not any(cmp["effect"] for _c, cmp in rows):
+        not_run = [str(c["claim"]) for c, _cmp in rows if c["verdict"] == NOT_RUN]
+        raise MissingMetrics(f"{path} holds no primary comparison with data"
+                             + (f" (claims {', '.join(not_run)}: not run)" if not_run else ""))
     fig, ax = plt.subplots(figsize=(8, 0.55 * len(rows) + 1.2))
     for y, (claim, cmp) in enumerate(reversed(rows)):
         e, color = cmp["effect"], VERDICT_COLORS[claim["verdict"]]
+        if e is None:
+            ax.annotate(NOT_RUN, (0, y), ha="center", va="center", color=color, fontsize=8,
+                        bbox={"boxstyle": "round", "facecolor": "white", "edgecolor": color})
+            continue
         spread = [[(e["estimate"] - e["low"]) * 100], [(e["high"] - e["estimate"]) * 100]]
         ax.errorbar(e["estimate"] * 100, y, xerr=spread, fmt="o", color=color, capsize=4)
         for bound in (cmp["margin"], cmp["upper"]):
@@ -224,7 +232,9 @@ def claims_forest(results: ResultsDir) -> Figure:
     ax.set_yticks(range(len(rows)), labels)
     ax.axvline(0, color="black", linewidth=0.8)
     ax.set_xlabel("paired effect, claimed direction positive (95% CI; dotted: the claim's margin)")
-    handles = [plt.Line2D([], [], marker="o", linestyle="", color=c, label=v) for v, c in VERDICT_COLORS.items()]
+    shown = {c["verdict"] for c, _cmp in rows}
+    handles = [plt.Line2D([], [], marker="o", linestyle="", color=c, label=v) for v, c in VERDICT_COLORS.items()
+               if v != NOT_RUN or v in shown]
     ax.legend(handles=handles, loc="best", fontsize=8, title="verdict")
     ax.set_title("Claims: primary comparisons")
     return fig
@@ -253,6 +263,17 @@ def draw(results: ResultsDir, name: str, *, close: bool = False) -> Figure:
     if close:
         plt.close(fig)
     return fig
+
+
+def show(results: ResultsDir, name: str) -> None:
+    """Draw figure ``name`` (:func:`draw`) and display it, or print in one line why not: what a notebook calls, so a
+    figure whose input holds nothing to plot (every arm came back empty) ends in a statement, not a crash."""
+    try:
+        draw(results, name)
+    except MissingMetrics as err:
+        print(f"figure {name} not drawn: {err}")
+        return
+    plt.show()
 
 
 def draw_all(results: ResultsDir) -> dict[str, list[Path] | str]:

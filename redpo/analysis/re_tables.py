@@ -30,6 +30,7 @@ from redpo.extraction.training_sets import (
     grid_cells,
 )
 from redpo.generation.specs import GENERATED_ARMS, LLM_ARMS, MIXED_ARMS
+from redpo.generation.store import ArmResult, empty_arm_line, load_arm
 
 
 def arm_order(arms: Sequence[str]) -> list[str]:
@@ -69,6 +70,31 @@ def quota_frame(quotas_by_split: Mapping[str, Mapping[str, Any]]) -> pd.DataFram
             rows.append({"split": split, "relation": relation, "quota": n, "target": quotas["target"],
                          "short_arms": ", ".join(short), "left_out": n == 0})
     return pd.DataFrame(rows, columns=["split", "relation", "quota", "target", "short_arms", "left_out"])
+
+
+def _not_trained(arm: str, everywhere: bool) -> str:
+    sets = " or ".join(f"{kind}:{arm}" for kind in ("gen", "mix") if kind == "gen" or arm in MIXED_ARMS)
+    pair = f", nor the primary pair's {PAIR_SUFFIX} sets" if arm in PRIMARY_PAIR else ""
+    then = "comparisons with them are not run" if everywhere else "comparisons with them use the other splits"
+    return f"no {sets} run there{pair}; {then}"
+
+
+def empty_arm_lines(profile: Profile, results: ResultsDir) -> list[str]:
+    """One line per generation arm that the grid leaves out of a split because it wrote no valid sample there
+    (the quotas' ``empty_arms``): what it cost, why its replies were rejected, and which sets it takes with it."""
+    by_arm: dict[str, dict[str, ArmResult]] = {}
+    splits = generation_splits(profile)
+    for k, seed in splits:
+        for arm in arm_training_sets_with_quotas(profile, results, k, seed)[1]["all"].empty_arms:
+            by_arm.setdefault(arm, {})[f"k{k}_s{seed}"] = load_arm(results, arm, k=k, seed=seed)
+    return [empty_arm_line(arm, empty, _not_trained(arm, len(empty) == len(splits)))
+            for arm, empty in by_arm.items()]
+
+
+def say_empty_arms(profile: Profile, results: ResultsDir) -> None:
+    """Print :func:`empty_arm_lines` (notebook 04, before any run); nothing when every arm wrote a sample."""
+    for line in empty_arm_lines(profile, results):
+        print(line)
 
 
 def training_set_sizes(profile: Profile, results: ResultsDir) -> pd.DataFrame:

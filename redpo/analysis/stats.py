@@ -14,7 +14,9 @@ replication (a generation draw is made per split; seeds only measure classifier 
 - **Diversity differences** (:func:`paired_mean_bootstrap`): per relation at equal N, paired; the CI resamples
   relations.
 - **Verdicts** (:func:`verdict`): *holds* when the CI lies wholly on the claimed side of the margin (0 unless a
-  claim states one), *does not hold* when it lies wholly on the other side, *inconclusive* otherwise.
+  claim states one), *does not hold* when it lies wholly on the other side, *inconclusive* otherwise. A
+  comparison with no data at all (an arm that came back empty, so nothing was trained) has no CI and is *not
+  run* (:data:`NOT_RUN`): nothing was measured, which must not read as a measurement that straddles the margin.
 - **Holm** (:func:`holm`): step-down adjusted p-values across the primary comparisons, noted beside them.
 
 Everything is numpy with a seeded ``Generator``; nothing here loads a model.
@@ -30,7 +32,7 @@ import numpy as np
 
 from redpo.core.relations import undirected
 
-HOLDS, FAILS, INCONCLUSIVE = "holds", "does not hold", "inconclusive"
+HOLDS, FAILS, INCONCLUSIVE, NOT_RUN = "holds", "does not hold", "inconclusive", "not run"
 Metric = Literal["micro_f1", "semeval_macro_f1"]
 
 

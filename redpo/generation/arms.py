@@ -29,7 +29,7 @@ from redpo.generation.engines import local_served_model, remote_served_model, re
 from redpo.generation.loops import generate_arm
 from redpo.generation.smoke_fit import fitted_tiny_llama, fitted_tiny_llama_info
 from redpo.generation.specs import BASELINE_ARM
-from redpo.generation.store import ArmKey, ArmResult, load_arm, save_arm
+from redpo.generation.store import ArmKey, ArmResult, empty_arm_lines, load_arm, save_arm
 from redpo.models.load import load_causal_lm, load_encoder, resolve_model
 from redpo.models.registry import LoadedModel, ModelInfo
 
@@ -198,6 +198,13 @@ def yield_summary(results: Mapping[ArmKey, ArmResult]) -> pd.DataFrame:
             "top_rejects": ", ".join(f"{r} {n}" for r, n in rejects.most_common(3)),
         })
     return pd.DataFrame(rows)
+
+
+def say_empty_arms(arms: Mapping[ArmKey, ArmResult], consequence: str = "nothing to train") -> None:
+    """Print one line per arm that wrote no valid sample in some split, with its calls and top reject reasons
+    (:func:`redpo.generation.store.empty_arm_lines`); print nothing when every arm wrote one."""
+    for line in empty_arm_lines(arms, consequence):
+        print(line)
 
 
 def reject_table(results: Mapping[ArmKey, ArmResult]) -> pd.DataFrame:

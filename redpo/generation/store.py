@@ -136,6 +136,37 @@ def load_arm(
     return ArmResult(meta["info"]["arm"], name, samples, stats, records, meta["info"])
 
 
+# ---- empty arms ------------------------------------------------------------------------------------------
+def generated_valid(result: ArmResult) -> int:
+    """Valid samples the model wrote for the arm (the manual negative-label copies are not counted)."""
+    return sum(st.valid for st in result.stats.values() if not st.manual)
+
+
+def empty_arm_line(name: str, by_split: Mapping[str, ArmResult], consequence: str) -> str:
+    """``arm obo: no valid sample in split k4_s1 (18 calls; rejects: too_short 17, same_entity 1) — <consequence>``:
+    what an arm that came back empty cost and why its replies were rejected, summed over the splits named."""
+    stats = [st for res in by_split.values() for st in res.stats.values() if not st.manual]
+    rejects = sum((st.rejects for st in stats), Counter())
+    rejects.pop("surplus", None)
+    top = ", ".join(f"{reason} {n}" for reason, n in rejects.most_common(3))
+    top += ", …" if len(rejects) > 3 else ""
+    where = f"split{'s' if len(by_split) > 1 else ''} {', '.join(by_split)}"
+    return (f"arm {name}: no valid sample in {where} ({sum(st.attempts for st in stats)} calls; rejects: "
+            f"{top or 'none'}) — {consequence}")
+
+
+def empty_arm_lines(arms: Mapping[ArmKey, ArmResult], consequence: str = "nothing to train") -> list[str]:
+    """One :func:`empty_arm_line` per arm that wrote no valid sample in some split, in arm order.
+
+    A small generator on a hard dataset can have every reply rejected; that is a result, not an error, but every
+    stage after it has nothing to train on, and the notebook says so here instead of leaving a row missing."""
+    empty: dict[str, dict[str, ArmResult]] = {}
+    for (name, k, seed), result in arms.items():
+        if not generated_valid(result):
+            empty.setdefault(name, {})[f"k{k}_s{seed}"] = result
+    return [empty_arm_line(name, by_split, consequence) for name, by_split in empty.items()]
+
+
 PLATEAU_PREFIX = "plateau_"
 """Notebook 05's longer generations are saved as ``plateau_<arm>_k<K>_s<seed>.*``, beside notebook 02's files."""
 

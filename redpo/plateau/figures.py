@@ -15,7 +15,9 @@ def plateau_f1(results: ResultsDir) -> Figure:
     payload = read_metrics(results, "plateau.json")
     summary = pd.DataFrame(payload["summary"], columns=["arm", "data", "n", "runs", "mean", "sd"])
     if summary.empty:
-        raise MissingMetrics(f"{results.root}/metrics/plateau.json holds no RE runs")
+        empty = sorted({arm for quotas in payload.get("quotas", {}).values() for arm in quotas.get("empty_arms", [])})
+        why = f" (arms with no valid sample to train on: {', '.join(empty)})" if empty else ""
+        raise MissingMetrics(f"{results.root}/metrics/plateau.json holds no RE runs{why}")
     summary["sd"] = summary["sd"].astype(float).fillna(0.0)
     kinds = {"gen": "generated only", "mix": "manual + generated"}
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
