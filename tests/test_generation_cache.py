@@ -146,11 +146,12 @@ def test_hits_make_no_backend_call(tmp_path: Path) -> None:
 
 
 def test_no_stop_strings_keep_the_keys_of_runs_made_before_they_existed() -> None:
-    """A cache written before ``SamplingConfig.stop`` existed must still answer the same calls."""
+    """A cache written before ``SamplingConfig.stop`` and ``.grammar`` existed must still answer the same calls."""
     sampling = SamplingConfig()
     gen = CachedGenerator(object(), LLMCache(None), ModelKey("m", "0" * 64), batch_size=1)  # type: ignore[arg-type]
     before = cache_key(model="m", model_sha256="0" * 64, adapter_sha256=None, prompt="p",
-                       sampling=sampling.model_dump(mode="json", exclude={"stop"}), seed=1, attempt=0)
+                       sampling=sampling.model_dump(mode="json", exclude={"stop", "grammar"}), seed=1, attempt=0)
     assert gen.key(Request("p", sampling, 1, 0)) == before
     with_stop = Request("p", sampling.model_copy(update={"stop": ["\n"]}), 1, 0)
     assert gen.key(with_stop) != before
+    assert gen.key(Request("p", sampling.model_copy(update={"grammar": "root ::= [a-z]+"}), 1, 0)) != before

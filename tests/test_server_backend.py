@@ -456,7 +456,7 @@ def test_timeouts_and_the_key_variable_change_no_key(tmp_path: Path, monkeypatch
                "generator.server.api_key_env": "REDPO_TEST_KEY"}
     default, other = load_profile("smoke", base), load_profile("smoke", changed)
     assert identity(default.generator) == identity(other.generator)
-    assert engines.identity_settings(default) == engines.identity_settings(other)
+    assert engines.identity_settings(default.generator) == engines.identity_settings(other.generator)
     monkeypatch.setenv("REDPO_TEST_KEY", "k")
     keys = [engines.server_generator(p, ResultsDir(p, root=tmp_path), LLMCache(None)).model_key
             for p in (default, other)]
