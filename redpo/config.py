@@ -396,6 +396,16 @@ class DPOConfig(_Strict):
         return v
 
 
+class TrainingSetsConfig(_Strict):
+    """How generated samples become RE training sets (``redpo.extraction.training_sets``)."""
+
+    quota: Literal["weakest_arm", "own"] = "weakest_arm"
+    """``weakest_arm``: every generated arm of a split trains on the per-relation counts the weakest arm reached,
+    so arms differ only in what they wrote; one arm that stalls on a relation removes it from all. ``own``: each
+    arm trains on its own first K per relation (what it can give), and the comparisons that decide a claim train
+    on sets matched count by count (``gen:<arm>@pair``)."""
+
+
 class OracleConfig(_Strict):
     """The oracle RE classifier that labels generated samples (``redpo.extraction.oracle``).
 
@@ -501,6 +511,7 @@ class Profile(_Strict):
     dpo: DPOConfig = DPOConfig()
     llm_re: LLMREConfig = LLMREConfig()
     oracle: OracleConfig = OracleConfig()
+    training_sets: TrainingSetsConfig = TrainingSetsConfig()
     plateau: PlateauConfig = PlateauConfig()
     claims: ClaimsConfig = ClaimsConfig()
     seed: int = 42

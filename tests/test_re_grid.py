@@ -334,3 +334,19 @@ def test_run_grid_trains_every_arm_and_resumes(tmp_path: Path) -> None:
         "gen:obo_dpo"]}}, dev, test, progress=False)["runs"][0]
     original = by_arm["gen:obo_dpo"].get("same_run_as", "gen:obo_dpo")
     assert renamed["cached"] and renamed["same_run_as"] == original and renamed["arm"] == "plateau:x"
+
+
+def test_own_quotas_let_each_arm_train_on_what_it_wrote_and_match_the_pair(tmp_path: Path) -> None:
+    """``training_sets.quota: own``: an arm that stalled on a relation no longer removes it from the others; the
+    primary pair still trains on counts matched relation by relation."""
+    prof = _profile(**{"fewshot.k": [2], "training_sets.quota": "own"})
+    results = _results(tmp_path, prof)  # obo has one Component-Whole sample, baseline and obo_dpo two
+    sets, scopes = arm_training_sets_with_quotas(prof, results, 2, 1)
+    counts = {arm: Counter(s.relation for s in sets[f"gen:{arm}"]) for arm in ("baseline", "obo", "obo_dpo")}
+    assert counts["baseline"] == counts["obo_dpo"] == {RELATIONS[1]: 2, RELATIONS[2]: 2, "Other": 2}
+    assert counts["obo"] == {RELATIONS[1]: 2, RELATIONS[2]: 1, "Other": 2}
+    assert Counter(s.relation for s in sets["gen:obo_dpo@pair"]) == counts["obo"]  # matched to obo's counts
+    assert set(scopes) == {"own:baseline", "own:obo", "own:obo_dpo", "own:aao", "pair"}
+    assert scopes["own:aao"].empty_arms == ["aao"]
+    assert set(training_quotas(prof, results)) == {"k2_s1@own:baseline", "k2_s1@own:obo", "k2_s1@own:obo_dpo",
+                                                   "k2_s1@own:aao", "k2_s1@pair"}

@@ -127,10 +127,10 @@ def empty_arm_reasons(payload: Mapping[str, Any]) -> dict[str, str]:
     quotas notebook 04 saved (``empty_arms``). ``gen:<arm>``/``mix:<arm>`` rest on their arm; the primary pair's
     ``@pair`` sets on both arms of :data:`PRIMARY_PAIR`."""
     splits_of: dict[str, list[str]] = {}
-    for split, quotas in payload.get("quotas", {}).items():
-        if not split.endswith(PAIR_SUFFIX):
+    for scope, quotas in payload.get("quotas", {}).items():  # k8_s1, k8_s1@pair or k8_s1@own:<arm>
+        if not scope.endswith(PAIR_SUFFIX):
             for arm in quotas.get("empty_arms", []):
-                splits_of.setdefault(arm, []).append(split)
+                splits_of.setdefault(arm, []).append(scope.split("@", 1)[0])
     said = {arm: f"arm {arm} wrote no valid sample in {', '.join(splits)}" for arm, splits in splits_of.items()}
     out = {f"{kind}:{arm}": why for arm, why in said.items() for kind in ("gen", "mix")}
     pair = "; ".join(said[arm] for arm in PRIMARY_PAIR if arm in said)

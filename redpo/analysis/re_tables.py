@@ -44,15 +44,18 @@ def arm_order(arms: Sequence[str]) -> list[str]:
 
 
 def training_quotas(profile: Profile, results: ResultsDir) -> dict[str, dict[str, Any]]:
-    """Per generation split (``k8_s1``) and, for the primary pair's sets, ``k8_s1@pair``: the per-relation quotas
-    that made the generated arms comparable, the relations each arm left short, the relations left out and the
-    arms not compared (``Quotas.to_json``)."""
+    """Per generation split (``k8_s1``; ``k8_s1@own:<arm>`` per arm with ``training_sets.quota: own``) and, for
+    the primary pair's sets, ``k8_s1@pair``: the per-relation quotas the generated arms trained on, the relations
+    each arm left short, the relations left out and the arms not compared (``Quotas.to_json``)."""
     out = {}
     for k, seed in generation_splits(profile):
         scopes = arm_training_sets_with_quotas(profile, results, k, seed)[1]
-        out.update({f"k{k}_s{seed}{'' if scope == 'all' else PAIR_SUFFIX}": quotas.to_json()
-                    for scope, quotas in scopes.items()})
+        out.update({f"k{k}_s{seed}{_scope_suffix(scope)}": quotas.to_json() for scope, quotas in scopes.items()})
     return out
+
+
+def _scope_suffix(scope: str) -> str:
+    return {"all": "", "pair": PAIR_SUFFIX}.get(scope, f"@{scope}")
 
 
 def quota_table(profile: Profile, results: ResultsDir) -> pd.DataFrame:
@@ -85,7 +88,8 @@ def empty_arm_lines(profile: Profile, results: ResultsDir) -> list[str]:
     by_arm: dict[str, dict[str, ArmResult]] = {}
     splits = generation_splits(profile)
     for k, seed in splits:
-        for arm in arm_training_sets_with_quotas(profile, results, k, seed)[1]["all"].empty_arms:
+        scopes = arm_training_sets_with_quotas(profile, results, k, seed)[1]
+        for arm in dict.fromkeys(a for s, q in scopes.items() if s != "pair" for a in q.empty_arms):
             by_arm.setdefault(arm, {})[f"k{k}_s{seed}"] = load_arm(results, arm, k=k, seed=seed)
     return [empty_arm_line(arm, empty, _not_trained(arm, len(empty) == len(splits)))
             for arm, empty in by_arm.items()]

@@ -220,8 +220,9 @@ def arm_training_sets_with_quotas(
     profile: Profile, results: ResultsDir, k: int, split_seed: int
 ) -> tuple[dict[str, list[RESample]], dict[str, Quotas]]:
     """``{"manual", "manual-steps", "gen:<arm>", "mix:<arm>", "gen:<arm>@pair", "mix:<arm>@pair"}`` training
-    sets of one split, and the quotas that made them comparable: ``{"all": ..., "pair": ...}`` (``"pair"`` only
-    when both arms of :data:`PRIMARY_PAIR` produced samples; see the module docstring)."""
+    sets of one split, and the quotas that made them: ``{"all": ..., "pair": ...}`` with
+    ``training_sets.quota: weakest_arm``, ``{"own:<arm>": ..., "pair": ...}`` with ``own`` (``"pair"`` only when
+    both arms of :data:`PRIMARY_PAIR` produced samples; see the module docstring)."""
     manual = load_profile_kshot(profile, results.kshot, k, split_seed)
     wanted = profile.dataset.relations
     generated = {
@@ -231,11 +232,18 @@ def arm_training_sets_with_quotas(
     }
     schema = profile_schema(profile)
     negative = (schema.negative_label, profile.generation.negative_label)
-    comparable, quotas = comparable_sets(generated, manual, k, *negative)
-    sets, scopes = mixed_sets(manual, comparable), {"all": quotas}
+    if profile.training_sets.quota == "own":  # every arm at its own first K per relation
+        comparable, scopes = {}, {}
+        for arm, samples in generated.items():
+            own, scopes[f"own:{arm}"] = comparable_sets({arm: samples}, manual, k, *negative)
+            comparable.update(own)
+    else:  # every arm cut to the counts of the weakest arm
+        comparable, quotas = comparable_sets(generated, manual, k, *negative)
+        scopes = {"all": quotas}
+    sets = mixed_sets(manual, comparable)
     pair = {arm: generated[arm] for arm in PRIMARY_PAIR if arm in comparable}
     if len(pair) == len(PRIMARY_PAIR):
-        pair_sets, scopes["pair"] = comparable_sets(pair, manual, k, *negative)
+        pair_sets, scopes["pair"] = comparable_sets(pair, manual, k, *negative)  # matched count by count
         sets.update(mixed_sets(manual, pair_sets, PAIR_SUFFIX))
     control = {MANUAL_STEPS_ARM: manual} if any(a.startswith("mix:") for a in sets) else {}
     return {"manual": manual, **control, **sets}, scopes
