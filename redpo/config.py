@@ -278,6 +278,11 @@ class GenerationConfig(_Strict):
     """Grammar-constrained decoding: the inference server samples only lines the parser can read (entity markers
     in place, the prompt's fields), so a call is no longer lost to format. Needs an inference server
     (``generator.backend: llama_cpp``, or a vLLM/SGLang ``generator.server.url``)."""
+    filter: Literal["paper", "strict"] = "paper"
+    """The validity filter. ``paper``: the rules the paper suggests (parses, both entities present and distinct,
+    types in the schema, no exact copy of a demonstration or earlier sample). ``strict`` also rejects near copies
+    of any demonstration or earlier sample (``near_copy_threshold``), stray markup tags, punctuation-only
+    entities and restatements of the relation's explanation, each under its own reason."""
     near_copy_threshold: float = Field(0.8, gt=0, le=1)
     """A sample whose entity-masked tokens match a demonstration's with a ``difflib`` ratio at least this high is a
     near copy (the same sentence with other entities scores 1.0): the diversity tables' near-copy share, and the

@@ -195,3 +195,31 @@ def test_never_raises(text: str, expect: str) -> None:
     assert all(r.reason in parse.REASONS for r in result.rejects)
     typed = parse.parse_response(text, "per:city_of_birth", TYPED, expect=expect)  # type: ignore[arg-type]
     assert typed.valid or typed.rejects
+
+
+STRICT = parse.Strictness(0.8, "The entity marked e2 causes or produces the entity marked e1 (an event, effect)")
+
+
+@pytest.mark.parametrize(("reply", "reason"), [
+    ("the <e1>storm</e1> caused <e2>flooding</e2> and <e3>more</e3> damage .", parse.STRAY_MARKERS),
+    ("the <e1>storm</e1> caused the <e2>...</e2> in the valley .", parse.PUNCT_ENTITY),
+    ("an <e1>event</e1> always produces an <e2>effect</e2> as a rule .", parse.EXPLANATION_ECHO),
+    ("the <e1>virus</e1> caused severe <e2>illness</e2> in the valley .", parse.NEAR_COPY),  # DEMO, other names
+])
+def test_the_strict_filter_names_each_reason(reply: str, reason: str) -> None:
+    demo = RESample.from_marked("the <e1>storm</e1> caused severe <e2>flooding</e2> in the valley .", REL)
+    assert parse.parse_response(reply, REL, SEMEVAL, demos=[demo], expect="one").valid  # the paper's rules keep it
+    strict = parse.parse_response(reply, REL, SEMEVAL, demos=[demo], expect="one", strict=STRICT)
+    assert not strict.valid and strict.reason_counts() == {reason: 1}
+
+
+def test_a_near_copy_of_an_earlier_sample_or_of_the_same_reply_is_rejected_too() -> None:
+    first = "the <e1>fire</e1> made thick black <e2>smoke</e2> over the whole town ."
+    second = "the <e1>blaze</e1> made thick black <e2>fumes</e2> over the whole town ."
+    earlier = RESample.from_marked(first, REL)
+    assert parse.parse_response(second, REL, SEMEVAL, previous=[earlier], expect="one",
+                          strict=STRICT).reason_counts() == {parse.NEAR_COPY: 1}
+    both = parse.parse_response(f"1. {first}\n2. {second}", REL, SEMEVAL, strict=STRICT)
+    assert len(both.valid) == 1 and both.reason_counts() == {parse.NEAR_COPY: 1}
+    fresh = "a dropped <e1>match</e1> started the <e2>fire</e2> that closed the old mill for good ."
+    assert parse.parse_response(fresh, REL, SEMEVAL, previous=[earlier], expect="one", strict=STRICT).valid

@@ -27,7 +27,7 @@ from redpo.core.sample import RESample
 from redpo.generation import prompts
 from redpo.generation.cache import CachedGenerator, Request, Response
 from redpo.generation.grammar import output_grammar
-from redpo.generation.parse import parse_response
+from redpo.generation.parse import Strictness, parse_response
 from redpo.generation.specs import ARMS, ArmSpec
 from redpo.generation.store import ArmResult, RelationStats, ResponseRecord
 
@@ -211,6 +211,8 @@ def _absorb(
         expect="many" if spec.many else "one",
         min_tokens=gen.min_tokens,
         max_tokens=gen.max_tokens,
+        strict=Strictness(gen.near_copy_threshold, schema.explanations.get(state.relation, ""))
+        if gen.filter == "strict" else None,
     )
     missing = gen.n_per_relation - len(state.valid)
     kept, surplus = parsed.valid[:missing], parsed.valid[missing:]

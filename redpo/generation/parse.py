@@ -18,7 +18,8 @@ Rules (the README states them):
   (``no_markers``/``malformed_markers``/``empty_entity`` from :meth:`RESample.from_marked`),
   ``same_entity``, ``too_short``/``too_long`` (token count), ``bad_type`` (typed datasets only: both types
   must be given and in the schema), ``copy_of_demo``, ``duplicate`` (of ``previous`` or of an earlier
-  candidate of the same reply).
+  candidate of the same reply); with ``generation.filter: strict`` then ``stray_markers``, ``punct_entity``,
+  ``explanation_echo`` and ``near_copy`` (:class:`Strictness`).
 * **Exact copy** compares :func:`exact_key`: the lower-cased token sequence *with* entity markers, ignoring
   punctuation-only tokens — so a copy with other entities is not an exact copy (it is a near copy).
 """
@@ -48,6 +49,12 @@ WRONG_RELATION = "wrong_relation"
 TOO_SHORT = "too_short"
 TOO_LONG = "too_long"
 BAD_TYPE = "bad_type"
+NEAR_COPY = "near_copy"
+STRAY_MARKERS = "stray_markers"
+PUNCT_ENTITY = "punct_entity"
+EXPLANATION_ECHO = "explanation_echo"
+STRICT_REASONS = (NEAR_COPY, STRAY_MARKERS, PUNCT_ENTITY, EXPLANATION_ECHO)
+"""What ``generation.filter: strict`` adds to the paper's rules (:class:`Strictness`)."""
 REASONS = (
     NO_MARKERS,
     MALFORMED_MARKERS,
@@ -59,7 +66,47 @@ REASONS = (
     TOO_SHORT,
     TOO_LONG,
     BAD_TYPE,
+    *STRICT_REASONS,
 )
+_TAG_RE = re.compile(r"<\s*/?\s*[A-Za-z][A-Za-z0-9_]*\s*/?\s*>")
+"""Anything shaped like a markup tag; in a sample only the four entity markers may be one."""
+_ECHO_STOPWORDS = frozenset({"a", "an", "the", "of", "or", "and", "in", "into", "to", "by", "its", "is", "was",
+                             "are", "entity", "marked", "e1", "e2", "one"})
+"""Words of an explanation that say how it is phrased, not what the relation is about."""
+
+
+@dataclass(frozen=True)
+class Strictness:
+    """The strict filter's checks beyond the paper's (``generation.filter: strict``), each its own reason:
+
+    - ``near_copy``: the entity-masked tokens match a demonstration's or an earlier valid sample's with a
+      ``difflib`` ratio of at least ``near_copy_threshold`` (the same sentence with other names; these made up
+      45% of a run's OBO samples and swap entities into nonsense);
+    - ``stray_markers``: a tag other than the four entity markers (``<e3>``);
+    - ``punct_entity``: an entity that is punctuation only;
+    - ``explanation_echo``: both entity names are words of the relation's explanation ("the <e1>cause</e1> makes
+      the <e2>effect</e2>"), a restatement of the definition rather than an instance of it.
+    """
+
+    near_copy_threshold: float
+    explanation: str = ""
+
+    def reject(self, sample: RESample, line: str, sentence: str, earlier: Sequence[RESample]) -> Reject | None:
+        """The first strict reason ``sample`` fails (``line`` as written, ``sentence`` with its markers
+        normalised), or None."""
+        stray = [t for t in _TAG_RE.findall(sentence) if MARKER_RE.fullmatch(t) is None]
+        if stray:
+            return Reject(STRAY_MARKERS, line, ", ".join(stray[:3]))
+        for role, name in (("head", sample.head_name), ("tail", sample.tail_name)):
+            if all(_is_punct(t) for t in name.split()):
+                return Reject(PUNCT_ENTITY, line, f"{role} {name!r}")
+        words = {w.strip(".,;:()").casefold() for w in self.explanation.split()} - _ECHO_STOPWORDS
+        if words and all(name.casefold() in words for name in (sample.head_name, sample.tail_name)):
+            return Reject(EXPLANATION_ECHO, line, f"{sample.head_name!r} and {sample.tail_name!r}")
+        score = near_copy_score(sample, earlier)
+        if score >= self.near_copy_threshold:
+            return Reject(NEAR_COPY, line, f"masked similarity {score:.2f}")
+        return None
 
 
 @dataclass(frozen=True)
@@ -234,8 +281,11 @@ def parse_response(
     expect: Literal["one", "many"] = "many",
     min_tokens: int = 4,
     max_tokens: int = 80,
+    strict: Strictness | None = None,
 ) -> ParseResult:
-    """Every sample a reply holds for ``relation``, validated; see the module docstring for the rules."""
+    """Every sample a reply holds for ``relation``, validated; see the module docstring for the rules, and
+    :class:`Strictness` for what ``strict`` adds (checked after the copy checks, against the demonstrations, the
+    earlier valid samples and this reply's samples before it)."""
     result = ParseResult()
     lines = [_decode_line(raw) for raw in str(text).splitlines() if raw.strip()]
     if expect == "one":
@@ -257,6 +307,9 @@ def parse_response(
             result.rejects.append(Reject(COPY_OF_DEMO, line.raw))
         elif key in seen:
             result.rejects.append(Reject(DUPLICATE, line.raw))
+        elif strict is not None and (why := strict.reject(outcome, line.raw, line.sentence,
+                                                          [*demos, *previous, *result.valid])):
+            result.rejects.append(why)
         else:
             seen.add(key)
             result.valid.append(outcome)
