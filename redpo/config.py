@@ -493,8 +493,10 @@ class ClaimsConfig(_Strict):
     bootstrap_replicates: int = Field(2000, ge=100)
     """Replicates of every paired bootstrap behind a claim's CI."""
     bootstrap_seed: int = 0
-    close_margin: float = Field(0.10, gt=0, le=1)
-    """Claim 4's "comes close": manual's lead over generated data must stay under this much micro-F1 (0-1)."""
+    close_ratio: float = Field(0.6, gt=0, le=1)
+    """Claim 4's "comes close": the lower end of the CI of F1(generated) / F1(manual) must reach this. A ratio,
+    not a gap in points, because the paper's own SemEval gap (61.39 - 42.02 = 19.4 points) is a ratio of 0.68:
+    what "close" means scales with how well manual data does."""
 
 
 FITTED_BASE = "tiny-random-llama"

@@ -140,19 +140,36 @@ def weighted_f1(gold_labels: Sequence[str], pred_labels: Sequence[str], negative
     return f1(sums[..., :half], sums[..., half:], ap)
 
 
-def _cell_differences(weights: np.ndarray, rows_a: np.ndarray, rows_b: np.ndarray, actual: np.ndarray,
-                      f1: FromSums) -> np.ndarray:
-    """``F1(a_c) - F1(b_c)`` for every weight vector (``(..., n)``) and cell: shape ``(..., cells)``."""
+def _cell_f1(weights: np.ndarray, rows_a: np.ndarray, rows_b: np.ndarray, actual: np.ndarray,
+             f1: FromSums) -> tuple[np.ndarray, np.ndarray]:
+    """``(F1(a_c), F1(b_c))`` for every weight vector (``(..., n)``) and cell: each of shape ``(..., cells)``."""
     half = actual.shape[1]
     ap = (weights @ actual)[..., None, :]
     sums_a = np.einsum("...n,cnm->...cm", weights, rows_a)
     sums_b = np.einsum("...n,cnm->...cm", weights, rows_b)
-    return (f1(sums_a[..., :half], sums_a[..., half:], ap) - f1(sums_b[..., :half], sums_b[..., half:], ap))
+    return f1(sums_a[..., :half], sums_a[..., half:], ap), f1(sums_b[..., :half], sums_b[..., half:], ap)
+
+
+Statistic = Literal["difference", "ratio"]
+
+
+def _combine(f1_a: np.ndarray, f1_b: np.ndarray, counts: np.ndarray, axes: tuple[int, ...],
+             statistic: Statistic) -> np.ndarray:
+    """The paired statistic over cells drawn ``counts`` times: mean F1(a) - mean F1(b), or their ratio (the
+    ratio of the means, which stays defined when one cell's F1(b) is near 0)."""
+    mean_a = (counts * f1_a).sum(axis=axes) / counts.sum(axis=axes)
+    mean_b = (counts * f1_b).sum(axis=axes) / counts.sum(axis=axes)
+    if statistic == "difference":
+        return mean_a - mean_b
+    return np.divide(mean_a, mean_b, out=np.full_like(mean_a, np.nan), where=mean_b > 0)
 
 
 def paired_f1_bootstrap(cells: PairedCells, negative: str, *, metric: Metric = "micro_f1", n_boot: int = 2000,
-                        seed: int = 0, level: float = 0.95, chunk: int = 200) -> Effect:
-    """Hierarchical bootstrap of the mean paired difference F1(a) - F1(b) (see the module docstring)."""
+                        seed: int = 0, level: float = 0.95, chunk: int = 200, statistic: Statistic = "difference",
+                        null: float = 0.0) -> Effect:
+    """Hierarchical bootstrap of the mean paired difference F1(a) - F1(b) (see the module docstring), or, with
+    ``statistic="ratio"``, of mean F1(a) / mean F1(b) (claim 4: how close generated data comes to manual data).
+    ``null`` is the value the p-value tests against (0 for a difference; a ratio's stated margin)."""
     rng = np.random.default_rng(seed)
     n = len(cells.gold)
     by_split: dict[Any, list[int]] = {}
@@ -161,8 +178,8 @@ def paired_f1_bootstrap(cells: PairedCells, negative: str, *, metric: Metric = "
     groups = list(by_split.values())
     features, actual, f1 = metric_features(cells.gold, metric, negative)
     rows_a, rows_b = np.stack([features(r) for r in cells.a]), np.stack([features(r) for r in cells.b])
-    full = _cell_differences(np.ones(n), rows_a, rows_b, actual, f1)
-    estimate = float(full.mean())
+    full_a, full_b = _cell_f1(np.ones(n), rows_a, rows_b, actual, f1)
+    estimate = float(_combine(full_a, full_b, np.ones_like(full_a), (0,), statistic))
     n_cells, n_groups = len(cells.a), len(groups)
     diffs = np.empty(n_boot)
     for lo in range(0, n_boot, chunk):
@@ -176,10 +193,11 @@ def paired_f1_bootstrap(cells: PairedCells, negative: str, *, metric: Metric = "
             block = np.zeros((int(hit.sum()), n_cells))
             block[:, members] = counts
             picks[hit] = block
-        per_cell = _cell_differences(weights, rows_a, rows_b, actual, f1)  # (size, n_groups, cells)
-        diffs[lo:lo + size] = (picks * per_cell).sum(axis=(1, 2)) / picks.sum(axis=(1, 2))
-    per_split = tuple(sorted((str(split), float(full[members].mean())) for split, members in by_split.items()))
-    return replace(_effect(estimate, diffs, level, n_groups, n_cells, n), per_split=per_split)
+        f1_a, f1_b = _cell_f1(weights, rows_a, rows_b, actual, f1)  # each (size, n_groups, cells)
+        diffs[lo:lo + size] = _combine(f1_a, f1_b, picks, (1, 2), statistic)
+    per_split = tuple(sorted((str(split), float(_combine(full_a[m], full_b[m], np.ones(len(m)), (0,), statistic)))
+                             for split, m in by_split.items()))
+    return replace(_effect(estimate, diffs, level, n_groups, n_cells, n, null), per_split=per_split)
 
 
 def paired_mean_bootstrap(differences: Sequence[float], *, n_boot: int = 2000, seed: int = 0,
@@ -193,10 +211,11 @@ def paired_mean_bootstrap(differences: Sequence[float], *, n_boot: int = 2000, s
     return _effect(float(d.mean()), draws, level, 1, 1, int(d.size))
 
 
-def _effect(estimate: float, draws: np.ndarray, level: float, n_splits: int, n_cells: int, n_units: int) -> Effect:
+def _effect(estimate: float, draws: np.ndarray, level: float, n_splits: int, n_cells: int, n_units: int,
+            null: float = 0.0) -> Effect:
     alpha = (1 - level) / 2
-    low, high = np.quantile(draws, [alpha, 1 - alpha])
-    below, above = np.mean(draws <= 0), np.mean(draws >= 0)
+    low, high = np.nanquantile(draws, [alpha, 1 - alpha])
+    below, above = np.mean(draws <= null), np.mean(draws >= null)
     p = min(1.0, 2 * min(below, above) + 1 / (len(draws) + 1))  # two-sided, never exactly 0
     return Effect(estimate, float(low), float(high), float(p), n_splits, n_cells, n_units, len(draws))
 
