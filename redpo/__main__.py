@@ -22,7 +22,6 @@ from redpo.core.manifest import record_rebuilt_files
 from redpo.core.replay import ReplayMiss
 from redpo.data.fetch import default_mirror, fetch_data
 from redpo.data.overview import describe_data
-from redpo.data.splits import profile_schema
 from redpo.models.registry import ModelError
 from redpo.run.runner import NotebookFailed, RunnerError, run
 
@@ -89,17 +88,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from redpo.data.check import check_dataset, draft_relations
+    from redpo.data.check import check_dataset, check_profile, draft_relations
 
     if args.draft_relations:
         print(f"wrote {draft_relations(Path(args.draft_relations))}; write each TODO explanation, then run "
               f"`python -m redpo data --check {args.draft_relations}`")
         return 0
-    if args.check is not None:
+    if args.check is not None:  # the same check `run` makes before any notebook (redpo.data.check)
         profile = load_profile(args.profile, parse_overrides(args.param))
         folder = Path(args.check) if args.check else profile.dataset_dir
-        schema = None if args.check or profile.dataset.name == "custom" else profile_schema(profile)
-        report = check_dataset(folder, schema)
+        report = check_dataset(folder) if args.check else check_profile(profile)
         for line in report.warnings:
             print(f"warning: {line}")
         for line in report.errors:
@@ -347,7 +345,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_FAILED
     except EXPECTED_ERRORS as err:
-        print(f"error: {err}", file=sys.stderr)
+        for line in getattr(err, "lines", None) or [str(err)]:  # a refused dataset: one line per problem
+            print(f"error: {line}", file=sys.stderr)
         return EXIT_USAGE
 
 

@@ -1,8 +1,9 @@
 """Run the numbered notebooks in order through papermill, one profile at a time.
 
 The notebooks are the pipeline: each reads what earlier ones wrote under ``results/<profile>/``. The runner
-only injects the parameters, keeps executed copies beside the results, stops at the first failure with the
-notebook and cell that failed, and records status and timing in the manifest after every notebook.
+validates the data first (the same check as ``data --check``), injects the parameters, keeps executed copies beside
+the results, stops at the first failure with the notebook and cell that failed, and records status and timing in
+the manifest after every notebook.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from redpo.core.io import ResultsDir
 from redpo.core.lock import hold_results
 from redpo.core.manifest import now, record_notebook, start_run
 from redpo.core.replay import prepare_replay, replay_dir
+from redpo.data.check import require_valid
 from redpo.data.fetch import data_file_hashes
-from redpo.data.splits import check_splits
 from redpo.run.segments import recorded_segment, wall_times
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
@@ -119,7 +120,7 @@ def run(
     root = Path(results_dir) if results_dir else results_root()
     results = ResultsDir(resolved, root=root)
     notebooks = discover(Path(notebooks_dir or NOTEBOOKS_DIR), only)
-    for warning in check_splits(resolved):  # missing, empty or unreadable data: one error line now
+    for warning in require_valid(resolved):  # `data --check`'s every error refuses the run before any kernel
         say(f"warning: {warning}")
     with hold_results(results.root):  # one writer per results folder; the kernels below inherit the lock
         kernel = choose_kernel()
