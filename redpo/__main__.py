@@ -1,7 +1,9 @@
 """``python -m redpo run|figures|pack-replay|snapshot|data|models|engine|bench|dpo``: the command line over redpo.
 
-Expected failures (bad profile or override, missing data, unknown model, failing notebook) print one line
-naming the cause and exit non-zero without a traceback; anything else is a bug and keeps its traceback.
+Exit codes: 0 success; 1 a notebook or model failed; 2 bad input, busy or refused (a bad profile or override,
+data that ``data --check`` refuses, an unknown model, a results folder another run holds); 130 interrupted by
+Ctrl-C, 143 by SIGTERM. Every expected failure prints ``error:`` lines naming the cause and no traceback (a dataset
+prints one line per problem); anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import signal
 import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -22,12 +25,13 @@ from redpo.core.manifest import record_rebuilt_files
 from redpo.core.replay import ReplayMiss
 from redpo.data.fetch import default_mirror, fetch_data
 from redpo.data.overview import describe_data
-from redpo.data.splits import profile_schema
 from redpo.models.registry import ModelError
-from redpo.run.runner import NotebookFailed, RunnerError, run
+from redpo.run.runner import NotebookFailed, RunnerError, run, stop_on_signals
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
+EXIT_SIGNAL = 128
+"""Interrupted: 128 + the signal's number (130 for Ctrl-C, 143 for SIGTERM), as a shell reports a signal."""
 EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
     ConfigError, RunnerError, DataError, ModelError, ResultsInUse, ReplayMiss,
 )
@@ -89,17 +93,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from redpo.data.check import check_dataset, draft_relations
+    from redpo.data.check import check_dataset, check_profile, draft_relations
 
     if args.draft_relations:
         print(f"wrote {draft_relations(Path(args.draft_relations))}; write each TODO explanation, then run "
               f"`python -m redpo data --check {args.draft_relations}`")
         return 0
-    if args.check is not None:
+    if args.check is not None:  # the same check `run` makes before any notebook (redpo.data.check)
         profile = load_profile(args.profile, parse_overrides(args.param))
         folder = Path(args.check) if args.check else profile.dataset_dir
-        schema = None if args.check or profile.dataset.name == "custom" else profile_schema(profile)
-        report = check_dataset(folder, schema)
+        report = check_dataset(folder) if args.check else check_profile(profile)
         for line in report.warnings:
             print(f"warning: {line}")
         for line in report.errors:
@@ -350,14 +353,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except NotebookFailed as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_FAILED
-    except EXPECTED_ERRORS as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_USAGE
+    with stop_on_signals():
+        try:
+            return args.func(args)
+        except NotebookFailed as err:
+            print(f"error: {err}", file=sys.stderr)
+            return EXIT_FAILED
+        except EXPECTED_ERRORS as err:
+            for line in getattr(err, "lines", None) or [str(err)]:  # a refused dataset: one line per problem
+                print(f"error: {line}", file=sys.stderr)
+            return EXIT_USAGE
+        except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM as runner.Interrupted
+            signum = int(getattr(err, "signum", signal.SIGINT))
+            print(f"interrupted: {str(err) or f'stopped by {signal.Signals(signum).name}'}", file=sys.stderr)
+            return EXIT_SIGNAL + signum
 
 
 if __name__ == "__main__":

@@ -581,12 +581,31 @@ def available_profiles() -> list[str]:
     return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
 
 
+def yaml_problem(err: yaml.YAMLError) -> str:
+    """A YAML error as ``line L, column C: problem`` on one line: PyYAML's own text spans several lines (it quotes
+    the offending snippet), and every expected error must be one ``error:`` line."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return where + " ".join(str(problem).split())
+
+
+def safe_yaml(text: str, source: str, fix: str) -> Any:
+    """``yaml.safe_load`` whose every failure, a ``!!python/...`` tag included, is a one-line :class:`ConfigError`
+    naming ``source``, the line and ``fix``."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{source}: not valid YAML ({yaml_problem(err)}); {fix}") from None
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """``"generation.n_per_relation=4"`` -> ``("generation.n_per_relation", 4)``; values are YAML scalars."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"override {text!r} is not of the form key=value (e.g. -p fewshot.k=[8,16])")
-    return key.strip(), yaml.safe_load(raw)
+    return key.strip(), safe_yaml(raw, f"override {text!r}", "quote the value or close its brackets, e.g. "
+                                  "-p fewshot.k=[8,16]")
 
 
 def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any], source: str) -> dict[str, Any]:
@@ -615,7 +634,11 @@ def load_profile(name_or_path: str | Path = "cpu", overrides: dict[str, Any] | N
         raise ConfigError(
             f"profile {str(name_or_path)!r} not found at {path}; available: {', '.join(available_profiles())}"
         )
-    raw = yaml.safe_load(path.read_text()) or {}
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 (byte offset {err.start}); re-save the profile as UTF-8") from None
+    raw = safe_yaml(text, str(path), "fix the profile (plain YAML only: no tags such as !!python/object)") or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a profile must be a YAML mapping of sections")
     raw.setdefault("name", path.stem)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -61,3 +63,23 @@ def smoke_pipeline(tmp_path_factory: pytest.TempPathFactory, data_root: Path) ->
     if proc.returncode != 0:
         pytest.fail(f"smoke pipeline failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
     return results / "smoke"
+
+
+@pytest.fixture()
+def small_semeval(data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The first 10 lines of each label of each real SemEval split in a private data folder (REDPO_DATA_DIR)."""
+    src = data_root / "semeval2010_task8" / "knowprompt_split"
+    dst = tmp_path / "semeval2010_task8" / "knowprompt_split"
+    dst.mkdir(parents=True)
+    (dst / "rel2id.json").write_bytes((src / "rel2id.json").read_bytes())
+    for name in ("train.txt", "val.txt", "test.txt"):
+        seen: Counter[str] = Counter()
+        keep = []
+        for line in (src / name).read_bytes().splitlines(keepends=True):
+            label = json.loads(line)["relation"]
+            seen[label] += 1
+            if seen[label] <= 10:
+                keep.append(line)
+        (dst / name).write_bytes(b"".join(keep))
+    monkeypatch.setenv("REDPO_DATA_DIR", str(tmp_path))
+    return dst

@@ -65,3 +65,24 @@ def write_custom_dataset(folder: Path, per_label: tuple[int, int, int] = (40, 10
     (folder / "rel2id.json").write_text(json.dumps({lab: i for i, lab in enumerate(labels)}))
     (folder / "relations.yaml").write_text(RELATIONS_YAML)
     return folder
+
+
+TACRED_TYPES = {"PER": "PERSON", "ORG": "ORGANIZATION", "LOC": "CITY"}
+"""This dataset's entity types as the TACRED family's (its schemas list these types)."""
+
+
+def as_tacred(row: dict, name: str) -> dict:
+    """A row of this dataset relabelled with labels and types of ``name`` (tacred, tacrev or retacred)."""
+    labels = {"works_for": "per:employee_of", "born_in": "per:city_of_birth", "no_relation": "no_relation",
+              "located_in": "org:founded_by" if name == "tacred" else "per:title", "founded_by": "no_relation"}
+    row = json.loads(json.dumps(row))
+    row["relation"] = labels[row["relation"]]
+    row["h"]["type"], row["t"]["type"] = TACRED_TYPES[row["h"]["type"]], TACRED_TYPES[row["t"]["type"]]
+    return row
+
+
+def official_tacred(row: dict, example_id: str) -> dict:
+    """A KnowPrompt row in TACRED's official layout (inclusive ends, subj/obj fields)."""
+    return {"id": example_id, "token": row["token"], "relation": row["relation"],
+            "subj_start": row["h"]["pos"][0], "subj_end": row["h"]["pos"][1] - 1, "subj_type": row["h"]["type"],
+            "obj_start": row["t"]["pos"][0], "obj_end": row["t"]["pos"][1] - 1, "obj_type": row["t"]["type"]}

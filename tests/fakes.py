@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+
+import nbformat
 
 from redpo.config import SamplingConfig
 from redpo.generation.backends import GenerationOutput
@@ -27,3 +30,14 @@ class FaultyBackend:
             raise Fault("injected")
         self.calls += 1
         return self.inner.generate(prompts, sampling, seed)
+
+
+def write_notebook(path: Path, *sources: str) -> Path:
+    """A minimal notebook honouring the contract: typed ``parameters`` cell first, then ``sources``."""
+    params = nbformat.v4.new_code_cell(
+        'profile: str = "cpu"\nresults_dir: str = ""\noverrides: dict = {}', metadata={"tags": ["parameters"]}
+    )
+    nb = nbformat.v4.new_notebook(cells=[params, *(nbformat.v4.new_code_cell(s) for s in sources)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path

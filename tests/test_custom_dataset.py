@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from custom_dataset import write_custom_dataset
+from custom_dataset import as_tacred, official_tacred, write_custom_dataset
 
 from redpo.config import load_profile
 from redpo.core.io import DataError
@@ -92,7 +92,7 @@ def test_every_bad_input_is_named_by_file_and_line_or_label(tmp_path: Path) -> N
     _write_rows(folder / "val.txt", [r for r in _rows(folder / "val.txt") if r["relation"] != "born_in"])
     report = check_dataset(folder)
     text = "\n".join(report.errors)
-    assert f"{folder / 'train.txt'}:1: label 'OrgBased_In' is not in rel2id.json" in text
+    assert f"{folder / 'train.txt'}:1: unknown relation 'OrgBased_In' for dataset 'custom'" in text
     assert f"{folder / 'train.txt'}:2: \"h\" span [0, 99] is out of range" in text
     assert f"{folder / 'train.txt'}:3: \"t\" span [3, 3] is out of range or empty" in text
     assert f"{folder / 'train.txt'}:4: \"h\" has entity type 'GPE'" in text
@@ -133,25 +133,11 @@ def test_the_draft_lists_labels_counts_types_and_blocks_a_run_until_written(tmp_
         draft_relations(folder)
 
 
-def _official(row: dict, index: int) -> dict:
-    """A KnowPrompt row in TACRED's official layout (inclusive ends, subj/obj fields)."""
-    return {"id": f"ex{index}", "token": row["token"], "relation": row["relation"],
-            "subj_start": row["h"]["pos"][0], "subj_end": row["h"]["pos"][1] - 1, "subj_type": row["h"]["type"],
-            "obj_start": row["t"]["pos"][0], "obj_end": row["t"]["pos"][1] - 1, "obj_type": row["t"]["type"]}
-
-
 @pytest.mark.parametrize("name", ["tacred", "tacrev", "retacred"])
 def test_the_official_tacred_json_loads_to_the_same_samples_as_its_knowprompt_twin(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
     """Written by the test from made-up sentences, never LDC data; labels and types are TACRED's."""
-    types = {"PER": "PERSON", "ORG": "ORGANIZATION", "LOC": "CITY"}
-    labels = {"works_for": "per:employee_of", "born_in": "per:city_of_birth", "no_relation": "no_relation",
-              "located_in": "org:founded_by" if name == "tacred" else "per:title", "founded_by": "no_relation"}
-    rows = []
-    for row in _rows(write_custom_dataset(tmp_path / "src") / "test.txt")[:30]:
-        row["relation"] = labels[row["relation"]]
-        row["h"]["type"], row["t"]["type"] = types[row["h"]["type"]], types[row["t"]["type"]]
-        rows.append(row)
+    rows = [as_tacred(row, name) for row in _rows(write_custom_dataset(tmp_path / "src") / "test.txt")[:30]]
     twin, official = tmp_path / "data" / "jsonl" / name, tmp_path / "data" / name
     twin.mkdir(parents=True)
     official.mkdir(parents=True)
@@ -159,14 +145,14 @@ def test_the_official_tacred_json_loads_to_the_same_samples_as_its_knowprompt_tw
         _write_rows(twin / f"{split}.txt", rows)
         target = "dev" if split == "val" else split
         target += "_rev" if name == "tacrev" and split != "train" else ""
-        (official / f"{target}.json").write_text(json.dumps([_official(r, i) for i, r in enumerate(rows)]))
+        (official / f"{target}.json").write_text(json.dumps([official_tacred(r, f"ex{i}") for i, r in enumerate(rows)]))
     monkeypatch.setenv("REDPO_DATA_DIR", str(tmp_path / "data"))
     from_official = splits.load_split(load_profile("smoke", {"dataset.name": name, "dataset.relations": None}), "test")
     from_jsonl = splits.load_split(load_profile("smoke", {"dataset.name": name, "dataset.relations": None,
                                                           "dataset.path": f"jsonl/{name}"}), "test")
     assert from_official == from_jsonl and len(from_official) == 30
     assert from_official[0].meta["id"] == "ex0" and from_official[0].head_type in {"PERSON", "ORGANIZATION"}
-    bad = [_official(r, i) for i, r in enumerate(rows)]
+    bad = [official_tacred(r, f"ex{i}") for i, r in enumerate(rows)]
     del bad[3]["obj_end"]
     (official / ("test_rev.json" if name == "tacrev" else "test.json")).write_text(json.dumps(bad))
     with pytest.raises(DataError, match=r"\.json: item 3 \(id 'ex3'\): missing \['obj_end'\]"):

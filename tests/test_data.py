@@ -17,7 +17,7 @@ from redpo.config import load_profile
 from redpo.core.io import DataError
 from redpo.core.relations import get_schema
 from redpo.core.sample import RESample
-from redpo.data import fetch, formats, overview, splits
+from redpo.data import check, fetch, formats, overview, splits
 
 SEMEVAL = get_schema("semeval")
 
@@ -55,12 +55,12 @@ def test_knowprompt_types_are_kept(fx: Path) -> None:
     ("name", "needle"),
     [
         ("bad_json.txt", "bad_json.txt:2: not valid JSON"),
-        ("span_out_of_range.txt", "span_out_of_range.txt:2: bad entity span"),
+        ("span_out_of_range.txt", 'span_out_of_range.txt:2: "t" span [3, 9] is out of range'),
         (
             "unknown_label.txt",
             "unknown_label.txt:2: unknown relation 'Causes-Effect(e1,e2)' for dataset 'semeval'",
         ),
-        ("missing_key.txt", "missing_key.txt:2: missing key 'pos'"),
+        ("missing_key.txt", 'missing_key.txt:2: "t" has no "pos" (missing key \'pos\')'),
         ("no_such_file.txt", "no_such_file.txt: JSONL file not found"),
     ],
 )
@@ -350,26 +350,6 @@ def test_notebook_00_overview_writes_the_kshot_files_and_data_json(data_root: Pa
 
 
 # ---- bad input: one error line naming the file, the line and the fix ----------------------------------------
-@pytest.fixture()
-def small_semeval(data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The first 10 lines of each label of each real SemEval split in a private data folder (REDPO_DATA_DIR)."""
-    src = data_root / "semeval2010_task8" / "knowprompt_split"
-    dst = tmp_path / "semeval2010_task8" / "knowprompt_split"
-    dst.mkdir(parents=True)
-    (dst / "rel2id.json").write_bytes((src / "rel2id.json").read_bytes())
-    for name in ("train.txt", "val.txt", "test.txt"):
-        seen: Counter[str] = Counter()
-        keep = []
-        for line in (src / name).read_bytes().splitlines(keepends=True):
-            label = json.loads(line)["relation"]
-            seen[label] += 1
-            if seen[label] <= 10:
-                keep.append(line)
-        (dst / name).write_bytes(b"".join(keep))
-    monkeypatch.setenv("REDPO_DATA_DIR", str(tmp_path))
-    return dst
-
-
 def test_a_bad_byte_is_named_by_file_line_and_offset(small_semeval: Path) -> None:
     train = small_semeval / "train.txt"
     lines = train.read_bytes().splitlines(keepends=True)
@@ -389,19 +369,19 @@ def test_a_byte_order_mark_is_accepted(small_semeval: Path) -> None:
 
 def test_an_empty_split_or_a_label_without_training_samples_is_refused(small_semeval: Path) -> None:
     profile = load_profile("smoke")
-    assert splits.check_splits(profile) == []
+    assert check.check_profile(profile).errors == []
     (small_semeval / "val.txt").write_text("")
-    with pytest.raises(DataError, match=r"val.txt: no samples of the profile's dataset.relations"):
-        splits.check_splits(profile)
+    with pytest.raises(DataError, match=r"val.txt: the val split holds no sample"):
+        check.require_valid(profile)
     (small_semeval / "val.txt").write_bytes((small_semeval / "test.txt").read_bytes())
     train = small_semeval / "train.txt"
     keep = [line for line in train.read_text().splitlines(keepends=True) if '"Component-Whole(e2,e1)"' not in line]
     train.write_text("".join(keep))
     with pytest.raises(DataError, match=r"train.txt: no training sample of \['Component-Whole\(e2,e1\)'\]"):
-        splits.check_splits(profile)
+        check.require_valid(profile)
     everything = load_profile("smoke", {"dataset.relations": None})  # no label asked for: a warning only
-    warning = splits.check_splits(everything)[0]  # real SemEval's train file holds no Entity-Destination(e2,e1)
-    assert "no training sample of ['Component-Whole(e2,e1)', 'Entity-Destination(e2,e1)']" in warning
+    warnings = check.require_valid(everything)  # real SemEval's train file holds no Entity-Destination(e2,e1)
+    assert "no train sample of ['Component-Whole(e2,e1)', 'Entity-Destination(e2,e1)']" in warnings[0]
 
 
 def test_run_exits_2_with_one_line_when_the_data_is_missing(tmp_path: Path) -> None:

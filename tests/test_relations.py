@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from redpo.core.io import DataError
 from redpo.core.relations import BUILT_IN_SCHEMAS, UnknownLabelError, get_schema, load_schema_file, undirected
 
 
@@ -57,7 +58,7 @@ def test_fewrel_schema_from_pid2name(fixtures_dir: Path, tmp_path: Path) -> None
     assert schema.labels == ("P17", "P177", "P9999") and schema.negative_label is None
     assert schema.explain("P177").startswith("crosses: obstacle")
     assert schema.explain("P9999") == "made up"  # "No description defined" is not a description
-    with pytest.raises(FileNotFoundError, match=r"pid2name\.json"):
+    with pytest.raises(DataError, match=r"pid2name\.json"):
         get_schema("fewrel", tmp_path)
 
 
@@ -116,5 +117,5 @@ def test_a_custom_schema_takes_rel2id_order_and_refuses_what_cannot_work(tmp_pat
                          / "relations.yaml", "custom")
     with pytest.raises(ValueError, match="directions: suffix, but"):
         load_schema_file(_schema_file(tmp_path, "directions: suffix\n" + GOOD) / "relations.yaml", "custom")
-    with pytest.raises(FileNotFoundError, match="--draft-relations"):
+    with pytest.raises(DataError, match="--draft-relations"):
         get_schema("custom", tmp_path / "empty")

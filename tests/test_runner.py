@@ -10,8 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import nbformat
 import pytest
+from fakes import write_notebook
 
 from redpo.__main__ import BENCHMARKS, format_table, parse_overrides
 from redpo.config import load_profile
@@ -22,17 +22,6 @@ from redpo.run.runner import RunnerError, discover
 def redpo_cli(*args: str, data_root: Path, results: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "REDPO_RESULTS_DIR": str(results), "REDPO_DATA_DIR": str(data_root)}
     return subprocess.run([sys.executable, "-m", "redpo", *args], capture_output=True, text=True, env=env, timeout=900)
-
-
-def write_notebook(path: Path, *sources: str) -> Path:
-    """A minimal notebook honouring the contract: typed ``parameters`` cell first, then ``sources``."""
-    params = nbformat.v4.new_code_cell(
-        'profile: str = "cpu"\nresults_dir: str = ""\noverrides: dict = {}', metadata={"tags": ["parameters"]}
-    )
-    nb = nbformat.v4.new_notebook(cells=[params, *(nbformat.v4.new_code_cell(s) for s in sources)])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, path)
-    return path
 
 
 @pytest.mark.slow

@@ -21,7 +21,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from redpo.config import DEFAULT_PATHS, data_dir
+from redpo.config import DEFAULT_PATHS, data_dir, yaml_problem
+from redpo.core.io import DataError
 
 DATASETS = ("semeval", "tacred", "tacrev", "retacred", "fewrel", "custom")
 BUILT_IN_SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
@@ -175,30 +176,32 @@ class SchemaFile(BaseModel):
 def load_schema_file(path: Path, dataset: str, label_order: list[str] | None = None) -> RelationSchema:
     """A :class:`RelationSchema` from a ``relations.yaml``; ``label_order`` (rel2id ids) reorders the labels.
 
-    Every problem is a ValueError naming the file and the fix; an explanation still holding the draft
-    placeholder names its label."""
+    Every problem is a :class:`DataError` (one line) naming the file and the fix; an explanation still holding the
+    draft placeholder names its label."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: relation schema not found; write one (`python -m redpo data "
-                                f"--draft-relations {path.parent}` drafts it from rel2id.json and the data)")
+        raise DataError(f"{path}: relation schema not found; write one (`python -m redpo data "
+                        f"--draft-relations {path.parent}` drafts it from rel2id.json and the data)")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
         spec = SchemaFile.model_validate(raw)
-    except yaml.YAMLError as err:
-        raise ValueError(f"{path}: not valid YAML ({err}); fix the file") from None
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not UTF-8 (byte offset {err.start}); re-save the file as UTF-8") from None
+    except yaml.YAMLError as err:  # a tag such as !!python/object lands here too: safe_load builds no object
+        raise DataError(f"{path}: not valid YAML ({yaml_problem(err)}); fix the file (plain YAML, no tags)") from None
     except ValidationError as err:
         where = "; ".join(f"{'.'.join(str(x) for x in e['loc']) or '<root>'}: {e['msg']}" for e in err.errors())
-        raise ValueError(f"{path}: {where}; see the README, 'Your own dataset'") from None
+        raise DataError(f"{path}: {where}; see the README, 'Your own dataset'") from None
     todo = [lab for lab, e in spec.labels.items() if PLACEHOLDER in e.explanation]
     if todo:
-        raise ValueError(f"{path}: the explanation of {todo[0]!r} is still the draft placeholder {PLACEHOLDER!r} "
+        raise DataError(f"{path}: the explanation of {todo[0]!r} is still the draft placeholder {PLACEHOLDER!r} "
                          f"({len(todo)} label(s) left); write one line saying what the label means")
     labels = list(spec.labels)
     if label_order is not None:
         if sorted(label_order) != sorted(labels):
             only_ids = sorted(set(label_order) - set(labels))
             only_file = sorted(set(labels) - set(label_order))
-            raise ValueError(f"{path}: labels differ from rel2id.json (only in rel2id.json: {only_ids[:5]}; only "
+            raise DataError(f"{path}: labels differ from rel2id.json (only in rel2id.json: {only_ids[:5]}; only "
                              f"here: {only_file[:5]}); make both name the same labels")
         labels = list(label_order)
     return RelationSchema(
@@ -214,15 +217,15 @@ def load_schema_file(path: Path, dataset: str, label_order: list[str] | None = N
 def _fewrel_schema(root: Path) -> RelationSchema:
     path = root / "pid2name.json"
     if not path.is_file():
-        raise FileNotFoundError(
+        raise DataError(
             f"{path} not found; FewRel's schema needs pid2name.json from thunlp/FewRel data/ — "
             "run `make data` (or copy it there) and retry"
         )
     try:
         pid2name = json.loads(path.read_text())
         explanations = {pid: _fewrel_line(name, desc) for pid, (name, desc) in pid2name.items()}
-    except (json.JSONDecodeError, ValueError, TypeError) as err:
-        raise ValueError(
+    except (ValueError, TypeError, AttributeError) as err:
+        raise DataError(
             f"{path}: expected {{pid: [name, description]}} JSON ({err}); re-copy the file"
         ) from None
     labels = tuple(sorted(explanations, key=lambda p: (len(p), p)))  # P17 < P131 < P1001
@@ -246,16 +249,44 @@ def canonical_name(dataset_name: str) -> str:
     return key
 
 
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """``json.loads`` hook: a label written twice is an error, where plain ``json`` keeps the last id silently."""
+    seen: dict[str, object] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise DataError(f"label {key!r} is listed twice")
+        seen[key] = value
+    return seen
+
+
 def rel2id_order(folder: Path) -> list[str] | None:
-    """The labels of ``<folder>/rel2id.json`` in id order, or None when the file is absent."""
+    """The labels of ``<folder>/rel2id.json`` in id order, or None when the file is absent.
+
+    The ids order the labels (the RE model's output units), so a file that is not one JSON object of distinct
+    labels to distinct integer ids is a :class:`DataError`: two labels under one id would have no order at all."""
     path = Path(folder) / "rel2id.json"
     if not path.is_file():
         return None
+    fix = "write one JSON object {label: id} with a distinct integer id per label"
     try:
-        ids = json.loads(path.read_text(encoding="utf-8-sig"))
-        return sorted(ids, key=lambda lab: int(ids[lab]))
-    except (ValueError, TypeError, AttributeError) as err:
-        raise ValueError(f"{path}: expected {{label: id}} JSON ({err}); fix the file") from None
+        ids = json.loads(path.read_text(encoding="utf-8-sig"), object_pairs_hook=_unique_keys)
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not UTF-8 (byte offset {err.start}); re-save the file as UTF-8") from None
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}:{err.lineno}: not valid JSON ({err.msg}); {fix}") from None
+    except DataError as err:
+        raise DataError(f"{path}: {err}; {fix}") from None
+    if not isinstance(ids, dict) or not ids:
+        raise DataError(f"{path}: expected a non-empty JSON object, got {type(ids).__name__}; {fix}")
+    bad = [lab for lab, i in ids.items() if not isinstance(i, int) or isinstance(i, bool)]
+    if bad:
+        raise DataError(f"{path}: the id of {bad[0]!r} is {ids[bad[0]]!r}, not an integer; {fix}")
+    by_id: dict[object, str] = {}
+    for lab, i in ids.items():
+        if i in by_id:
+            raise DataError(f"{path}: labels {by_id[i]!r} and {lab!r} share id {i}; {fix}")
+        by_id[i] = lab
+    return sorted(ids, key=lambda lab: ids[lab])
 
 
 def get_schema(dataset_name: str, data_root: Path | None = None) -> RelationSchema:

@@ -10,13 +10,15 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from redpo.core.io import DataError, iter_jsonl, require_file
 from redpo.core.relations import RelationSchema, UnknownLabelError
 from redpo.core.sample import MarkedTextError, RESample
 
-__all__ = ["DataError", "load_fewrel", "load_knowprompt_jsonl", "load_semeval_official", "load_tacred_json"]
+__all__ = ["DataError", "load_fewrel", "load_knowprompt_jsonl", "load_semeval_official", "load_tacred_json",
+           "row_problems", "samples_from_rows", "split_rows"]
 
 
 def _check_label(label: str, schema: RelationSchema | None, where: str) -> None:
@@ -30,38 +32,130 @@ def _check_label(label: str, schema: RelationSchema | None, where: str) -> None:
         ) from None
 
 
-def _sample_from_row(row: dict[str, Any], where: str, schema: RelationSchema | None) -> RESample:
-    """One KnowPrompt row -> RESample. Types come from ``h.type``/``t.type`` or ``subj_type``/``obj_type``."""
-    try:
-        tokens, h, t, relation = row["token"], row["h"], row["t"], row["relation"]
-        head, tail = h["pos"], t["pos"]
-    except KeyError as err:
-        raise DataError(
-            f"{where}: missing key {err.args[0]!r}; a KnowPrompt row needs "
-            '"token", "h": {"name", "pos"}, "t": {"name", "pos"} and "relation"'
-        ) from None
-    except TypeError:
-        raise DataError(
-            f'{where}: "h" and "t" must be objects with a "pos" [start, end) list; fix the row'
-        ) from None
-    _check_label(relation, schema, where)
-    try:
-        return RESample(
-            tuple(tokens),
-            tuple(head),
-            tuple(tail),
-            relation,
-            h.get("type") or row.get("subj_type"),
-            t.get("type") or row.get("obj_type"),
-        )
-    except (ValueError, TypeError, IndexError) as err:
-        raise DataError(f"{where}: bad entity span ({err}); spans are [start, end) token indices") from None
+# ---- one rule for a row, shared by the loaders and `data --check` ------------------------------------------------
+ROW_SHAPE = '"token": [...], "h": {"name", "pos": [start, end)}, "t": {...} and "relation"'
+ENTITY_TYPE_KEYS = {"h": "subj_type", "t": "obj_type"}
+"""Where a KnowPrompt row may give an entity's type besides ``h.type`` / ``t.type`` (TACRED's conversion)."""
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _span_problem(row: dict[str, Any], role: str, n_tokens: int | None, types: set[str] | None) -> str | None:
+    entity = row.get(role)
+    if entity is None:
+        return f"missing key {role!r}; a KnowPrompt row needs {ROW_SHAPE}; fix the row"
+    if not isinstance(entity, dict):
+        return f'"{role}" is a {type(entity).__name__}, not an object {{"name", "pos": [start, end)}}; fix the row'
+    pos = entity.get("pos")
+    if pos is None:
+        return f'"{role}" has no "pos" (missing key \'pos\'); give the entity\'s [start, end) token span'
+    if not isinstance(pos, list) or len(pos) != 2 or not all(_is_int(i) for i in pos):
+        return (f'"{role}" span {json.dumps(pos)} is not two integers [start, end); spans are token indices, end '
+                "exclusive: fix the span")
+    start, end = pos
+    if n_tokens is not None and not 0 <= start < end <= n_tokens:
+        return (f'"{role}" span {pos} is out of range or empty for {n_tokens} tokens; spans are [start, end) token '
+                "indices: fix the span")
+    kind = entity.get("type") or row.get(ENTITY_TYPE_KEYS[role])
+    if kind is not None and not isinstance(kind, str):
+        return f'"{role}" has entity type {kind!r}, not a string; fix the type'
+    if types is not None and kind is not None and kind not in types:
+        return f'"{role}" has entity type {kind!r}, which relations.yaml\'s entity_types does not list; fix the type'
+    return None
+
+
+def row_problems(row: dict[str, Any], schema: RelationSchema | None) -> list[str]:
+    """Every problem of one KnowPrompt-shaped row, each with its fix.
+
+    The one rule: the loaders raise the first problem and build nothing from a row with one; ``data --check`` lists
+    them all. Nothing is coerced: a ``token`` string is not split into characters, a span ``[0.0, 1.5]`` is not
+    truncated, so a row is used as written or refused."""
+    problems: list[str] = []
+    tokens = row.get("token")
+    n_tokens: int | None = None
+    if not isinstance(tokens, list) or not tokens:
+        shown = f"a {type(tokens).__name__}" if tokens is not None else "missing"
+        problems.append(f'"token" is {shown}, not a non-empty list of token strings; write ["w1", "w2", ...]')
+    else:
+        bad = next((i for i, tok in enumerate(tokens) if not isinstance(tok, str) or not tok.strip()), None)
+        if bad is None:
+            n_tokens = len(tokens)
+        else:
+            problems.append(f'"token" item {bad} is {tokens[bad]!r}, not a word; every token is a non-blank string: '
+                            "fix the tokens (and shift the spans)")
+    relation = row.get("relation")
+    if not isinstance(relation, str):
+        problems.append(f'"relation" is {"missing" if relation is None else repr(relation)}, not a label string; '
+                        f"a KnowPrompt row needs {ROW_SHAPE}: fix the row")
+    elif schema is not None and relation not in schema:
+        shown = ", ".join(schema.labels[:12]) + (", ..." if len(schema.labels) > 12 else "")
+        problems.append(f"unknown relation {relation!r} for dataset {schema.dataset!r} ({len(schema.labels)} labels: "
+                        f"{shown}); fix the label" + (", or add it to rel2id.json and relations.yaml"
+                                                       if schema.dataset == "custom" else ""))
+    types = set(schema.entity_types) if schema is not None and schema.entity_types else None
+    spans_ok = True
+    for role in ("h", "t"):
+        problem = _span_problem(row, role, n_tokens, types)
+        if problem:
+            problems.append(problem)
+            spans_ok = False
+    if spans_ok and n_tokens is not None:
+        (hs, he), (ts, te) = row["h"]["pos"], row["t"]["pos"]
+        if hs < te and ts < he:
+            problems.append(f'"h" span [{hs}, {he}) and "t" span [{ts}, {te}) overlap; the head and the tail are '
+                            "two different token spans: fix one")
+    return problems
+
+
+def row_id(row: dict[str, Any]) -> str | None:
+    """A row's ``id`` as a string (what duplicates are found by), or None when it has none."""
+    return None if row.get("id") is None else str(row["id"])
+
+
+def samples_from_rows(rows: Iterable[tuple[str, dict[str, Any]]], schema: RelationSchema | None, *,
+                      keep_id: bool = False) -> list[RESample]:
+    """``(where, row)`` pairs -> samples; the first problem of any row (:func:`row_problems`), or an id seen twice
+    in this file, is a :class:`DataError` naming ``where``. ``keep_id`` puts the row's id in ``meta``."""
+    out: list[RESample] = []
+    seen: dict[str, str] = {}
+    for where, row in rows:
+        problems = row_problems(row, schema)
+        if problems:
+            raise DataError(f"{where}: {problems[0]}")
+        key = row_id(row)
+        if key is not None:
+            if key in seen:
+                raise DataError(f"{where}: duplicate id {key!r} (first at {seen[key]}); ids must be unique: fix or "
+                                "drop one of the rows")
+            seen[key] = where
+        h, t = row["h"], row["t"]
+        out.append(RESample(
+            tuple(row["token"]), tuple(h["pos"]), tuple(t["pos"]), row["relation"],
+            h.get("type") or row.get(ENTITY_TYPE_KEYS["h"]), t.get("type") or row.get(ENTITY_TYPE_KEYS["t"]),
+            meta={"id": key} if keep_id and key is not None else {},
+        ))
+    return out
+
+
+def knowprompt_rows(path: Path | str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``(file:line, row)`` for every row of a KnowPrompt JSONL file."""
+    path = Path(path)
+    for lineno, row in iter_jsonl(path):
+        yield f"{path}:{lineno}", row
+
+
+def split_rows(path: Path | str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The KnowPrompt-shaped rows of a split file in either format redpo reads it in: TACRED's official ``.json``
+    or KnowPrompt JSONL (anything else)."""
+    return tacred_rows(path) if Path(path).suffix == ".json" else knowprompt_rows(path)
 
 
 def load_knowprompt_jsonl(path: Path | str, schema: RelationSchema | None = None) -> list[RESample]:
-    """KnowPrompt's ``train/val/test.txt`` (SemEval and the TACRED family); ``schema`` validates labels."""
-    path = Path(path)
-    return [_sample_from_row(row, f"{path}:{lineno}", schema) for lineno, row in iter_jsonl(path)]
+    """KnowPrompt's ``train/val/test.txt`` (SemEval and the TACRED family); ``schema`` validates labels and entity
+    types."""
+    return samples_from_rows(knowprompt_rows(path), schema)
 
 
 def read_text_checked(path: Path) -> str:
@@ -94,32 +188,37 @@ def read_json_file(path: Path, what: str, fix: str, kind: type, shape: str) -> A
 TACRED_KEYS = ("id", "token", "relation", "subj_start", "subj_end", "obj_start", "obj_end", "subj_type", "obj_type")
 
 
-def load_tacred_json(path: Path | str, schema: RelationSchema | None = None) -> list[RESample]:
-    """TACRED's official ``train/dev/test.json`` (LDC2018T24; TACREV's ``dev_rev.json``/``test_rev.json`` and
-    Re-TACRED's files have the same layout): one JSON list of objects with ``token``, inclusive
-    ``subj_start``/``subj_end``/``obj_start``/``obj_end``, ``subj_type``/``obj_type``, ``relation`` and ``id``.
+def _exclusive_end(end: Any) -> Any:
+    """TACRED's inclusive end as KnowPrompt's exclusive one; a non-integer is passed on for the row check to name."""
+    return end + 1 if _is_int(end) else end
 
-    The subject is the head (e1) and the object the tail (e2), as in KnowPrompt's conversion; spans become
-    ``[start, end + 1)``. Tokens are kept as released (``-LRB-`` stays ``-LRB-``)."""
+
+def tacred_rows(path: Path | str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``(where, row)`` for every example of TACRED's official JSON, converted to a KnowPrompt row: the subject is
+    the head (e1) and the object the tail (e2), as in KnowPrompt's conversion; spans become ``[start, end + 1)``.
+    An example that is not an object or lacks a key is a :class:`DataError`."""
     path = Path(path)
     items = read_json_file(path, "TACRED JSON file", "copy it from your LDC release (see README 'TACRED')", list,
                            "a JSON list of examples (TACRED's official format)")
-    out = []
     for i, item in enumerate(items):
         where = f"{path}: item {i}" + (f" (id {item.get('id')!r})" if isinstance(item, dict) else "")
         missing = [k for k in TACRED_KEYS if not isinstance(item, dict) or k not in item]
         if missing:
             raise DataError(f"{where}: missing {missing}; every example needs {', '.join(TACRED_KEYS)}")
-        _check_label(item["relation"], schema, where)
-        try:
-            out.append(RESample(
-                tuple(item["token"]), (item["subj_start"], item["subj_end"] + 1),
-                (item["obj_start"], item["obj_end"] + 1), item["relation"], item["subj_type"], item["obj_type"],
-                meta={"id": str(item["id"])},
-            ))
-        except (ValueError, TypeError) as err:
-            raise DataError(f"{where}: bad entity span ({err}); spans are inclusive token indices") from None
-    return out
+        yield where, {
+            "id": item["id"], "token": item["token"], "relation": item["relation"],
+            "h": {"pos": [item["subj_start"], _exclusive_end(item["subj_end"])], "type": item["subj_type"]},
+            "t": {"pos": [item["obj_start"], _exclusive_end(item["obj_end"])], "type": item["obj_type"]},
+        }
+
+
+def load_tacred_json(path: Path | str, schema: RelationSchema | None = None) -> list[RESample]:
+    """TACRED's official ``train/dev/test.json`` (LDC2018T24; TACREV's ``dev_rev.json``/``test_rev.json`` and
+    Re-TACRED's files have the same layout): one JSON list of objects with ``token``, inclusive
+    ``subj_start``/``subj_end``/``obj_start``/``obj_end``, ``subj_type``/``obj_type``, ``relation`` and ``id``
+    (kept as ``meta["id"]``). Tokens are kept as released (``-LRB-`` stays ``-LRB-``); rows are checked by
+    :func:`row_problems` like KnowPrompt's."""
+    return samples_from_rows(tacred_rows(path), schema, keep_id=True)
 
 
 # ---- SemEval official format ---------------------------------------------------------------------------
@@ -205,6 +304,8 @@ def _fewrel_sample(row: dict[str, Any], pid: str, where: str) -> RESample:
         raise DataError(
             f"{where}: h/t must be [name, wikidata_id, [[token indices], ...]]; fix the row"
         ) from None
+    if not isinstance(tokens, list) or not all(isinstance(tok, str) for tok in tokens):
+        raise DataError(f'{where}: "tokens" must be a list of token strings, got {type(tokens).__name__}; fix the row')
     keep = [i for i, tok in enumerate(tokens) if tok.strip()]
     new_index = {old: new for new, old in enumerate(keep)}
     new_tokens = tuple(tokens[i] for i in keep)
@@ -212,7 +313,8 @@ def _fewrel_sample(row: dict[str, Any], pid: str, where: str) -> RESample:
     def spans(mentions: Any, role: str) -> list[tuple[int, int]]:
         out = []
         for mention in mentions:
-            bad = not mention or any(not isinstance(i, int) or not 0 <= i < len(tokens) for i in mention)
+            bad = not isinstance(mention, list) or not mention or any(
+                not _is_int(i) or not 0 <= i < len(tokens) for i in mention)
             kept = [] if bad else [new_index[i] for i in mention if i in new_index]
             if not kept:
                 raise DataError(

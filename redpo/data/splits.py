@@ -7,8 +7,6 @@ sentences.
 
 from __future__ import annotations
 
-from collections import Counter
-
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -46,15 +44,19 @@ def _tacred_missing(name: str, folder: Path) -> DataError:
     )
 
 
-def split_path(profile: Profile, split: Split) -> Path:
-    """The file ``load_split`` reads for ``split`` (raises DataError when it is missing)."""
+def find_split_file(folder: Path, name: str, split: Split) -> Path:
+    """The file of ``split`` in a dataset ``folder`` of dataset ``name`` (a :class:`DataError` when it is missing).
+
+    KnowPrompt JSONL first (``val.txt`` or ``dev.txt`` for the dev split), then, for the TACRED family, the official
+    JSON release. A folder holding both ``val.txt`` and ``dev.txt`` is refused: which one a run reads must not
+    depend on a precedence rule the user may not know."""
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
-    name, folder = profile.dataset.name, profile.dataset_dir
     if not folder.is_dir():
         if name in TACRED_FAMILY:
             raise _tacred_missing(name, folder)
-        raise DataError(f"{folder}: {name} data folder not found; run `make data` (or set REDPO_DATA_DIR)")
+        fix = "point dataset.path at it" if name == "custom" else "run `make data` (or set REDPO_DATA_DIR)"
+        raise DataError(f"{folder}: {name} data folder not found; {fix}")
     if name == "fewrel":
         if split == "test":
             raise DataError(f"{folder}: FewRel's test set was never released; use the train or val split")
@@ -62,6 +64,10 @@ def split_path(profile: Profile, split: Split) -> Path:
             folder / f"{split}_wiki.json", "FewRel split", "copy it from thunlp/FewRel data/ into this folder"
         )
     candidates = [folder / f"{split}.txt"] + ([folder / "dev.txt"] if split == "val" else [])
+    both = [p for p in candidates if p.is_file()]
+    if len(both) > 1:
+        raise DataError(f"{folder}: both val.txt and dev.txt are here, and only one can be the dev split; remove "
+                        "or rename the other")
     if name in TACRED_FAMILY:  # the official JSON release, read directly, after KnowPrompt's JSONL
         official = "dev" if split == "val" else split
         candidates += [folder / f"{official}_rev.json"] * (name == "tacrev" and split != "train")
@@ -71,9 +77,14 @@ def split_path(profile: Profile, split: Split) -> Path:
             return path
     if name in TACRED_FAMILY:
         raise _tacred_missing(name, folder)
-    raise DataError(
-        f"{candidates[0]}: {split} split not found; run `make data` to restore the KnowPrompt files"
-    )
+    fix = "add it in KnowPrompt JSONL (one sample per line)" if name == "custom" else (
+        "run `make data` to restore the KnowPrompt files")
+    raise DataError(f"{candidates[0]}: {split} split not found; {fix}")
+
+
+def split_path(profile: Profile, split: Split) -> Path:
+    """The file ``load_split`` reads for ``split`` (raises DataError when it is missing)."""
+    return find_split_file(profile.dataset_dir, profile.dataset.name, split)
 
 
 def load_split(profile: Profile, split: Split) -> list[RESample]:
@@ -90,42 +101,20 @@ def load_split(profile: Profile, split: Split) -> list[RESample]:
     wanted = profile.dataset.relations
     if wanted is None:
         return samples
-    unknown = [r for r in wanted if r not in schema]
-    if unknown:
-        raise DataError(
-            f"profile {profile.name!r}: dataset.relations has labels not in {name}: {unknown}; "
-            "fix them in the profile YAML; quote labels that contain commas, since a YAML flow list "
-            f"[a, b] splits `Cause-Effect(e1,e2)` at the comma (known: {', '.join(schema.labels)})"
-        )
+    unknown_relations(profile, schema)
     keep = set(wanted)
     return [s for s in samples if s.relation in keep]
 
 
-def check_splits(profile: Profile) -> list[str]:
-    """Load train, dev and test once and refuse data no notebook could use, before any notebook starts.
-
-    An empty split, or a label of ``dataset.relations`` without a single training sample (K-shot sampling could
-    not give it a demonstration or a training sample), is a :class:`DataError` naming the file and the fix.
-    Without ``dataset.relations`` a label the test split holds but the training split lacks is only a warning
-    (returned): the KnowPrompt SemEval train file has no ``Entity-Destination(e2,e1)``, one test sentence does.
-    """
-    loaded = {split: load_split(profile, split) for split in ("train", "val", "test")}
-    wanted = profile.dataset.relations
-    where = "" if wanted is None else " of the profile's dataset.relations"
-    for split, samples in loaded.items():
-        if not samples:
-            raise DataError(f"{split_path(profile, split)}: no samples{where}; re-copy the file (`make data`) or "
-                            "fix dataset.relations")
-    have = Counter(s.relation for s in loaded["train"])
-    if wanted is not None:
-        missing = [r for r in wanted if not have[r]]
-        if missing:
-            raise DataError(f"{split_path(profile, 'train')}: no training sample of {missing}; K-shot sampling "
-                            "needs at least one per label: re-copy the file or drop them from dataset.relations")
-        return []
-    unseen = sorted({s.relation for s in loaded["test"]} - set(have))
-    return [f"{split_path(profile, 'train')}: no training sample of {unseen}, which the test split holds; they "
-            "get no K-shot sample and count as errors for every arm"] if unseen else []
+def unknown_relations(profile: Profile, schema: RelationSchema) -> None:
+    """Refuse labels of ``dataset.relations`` the dataset does not have (a :class:`DataError` naming them)."""
+    unknown = [r for r in profile.dataset.relations or () if r not in schema]
+    if unknown:
+        raise DataError(
+            f"profile {profile.name!r}: dataset.relations has labels not in {profile.dataset.name}: {unknown}; "
+            "fix them in the profile YAML; quote labels that contain commas, since a YAML flow list "
+            f"[a, b] splits `Cause-Effect(e1,e2)` at the comma (known: {', '.join(schema.labels)})"
+        )
 
 
 # ---- K-shot (KnowPrompt's generate_k_shot.py) -------------------------------------------------------------

@@ -1,17 +1,24 @@
 """Run the numbered notebooks in order through papermill, one profile at a time.
 
 The notebooks are the pipeline: each reads what earlier ones wrote under ``results/<profile>/``. The runner
-only injects the parameters, keeps executed copies beside the results, stops at the first failure with the
-notebook and cell that failed, and records status and timing in the manifest after every notebook.
+validates the data first (the same check as ``data --check``), injects the parameters, keeps executed copies beside
+the results, stops at the first failure with the notebook and cell that failed, and records status and timing in
+the manifest after every notebook. SIGINT (Ctrl-C) and SIGTERM stop it cleanly: papermill shuts the kernel down
+(interrupting the cell first, so the kernel's own ``finally`` blocks stop its llama-server; a server that outlives
+them dies with the kernel by ``PR_SET_PDEATHSIG``), the manifest marks the notebook ``interrupted``, and
+:class:`Interrupted` carries the signal out to the CLI's exit code.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import signal
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,8 +29,8 @@ from redpo.core.io import ResultsDir
 from redpo.core.lock import hold_results
 from redpo.core.manifest import now, record_notebook, start_run
 from redpo.core.replay import prepare_replay, replay_dir
+from redpo.data.check import require_valid
 from redpo.data.fetch import data_file_hashes
-from redpo.data.splits import check_splits
 from redpo.run.segments import recorded_segment, wall_times
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
@@ -39,6 +46,64 @@ class RunnerError(ValueError):
 
 class NotebookFailed(RuntimeError):
     """A notebook raised; the message names the notebook, the cell and the error."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped the run; ``signum`` is the signal (the CLI exits with ``128 + signum``).
+
+    A ``KeyboardInterrupt``, so that libraries that clean up on Ctrl-C (papermill shutting its kernel down) do the
+    same on SIGTERM."""
+
+    def __init__(self, signum: int, detail: str = "") -> None:
+        super().__init__(detail or f"stopped by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """While inside, SIGINT and SIGTERM raise :class:`Interrupted` in the main thread.
+
+    Python's default SIGTERM ends the process on the spot, with no ``finally`` and no ``atexit`` (so no server stop
+    and no manifest entry); as an exception it unwinds like Ctrl-C. A signal the caller ignores (a job started in
+    the background of a script ignores SIGINT) stays ignored; the previous handlers come back on the way out."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, _frame: object) -> None:
+        raise Interrupted(signum)
+
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig, handler in previous.items():
+        if handler is not signal.SIG_IGN:
+            signal.signal(sig, interrupt)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _drop_abandoned_task_reports() -> None:
+    """Silence what papermill's event loop would print about the tasks the signal cut short.
+
+    The signal stops the loop in the middle of a cell; the cell's task ends later (the kernel answers the interrupt
+    with an error) or is destroyed at exit, and asyncio reports each with a traceback at interpreter exit. Both are
+    expected after an interrupt; anything else still goes to the loop's handler."""
+    from jupyter_core.utils import ensure_event_loop  # the loop papermill's synchronous calls run on
+
+    loop = ensure_event_loop()
+    previous = loop.get_exception_handler()
+
+    def handler(loop: Any, context: dict[str, Any]) -> None:
+        if "task" in context or "future" in context:
+            return
+        if previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
 
 
 @dataclass(frozen=True)
@@ -120,7 +185,7 @@ def run(
     root = Path(results_dir) if results_dir else results_root()
     results = ResultsDir(resolved, root=root)
     notebooks = discover(Path(notebooks_dir or NOTEBOOKS_DIR), only)
-    for warning in check_splits(resolved):  # missing, empty or unreadable data: one error line now
+    for warning in require_valid(resolved):  # `data --check`'s every error refuses the run before any kernel
         say(f"warning: {warning}")
     with hold_results(results.root):  # one writer per results folder; the kernels below inherit the lock
         kernel = choose_kernel()
@@ -139,6 +204,7 @@ def run(
             record_notebook(results, nb.name, entry, list_files=False)
             t0 = time.perf_counter()
             error = None
+            stopped: KeyboardInterrupt | None = None
             with recorded_segment(results, nb.name) as segment:
                 try:
                     pm.execute_notebook(
@@ -151,16 +217,25 @@ def run(
                     )
                 except PapermillExecutionError as err:
                     error = f"cell In [{err.exec_count}]: {err.ename}: {err.evalue}"
+                except KeyboardInterrupt as err:  # papermill has interrupted and shut down the kernel by now
+                    stopped = err
+                    _drop_abandoned_task_reports()
+                    error = f"interrupted by {signal.Signals(getattr(err, 'signum', signal.SIGINT)).name}"
                 except Exception as err:  # kernel death, unreadable notebook: still a clean, recorded failure
                     error = f"{type(err).__name__}: {err}"
-                segment["status"] = "failed" if error else "succeeded"
+                status = "interrupted" if stopped is not None else "failed" if error else "succeeded"
+                segment["status"] = status
             seconds = round(time.perf_counter() - t0, 2)
-            status = "failed" if error else "succeeded"
             entry.update(status=status, end=now(), seconds=seconds, error=error)
             record_notebook(results, nb.name, entry)
             for line in conflicts.new():
                 say(f"warning: {line}")
             done.append(NotebookResult(nb.name, status, seconds, error))
+            if stopped is not None:
+                signum = getattr(stopped, "signum", signal.SIGINT)
+                raise Interrupted(signum, f"{signal.Signals(signum).name} stopped {nb.name} after {seconds:.1f}s; its "
+                                  "kernel (and any llama-server it ran) is shut down and the manifest marks it "
+                                  "interrupted; run the same command again to resume") from None
             if error:
                 raise NotebookFailed(f"notebook {nb.name} failed after {seconds:.1f}s: {error} (executed copy with "
                                      f"the traceback: {output})")
