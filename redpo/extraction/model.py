@@ -187,6 +187,7 @@ def train_re_model(
     output_dir: Path | None = None,
     labels: Sequence[str] | None = None,
     epoch_size: int | None = None,
+    progress: bool = False,
 ) -> TrainedRE:
     """Fine-tune encoder + head on ``train``, early-stopping on ``dev`` micro-F1; returns the best epoch.
 
@@ -195,6 +196,8 @@ def train_re_model(
     ``epoch_size`` trains on ``train`` with the step schedule of a set of that many samples: an "epoch" (the
     evaluation interval, the unit of patience and of the cap) is ``ceil(epoch_size / batch_size)`` steps, the data
     cycling as needed. The step-matched manual control uses it to get exactly the mixed arms' step budget.
+    ``progress`` shows the Trainer's own bar (steps, time left): on for a single long training (the oracle), off
+    in the RE grid, whose own bar counts the runs.
     """
     if not train:
         raise ValueError("train_re_model got no training samples")
@@ -237,7 +240,7 @@ def train_re_model(
             greater_is_better=True,
             logging_strategy="steps" if plan.by_steps else "epoch",
             report_to=[],
-            disable_tqdm=True,
+            disable_tqdm=not progress,
             seed=seed,
             data_seed=seed,
             dataloader_num_workers=0,

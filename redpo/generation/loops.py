@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from redpo.config import GenerationConfig, Profile, SamplingConfig, derive
 from redpo.core.relations import RelationSchema
