@@ -155,6 +155,7 @@ def generate_arm(
         bar.update(1)
         bar.set_postfix(valid=sum(len(s.valid) for s in states), pending=len(pending))
         pending = [s for s in pending if not _finished(s, gen.n_per_relation, budget)]
+    bar.total = step  # every relation done before the step budget is a success, not a bar stopped short (red)
     bar.close()
     for s in states:
         samples[s.relation] = s.valid

@@ -210,6 +210,7 @@ def build_llama_server(*, jobs: int | None = None, progress: bool = True) -> Lla
         bar.set_postfix_str("compile")
         _run(["cmake", "--build", str(build), "--target", "llama-server", "-j", str(jobs)], log, "build",
              on_line=lambda line: advance(bar, line))
+        advance(bar, "[100%]")  # built: a bar short of 100 would read as a failure
         bar.close()
         (staging / "bin").mkdir()
         shutil.copy2(build / "bin" / "llama-server", staging / "bin" / "llama-server")
