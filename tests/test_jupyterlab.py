@@ -224,7 +224,7 @@ def test_notebooks_run_in_jupyterlab_without_errors_and_show_progress_as_widgets
         # tqdm.auto in a kernel with ipywidgets draws a widget: an HBox of label, progress bar and counts
         shown = browser.find_elements(By.CSS_SELECTOR, ".jp-NotebookPanel:not(.lm-mod-hidden) "
                                                        ".jp-OutputArea-output .widget-hbox")
-        bars[name] = [e.get_attribute("textContent") or "" for e in shown
+        bars[name] = [(e.get_attribute("textContent") or "").replace("\u2007", " ") for e in shown
                       if e.find_elements(By.CSS_SELECTOR, ".widget-hprogress")]
         saved_widgets = [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
         assert len(saved_widgets) >= len(bars[name]), name
