@@ -18,6 +18,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.text import Annotation
 
+from redpo.analysis.ladder import ladder_figure
 from redpo.analysis.re_tables import best_arm, per_relation_frame, summed_confusion
 from redpo.analysis.stats import FAILS, HOLDS, INCONCLUSIVE, NOT_RUN
 from redpo.analysis.tables import diversity_frame
@@ -251,6 +252,7 @@ FIGURES: dict[str, Callable[[ResultsDir], Figure]] = {
     "plateau_f1": plateau_f1,
     "plateau_yield": plateau_yield,
     "claims_forest": claims_forest,
+    "ladder_f1": ladder_figure,
 }
 """Every figure, in notebook order: ``figures/<name>.png|pdf``."""
 
