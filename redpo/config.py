@@ -380,7 +380,15 @@ class DPOConfig(_Strict):
     kind_mix: dict[str, float] = Field(
         default_factory=lambda: {"wrong_relation": 1.0, "near_copy": 1.0, "exact_copy": 1.0}
     )
-    """Relative weights of the rejected kinds; per relation, counts follow by largest remainder."""
+    """Relative weights of the rejected kinds; per relation, counts follow by largest remainder. The paper's three
+    are ``wrong_relation``, ``near_copy`` and ``exact_copy``; ``mirror_direction`` (the chosen sample with its two
+    entities' roles swapped, a sample of the reverse relation) teaches direction, where a relation has a reverse."""
+    chosen: Literal["random", "distinct"] = keyed_when_set("random", committed="cpu-full")
+    """Which gold sample is preferred at each chain step. ``random``: any gold sample not in the prompt (the
+    paper's). ``distinct``: of ``chosen_candidates`` drawn ones, the least similar to the prompt's demonstrations
+    (entity-masked), so the adapter is rewarded for the most diverse *correct* sample (DivPO's choice)."""
+    chosen_candidates: int = keyed_when_set(8, committed="cpu-full", ge=2)
+    """``chosen: distinct``: how many gold candidates each step chooses among."""
     precompute_ref_log_probs: bool = True
     checkpoint_steps: int = run_only(25, ge=0)
     """Save a resumable checkpoint (LoRA weights, optimiser, scheduler, RNG) every N optimiser steps; a killed
@@ -399,7 +407,7 @@ class DPOConfig(_Strict):
     @field_validator("kind_mix")
     @classmethod
     def _known_kinds(cls, v: dict[str, float]) -> dict[str, float]:
-        allowed = {"wrong_relation", "near_copy", "exact_copy"}
+        allowed = {"wrong_relation", "near_copy", "exact_copy", "mirror_direction"}
         unknown = set(v) - allowed
         if unknown:
             raise ValueError(f"unknown rejected kind(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
