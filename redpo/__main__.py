@@ -24,7 +24,7 @@ from redpo.core.lock import ResultsInUse, hold_results
 from redpo.core.manifest import record_rebuilt_files
 from redpo.core.replay import ReplayMiss
 from redpo.data.fetch import default_mirror, fetch_data
-from redpo.data.overview import describe_data
+from redpo.data.overview import overview_lines
 from redpo.models.registry import ModelError
 from redpo.run.runner import NotebookFailed, RunnerError, run, stop_on_signals
 
@@ -119,14 +119,7 @@ def cmd_data(args: argparse.Namespace) -> int:
             + ", ".join(f"{n} {what}" for what, n in sorted(done.items()))
         )
     profile = load_profile(args.profile, parse_overrides(args.param))
-    info = describe_data(profile)
-    print(f"dataset {info['dataset']} at {info['path']}")
-    rows = [
-        {"split": split, "samples": f"{s['count']:,}" if "count" in s else "missing"}
-        for split, s in info["splits"].items()
-    ]
-    print(format_table(rows))
-    print(f"{info['num_labels']} labels (negative: {info['negative_label']})")
+    print("\n".join(overview_lines(profile)))
     return 0
 
 
