@@ -27,7 +27,7 @@ from redpo.config import (
     load_profile,
     parse_override,
 )
-from redpo.core.io import DataError, ResultsDir, atomic_write, write_json
+from redpo.core.io import DataError, ResultsDir, write_json
 from redpo.core.lock import ResultsInUse, hold_results
 from redpo.core.manifest import record_rebuilt_files
 from redpo.core.replay import ReplayMiss
@@ -35,7 +35,7 @@ from redpo.data.fetch import default_mirror, fetch_data
 from redpo.data.overview import overview_lines
 from redpo.models.registry import ModelError
 from redpo.run.runner import NotebookFailed, RunnerError, run, stop_on_signals
-from redpo.site.readme import block_profiles, fill_blocks
+from redpo.site.readme import refresh_blocks
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -262,26 +262,10 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
 def cmd_readme(args: argparse.Namespace) -> int:
     """Rewrite the README's claims blocks from the committed claims tables; with ``--check``, only say whether they
     already match (exit 1 when not), as the tests do."""
-    path = Path(args.file)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such file; name the markdown file with --file")
-    text = path.read_text(encoding="utf-8")
-    profiles = block_profiles(text)
-    if not profiles:
-        raise ConfigError(f"{path}: no claims block (<!-- claims:PROFILE start ... --> ... <!-- claims:PROFILE end "
-                          "-->); add one where the results summary belongs")
-    fresh = fill_blocks(text, Path(args.results_dir) if args.results_dir else REPO_ROOT / "results")
-    if args.check:
-        if fresh != text:
-            print(f"error: {path}: the claims block of {', '.join(profiles)} differs from the committed claims "
-                  "tables; run `python -m redpo readme`", file=sys.stderr)
-            return EXIT_FAILED
-        print(f"{path}: the claims block of {', '.join(profiles)} matches the committed claims tables")
-        return 0
-    if fresh != text:
-        atomic_write(path, fresh.encode("utf-8"))
-    print(f"{path}: claims block of {', '.join(profiles)} {'rewritten' if fresh != text else 'already current'}")
-    return 0
+    root = Path(args.results_dir) if args.results_dir else REPO_ROOT / "results"
+    current, message = refresh_blocks(Path(args.file), root, check=args.check)
+    print(message if current else f"error: {message}", file=sys.stdout if current else sys.stderr)
+    return 0 if current else EXIT_FAILED
 
 
 # ---- parser ---------------------------------------------------------------------------------------------

@@ -11,7 +11,8 @@ import csv
 import re
 from pathlib import Path
 
-from redpo.core.io import require_file
+from redpo.config import ConfigError
+from redpo.core.io import atomic_write, require_file
 
 START = "<!-- claims:{profile} start: written by `python -m redpo readme` from {source}; do not edit by hand -->"
 END = "<!-- claims:{profile} end -->"
@@ -61,3 +62,25 @@ def fill_blocks(text: str, results_root: Path) -> str:
 
 def block_profiles(text: str) -> list[str]:
     return [m["profile"] for m in BLOCK_RE.finditer(text)]
+
+
+def refresh_blocks(path: Path, results_root: Path, *, check: bool) -> tuple[bool, str]:
+    """``(current, message)`` for the file's claims blocks: rewritten from the committed tables (``current`` is then
+    always true), or with ``check`` only compared (false when a block differs, so a stale README fails a test)."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file; name the markdown file with --file")
+    text = path.read_text(encoding="utf-8")
+    profiles = ", ".join(block_profiles(text))
+    if not profiles:
+        raise ConfigError(f"{path}: no claims block (<!-- claims:PROFILE start ... --> ... <!-- claims:PROFILE end "
+                          "-->); add one where the results summary belongs")
+    fresh = fill_blocks(text, results_root)
+    if check:
+        if fresh != text:
+            return False, (f"{path}: the claims block of {profiles} differs from the committed claims tables; run "
+                           "`python -m redpo readme`")
+        return True, f"{path}: the claims block of {profiles} matches the committed claims tables"
+    if fresh != text:
+        atomic_write(path, fresh)
+    return True, f"{path}: the claims block of {profiles} {'rewritten' if fresh != text else 'already current'}"
+
