@@ -41,17 +41,18 @@ def test_the_site_builds_strict_with_every_page_figure_and_notebook(tmp_path: Pa
     site = tmp_path / "site"
     proc = build(REPO_ROOT / "mkdocs.yml", site)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    for page in ("method", "data", "engines", "provenance", "usage", "reference/profile", "results"):
-        assert (site / page / "index.html").is_file(), page
-    assert "generation.n_per_relation" in (site / "reference" / "profile" / "index.html").read_text()
+    for page in ("index", "method/index", "data", "engines", "provenance", "usage", "reference/profile",
+                 "results/index"):
+        assert (site / f"{page}.html").is_file(), page  # plain .html files: browsable from disk
+    assert "generation.n_per_relation" in (site / "reference" / "profile.html").read_text()
     for profile in COMMITTED:
         out = site / "results" / profile
-        gallery = (out / "all-figures" / "index.html").read_text()
+        gallery = (out / "all-figures.html").read_text()
         for png in (RESULTS / profile / "figures").glob("*.png"):
             assert f"figures/{png.name}" in gallery and (out / "figures" / png.name).is_file(), png
         overview = (out / "index.html").read_text()
         for nb in (RESULTS / profile / "notebooks").glob("*.ipynb"):
-            assert (out / "notebooks" / nb.stem / "index.html").is_file() and f"notebooks/{nb.stem}/" in overview
+            assert (out / "notebooks" / f"{nb.stem}.html").is_file() and f"notebooks/{nb.stem}.html" in overview
         for rel in {rel for spec in FIGURES.values() for rel in spec.inputs}:
             assert (out / rel).is_file() == (RESULTS / profile / rel).is_file(), rel
 

@@ -34,7 +34,8 @@ command line with a dotted key, e.g. `python -m redpo run --profile cpu -p gener
 The **identity** mark says how a field enters the cache keys and fingerprints that decide whether a stored model
 call, RE run or adapter is reused (`redpo.config.identity`):
 
-- **keyed**: part of the key of every result it affects; changing it computes those results anew.
+- **keyed** (no mark): part of its section's identity, so it enters every key built from that section; changing
+  it computes those results anew.
 - **run only**: changes how a run goes (threads, time-outs, checkpoint cadence, how many cells), never what one
   result holds; changing it reuses every cached result.
 - **keyed when set**: joins the key only when it differs from its default, so results committed before the field
