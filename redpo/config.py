@@ -59,6 +59,13 @@ class ConfigError(ValueError):
     """A profile or override is invalid; the message names the file and key and says how to fix it."""
 
 
+def strictly_increasing(values: list[int]) -> list[int]:
+    """A validator's body for N lists: non-empty, positive and strictly increasing (the curve's x axis)."""
+    if not values or any(x < 1 for x in values) or sorted(set(values)) != values:
+        raise ValueError("must be a non-empty, strictly increasing list of positive integers")
+    return values
+
+
 # ---- identity: which fields decide a result -----------------------------------------------------------------
 IDENTITY = "identity"
 """The ``json_schema_extra`` key that marks how a field enters cache keys and fingerprints (:func:`identity`)."""
@@ -481,12 +488,39 @@ class PlateauConfig(_Strict):
             raise ValueError(f"unknown arm(s) {unknown}; allowed: {', '.join(allowed)}")
         return v
 
-    @field_validator("n_values")
-    @classmethod
-    def _increasing(cls, v: list[int]) -> list[int]:
-        if not v or any(x < 1 for x in v) or sorted(set(v)) != v:
-            raise ValueError("must be a non-empty, strictly increasing list of positive integers")
-        return v
+    _increasing = field_validator("n_values")(classmethod(lambda cls, v: strictly_increasing(v)))
+
+
+LadderRung = Literal["L0", "L1", "L2", "L3", "L4", "L5", "L6", "L7"]
+
+
+class LadderConfig(_Strict):
+    """Notebook 06, the gap ladder (``redpo.ladder``): rungs from a perfect generator down to ours, each changing one
+    thing with the RE setup fixed, to locate where generated data loses to manual data.
+
+    L0 manual; L1 a perfect generator (K other real training sentences per relation); L2 style (positives and
+    negatives real or generated, 2 x 2); L3 label noise (oracle-filtered, matched N); L4 diversity (near copies
+    removed, matched N); L5 count (own quota at each of ``n_values``); L6 generator (``generator``); L7 encoder
+    (``encoder``).
+    """
+
+    arm: IclArm = "obo"
+    """The generation arm the ladder studies (its generated samples are the rungs' "generated")."""
+    rungs: list[LadderRung] = Field(default_factory=lambda: ["L0", "L1", "L2", "L3", "L4", "L5", "L6", "L7"])
+    splits: int | None = Field(None, ge=1)
+    """Run on the first N generation splits (``None``: all)."""
+    seeds_per_split: int | None = run_only(None, ge=1)
+    """Classifier seeds per split (``None``: ``encoder.seeds_per_split``)."""
+    n_values: list[int] = Field(default_factory=lambda: [8, 16, 32])
+    """L5's counts per relation; the arm is generated once up to the largest (the pool L3 and L4 filter)."""
+    generator: str | None = "qwen2.5-coder-1.5b-instruct"
+    """L6: the other generator, a registry name or hub id served like ``generator.model``."""
+    encoder: str = "mpnet-base"
+    """L7: the other encoder, trained on manual data and on the best generated rung."""
+    seed: int = 0
+    """Seeds L1's draw of other real sentences."""
+
+    _increasing = field_validator("n_values")(classmethod(lambda cls, v: strictly_increasing(v)))
 
 
 class ClaimsConfig(_Strict):
@@ -522,6 +556,7 @@ class Profile(_Strict):
     oracle: OracleConfig = OracleConfig()
     training_sets: TrainingSetsConfig = TrainingSetsConfig()
     plateau: PlateauConfig = PlateauConfig()
+    ladder: LadderConfig = LadderConfig()
     claims: ClaimsConfig = ClaimsConfig()
     seed: int = 42
 
@@ -538,6 +573,9 @@ class Profile(_Strict):
             raise ValueError("generation.constrained needs an inference server that samples within a grammar: set "
                              "generator.backend to llama_cpp (a local llama-server, or a vLLM/SGLang server at "
                              "generator.server.url), or generation.constrained to false")
+        if max(self.ladder.n_values) < max(self.fewshot.k):
+            raise ValueError(f"ladder.n_values {self.ladder.n_values} must reach K = {max(self.fewshot.k)}: the "
+                             "ladder's generated rungs take K samples per relation from a pool of the largest N")
         if self.generation.min_tokens >= self.generation.max_tokens:
             raise ValueError("generation.min_tokens must be smaller than generation.max_tokens")
         not_generated = [a for a in self.dpo.arms if a not in self.generation.arms]

@@ -19,6 +19,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.text import Annotation
 
+from redpo.analysis.ladder import DETAIL as LADDER_DETAIL
+from redpo.analysis.ladder import ladder_figure
 from redpo.analysis.re_tables import best_arm, per_relation_frame, summed_confusion
 from redpo.analysis.stats import FAILS, HOLDS, INCONCLUSIVE, NOT_RUN
 from redpo.analysis.tables import diversity_frame
@@ -283,6 +285,9 @@ FIGURES: dict[str, FigureSpec] = {
     "claims_forest": FigureSpec(
         claims_forest, ("tables/claims_detail.json",),
         "each claim's primary paired effect with its 95% CI, the zero line and the claim's margin"),
+    "ladder_f1": FigureSpec(
+        ladder_figure, (f"tables/{LADDER_DETAIL}",),
+        "micro-F1 of every set of the gap ladder, each with the 95% CI of its paired difference from manual"),
 }
 """Every figure, in notebook order: ``figures/<name>.png|pdf``, drawn by ``FIGURES[name].draw``."""
 
