@@ -84,7 +84,10 @@ def figures_page(results_root: Path, profile: str) -> str:
     for name, spec in FIGURES.items():
         lines += [f"## {name}", ""]
         if not (root / "figures" / f"{name}.png").is_file():
-            lines += [f"Not drawn for this profile: its input ({', '.join(spec.inputs)}) holds nothing to plot.", ""]
+            missing = [rel for rel in spec.inputs if not (root / rel).is_file()]
+            why = (f"this run has no {', '.join(f'`{rel}`' for rel in missing)}" if missing else
+                   f"its input ({', '.join(f'`{rel}`' for rel in spec.inputs)}) holds nothing to plot")
+            lines += [f"Not drawn for this profile: {why}.", ""]
             continue
         inputs = ", ".join(f"[`{rel}`]({rel})" if (root / rel).is_file() else f"`{rel}` (absent)"
                            for rel in spec.inputs)
