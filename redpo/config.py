@@ -512,7 +512,8 @@ class LadderConfig(_Strict):
     seeds_per_split: int | None = run_only(None, ge=1)
     """Classifier seeds per split (``None``: ``encoder.seeds_per_split``)."""
     n_values: list[int] = Field(default_factory=lambda: [8, 16, 32])
-    """L5's counts per relation; the arm is generated once up to the largest (the pool L3 and L4 filter)."""
+    """L5's counts per relation (K joins them); the arm is generated once up to the largest of them and K (the
+    pool every generated rung takes a prefix or a filtered prefix of)."""
     generator: str | None = "qwen2.5-coder-1.5b-instruct"
     """L6: the other generator, a registry name or hub id served like ``generator.model``."""
     encoder: str = "mpnet-base"
@@ -573,9 +574,6 @@ class Profile(_Strict):
             raise ValueError("generation.constrained needs an inference server that samples within a grammar: set "
                              "generator.backend to llama_cpp (a local llama-server, or a vLLM/SGLang server at "
                              "generator.server.url), or generation.constrained to false")
-        if max(self.ladder.n_values) < max(self.fewshot.k):
-            raise ValueError(f"ladder.n_values {self.ladder.n_values} must reach K = {max(self.fewshot.k)}: the "
-                             "ladder's generated rungs take K samples per relation from a pool of the largest N")
         if self.generation.min_tokens >= self.generation.max_tokens:
             raise ValueError("generation.min_tokens must be smaller than generation.max_tokens")
         not_generated = [a for a in self.dpo.arms if a not in self.generation.arms]

@@ -24,6 +24,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 
 from redpo.analysis.evidence import f1_effect
+from redpo.analysis.re_tables import run_health
 from redpo.analysis.stats import Effect
 from redpo.config import ClaimsConfig
 from redpo.core.io import MissingMetrics, ResultsDir, read_json, read_metrics, write_json
@@ -32,19 +33,6 @@ from redpo.core.tables import save_table
 LADDER_METRICS = "ladder.json"
 DETAIL = "ladder_detail.json"
 MANUAL = "L0:manual"
-
-
-def run_health(run: Mapping[str, Any], negative: str | None) -> dict[str, Any]:
-    """``predicted_labels`` (distinct), ``collapsed`` (one label for every sentence) and ``negative_ratio`` of one
-    run, from its per-sentence predictions (``None`` where a share is undefined)."""
-    gold, pred = np.array(run["predictions"]["gold"]), np.array(run["predictions"]["pred"])
-    labels = len(set(pred.tolist()))
-    ratio = None
-    if negative is not None and (gold == negative).any() and (gold != negative).any():
-        on_negative = float(np.mean(pred[gold == negative] == negative))
-        on_positive = float(np.mean(pred[gold != negative] == negative))
-        ratio = on_positive / on_negative if on_negative > 0 else None
-    return {"predicted_labels": labels, "collapsed": labels == 1, "negative_ratio": ratio}
 
 
 def _effect_cells(effect: Effect | None) -> dict[str, Any]:

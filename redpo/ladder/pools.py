@@ -79,7 +79,7 @@ def generate_pools(profile: Profile, results: ResultsDir, *, progress: bool = Tr
     schema, lad = profile_schema(profile), profile.ladder
     splits = ladder_splits(profile)
     demos = {split: kshot_by_relation(profile, results, *split, schema) for split in splits}
-    pool_profile = scaled_profile(profile, max(lad.n_values))
+    pool_profile = scaled_profile(profile, max(*lad.n_values, *profile.fewshot.k))
     pools = Pools(_generate(lad.arm, pool_profile, schema, demos, results, f"pool_{lad.arm}", progress))
     negative = schema.negative_label
     if "L2" in lad.rungs and negative is None:
