@@ -1,4 +1,4 @@
-"""``python -m redpo run|figures|pack-replay|snapshot|data|models|engine|bench|dpo``: the command line over redpo.
+"""``python -m redpo run|figures|pack-replay|snapshot|data|models|engine|bench|dpo|readme``: the command line.
 
 Exit codes: 0 success; 1 a notebook or model failed; 2 bad input, busy or refused (a bad profile or override,
 data that ``data --check`` refuses, an unknown model, a results folder another run holds); 130 interrupted by
@@ -18,15 +18,24 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from redpo.config import DPO_HALVES, ConfigError, available_profiles, data_dir, load_profile, parse_override
+from redpo.config import (
+    DPO_HALVES,
+    REPO_ROOT,
+    ConfigError,
+    available_profiles,
+    data_dir,
+    load_profile,
+    parse_override,
+)
 from redpo.core.io import DataError, ResultsDir, write_json
 from redpo.core.lock import ResultsInUse, hold_results
 from redpo.core.manifest import record_rebuilt_files
 from redpo.core.replay import ReplayMiss
 from redpo.data.fetch import default_mirror, fetch_data
-from redpo.data.overview import describe_data
+from redpo.data.overview import overview_lines
 from redpo.models.registry import ModelError
 from redpo.run.runner import NotebookFailed, RunnerError, run, stop_on_signals
+from redpo.site.readme import refresh_blocks
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -119,14 +128,7 @@ def cmd_data(args: argparse.Namespace) -> int:
             + ", ".join(f"{n} {what}" for what, n in sorted(done.items()))
         )
     profile = load_profile(args.profile, parse_overrides(args.param))
-    info = describe_data(profile)
-    print(f"dataset {info['dataset']} at {info['path']}")
-    rows = [
-        {"split": split, "samples": f"{s['count']:,}" if "count" in s else "missing"}
-        for split, s in info["splits"].items()
-    ]
-    print(format_table(rows))
-    print(f"{info['num_labels']} labels (negative: {info['negative_label']})")
+    print("\n".join(overview_lines(profile)))
     return 0
 
 
@@ -257,6 +259,15 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_readme(args: argparse.Namespace) -> int:
+    """Rewrite the README's claims blocks from the committed claims tables; with ``--check``, only say whether they
+    already match (exit 1 when not), as the tests do."""
+    root = Path(args.results_dir) if args.results_dir else REPO_ROOT / "results"
+    current, message = refresh_blocks(Path(args.file), root, check=args.check)
+    print(message if current else f"error: {message}", file=sys.stdout if current else sys.stderr)
+    return 0 if current else EXIT_FAILED
+
+
 # ---- parser ---------------------------------------------------------------------------------------------
 def add_profile_args(p: argparse.ArgumentParser, default: str = "cpu") -> None:
     p.add_argument(
@@ -333,6 +344,13 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument("--build", action="store_true", help="build llama-server from the pinned source (once)")
     engine.add_argument("--jobs", type=int, help="parallel compile jobs (default: the free cores)")
     engine.set_defaults(func=cmd_engine)
+
+    readme = sub.add_parser("readme", help="rewrite the README's results summary from the committed claims tables")
+    readme.add_argument("--check", action="store_true", help="change nothing; exit 1 if the block is out of date")
+    readme.add_argument("--file", default=str(REPO_ROOT / "README.md"), help="the markdown file (default: README.md)")
+    readme.add_argument("--results-dir", help="the results root holding <profile>/tables/claims.csv (default: "
+                        "the repository's results/, not REDPO_RESULTS_DIR: the README summarises committed runs)")
+    readme.set_defaults(func=cmd_readme)
 
     bench = sub.add_parser(
         "bench",

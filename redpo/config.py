@@ -104,9 +104,11 @@ def identity(section: BaseModel, *, exclude: frozenset[str] = frozenset()) -> di
 
 
 class _Strict(BaseModel):
-    """Base for every config section: unknown keys are errors, values are type-checked."""
+    """Base for every config section: unknown keys are errors, values are type-checked. A field's docstring (the
+    string literal under it) becomes its ``description``: the documentation's profile reference is generated from
+    these (``redpo.site.reference``), so it cannot drift from the code."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, use_attribute_docstrings=True)
 
 
 class SamplingConfig(_Strict):

