@@ -48,7 +48,7 @@ def _sample(text: str, relation: str) -> RESample:
 
 
 def _mix(wrong: float, near: float, exact: float) -> dict[str, float]:
-    return {"wrong_relation": wrong, "near_copy": near, "exact_copy": exact}
+    return {"wrong_relation": wrong, "near_copy": near, "exact_copy": exact, "mirror_direction": 0}
 
 
 @pytest.mark.parametrize(
@@ -58,6 +58,7 @@ def _mix(wrong: float, near: float, exact: float) -> dict[str, float]:
         (7, _mix(1, 1, 1), _mix(3, 2, 2)),
         (6, _mix(2, 1, 0), _mix(4, 2, 0)),
         (5, {"near_copy": 1}, _mix(0, 5, 0)),
+        (4, {"wrong_relation": 1, "mirror_direction": 1}, {**_mix(2, 0, 0), "mirror_direction": 2}),
     ],
 )
 def test_kind_allocation_is_exact_largest_remainder(n: int, mix: dict, expected: dict) -> None:
