@@ -203,7 +203,7 @@ def wilson(successes: int, n: int, level: float) -> tuple[float, float] | None:
     if n == 0:
         return None
     ci = binomtest(successes, n).proportion_ci(confidence_level=level, method="wilson")
-    return float(ci.low), float(ci.high)
+    return round(float(ci.low), 4), round(float(ci.high), 4)
 
 
 def arm_summary(rows: Sequence[Mapping[str, Any]], labels: Mapping[SampleKey, str], level: float
@@ -222,25 +222,25 @@ def arm_summary(rows: Sequence[Mapping[str, Any]], labels: Mapping[SampleKey, st
     return {
         "n": n,
         "counts": {j: counts.get(j, 0) for j in JUDGEMENTS},
-        "correct_share": counts.get(CORRECT, 0) / n if n else None,
+        "correct_share": _share(counts.get(CORRECT, 0), n),
         "correct_ci": wilson(counts.get(CORRECT, 0), n, level),
         "oracle": {
             "labelled": len(labelled),
             "agrees": sum(machine),
-            "share": sum(machine) / len(labelled) if labelled else None,
+            "share": _share(sum(machine), len(labelled)),
             "by_judgement": {j: sum(m for (r, _), m in zip(labelled, machine, strict=True) if r["judgement"] == j)
                              for j in JUDGEMENTS},
             "arm_labelled": len(whole),
             "arm_agrees": sum(whole),
-            "arm_share": sum(whole) / len(whole) if whole else None,
+            "arm_share": _share(sum(whole), len(whole)),
         },
         "oracle_vs_correct": {
             "both_correct": sum(h and m for h, m in pairs),
             "hand_only": sum(h and not m for h, m in pairs),
             "oracle_only": sum(m and not h for h, m in pairs),
             "neither": sum(not h and not m for h, m in pairs),
-            "agreement": sum(h == m for h, m in pairs) / len(pairs) if pairs else None,
-            "kappa": kappa,
+            "agreement": _share(sum(h == m for h, m in pairs), len(pairs)),
+            "kappa": None if kappa is None else round(float(kappa), 4),
         },
     }
 
@@ -284,9 +284,9 @@ def summary_markdown(summary: Mapping[str, Any]) -> str:
         main.append({
             "arm": arm, "n": s["n"], **s["counts"],
             f"share correct [{pct} CI]": f"{s['correct_share']:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "",
-            "oracle agrees (these samples)": _share(o["agrees"], o["labelled"]),
-            "oracle agrees (whole arm)": _share(o["arm_agrees"], o["arm_labelled"]),
-            "oracle = hand on 'correct'": _share(ov["both_correct"] + ov["neither"], o["labelled"]),
+            "oracle agrees (these samples)": _fraction(o["agrees"], o["labelled"]),
+            "oracle agrees (whole arm)": _fraction(o["arm_agrees"], o["arm_labelled"]),
+            "oracle = hand on 'correct'": _fraction(ov["both_correct"] + ov["neither"], o["labelled"]),
             "kappa": "" if ov["kappa"] is None else f"{ov['kappa']:.2f}",
         })
         by_judgement.append({"arm": arm, **{j: f"{o['by_judgement'][j]} / {s['counts'][j]}" for j in JUDGEMENTS}})
@@ -302,7 +302,12 @@ def summary_markdown(summary: Mapping[str, Any]) -> str:
     )
 
 
-def _share(k: int, n: int) -> str:
+def _share(k: float, n: int) -> float | None:
+    """``k / n`` to four decimals (a summary to read and diff, not to compute on), ``None`` when ``n`` is 0."""
+    return round(k / n, 4) if n else None
+
+
+def _fraction(k: int, n: int) -> str:
     return f"{k}/{n} ({k / n:.2f})" if n else ""
 
 
