@@ -1,4 +1,4 @@
-"""``python -m redpo run|figures|pack-replay|snapshot|data|models|engine|bench|dpo|readme``: the command line.
+"""``python -m redpo run|figures|pack-replay|snapshot|data|models|engine|bench|dpo|audit|readme``: the CLI.
 
 Exit codes: 0 success; 1 a notebook or model failed; 2 bad input, busy or refused (a bad profile or override,
 data that ``data --check`` refuses, an unknown model, a results folder another run holds); 130 interrupted by
@@ -268,6 +268,17 @@ def cmd_readme(args: argparse.Namespace) -> int:
     return 0 if current else EXIT_FAILED
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    """The hand check (docs/audit.md): draw each arm's sample to judge, or summarise the judged files."""
+    from redpo.analysis.audit import audit_command  # lazily: scipy and scikit-learn are only needed here
+
+    profile = load_profile(args.profile, parse_overrides(args.param))
+    results = ResultsDir(profile, root=Path(args.results_dir) if args.results_dir else None)
+    with hold_results(results.root):
+        print("\n".join(audit_command(profile, results, draw=args.draw, arms=args.arm)))
+    return 0
+
+
 # ---- parser ---------------------------------------------------------------------------------------------
 def add_profile_args(p: argparse.ArgumentParser, default: str = "cpu") -> None:
     p.add_argument(
@@ -335,6 +346,15 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--half", choices=DPO_HALVES, help="train (or reuse) this adapter on dpo/pairs_<half>.jsonl")
     dpo.add_argument("--no-progress", action="store_true", help="hide the training progress bar")
     dpo.set_defaults(func=cmd_dpo)
+
+    audit = sub.add_parser("audit", help="the hand check: draw samples to judge, or summarise the judgements")
+    add_profile_args(audit)
+    add_results_arg(audit)
+    step = audit.add_mutually_exclusive_group(required=True)
+    step.add_argument("--draw", action="store_true", help="write audit/<arm>_todo.jsonl for each arm")
+    step.add_argument("--summarise", action="store_true", help="check audit/<arm>.jsonl, write audit/summary.*")
+    audit.add_argument("--arm", action="append", metavar="NAME", help="only this arm (repeatable)")
+    audit.set_defaults(func=cmd_audit)
 
     models = sub.add_parser("models", help="print the model registry, or prepare one model")
     models.add_argument("--prepare", metavar="NAME", help="resolve/convert/build NAME and print its sha256")
