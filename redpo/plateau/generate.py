@@ -82,7 +82,7 @@ def generate_plateau_arms(
     out: dict[ArmKey, ArmResult] = {}
     plain = [arm for arm in wanted if not split_dpo_name(arm)[1]]
     if plain:
-        generator = open_generator(prof, results)
+        generator = open_generator(profile, results)  # derived profiles change what is asked, not who answers
         for (k, seed), pool in pools.items():
             for arm in plain:
                 out[(arm, k, seed)] = generate_arm(
