@@ -2,10 +2,11 @@
 to the smoke profile, runs every cell from the Run menu, and reads what the cells show.
 
 The browser is Debian's ``chromium`` with its ``chromedriver`` (``make browser``), driven by selenium with both
-paths given, so nothing is downloaded. Without them the test skips with one line. JupyterLab serves a copy of
-``notebooks/`` (the user's edit and JupyterLab's autosave must not touch the committed notebooks), listens on
-127.0.0.1 with a random token, and runs the ``redpo`` kernel of this interpreter. Screenshots are saved in the
-test's tmp folder and their paths printed (``pytest -s`` shows them).
+paths given, so nothing is downloaded. Without them the test skips with one line, except under CI (``CI`` set, as
+``.ci/run`` runs it), where it fails: CI installs them, so their absence there is a broken setup. JupyterLab
+serves a copy of ``notebooks/`` (the user's edit and JupyterLab's autosave must not touch the committed notebooks),
+listens on 127.0.0.1 with a random token, and runs the ``redpo`` kernel of this interpreter. Screenshots are saved
+in the test's tmp folder and their paths printed (``pytest -s`` shows them).
 """
 
 from __future__ import annotations
@@ -29,8 +30,6 @@ import pytest
 
 from redpo.config import REPO_ROOT
 
-pytestmark = pytest.mark.slow
-
 NOTEBOOKS = ("00_data.ipynb", "01_baseline_prompting.ipynb")
 """The data notebook, then one model notebook (generation through the smoke llama-server), in the order a user
 runs them: 01 reads the K-shot splits that 00 writes."""
@@ -39,11 +38,26 @@ RUN_TIMEOUT = 900
 
 
 def _browser_paths() -> tuple[str, str]:
+    """Debian's chromium and chromedriver. Missing, the test skips on a developer's machine (``make browser`` needs
+    root) but fails under CI, which installs them (``.ci/run``), so that CI never passes without running it."""
     chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
     if not (chromium and driver and importlib.util.find_spec("selenium")):
-        pytest.skip("JupyterLab browser test: no headless Chromium (Debian's chromium + chromium-driver, and "
-                    "selenium); `make browser` installs them as root")
+        why = ("JupyterLab browser test: no headless Chromium (Debian's chromium + chromium-driver, and selenium); "
+               "`make browser` installs them as root")
+        if os.environ.get("CI"):
+            pytest.fail(f"{why}, and CI (.ci/run) must have them")
+        pytest.skip(why)
     return chromium, driver
+
+
+@pytest.mark.parametrize(("ci", "outcome"), [("", pytest.skip.Exception), ("true", pytest.fail.Exception)])
+def test_a_missing_browser_skips_locally_but_fails_under_ci(
+    monkeypatch: pytest.MonkeyPatch, ci: str, outcome: type[BaseException]
+) -> None:
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.setenv("CI", ci)
+    with pytest.raises(outcome, match="make browser"):
+        _browser_paths()
 
 
 def _free_port() -> int:
@@ -204,6 +218,7 @@ def _rendered_outputs(driver: Any) -> list[str]:
         By.CSS_SELECTOR, ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-OutputArea-output")]
 
 
+@pytest.mark.slow
 def test_notebooks_run_in_jupyterlab_without_errors_and_show_progress_as_widgets(
     lab: dict[str, Any], browser: Any, tmp_path: Path
 ) -> None:
