@@ -84,7 +84,6 @@ def test_an_unwritable_results_root_is_one_error_line(tmp_path: Path, data_root:
     assert proc.returncode == 2 and len(lines) == 1 and "cannot write there" in lines[0], err
 
 
-
 def test_a_folder_held_by_another_notebooks_kernel_says_to_shut_that_kernel_down(tmp_path: Path) -> None:
     """In JupyterLab each notebook has its own kernel: 01 opened while 00's kernel lives meets 00's lock."""
     folder = tmp_path / "smoke"

@@ -65,7 +65,7 @@ def _acquire(root: Path) -> FileLock:
         lock.acquire()
     except Timeout:
         holder = owner(root)
-        fix = ("wait for that run to finish, or give this one its own folder (-p name=<new name> or --results-dir)")
+        fix = "wait for that run to finish, or give this one its own folder (-p name=<new name> or --results-dir)"
         if "ipykernel" in holder:  # another notebook open by hand: its kernel holds the folder while it lives
             fix = ("that is another notebook's Jupyter kernel: shut it down (in JupyterLab, that notebook's Kernel "
                    "> Shut Down Kernel), then run this notebook again")
