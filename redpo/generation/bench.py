@@ -291,3 +291,48 @@ def chain_bound(backends: dict[str, Any], fresh_prompt_tokens: int) -> dict[str,
     if "llama_cpp" in out["engines"]:  # the names the committed benchmark used
         out.update({k: out["engines"]["llama_cpp"][k] for k in ("seconds", "fraction_reached")})
     return out
+
+
+# ---- determinism -------------------------------------------------------------------------------------------
+DETERMINISM_SLOTS = (1, 4, 0)
+"""Server slot counts compared; 0 means one slot per relation (what ``bench generation`` uses)."""
+
+
+def bench_determinism(profile: Profile, results: ResultsDir, *, backends: Sequence[str] = ("llama_cpp",),
+                      repeats: int = 2) -> dict[str, Any]:
+    """Does ``llama-server`` give the same reply for the same prompt and seed across runs and slot counts?
+
+    One OBO step's prompts (one per relation, the chain's second step), sampled as the profile samples, on a fresh
+    server per run: ``repeats`` runs at each slot count of :data:`DETERMINISM_SLOTS`. Every run is compared with the
+    first run overall (across slot counts) and with the first run at its own slot count (across repeats).
+    """
+    if list(backends) != ["llama_cpp"]:
+        raise ValueError(f"bench determinism measures llama_cpp only, got {list(backends)}")
+    schema = profile_schema(profile)
+    tokenizer = engines.profile_tokenizer(profile)
+    work = build_workloads(profile, schema, lambda m: prompts.render(m, tokenizer),
+                           lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"]))
+    step, sampling, seed = work.chain[1], _obo_sampling(profile), profile.generation.seed
+    weights = engines.gguf_weights(profile)
+    runs: dict[str, list[str]] = {}
+    for slots in dict.fromkeys(n or len(step) for n in DETERMINISM_SLOTS):
+        prof = derive(profile, {"generator.server.parallel": slots})
+        for repeat in range(repeats):
+            engines.stop_servers()
+            server = engines.local_server(prof, results, Path(weights.path))
+            backend = engines.local_backend(prof, server, tokenizer)
+            runs[f"slots={slots} run={repeat + 1}"] = [o.text for o in backend.generate(step, sampling, seed)]
+    engines.stop_servers()
+    first_name, first = next(iter(runs.items()))
+    same = {name: sum(a == b for a, b in zip(first, texts, strict=True)) for name, texts in runs.items()}
+    repeats_agree = {}  # per slot count: replies identical in every repeat (run 1 vs each later run)
+    for name, texts in runs.items():
+        slots_name, _, run = name.partition(" ")
+        base = runs[f"{slots_name} run=1"]
+        if run != "run=1":
+            repeats_agree[f"{slots_name} {run} vs run=1"] = sum(a == b for a, b in zip(base, texts, strict=True))
+    return {"profile": profile.name, "model": profile.generator.model, "weights_sha256": weights.sha256,
+            "threads": profile.generator.server.threads or engines.free_cores(), "prompts": len(step),
+            "sampling": sampling.model_dump(mode="json"), "reference": first_name,
+            "identical_to_reference": same, "identical_across_repeats": repeats_agree,
+            "all_identical": all(n == len(step) for n in same.values())}
