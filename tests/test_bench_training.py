@@ -44,6 +44,8 @@ def test_repeated_timings_merge_into_a_spread_and_the_table_compares_with_the_fi
     assert row["workload"] == "RE run, 144 samples"
     assert row["speed-up bf16 longest"] == 2.0 and row["speed-up fp32 fixed"] == 0.8
     assert row["speed-up fp32 longest"] == 1.0 and row["fp32 longest cpu"] == 240.0
+    cells = "| 150.0 s (300.0 s) | 120.0 s (240.0 s) | 75.0 s (150.0 s) | 60.0 s (120.0 s) | 2.0x"
+    assert f"| RE run, 144 samples {cells}" in report["markdown"]
 
 
 def test_without_native_bf16_only_fp32_is_timed_and_the_report_says_why(

@@ -135,6 +135,35 @@ def speedups(machine: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def markdown(report: dict[str, Any]) -> str:
+    """The docs' table: per machine type and workload, median wall seconds (CPU seconds) in each setting, the
+    speed-up of bf16 batch-longest over the first edition's settings, and the equivalence checks' numbers."""
+    head = ("| machine | workload | fp32 fixed | fp32 longest (first edition) | bf16 fixed | bf16 longest "
+            "| speed-up |\n|---|---|---|---|---|---|---|")
+    lines = [head]
+    for kind, machine in report.get("machines", {}).items():
+        for row in machine.get("table", []):
+            cells = [f"{row[k]} s ({row[k + ' cpu']} s)" if k in row else "n/a"
+                     for k in ("fp32 fixed", "fp32 longest", "bf16 fixed", "bf16 longest")]
+            best = "bf16 longest" if "bf16 longest" in row else "fp32 longest"
+            speed = f"{row.get(f'speed-up {best}', 'n/a')}x ({row.get(f'speed-up {best} cpu', 'n/a')}x cpu)"
+            where = f"{kind} ({machine['machine']['cpu']})"
+            lines.append(f"| {where} | {row['workload']} | {' | '.join(cells)} | {speed} |")
+    for kind, machine in report.get("machines", {}).items():
+        eq = machine.get("re_equivalence", {})
+        if "delta_micro_f1" in eq:
+            d = eq["delta_micro_f1"]
+            lines.append(f"\n{kind}: RE micro-F1(bf16) - micro-F1(fp32), split {eq['split_seed']} x seeds "
+                         f"{eq['seeds']}: "
+                         f"{100 * d['estimate']:+.2f} points [{100 * d['low']:+.2f}, {100 * d['high']:+.2f}] "
+                         f"(95% CI {'contains' if eq['ci_contains_zero'] else 'excludes'} 0); same prediction on "
+                         f"{', '.join(f'{100 * a:.1f}%' for a in eq['prediction_agreement'])} of the test sentences.")
+        for precision, a in machine.get("dpo_equivalence", {}).get("adapters", {}).items():
+            lines.append(f"\n{kind}: DPO probe adapter in {precision}: held-out reward accuracy {a['reward_accuracy']} "
+                         f"{a['reward_accuracy_ci']}, margin {a['reward_margin']}, training losses {a['losses']}.")
+    return "\n".join(lines)
+
+
 def bench_training(profile: Profile, results: ResultsDir, *, backends: Sequence[str] = PARTS) -> dict[str, Any]:
     """Run the chosen parts on this machine and merge them into ``metrics/bench_training.json``."""
     chosen = _parts(backends, profile)
@@ -170,4 +199,5 @@ def bench_training(profile: Profile, results: ResultsDir, *, backends: Sequence[
         for key, entry in entries.items():
             entries[key] = _summarise(entry, field)
     machine["table"] = speedups(machine)
+    report["markdown"] = markdown(report)
     return report
