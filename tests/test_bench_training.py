@@ -129,3 +129,24 @@ def test_unknown_generation_backends_are_refused(name: str, tmp_path: Path) -> N
     prof = load_profile("smoke")
     with pytest.raises(ConfigError, match="llama_cpp@"):
         bench_generation(prof, ResultsDir(prof, root=tmp_path), backends=[name])
+
+
+# ---- the DPO step on the smoke generator ---------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("padding", ["longest", "fixed"])
+def test_dpo_steps_are_timed_and_padded_as_asked(smoke_pipeline: Path, padding: str, monkeypatch: pytest.MonkeyPatch,
+                                                 data_root: Path) -> None:
+    """TRL pads to the batch's longest pair (what every committed adapter trained with); ``fixed`` pads every forward
+    pass to ``dpo.max_length``; each timed step has its seconds and the run its losses."""
+    from redpo.dpo.bench import time_dpo_steps
+    from redpo.dpo.pairs import load_pairs
+
+    monkeypatch.setenv("REDPO_DATA_DIR", str(data_root))
+    prof = load_profile("smoke")
+    pairs = load_pairs(ResultsDir(prof, root=smoke_pipeline.parent), "A")
+    out = time_dpo_steps(prof, pairs, prof.generator.model, "fp32", padding, steps=2)
+    assert len(out["steps"]) == 2 and all(s["seconds"] > 0 for s in out["steps"]) and len(out["losses"]) == 2
+    if padding == "fixed":
+        assert out["padded_lengths"] == [prof.dpo.max_length]
+    else:
+        assert max(out["padded_lengths"]) <= out["longest_pair_tokens"] + 4 < prof.dpo.max_length  # EOS, split

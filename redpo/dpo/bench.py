@@ -68,11 +68,19 @@ def time_dpo_steps(profile: Profile, pairs: Dataset, model: str, precision: Prec
     from transformers import PrinterCallback
     from trl import DPOTrainer
 
-    prof = derive(profile, {"generator.model": model, "generator.fit.steps": 0, "dpo.precision": precision,
-                            "dpo.max_steps": steps, "dpo.checkpoint_steps": 0})
+    other = {"generator.model": model, "generator.fit.steps": 0} if model != profile.generator.model else {}
+    prof = derive(profile, {**other, "dpo.precision": precision, "dpo.max_steps": steps, "dpo.checkpoint_steps": 0})
     subset = pairs.select(range(min(len(pairs), steps * prof.dpo.batch_size))).select_columns(PAIR_COLUMNS)
     loaded = fresh_generator(prof)
     clock = _step_clock()
+    shapes: list[int] = []  # the padded length of every forward pass (reference pass and training)
+
+    def record(_module: Any, args: Any, kwargs: Any) -> None:
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if ids is not None and getattr(ids, "ndim", 0) == 2:
+            shapes.append(int(ids.shape[1]))
+
+    loaded.model.register_forward_pre_hook(record, with_kwargs=True)
     fixed = {"pad_to_multiple_of": prof.dpo.max_length} if padding == "fixed" else {"pad_to_multiple_of": None}
     with tempfile.TemporaryDirectory(prefix="redpo-bench-dpo-") as scratch, dataset_progress(False):
         args = trainer_config(prof, Path(scratch), progress=False, output_dir=scratch, **fixed)
@@ -87,7 +95,8 @@ def time_dpo_steps(profile: Profile, pairs: Dataset, model: str, precision: Prec
     del trainer, loaded
     return {"model": model, "precision": precision, "padding": padding, "batch_size": prof.dpo.batch_size,
             "max_length": prof.dpo.max_length, "longest_pair_tokens": max(lengths),
-            "mean_pair_tokens": round(sum(lengths) / len(lengths), 1), "steps": clock.steps,
+            "mean_pair_tokens": round(sum(lengths) / len(lengths), 1), "padded_lengths": sorted(set(shapes)),
+            "steps": clock.steps,
             "losses": [round(float(row["loss"]), 5) for row in history]}
 
 
