@@ -91,6 +91,7 @@ def test_re_equivalence_is_the_paired_bootstrap_of_bf16_minus_fp32(
     assert (out["delta_micro_f1"]["estimate"] < 0) is (wrong > 0)
     changed = sum(g != "Other" for g in _equivalence(0)["runs"]["fp32"][0]["predictions"]["gold"][:wrong])
     assert out["prediction_agreement"] == [round(1 - changed / 300, 4)] * 2
+    assert out["seed_agreement"] == {"fp32": 1.0, "bf16": 1.0}
     assert "predictions" not in out["runs"]["bf16"][0]  # the file keeps scores, not 2,717 labels per run
 
 

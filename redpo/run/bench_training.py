@@ -93,11 +93,16 @@ def re_equivalence(profile: Profile) -> dict[str, Any]:
     effect = paired_f1_bootstrap(cells, runs["negative_label"], n_boot=profile.claims.bootstrap_replicates,
                                  seed=profile.claims.bootstrap_seed)
     slim = {p: [{k: v for k, v in r.items() if k != "predictions"} for r in rs] for p, rs in runs["runs"].items()}
-    agree = [sum(a == b for a, b in zip(x["predictions"]["pred"], y["predictions"]["pred"], strict=True)) / len(gold)
-             for x, y in zip(runs["runs"]["bf16"], runs["runs"]["fp32"], strict=True)]
+    def agreement(x: dict[str, Any], y: dict[str, Any]) -> float:
+        return round(sum(a == b for a, b in zip(x["predictions"]["pred"], y["predictions"]["pred"],
+                                                strict=True)) / len(gold), 4)
+
+    by = runs["runs"]
     return {**{k: v for k, v in runs.items() if k != "runs"}, "runs": slim,
             "delta_micro_f1": effect.to_json(), "ci_contains_zero": effect.low <= 0 <= effect.high,
-            "prediction_agreement": [round(a, 4) for a in agree]}
+            "prediction_agreement": [agreement(x, y) for x, y in zip(by["bf16"], by["fp32"], strict=True)],
+            # The yardstick: how often two seeds of the same precision agree (training noise alone).
+            "seed_agreement": {p: agreement(rs[0], rs[1]) for p, rs in by.items() if len(rs) > 1}}
 
 
 def _half_a_pairs(profile: Profile, results: ResultsDir) -> Any:
@@ -157,7 +162,8 @@ def markdown(report: dict[str, Any]) -> str:
                          f"{eq['seeds']}: "
                          f"{100 * d['estimate']:+.2f} points [{100 * d['low']:+.2f}, {100 * d['high']:+.2f}] "
                          f"(95% CI {'contains' if eq['ci_contains_zero'] else 'excludes'} 0); same prediction on "
-                         f"{', '.join(f'{100 * a:.1f}%' for a in eq['prediction_agreement'])} of the test sentences.")
+                         f"{', '.join(f'{100 * a:.1f}%' for a in eq['prediction_agreement'])} of the test sentences "
+                         f"(two seeds of one precision: {eq.get('seed_agreement', 'not recorded')}).")
         for precision, a in machine.get("dpo_equivalence", {}).get("adapters", {}).items():
             lines.append(f"\n{kind}: DPO probe adapter in {precision}: held-out reward accuracy {a['reward_accuracy']} "
                          f"{a['reward_accuracy_ci']}, margin {a['reward_margin']}, training losses {a['losses']}.")
