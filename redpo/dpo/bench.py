@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import gc
 import math
 import resource
 import tempfile
@@ -93,6 +94,7 @@ def time_dpo_steps(profile: Profile, pairs: Dataset, model: str, precision: Prec
     lengths = [len(loaded.tokenizer(p + max(c, r, key=len))["input_ids"])
                for p, c, r in zip(subset["prompt"], subset["chosen"], subset["rejected"], strict=True)]
     del trainer, loaded
+    gc.collect()  # the Trainer and its callbacks hold the model in cycles: free it before the next setting loads one
     return {"model": model, "precision": precision, "padding": padding, "batch_size": prof.dpo.batch_size,
             "max_length": prof.dpo.max_length, "longest_pair_tokens": max(lengths),
             "mean_pair_tokens": round(sum(lengths) / len(lengths), 1), "padded_lengths": sorted(set(shapes)),

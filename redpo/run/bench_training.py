@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from redpo.analysis.stats import PairedCells, paired_f1_bootstrap
 from redpo.config import ConfigError, Profile
-from redpo.core.io import ResultsDir, read_json
+from redpo.core.io import ResultsDir, read_json, write_json
 from redpo.dpo.bench import probe_equivalence, time_dpo_steps
 from redpo.dpo.pairs import build_and_save_pairs, load_pairs, pairs_path
 from redpo.extraction.bench import RE_SIZES, equivalence_runs, time_re_run
@@ -61,8 +62,11 @@ def _settings(native: bool) -> list[tuple[str, str]]:
     return [(p, pad) for p in PRECISIONS for pad in PADDINGS if native or p == "fp32"]
 
 
-def _append(entries: dict[str, Any], key: str, result: dict[str, Any]) -> None:
+def _append(entries: dict[str, Any], key: str, result: dict[str, Any], report: dict[str, Any], path: Path) -> None:
+    """Add one measurement and save the file at once: a part that dies later (a killed process, memory) keeps
+    what it measured."""
     entries.setdefault(key, {"runs": []})["runs"].append(result)
+    write_json(path, report)
 
 
 def _summarise(entry: dict[str, Any], seconds: str) -> dict[str, Any]:
@@ -187,12 +191,13 @@ def bench_training(profile: Profile, results: ResultsDir, *, backends: Sequence[
             for size in [int(arg)] if arg else RE_SIZES:
                 for precision, padding in timed:
                     _append(machine.setdefault("re", {}), f"{size}/{precision}/{padding}",
-                            time_re_run(profile, size, precision, padding))  # type: ignore[arg-type]
+                            time_re_run(profile, size, precision, padding), report, path)  # type: ignore[arg-type]
         elif part == "dpo":
             pairs = _half_a_pairs(profile, results)
             for precision, padding in timed:
-                _append(machine.setdefault("dpo", {}), f"{arg}/{precision}/{padding}",
-                        _dpo_step_seconds(time_dpo_steps(profile, pairs, arg, precision, padding)))  # type: ignore[arg-type]
+                timed_steps = time_dpo_steps(profile, pairs, arg, precision, padding)  # type: ignore[arg-type]
+                _append(machine.setdefault("dpo", {}), f"{arg}/{precision}/{padding}", _dpo_step_seconds(timed_steps),
+                        report, path)
         elif not info["native_bf16"]:
             machine[part] = {"skipped": "no native bf16 on this machine: bf16 is refused here, nothing to compare"}
         elif part == "re_equivalence":
