@@ -1,4 +1,4 @@
-"""environment.yml (conda) and the Makefile's torch pin must say what pyproject.toml says."""
+"""environment.yml (conda), the Makefile's torch pin and its install line must say what pyproject.toml says."""
 
 from __future__ import annotations
 
@@ -15,6 +15,11 @@ def _pyproject_deps() -> list[str]:
         return tomllib.load(f)["project"]["dependencies"]
 
 
+def _docs_extra() -> list[str]:
+    with (REPO_ROOT / "pyproject.toml").open("rb") as f:
+        return tomllib.load(f)["project"]["optional-dependencies"]["docs"]
+
+
 def _conda_pip_deps() -> list[str]:
     env = yaml.safe_load((REPO_ROOT / "environment.yml").read_text())
     pip_sections = [d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d]
@@ -28,9 +33,9 @@ def _normalize(req: str) -> str:
 
 def test_conda_pip_list_matches_pyproject() -> None:
     pip = _conda_pip_deps()
-    assert "-e .[dev]" in pip, "environment.yml must install the package itself with `-e .[dev]`"
+    assert "-e .[dev,docs]" in pip, "environment.yml must install the package itself with `-e .[dev,docs]`"
     conda = sorted(_normalize(r) for r in pip if not r.startswith("-e"))
-    project = sorted(_normalize(r) for r in _pyproject_deps())
+    project = sorted(_normalize(r) for r in [*_pyproject_deps(), *_docs_extra()])  # CI builds the docs: conda too
     assert conda == project, (
         f"only in environment.yml: {sorted(set(conda) - set(project))}; "
         f"only in pyproject.toml: {sorted(set(project) - set(conda))}"
@@ -44,6 +49,12 @@ def test_conda_python_satisfies_requires_python() -> None:
     pins = [d.split("=", 1)[1] for d in env["dependencies"] if isinstance(d, str) and d.startswith("python=")]
     requires = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
     assert len(pins) == 1 and pins[0] in SpecifierSet(requires), (pins, requires)
+
+
+def test_make_setup_installs_the_extras_the_tests_need() -> None:
+    """`make test` builds the documentation site, so `make setup` must install the docs extra with the dev one."""
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    assert "-e '.[dev,docs]'" in makefile
 
 
 def test_makefile_torch_pin_matches_pyproject() -> None:
