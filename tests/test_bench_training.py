@@ -95,6 +95,39 @@ def test_re_equivalence_is_the_paired_bootstrap_of_bf16_minus_fp32(
     assert "predictions" not in out["runs"]["bf16"][0]  # the file keeps scores, not 2,717 labels per run
 
 
+@pytest.mark.parametrize(("bf16_accuracy", "within"), [(0.75, True), (0.0, False)])
+def test_dpo_equivalence_puts_a_wilson_interval_on_each_probe_and_checks_bf16_against_fp32s(
+        bf16_accuracy: float, within: bool) -> None:
+    probe = {"held_out_pairs": 12, "adapters": {
+        "fp32": {"reward_accuracy": 0.75, "reward_margin": 0.1, "losses": [0.69]},
+        "bf16": {"reward_accuracy": bf16_accuracy, "reward_margin": 0.1, "losses": [0.69]}}}
+    out = bt.dpo_equivalence(probe)
+    low, high = out["adapters"]["fp32"]["reward_accuracy_ci"]
+    assert 0.4 < low < 0.75 < high < 1.0  # 9 of 12: wide, and inside [0, 1]
+    assert out["bf16_within_fp32_ci"] is within
+    text = bt.markdown({"machines": {"AVX512-test": {"dpo_equivalence": out}}})
+    assert f"reward accuracy {bf16_accuracy} " in text and ("inside" if within else "outside") in text
+
+
+def test_the_docs_table_is_the_committed_measurement_rendered() -> None:
+    """docs/benchmarks.md quotes bench training's numbers only through blocks rendered from the committed file: a
+    number typed by hand, or a file measured again without refreshing the page, fails here."""
+    docs = REPO_ROOT / "docs" / "benchmarks.md"
+    text = docs.read_text(encoding="utf-8")
+    assert bt.DOCS_BLOCK.search(text), "docs/benchmarks.md lost its bench_training block"
+    fresh = bt.fill_docs(text, REPO_ROOT / "results")
+    assert fresh == text, ("docs/benchmarks.md's bench_training block differs from the committed file; rewrite it "
+                           "with redpo.run.bench_training.fill_docs (the page's 'Still to measure' has the command)")
+
+
+def test_the_table_renders_the_same_from_memory_and_from_the_saved_file(faked: tuple[Any, ResultsDir]) -> None:
+    prof, results = faked
+    report = bt.bench_training(prof, results, backends=["re:144"])
+    report["machines"]["AVX2-other"] = report["machines"]["AVX512-test"]  # inserted last, sorted first
+    saved = json.loads(json.dumps(report, sort_keys=True))
+    assert bt.markdown(saved) == bt.markdown(report)
+
+
 # ---- bench generation: both ratios and the bound, on the committed benchmark's own numbers -------------------
 COMMITTED = REPO_ROOT / "results" / "cpu-full" / "metrics" / "bench_generation.json"
 

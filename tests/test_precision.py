@@ -140,3 +140,7 @@ def test_re_training_and_prediction_run_in_the_chosen_precision_and_padding(
     lengths = {length for _, length in calls}
     assert lengths == {32} if padding == "fixed" else max(lengths) < 32
     assert (trained.precision, trained.padding) == (precision_, padding)
+    # The summary (the oracle's lands in the correctness metrics) names them only when set: a default run's reads
+    # as before, a bf16 oracle reloads in bf16.
+    summary = trained.summary()
+    assert ("precision" in summary, "padding" in summary) == (precision_ == "bf16", padding == "fixed")

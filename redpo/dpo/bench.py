@@ -8,13 +8,12 @@
   on the same batches, so their first losses should agree to bf16's rounding.
 - **Probe equivalence** (:func:`probe_equivalence`): a short probe adapter (the ``bench lora`` probe's settings)
   trained in each precision on the same pairs, and each one's held-out reward accuracy on half A's held-out
-  chains, with its 95% Wilson interval.
+  chains (``redpo.run.bench_training`` puts the confidence intervals on them: statistics live above this layer).
 """
 
 from __future__ import annotations
 
 import gc
-import math
 import resource
 import tempfile
 import time
@@ -102,16 +101,6 @@ def time_dpo_steps(profile: Profile, pairs: Dataset, model: str, precision: Prec
             "losses": [round(float(row["loss"]), 5) for row in history]}
 
 
-def wilson(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson interval of a proportion (held-out pairs are few: the normal interval would leave [0, 1])."""
-    if n == 0:
-        return (math.nan, math.nan)
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (round(centre - half, 4), round(centre + half, 4))
-
-
 def probe_equivalence(profile: Profile, pairs: Dataset, *,
                       precisions: Sequence[Precision] = ("fp32", "bf16")) -> dict[str, Any]:
     """A probe adapter trained in each precision on the same pairs; each one's held-out reward accuracy."""
@@ -129,6 +118,5 @@ def probe_equivalence(profile: Profile, pairs: Dataset, *,
         out["adapters"][precision] = {
             "seconds": round(time.perf_counter() - start, 1), "losses": [row["loss"] for row in log["history"]],
             "reward_accuracy": accuracy, "reward_margin": held_out["reward_margin"], "loss": held_out["loss"],
-            "reward_accuracy_ci": wilson(accuracy * len(held), len(held)) if accuracy is not None else None,
         }
     return out

@@ -40,7 +40,7 @@ from transformers import (
 )
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from redpo.config import EncoderConfig
+from redpo.config import WHEN_SET, EncoderConfig
 from redpo.core.relations import RelationSchema
 from redpo.core.sample import MARKERS, RESample
 from redpo.extraction.encoding import Inputs
@@ -112,13 +112,17 @@ class TrainedRE:
     stopped_early: bool = False
     """True when early stopping ended training before the epoch cap: the run converged by the rule."""
     history: list[dict[str, float]] = field(default_factory=list)
-    precision: Precision = "fp32"
+    precision: Precision = field(default="fp32", metadata={WHEN_SET: True})
     """``encoder.precision`` of the training; prediction runs in the same."""
-    padding: Padding = "longest"
+    padding: Padding = field(default="longest", metadata={WHEN_SET: True})
+    """How batches were padded (``fixed`` only in ``python -m redpo bench training``); prediction pads the same."""
 
     def summary(self) -> dict[str, Any]:
-        """JSON-safe description (everything but the model and tokenizer) for metrics files."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in {"model", "tokenizer"}}
+        """JSON-safe description (everything but the model and tokenizer) for metrics files. A field marked
+        ``WHEN_SET`` (as ``redpo.config.keyed_when_set`` marks keys) is left out while it holds its default, so a
+        default run's summary (the oracle's, in the correctness metrics) reads as it did before the field existed."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in {"model", "tokenizer"}
+                and not (f.metadata.get(WHEN_SET) and getattr(self, f.name) == f.default)}
 
 
 def collator(tokenizer: Any, padding: Padding, max_length: int) -> DataCollatorWithPadding:

@@ -33,6 +33,7 @@ def torch_capability() -> str:
 
 
 def cuda_bf16() -> bool:
+    """True where torch sees a CUDA GPU that supports bf16 (Ampere and later): bf16 autocast is native there."""
     import torch
 
     return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())

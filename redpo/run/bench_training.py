@@ -9,7 +9,8 @@ Parts (``--backends``, comma-separated; default all four):
   settings, on half A's pairs (:func:`redpo.dpo.bench.time_dpo_steps`);
 - ``re_equivalence``: bf16 against fp32 RE runs on one K-shot split x ``EQUIVALENCE_SEEDS`` classifier seeds, the
   paired bootstrap CI of F1(bf16) - F1(fp32) that every claim uses;
-- ``dpo_equivalence``: a probe adapter in each precision and its held-out reward accuracy with a 95% CI.
+- ``dpo_equivalence``: a probe adapter in each precision, its held-out reward accuracy with a 95% Wilson interval,
+  and whether bf16's accuracy lies inside fp32's interval (:func:`dpo_equivalence`).
 
 bf16 is timed only where the machine has native bf16 (:func:`redpo.models.precision.native_bf16`); elsewhere its
 rows say why they are missing. Every invocation adds its measurements to ``metrics/bench_training.json`` under this
@@ -21,11 +22,13 @@ longest sequence, and neither had a precision setting.
 
 from __future__ import annotations
 
+import re
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from redpo.analysis.audit import wilson
 from redpo.analysis.stats import PairedCells, paired_f1_bootstrap
 from redpo.config import ConfigError, Profile
 from redpo.core.io import ResultsDir, read_json, write_json
@@ -40,7 +43,12 @@ PADDINGS = ("longest", "fixed")
 FIRST_EDITION = ("fp32", "longest")
 """The settings every committed run trained with (see the module docstring)."""
 EQUIVALENCE_SEEDS = (0, 1)
+CI_LEVEL = 0.95
+"""Level of the probe adapters' reward-accuracy intervals: the level of every claim's CI."""
 BENCH_FILE = "bench_training.json"
+DOCS_BLOCK = re.compile(r"(<!-- bench_training:(?P<profile>[A-Za-z0-9._-]+) start\b[^\n]*-->\n).*?"
+                        r"(\n<!-- bench_training:(?P=profile) end -->)", re.DOTALL)
+"""The block of ``docs/benchmarks.md`` that holds a committed file's table (:func:`fill_docs`)."""
 
 
 def _parts(backends: Sequence[str], profile: Profile) -> list[tuple[str, str, str]]:
@@ -109,6 +117,21 @@ def re_equivalence(profile: Profile) -> dict[str, Any]:
             "seed_agreement": {p: agreement(rs[0], rs[1]) for p, rs in by.items() if len(rs) > 1}}
 
 
+def dpo_equivalence(probe: dict[str, Any]) -> dict[str, Any]:
+    """The probe adapters of :func:`redpo.dpo.bench.probe_equivalence` with a Wilson interval on each held-out
+    reward accuracy (few held-out pairs: the normal interval would leave [0, 1]), and ``bf16_within_fp32_ci``."""
+    n = probe["held_out_pairs"]
+    adapters = {}
+    for precision, a in probe["adapters"].items():
+        accuracy = a["reward_accuracy"]
+        ci = wilson(round(accuracy * n), n, CI_LEVEL) if accuracy is not None else None
+        adapters[precision] = {**a, "reward_accuracy_ci": list(ci) if ci else None}
+    fp32, bf16 = adapters.get("fp32", {}), adapters.get("bf16", {})
+    within = (None if not fp32.get("reward_accuracy_ci") or bf16.get("reward_accuracy") is None
+              else fp32["reward_accuracy_ci"][0] <= bf16["reward_accuracy"] <= fp32["reward_accuracy_ci"][1])
+    return {**probe, "adapters": adapters, "bf16_within_fp32_ci": within}
+
+
 def _half_a_pairs(profile: Profile, results: ResultsDir) -> Any:
     if not pairs_path(results, "A").is_file():
         build_and_save_pairs(profile, results)
@@ -146,11 +169,12 @@ def speedups(machine: dict[str, Any]) -> list[dict[str, Any]]:
 
 def markdown(report: dict[str, Any]) -> str:
     """The docs' table: per machine type and workload, median wall seconds (CPU seconds) in each setting, the
-    speed-up of bf16 batch-longest over the first edition's settings, and the equivalence checks' numbers."""
+    speed-up of bf16 batch-longest over the first edition's settings, and the equivalence checks' numbers. Machine
+    types in sorted order, so the saved file (written with sorted keys) renders the same table again."""
     head = ("| machine | workload | fp32 fixed | fp32 longest (first edition) | bf16 fixed | bf16 longest "
             "| speed-up |\n|---|---|---|---|---|---|---|")
     lines = [head]
-    for kind, machine in report.get("machines", {}).items():
+    for kind, machine in sorted(report.get("machines", {}).items()):
         for row in machine.get("table", []):
             cells = [f"{row[k]} s ({row[k + ' cpu']} s)" if k in row else "n/a"
                      for k in ("fp32 fixed", "fp32 longest", "bf16 fixed", "bf16 longest")]
@@ -158,7 +182,7 @@ def markdown(report: dict[str, Any]) -> str:
             speed = f"{row.get(f'speed-up {best}', 'n/a')}x ({row.get(f'speed-up {best} cpu', 'n/a')}x cpu)"
             where = f"{kind} ({machine['machine']['cpu']})"
             lines.append(f"| {where} | {row['workload']} | {' | '.join(cells)} | {speed} |")
-    for kind, machine in report.get("machines", {}).items():
+    for kind, machine in sorted(report.get("machines", {}).items()):
         eq = machine.get("re_equivalence", {})
         if "delta_micro_f1" in eq:
             d = eq["delta_micro_f1"]
@@ -168,10 +192,25 @@ def markdown(report: dict[str, Any]) -> str:
                          f"(95% CI {'contains' if eq['ci_contains_zero'] else 'excludes'} 0); same prediction on "
                          f"{', '.join(f'{100 * a:.1f}%' for a in eq['prediction_agreement'])} of the test sentences "
                          f"(two seeds of one precision: {eq.get('seed_agreement', 'not recorded')}).")
-        for precision, a in machine.get("dpo_equivalence", {}).get("adapters", {}).items():
+        probe = machine.get("dpo_equivalence", {})
+        for precision, a in probe.get("adapters", {}).items():
             lines.append(f"\n{kind}: DPO probe adapter in {precision}: held-out reward accuracy {a['reward_accuracy']} "
-                         f"{a['reward_accuracy_ci']}, margin {a['reward_margin']}, training losses {a['losses']}.")
+                         f"{a['reward_accuracy_ci']} on {probe['held_out_pairs']} pairs, margin {a['reward_margin']}, "
+                         f"training losses {a['losses']}.")
+        if probe.get("bf16_within_fp32_ci") is not None:
+            where = "inside" if probe["bf16_within_fp32_ci"] else "outside"
+            lines.append(f"\n{kind}: bf16's reward accuracy is {where} fp32's interval.")
     return "\n".join(lines)
+
+
+def fill_docs(text: str, results_root: Path) -> str:
+    """``text`` with every ``bench_training:<profile>`` block rewritten from ``results_root/<profile>/metrics``'s
+    committed file: the docs quote measured numbers only, and a test fails when a block and its file differ."""
+    def table(m: re.Match[str]) -> str:
+        report = read_json(results_root / m["profile"] / "metrics" / BENCH_FILE)
+        return f"{m[1]}{markdown(report)}{m[3]}"
+
+    return DOCS_BLOCK.sub(table, text)
 
 
 def bench_training(profile: Profile, results: ResultsDir, *, backends: Sequence[str] = PARTS) -> dict[str, Any]:
@@ -203,7 +242,7 @@ def bench_training(profile: Profile, results: ResultsDir, *, backends: Sequence[
         elif part == "re_equivalence":
             machine[part] = re_equivalence(profile)
         else:
-            machine[part] = probe_equivalence(profile, _half_a_pairs(profile, results))
+            machine[part] = dpo_equivalence(probe_equivalence(profile, _half_a_pairs(profile, results)))
     if not info["native_bf16"]:
         machine["bf16"] = "not timed: this machine has no native bf16 (redpo.models.precision.native_bf16)"
     for entries, field in ((machine.get("re", {}), "run_seconds"), (machine.get("dpo", {}), "step_seconds")):
