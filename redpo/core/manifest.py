@@ -167,6 +167,16 @@ def record_notebook(
     return update_manifest(results, change)
 
 
+def record_precision(results: ResultsDir | Path, precisions: Mapping[str, Any]) -> dict[str, Any]:
+    """The arithmetic each training stage runs in (``re``, ``oracle``, ``dpo``: ``fp32`` or ``bf16``), and whether
+    this machine multiplies bf16 natively: the same profile rounds differently on another precision."""
+
+    def change(m: dict[str, Any]) -> None:
+        m["precision"] = dict(precisions)
+
+    return update_manifest(results, change)
+
+
 def record_model(results: ResultsDir | Path, info: ModelLike) -> dict[str, Any]:
     """Called by notebooks after loading a model, so the manifest names exactly what was used."""
 

@@ -28,6 +28,7 @@ from redpo.core.manifest import CHECKPOINTS_DIR
 from redpo.dpo.base import fresh_generator
 from redpo.dpo.pairs import hold_out
 from redpo.models.packaged import hash_model_dir
+from redpo.models.precision import check_precision, trainer_precision
 from redpo.models.registry import LoadedModel
 
 LOG_NAME = "training_log.json"
@@ -103,12 +104,13 @@ def last_checkpoint(out_dir: Path, stamp: str) -> str | None:
 
 
 def trainer_config(profile: Profile, out_dir: Path, *, progress: bool, **overrides: Any) -> Any:
-    """TRL ``DPOConfig`` from ``profile.dpo`` (``overrides`` replace fields); bf16 only on a GPU with a bf16
-    generator."""
+    """TRL ``DPOConfig`` from ``profile.dpo`` (``overrides`` replace fields); bf16 autocast with ``dpo.precision:
+    bf16`` (checked for native bf16 first), or on a GPU with a bf16 generator."""
     import torch
     from trl import DPOConfig
 
     dpo = profile.dpo
+    check_precision(profile, "dpo.precision")
     # TRL turns activation checkpointing on by default (a second forward per step: slower, and pointless at these
     # sizes). Newer transformers name the switch ``activation_checkpointing`` beside ``gradient_checkpointing``;
     # older 5.x releases (5.17, as GPU images ship it) know only the latter and refuse the former.
@@ -128,7 +130,8 @@ def trainer_config(profile: Profile, out_dir: Path, *, progress: bool, **overrid
         precompute_ref_log_probs=dpo.precompute_ref_log_probs,
         **checkpointing,
         disable_dropout=False,
-        bf16=profile.generator.dtype == "bfloat16" and torch.cuda.is_available(),
+        **trainer_precision("bf16" if dpo.precision == "bf16" or (
+            profile.generator.dtype == "bfloat16" and torch.cuda.is_available()) else "fp32"),
         fp16=False,
         logging_steps=1,
         save_strategy="steps" if dpo.checkpoint_steps else "no",

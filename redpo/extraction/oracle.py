@@ -152,7 +152,7 @@ def _load(folder: Path, summary: Mapping[str, Any], schema: RelationSchema, type
     fields = {k: summary[k] for k in ("max_length", "eval_batch_size", "encoder_name", "encoder_info", "seed",
                                       "n_train", "n_dev", "train_seconds", "epochs_run", "best_dev_micro_f1")}
     return TrainedRE(model=model, tokenizer=tokenizer, labels=labels, typed_markers=bool(summary["typed_markers"]),
-                     **fields)
+                     precision=summary.get("precision", "fp32"), **fields)  # predicts as it was trained
 
 
 # ---- correctness of generated samples ----------------------------------------------------------------------
