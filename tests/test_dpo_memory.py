@@ -121,7 +121,7 @@ def test_max_prompt_length_is_validated_and_keyed_only_when_set() -> None:
     from redpo.config import identity
     from redpo.dpo.adapters import fingerprint
 
-    with pytest.raises(ConfigError, match="max_prompt_length .* must be smaller than dpo.max_length"):
+    with pytest.raises(ConfigError, match=r"max_prompt_length .* must be smaller than dpo.max_length"):
         load_profile("cpu", {"dpo.max_prompt_length": 768})
     assert "max_prompt_length" in identity(_dpo(max_prompt_length=500))
     assert not {"max_prompt_length", "max_memory_gb", "memory_share"} & set(identity(load_profile("cpu").dpo))

@@ -16,7 +16,7 @@ tensors, so the step's peak resident memory is estimated as
   while it is recomputed: ``S = layers * hidden + (4 * intermediate + 5 * hidden) + 13 * hidden``;
 - ``c`` = :data:`CALIBRATION` (:data:`CALIBRATION_CHECKPOINTED` with checkpointing), the measured ratio of peak RSS
   growth to saved bytes: backward transients, gradients of activations, and glibc's free lists (~0.9 GB of a plain
-  Qwen step's peak). Checkpointing saves little, so the transients of the layer being recomputed weigh more;
+  Qwen step's peak). Checkpointing saves little, so the layer being recomputed and its gradients weigh more;
 - ``2b * heads * L^2`` fp32 attention scores of one layer, which SDPA's CPU kernels materialize for a moment: small
   next to the activations for Qwen (48 MB of 8 GB), but most of the tiny Llama's step at 1,700 tokens;
 - the LM head (TRL's fused head, :func:`redpo.dpo.train.completion_only_scoring`) scores the ``C(b) = 2 * b *
@@ -48,8 +48,10 @@ CALIBRATION = 1.7
 """Peak RSS growth over saved activation bytes. Measured on the cpu profile's DPO (Qwen2.5-0.5B in fp32, AMD EPYC,
 2 cores): 1.56 and 1.63 for micro-batches of 1,096 and 1,308 tokens (FewRel pairs); rounded up so that the measured
 peaks stay under their estimates."""
-CALIBRATION_CHECKPOINTED = 4.0
-"""The same ratio with activation checkpointing, measured the same way: 3.68 for a micro-batch of 3,924 tokens."""
+CALIBRATION_CHECKPOINTED = 6.0
+"""The same ratio with activation checkpointing, measured the same way on FewRel pairs: 4.64, 3.67 and 3.92 for one
+micro-batch of 2,616, 3,924 and 4,984 tokens, 5.42 for two micro-batches of 2,492 (the second starts on the free
+lists the first left)."""
 SAVED_PER_LAYER = (4, 5)
 """Floats saved per token and layer, in multiples of ``(intermediate, hidden)``: gate, up, SiLU and product of the
 MLP; the norms' inputs, the attention output and the LoRA inputs."""
