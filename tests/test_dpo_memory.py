@@ -2,10 +2,10 @@
 scoring, peak-RSS windows, and one DPO step on the longest pairs of a fixture under a memory cap.
 
 Measured behind the planner's constants (cpu profile, Qwen2.5-0.5B fp32, AMD EPYC, 2 cores; peak RSS of the training
-window, GB): SemEval pairs of up to 540 tokens, micro-batch 1 x 4: estimate 7.78, measured 7.35; FewRel pairs of up
-to 654 tokens, micro-batch 1 x 4 without checkpointing: 8.27 measured (hence a plan with checkpointing under the cpu
-profile's 8 GB); micro-batch 4 with checkpointing: 6.58 measured for 3,924 tokens. Unplanned (batch 4), the SemEval
-step passed 13 GiB before it was stopped.
+window, GB): SemEval pairs of up to 540 and 529 tokens, micro-batch 1 x 4: 7.35 and 7.57 (estimates 7.90, 7.82);
+FewRel pairs of up to 654 tokens, micro-batch 1 x 4 without checkpointing: 8.27, over the cpu profile's 8 GB, hence
+micro-batch 2 x 2 with checkpointing: 6.06 and 6.36 (estimates 7.14, 6.96). Unplanned (batch 4), both passed 13 GiB
+before they were stopped. The constants' own measurements are in :mod:`redpo.dpo.memory`.
 """
 
 from __future__ import annotations
