@@ -33,6 +33,9 @@ then the same with activation checkpointing (it recomputes each layer's forward 
 more). Gradient accumulation makes up ``dpo.batch_size``, so an optimiser step still averages over the same pairs.
 The budget is ``min(dpo.max_memory_gb, resident + dpo.memory_share x available)``; when nothing fits, training stops
 before it starts with one line naming the settings to change.
+
+The plan is for host memory, where the CPU profiles train; on a CUDA device the activations live in GPU memory,
+which this estimate does not plan (the constants were measured with glibc's allocator, not CUDA's).
 """
 
 from __future__ import annotations
