@@ -1,4 +1,4 @@
-"""``python -m redpo run|figures|pack-replay|snapshot|data|models|engine|bench|dpo|readme``: the command line.
+"""``python -m redpo run|figures|pack-replay|snapshot|data|models|engine|bench|dpo|audit|readme``: the CLI.
 
 Exit codes: 0 success; 1 a notebook or model failed; 2 bad input, busy or refused (a bad profile or override,
 data that ``data --check`` refuses, an unknown model, a results folder another run holds); 130 interrupted by
@@ -34,6 +34,7 @@ from redpo.core.replay import ReplayMiss
 from redpo.data.fetch import default_mirror, fetch_data
 from redpo.data.overview import overview_lines
 from redpo.models.registry import ModelError
+from redpo.run.console import format_table
 from redpo.run.runner import NotebookFailed, RunnerError, run, stop_on_signals
 from redpo.site.readme import refresh_blocks
 
@@ -63,28 +64,6 @@ default when not given) and returns a JSON-safe dict, which the CLI prints and s
 def parse_overrides(items: Sequence[str] | None) -> dict[str, Any]:
     """``-p key=value`` items -> ``{key: value}``; a later item wins over an earlier one."""
     return dict(parse_override(item) for item in items or [])
-
-
-def format_table(rows: Sequence[dict[str, Any]]) -> str:
-    """Plain aligned columns: readable in a terminal and in CI logs without extra dependencies."""
-    if not rows:
-        return "(empty)"
-    cols = list(dict.fromkeys(k for row in rows for k in row))
-    cells = [[_cell(row.get(c, "")) for c in cols] for row in rows]
-    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(cols)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True))]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
-    return "\n".join(lines)
-
-
-def _cell(value: Any) -> str:
-    """Lists show their first item and a count, so a multi-part wheel list does not flood the table."""
-    if isinstance(value, (list, tuple)):
-        if len(value) > 1:
-            return f"{value[0]} (+{len(value) - 1} more)"
-        return str(value[0]) if value else ""
-    return str(value)
 
 
 # ---- commands ---------------------------------------------------------------------------------------------
@@ -268,6 +247,17 @@ def cmd_readme(args: argparse.Namespace) -> int:
     return 0 if current else EXIT_FAILED
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    """The hand check (docs/audit.md): draw each arm's sample to judge, or summarise the judged files."""
+    from redpo.analysis.audit import audit_command  # lazily: scipy and scikit-learn are only needed here
+
+    profile = load_profile(args.profile, parse_overrides(args.param))
+    results = ResultsDir(profile, root=Path(args.results_dir) if args.results_dir else None)
+    with hold_results(results.root):
+        print("\n".join(audit_command(profile, results, draw=args.draw, arms=args.arm)))
+    return 0
+
+
 # ---- parser ---------------------------------------------------------------------------------------------
 def add_profile_args(p: argparse.ArgumentParser, default: str = "cpu") -> None:
     p.add_argument(
@@ -335,6 +325,15 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--half", choices=DPO_HALVES, help="train (or reuse) this adapter on dpo/pairs_<half>.jsonl")
     dpo.add_argument("--no-progress", action="store_true", help="hide the training progress bar")
     dpo.set_defaults(func=cmd_dpo)
+
+    audit = sub.add_parser("audit", help="the hand check: draw samples to judge, or summarise the judgements")
+    add_profile_args(audit)
+    add_results_arg(audit)
+    step = audit.add_mutually_exclusive_group(required=True)
+    step.add_argument("--draw", action="store_true", help="write audit/<arm>_todo.jsonl for each arm")
+    step.add_argument("--summarise", action="store_true", help="check audit/<arm>.jsonl, write audit/summary.*")
+    audit.add_argument("--arm", action="append", metavar="NAME", help="only this arm (repeatable)")
+    audit.set_defaults(func=cmd_audit)
 
     models = sub.add_parser("models", help="print the model registry, or prepare one model")
     models.add_argument("--prepare", metavar="NAME", help="resolve/convert/build NAME and print its sha256")

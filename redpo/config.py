@@ -567,6 +567,29 @@ class ClaimsConfig(_Strict):
     what "close" means scales with how well manual data does."""
 
 
+class AuditConfig(_Strict):
+    """The hand check (``python -m redpo audit``, ``redpo.analysis.audit``): which arms a person judges, how many
+    samples of each, and the confidence level of the share judged correct. Read by that command only, never by a
+    run, so no result's identity depends on it."""
+
+    arms: list[str] = Field(default_factory=lambda: ["obo", "obo_dpo", "aao"], min_length=1)
+    """Generation arms to draw from, by their file stem (``generations/<arm>_k<K>_s<seed>.jsonl``): the paper's
+    primary arms by default; a new configuration is added with ``--arm NAME``."""
+    per_arm: int = Field(40, ge=1)
+    """Samples drawn per arm: enough that the share correct has a CI of about +/- 15 points, few enough that one
+    person reads every one of them carefully."""
+    ci_level: float = Field(0.95, gt=0, lt=1)
+    """Confidence level of the Wilson interval around each arm's share judged correct."""
+
+    @field_validator("arms")
+    @classmethod
+    def _stems(cls, v: list[str]) -> list[str]:
+        bad = [a for a in v if not a or not all(ch.isalnum() or ch == "_" for ch in a)]
+        if bad:
+            raise ValueError(f"arm names are file stems of letters, digits and '_': {bad}")
+        return v
+
+
 FITTED_BASE = "tiny-random-llama"
 """What ``generator.fit`` builds and fits instead of loading ``generator.model`` (the smoke profile)."""
 
@@ -590,6 +613,7 @@ class Profile(_Strict):
     plateau: PlateauConfig = PlateauConfig()
     ladder: LadderConfig = LadderConfig()
     claims: ClaimsConfig = ClaimsConfig()
+    audit: AuditConfig = AuditConfig()
     seed: int = 42
 
     @model_validator(mode="after")

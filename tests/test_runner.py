@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 from fakes import write_notebook
 
-from redpo.__main__ import BENCHMARKS, format_table, parse_overrides
+from redpo.__main__ import BENCHMARKS, parse_overrides
 from redpo.config import load_profile
 from redpo.core.manifest import load_manifest, output_files
+from redpo.run.console import format_table
 from redpo.run.runner import RunnerError, discover
 
 

@@ -23,6 +23,7 @@ from redpo.core.relations import RelationSchema
 from redpo.core.sample import RESample
 from redpo.data.splits import generation_splits, profile_schema
 from redpo.generation.arms import kshot_by_relation, open_generator
+from redpo.generation.cache import CachedGenerator
 from redpo.generation.engines import stop_servers
 from redpo.generation.loops import generate_arm
 from redpo.generation.store import ArmResult, save_arm
@@ -61,11 +62,10 @@ def other_generator_profile(profile: Profile, k: int) -> Profile:
                             "generation.n_per_relation": k})
 
 
-def _generate(arm: str, profile: Profile, schema: RelationSchema,
+def _generate(arm: str, profile: Profile, generator: CachedGenerator, schema: RelationSchema,
               demos: Mapping[Split, Mapping[str, Sequence[RESample]]], results: ResultsDir, what: str,
               progress: bool) -> dict[Split, ArmResult]:
-    """``arm`` on every split with one generator (one server), each result saved as ``ladder_<what>``."""
-    generator = open_generator(profile, results)
+    """``arm`` on every split with ``generator``, each result saved as ``ladder_<what>``."""
     out = {}
     for (k, seed), pools in demos.items():
         result = generate_arm(arm, profile, schema, pools, generator, k=k, kshot_seed=seed, progress=progress)
@@ -79,8 +79,12 @@ def generate_pools(profile: Profile, results: ResultsDir, *, progress: bool = Tr
     schema, lad = profile_schema(profile), profile.ladder
     splits = ladder_splits(profile)
     demos = {split: kshot_by_relation(profile, results, *split, schema) for split in splits}
+    # One generator, opened from the profile itself: a derived profile changes what is asked, never who answers
+    # (the smoke generator is fitted on prompts shaped by generation settings, so a derived profile would fit,
+    # and key its calls by, another model than notebook 02's).
+    generator = open_generator(profile, results)
     pool_profile = scaled_profile(profile, max(*lad.n_values, *profile.fewshot.k))
-    pools = Pools(_generate(lad.arm, pool_profile, schema, demos, results, f"pool_{lad.arm}", progress))
+    pools = Pools(_generate(lad.arm, pool_profile, generator, schema, demos, results, f"pool_{lad.arm}", progress))
     negative = schema.negative_label
     if "L2" in lad.rungs and negative is None:
         pools.notes.append(f"L2: dataset {schema.dataset!r} has no negative label, so no negatives to generate")
@@ -89,7 +93,7 @@ def generate_pools(profile: Profile, results: ResultsDir, *, progress: bool = Tr
         for k in sorted({k for k, _seed in asked}):
             neg_profile = derive(profile, {"generation.negative_label": "generate", "generation.n_per_relation": k})
             of_k = {split: d for split, d in asked.items() if split[0] == k}
-            pools.negatives.update(_generate(lad.arm, neg_profile, schema, of_k, results,
+            pools.negatives.update(_generate(lad.arm, neg_profile, generator, schema, of_k, results,
                                              f"negatives_{lad.arm}", progress))
     stop_servers()  # the next generator gets the cores to itself
     if "L6" in lad.rungs and not lad.generator:
@@ -98,6 +102,7 @@ def generate_pools(profile: Profile, results: ResultsDir, *, progress: bool = Tr
         for k in sorted({k for k, _seed in splits}):
             other = other_generator_profile(profile, k)
             of_k = {split: d for split, d in demos.items() if split[0] == k}
-            pools.other.update(_generate(lad.arm, other, schema, of_k, results, f"other_{lad.arm}", progress))
+            pools.other.update(_generate(lad.arm, other, open_generator(other, results), schema, of_k, results,
+                                         f"other_{lad.arm}", progress))
         stop_servers()
     return pools

@@ -8,7 +8,7 @@ highest mean micro-F1 of the runs before it, trained again with ``ladder.encoder
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -20,7 +20,7 @@ from redpo.core.sample import RESample
 from redpo.core.tables import json_safe
 from redpo.data.splits import load_profile_kshot, load_split, profile_schema
 from redpo.extraction.grid import run_training_sets
-from redpo.extraction.oracle import ensure_oracle
+from redpo.extraction.oracle import ensure_oracle, judge_arms
 from redpo.extraction.training_sets import describe_grid
 from redpo.ladder import sets as ladder_sets
 from redpo.ladder.pools import Pools, Split, ladder_splits
@@ -60,13 +60,31 @@ def ladder_training_sets(profile: Profile, results: ResultsDir, pools: Pools, de
     """Every split's sets of the rungs before L7 (:func:`redpo.ladder.sets.split_sets`), and a note per set a split
     left out."""
     lad, schema = profile.ladder, profile_schema(profile)
-    label = ensure_oracle(profile, results).label if "L3" in lad.rungs else None
+    label = oracle_labeller(profile, results, pools) if "L3" in lad.rungs else None
     sets, notes = {}, []
     for (k, seed), inputs in split_inputs(profile, results, pools, dev, test).items():
         sets[(k, seed)], left_out = ladder_sets.split_sets(inputs, lad.rungs, lad.n_values, schema.negative_label,
                                                            profile.generation.near_copy_threshold, label)
         notes += [f"k{k}_s{seed} {note}" for note in left_out]
     return sets, notes
+
+
+def oracle_labeller(profile: Profile, results: ResultsDir, pools: Pools) -> Callable[[Sequence[RESample]], list[str]]:
+    """L3's oracle, labelling the pool once as notebooks 02 and 03 label their arms: the labels are saved as
+    ``metrics/correctness_ladder.json`` and ``correctness_ladder_labels.jsonl``, so every L3 set can be rebuilt from
+    disk and a replay answers from the committed labels."""
+    judged = judge_arms(profile, results, {(res.name, k, seed): res for (k, seed), res in pools.arm.items()},
+                        "correctness_ladder")
+    known = dict(zip(judged.labels["marked"], judged.labels["oracle"], strict=True))
+
+    def label(samples: Sequence[RESample]) -> list[str]:
+        unseen = [s for s in samples if s.to_marked() not in known]
+        if unseen:  # never for the pool's own samples: judge_arms labelled every one of them
+            known.update(zip((s.to_marked() for s in unseen), ensure_oracle(profile, results).label(unseen),
+                             strict=True))
+        return [known[s.to_marked()] for s in samples]
+
+    return label
 
 
 def best_generated(runs: Sequence[Mapping[str, Any]]) -> str | None:

@@ -85,7 +85,7 @@ def generate_plateau_arms(
     dpo_bases = [split_dpo_name(arm)[0] for arm in wanted if split_dpo_name(arm)[1]]
     with recorded_peak(results, "plateau_generation"):
         if plain:
-            generator = open_generator(prof, results)
+            generator = open_generator(profile, results)  # derived profiles change what is asked, not who answers
             for (k, seed), pool in pools.items():
                 for arm in plain:
                     out[(arm, k, seed)] = generate_arm(
