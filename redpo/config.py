@@ -384,7 +384,7 @@ class DPOConfig(_Strict):
     ``memory_share`` of the memory available when training starts. The plan (:mod:`redpo.dpo.memory`) picks the
     fastest plan whose estimate fits (the largest micro-batch, then activation checkpointing), and gradient
     accumulation keeps the effective batch at ``batch_size``, so this changes how a training runs, never what a step
-    averages over: it is in no adapter's identity."""
+    averages over: it is in no adapter's identity. Host memory only: a training on a GPU is not planned."""
     memory_share: float = run_only(0.8, gt=0, le=1)
     """Share of the memory available at plan time that the training may grow into: the rest is headroom for the
     estimate's error and for whatever else the machine runs meanwhile."""

@@ -34,8 +34,9 @@ more). Gradient accumulation makes up ``dpo.batch_size``, so an optimiser step s
 The budget is ``min(dpo.max_memory_gb, resident + dpo.memory_share x available)``; when nothing fits, training stops
 before it starts with one line naming the settings to change.
 
-The plan is for host memory, where the CPU profiles train; on a CUDA device the activations live in GPU memory,
-which this estimate does not plan (the constants were measured with glibc's allocator, not CUDA's).
+The plan is for host memory, where the CPU profiles train. On a CUDA device the activations live in GPU memory,
+which this estimate does not model (the constants were measured with glibc's allocator, not CUDA's): there the
+profile's batch trains as configured, unplanned (:func:`plan_for`), rather than be cut to fit the host's RAM.
 """
 
 from __future__ import annotations
@@ -163,17 +164,18 @@ def estimate_peak_bytes(micro_batch: int, lengths: PairLengths, shape: ModelShap
 @dataclass(frozen=True)
 class MemoryPlan:
     """The chosen micro-batch, the accumulation that keeps the effective batch, checkpointing, and the numbers
-    behind them (GB)."""
+    behind them (GB; ``None`` where the model sits on another ``device`` than the CPU and nothing was planned)."""
 
     micro_batch: int
     accumulation: int
     checkpointing: bool
-    estimate_gb: float
-    budget_gb: float
-    resident_gb: float
-    available_gb: float
+    estimate_gb: float | None
+    budget_gb: float | None
+    resident_gb: float | None
+    available_gb: float | None
     longest_tokens: int
     longest_completion_tokens: int
+    device: str = "cpu"
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -235,7 +237,14 @@ def resident_with_weights(model: Any) -> int:
 
 
 def plan_for(dpo: DPOConfig, lengths: PairLengths, model: Any, *, what: str) -> MemoryPlan:
-    """:func:`plan_micro_batch` for ``model`` in this process, with the memory available now."""
+    """:func:`plan_micro_batch` for ``model`` in this process, with the memory available now. A model on another
+    device than the CPU is not planned (the module docstring): its plan is the profile's batch and accumulation."""
+    device = next(model.parameters()).device.type
+    if device != "cpu":
+        return MemoryPlan(micro_batch=dpo.batch_size, accumulation=dpo.gradient_accumulation_steps,
+                          checkpointing=False, estimate_gb=None, budget_gb=None, resident_gb=None, available_gb=None,
+                          longest_tokens=lengths.longest, longest_completion_tokens=lengths.longest_completion,
+                          device=device)
     resident = resident_with_weights(model)
     return plan_micro_batch(dpo, lengths, ModelShape.of(model, dpo.lora), resident=resident,
                             available=available_bytes(), what=what)
