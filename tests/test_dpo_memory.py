@@ -29,6 +29,7 @@ from redpo.dpo.memory import (
     PairLengths,
     estimate_peak_bytes,
     pair_lengths,
+    plan_for,
     plan_micro_batch,
 )
 
@@ -108,6 +109,58 @@ def test_the_budget_is_the_cap_or_a_share_of_what_is_free_whichever_is_smaller()
     assert scarce.budget_gb == pytest.approx(RESIDENT / GB + 4.0, abs=0.01)
 
 
+def test_a_model_off_the_cpu_trains_the_profile_batch_unplanned() -> None:
+    import torch
+
+    # a cap no CPU plan could meet: a host-memory plan would refuse, or cut the batch of a GPU training to the host
+    on_device = torch.nn.Linear(4, 4, device="meta")
+    plan = plan_for(_dpo(max_memory_gb=0.001, gradient_accumulation_steps=2), LONG, on_device, what="adapter A")
+    assert (plan.micro_batch, plan.accumulation, plan.checkpointing, plan.device) == (4, 2, False, "meta")
+    assert plan.estimate_gb is None and plan.budget_gb is None
+
+
+def test_the_trained_copy_is_released_before_the_held_out_evaluation(monkeypatch: pytest.MonkeyPatch,
+                                                                      tmp_path: Path) -> None:
+    """Training changes the model in place, so the evaluation loads a fresh copy: the trained one must be gone by
+    then, or the process holds two models and leaves the memory plan's budget."""
+    import gc
+    import weakref
+    from types import SimpleNamespace
+
+    from redpo.dpo import adapters
+
+    class Model:
+        pass
+
+    made: list[weakref.ref[Model]] = []
+    seen: list[tuple[bool, bool]] = []
+
+    def fresh(profile: Any) -> Any:
+        made.append(weakref.ref(model := Model()))
+        return SimpleNamespace(model=model, info=SimpleNamespace(sha256="base"))
+
+    def evaluate(profile: Any, held: Any, out_dir: Path, *, progress: bool, loaded: Any) -> dict[str, Any]:
+        gc.collect()
+        seen.append((loaded is not None, made[-1]() is not None))
+        return {"adapter_sha256": "trained"}
+
+    pairs = Dataset.from_list([{"prompt": "p", "chosen": "c", "rejected": "r"}])
+    monkeypatch.setattr(adapters, "replay_models", lambda results: None)
+    monkeypatch.setattr(adapters, "fresh_generator", fresh)
+    monkeypatch.setattr(adapters, "fingerprint", lambda *a: "stamp")
+    monkeypatch.setattr(adapters, "load_pairs", lambda results, half: pairs)
+    monkeypatch.setattr(adapters, "train_adapter", lambda *a, **k: {"adapter_sha256": "trained"})
+    monkeypatch.setattr(adapters, "evaluate_held_out", evaluate)
+    profile = load_profile("smoke")
+    results = ResultsDir(profile, root=tmp_path)
+    adapters.ensure_adapter(profile, results, "A", progress=False)
+    assert seen == [(False, False)]  # trained: a fresh copy is loaded, after the trained one was collected
+    # a reused adapter's base was never trained on, so the evaluation takes it instead of loading another
+    monkeypatch.setattr(adapters, "finished_adapter_log", lambda out_dir, stamp: {"adapter_sha256": "other"})
+    adapters.ensure_adapter(profile, results, "A", progress=False)
+    assert seen[-1] == (True, True)
+
+
 def test_pair_lengths_truncate_prompts_from_the_left_and_cut_at_max_length() -> None:
     dpo = _dpo(max_length=600, max_prompt_length=500)
     lengths = pair_lengths([550, 300, 700], [40, 80, 200], dpo)
@@ -133,6 +186,17 @@ def test_max_prompt_length_is_validated_and_keyed_only_when_set() -> None:
         log = json.loads((root / "adapters" / half / "training_log.json").read_text())
         pairs = root / "dpo" / f"pairs_{half}.jsonl"
         assert fingerprint(profile, pairs, log["base_sha256"]) == log["fingerprint"], half
+
+
+def test_the_training_summary_carries_the_plan_and_the_peak_and_older_logs_have_none() -> None:
+    from redpo.dpo.summary import training_summary
+
+    root = Path(__file__).resolve().parent.parent / "results" / "cpu-full" / "adapters"
+    old = json.loads((root / "A" / "training_log.json").read_text())  # trained before the plan existed
+    new = {**old, "memory": {"micro_batch": 2, "accumulation": 2, "peak_rss_gb": 6.36}}
+    rows = training_summary({"A": old, "B": new}).set_index("adapter")
+    assert rows.loc["B", "micro_batch"] == 2 and rows.loc["B", "peak_rss_gb"] == 6.36
+    assert rows.loc["A", ["micro_batch", "peak_rss_gb"]].isna().all()
 
 
 # ---- peak RSS ------------------------------------------------------------------------------------------------
@@ -161,6 +225,22 @@ def test_a_stage_records_its_peak_in_the_manifest_even_when_it_fails(tmp_path: P
     assert set(peaks) == {"oracle", "re_grid"}
     assert peaks["oracle"]["process_gb"] >= 0.2 and peaks["oracle"]["scope"] == "window"
     assert "measured" in peaks["re_grid"]
+
+
+def test_the_ladder_stages_record_their_peaks(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from redpo.ladder import pools as ladder_pools
+    from redpo.ladder import runs as ladder_runs
+
+    profile = load_profile("smoke")
+    results = ResultsDir(profile, root=tmp_path)
+    results.root.mkdir(parents=True)
+    empty = ladder_pools.Pools({})
+    monkeypatch.setattr(ladder_pools, "_generate_pools", lambda profile, results, progress: empty)
+    monkeypatch.setattr(ladder_runs, "ladder_training_sets", lambda *a: ({}, []))
+    monkeypatch.setattr(ladder_runs, "run_training_sets", lambda *a, **k: {"runs": [], "skipped": []})
+    assert ladder_pools.generate_pools(profile, results, progress=False) is empty
+    ladder_runs.run_ladder(profile, results, empty, [], [], progress=False)
+    assert {"ladder_generation", "ladder_re_grid"} <= set(load_manifest(results)["peak_rss"])
 
 
 # ---- TRL: prompt truncation and completion-only scoring (tiny model) -----------------------------------------------
@@ -242,6 +322,11 @@ def test_a_plan_with_checkpointing_trains_with_checkpointing(monkeypatch: pytest
     assert seen == {"batch": 1, "accumulation": 2, "checkpointing": True}
     assert log["steps"] == 2 and log["memory"]["checkpointing"] and log["memory"]["scope"] == "window"
     assert all(np.isfinite(row["loss"]) for row in log["history"])
+    # gradients reach the LoRA weights through the recomputed layers (LoRA's B starts at zero)
+    from safetensors.numpy import load_file
+
+    lora_b = [w for name, w in load_file(tmp_path / "A" / "adapter_model.safetensors").items() if "lora_B" in name]
+    assert lora_b and all(np.abs(w).max() > 0 for w in lora_b)
 
 
 # ---- one step on the longest pairs, under a cap ------------------------------------------------------------------
