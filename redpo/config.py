@@ -380,6 +380,20 @@ class DPOConfig(_Strict):
     gradient_accumulation_steps: int = Field(1, ge=1)
     max_length: int = Field(512, ge=32)
     """Prompt + completion tokens (the paper truncates at 1024); a pair whose prompt alone is longer is dropped."""
+    max_prompt_length: int | None = keyed_when_set(None, committed="cpu-full", ge=1)
+    """Prompt tokens kept, counted from the end (the oldest demonstrations go first), so that a long prompt leaves
+    ``max_length - max_prompt_length`` tokens to its completion instead of having the completion cut or the pair
+    dropped. ``None``: prompts are not truncated (only ``max_length`` applies). Part of an adapter's identity only
+    when set: the committed adapters were trained without it, and it changes which tokens a pair trains on."""
+    max_memory_gb: float | None = run_only(None, gt=0)
+    """Most resident memory (GB, the whole process) the DPO training may plan for; ``None``: no cap beyond
+    ``memory_share`` of the memory available when training starts. The plan (:mod:`redpo.dpo.memory`) picks the
+    fastest plan whose estimate fits (the largest micro-batch, then activation checkpointing), and gradient
+    accumulation keeps the effective batch at ``batch_size``, so this changes how a training runs, never what a step
+    averages over: it is in no adapter's identity. Host memory only: a training on a GPU is not planned."""
+    memory_share: float = run_only(0.8, gt=0, le=1)
+    """Share of the memory available at plan time that the training may grow into: the rest is headroom for the
+    estimate's error and for whatever else the machine runs meanwhile."""
     pairs_per_relation: int = Field(8, ge=1)
     chain_length: int = Field(4, ge=1)
     """Steps of one simulated OBO chain (demonstrations grow by one per step)."""
@@ -426,6 +440,15 @@ class DPOConfig(_Strict):
         if any(w < 0 for w in v.values()) or sum(v.values()) <= 0:
             raise ValueError("weights must be >= 0 and not all zero")
         return v
+
+    @model_validator(mode="after")
+    def _room_for_a_completion(self) -> DPOConfig:
+        if self.max_prompt_length is not None and self.max_prompt_length >= self.max_length:
+            raise ValueError(
+                f"dpo.max_prompt_length ({self.max_prompt_length}) must be smaller than dpo.max_length "
+                f"({self.max_length}), or no completion token would be left to train on"
+            )
+        return self
 
 
 class TrainingSetsConfig(_Strict):
