@@ -51,6 +51,7 @@ BENCHMARKS: dict[str, str] = {
     "generation": "redpo.generation.bench:bench_generation",
     "determinism": "redpo.generation.bench:bench_determinism",
     "lora": "redpo.dpo.lora_check:bench_lora",
+    "training": "redpo.run.bench_training:bench_training",
 }
 """``python -m redpo bench NAME`` -> ``"module:function"``, imported only when that benchmark runs.
 
@@ -365,7 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
         add_results_arg(b)
         b.add_argument("--backends", default="",
                        help="engines, comma-separated (generation's default: transformers,llama_cpp); "
-                       "llama_cpp:<model> adds another packaged GGUF, e.g. llama_cpp:qwen2.5-coder-1.5b-instruct")
+                       "llama_cpp:<model> adds another packaged GGUF, e.g. llama_cpp:qwen2.5-coder-1.5b-instruct; "
+                       "training: its parts (re, re:<size>, dpo, dpo:<model>, re_equivalence, dpo_equivalence)")
         b.set_defaults(func=cmd_bench)
     return parser
 

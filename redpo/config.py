@@ -212,9 +212,10 @@ class LlamaServerConfig(_Strict):
     """Server slots: requests decoded together with continuous batching; one slot keeps one prompt prefix warm."""
     ctx_per_slot: int = Field(4096, ge=128)
     """Context tokens per slot (prompt + reply); the server's context is ``parallel`` times this."""
-    weights: Literal["packaged", "f32", "f16", "q8_0"] = "packaged"
-    """``packaged``: serve a packaged model's own GGUF file as it is. ``f32``/``f16``/``q8_0``: a GGUF made once
-    with llama.cpp's converter from the very weights the transformers backend loads (the smoke generator too)."""
+    weights: Literal["packaged", "f32", "f16", "bf16", "q8_0"] = "packaged"
+    """``packaged``: serve a packaged model's own GGUF file as it is. ``f32``/``f16``/``bf16``/``q8_0``: a GGUF made
+    once with llama.cpp's converter from the very weights the transformers backend loads (the smoke generator too).
+    ``bf16`` pays off only on a CPU with ``avx512_bf16`` (llama.cpp is built for the machine's own flags)."""
     startup_timeout: float = Field(300.0, gt=0)
     """Seconds to wait for a started server to load and answer with its key (a 0.5B GGUF takes a few seconds)."""
     url: str | None = None
@@ -348,6 +349,11 @@ class EncoderConfig(_Strict):
     """Classifier seeds per K-shot split. Every RE arm runs on the same (split, seed) grid; the cpu profile
     generates for one split only, so it varies the classifier seed instead. It says how many cells there are, not
     what one run holds (each cell keys its own seed), so it is no part of a run's identity."""
+    precision: Literal["fp32", "bf16"] = keyed_when_set("fp32", committed="cpu-full")
+    """Arithmetic of RE training, dev evaluation and prediction (the oracle's too): ``fp32``, or ``bf16`` autocast
+    (fp32 master weights; matrix products in bf16), about twice as fast on a CPU with native bf16. Refused where the
+    machine has none (``redpo.models.precision``), and part of a run's key: bf16 rounds differently, so its runs
+    are other runs. ``python -m redpo bench training`` measures both and their paired F1 difference."""
     threads: int | None = run_only(None, ge=1)
     """Torch intra-op threads while training and predicting (``None``: torch's default). Smoke uses 1: a tiny
     model gains nothing from threads and loses a lot to oversubscription on a busy machine."""
@@ -374,6 +380,20 @@ class DPOConfig(_Strict):
     gradient_accumulation_steps: int = Field(1, ge=1)
     max_length: int = Field(512, ge=32)
     """Prompt + completion tokens (the paper truncates at 1024); a pair whose prompt alone is longer is dropped."""
+    max_prompt_length: int | None = keyed_when_set(None, committed="cpu-full", ge=1)
+    """Prompt tokens kept, counted from the end (the oldest demonstrations go first), so that a long prompt leaves
+    ``max_length - max_prompt_length`` tokens to its completion instead of having the completion cut or the pair
+    dropped. ``None``: prompts are not truncated (only ``max_length`` applies). Part of an adapter's identity only
+    when set: the committed adapters were trained without it, and it changes which tokens a pair trains on."""
+    max_memory_gb: float | None = run_only(None, gt=0)
+    """Most resident memory (GB, the whole process) the DPO training may plan for; ``None``: no cap beyond
+    ``memory_share`` of the memory available when training starts. The plan (:mod:`redpo.dpo.memory`) picks the
+    fastest plan whose estimate fits (the largest micro-batch, then activation checkpointing), and gradient
+    accumulation keeps the effective batch at ``batch_size``, so this changes how a training runs, never what a step
+    averages over: it is in no adapter's identity. Host memory only: a training on a GPU is not planned."""
+    memory_share: float = run_only(0.8, gt=0, le=1)
+    """Share of the memory available at plan time that the training may grow into: the rest is headroom for the
+    estimate's error and for whatever else the machine runs meanwhile."""
     pairs_per_relation: int = Field(8, ge=1)
     chain_length: int = Field(4, ge=1)
     """Steps of one simulated OBO chain (demonstrations grow by one per step)."""
@@ -392,6 +412,10 @@ class DPOConfig(_Strict):
     chosen_candidates: int = keyed_when_set(8, committed="cpu-full", ge=2)
     """``chosen: distinct``: how many gold candidates each step chooses among."""
     precompute_ref_log_probs: bool = True
+    precision: Literal["fp32", "bf16"] = keyed_when_set("fp32", committed="cpu-full")
+    """Arithmetic of DPO training and the held-out evaluation: ``fp32``, or ``bf16`` autocast (fp32 master weights;
+    matrix products in bf16). Refused on a machine without native bf16 (``redpo.models.precision``); part of an
+    adapter's fingerprint. ``fp32`` still trains in bf16 on a GPU when ``generator.dtype`` is ``bfloat16``."""
     checkpoint_steps: int = run_only(25, ge=0)
     """Save a resumable checkpoint (LoRA weights, optimiser, scheduler, RNG) every N optimiser steps; a killed
     training resumes from the last one (0: none). Not part of the adapter's fingerprint: it changes no result."""
@@ -416,6 +440,15 @@ class DPOConfig(_Strict):
         if any(w < 0 for w in v.values()) or sum(v.values()) <= 0:
             raise ValueError("weights must be >= 0 and not all zero")
         return v
+
+    @model_validator(mode="after")
+    def _room_for_a_completion(self) -> DPOConfig:
+        if self.max_prompt_length is not None and self.max_prompt_length >= self.max_length:
+            raise ValueError(
+                f"dpo.max_prompt_length ({self.max_prompt_length}) must be smaller than dpo.max_length "
+                f"({self.max_length}), or no completion token would be left to train on"
+            )
+        return self
 
 
 class TrainingSetsConfig(_Strict):

@@ -6,11 +6,12 @@ both add to it without holding a stale copy, and a crash leaves the last good ma
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import re
 import subprocess
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any, Protocol
 from redpo.config import REPO_ROOT, Profile, profile_to_dict
 from redpo.core.hashing import sha256_file
 from redpo.core.io import ResultsDir, read_json, write_json
+from redpo.core.memory import PeakRSS, peak_window
 
 MANIFEST_NAME = "manifest.json"
 RUNLOG_NAME = "RUNLOG.md"
@@ -167,6 +169,16 @@ def record_notebook(
     return update_manifest(results, change)
 
 
+def record_precision(results: ResultsDir | Path, precisions: Mapping[str, Any]) -> dict[str, Any]:
+    """The arithmetic each training stage runs in (``re``, ``oracle``, ``dpo``: ``fp32`` or ``bf16``), and whether
+    this machine multiplies bf16 natively: the same profile rounds differently on another precision."""
+
+    def change(m: dict[str, Any]) -> None:
+        m["precision"] = dict(precisions)
+
+    return update_manifest(results, change)
+
+
 def record_model(results: ResultsDir | Path, info: ModelLike) -> dict[str, Any]:
     """Called by notebooks after loading a model, so the manifest names exactly what was used."""
 
@@ -217,3 +229,24 @@ def record_rebuilt_files(results: ResultsDir | Path, rebuilt_paths: tuple[str, .
             m["rebuilt_git"] = git_state()
 
     return update_manifest(results, change)
+
+
+def record_peak_rss(results: ResultsDir | Path, stage: str, peak: PeakRSS) -> dict[str, Any]:
+    """Store one stage's peak RSS under ``peak_rss[stage]`` (a re-run of the stage replaces it), with when it was
+    measured: what a machine needs to run each stage, next to the notebook times."""
+
+    def change(m: dict[str, Any]) -> None:
+        m.setdefault("peak_rss", {})[stage] = {**peak.to_json(), "measured": now()}
+
+    return update_manifest(results, change)
+
+
+@contextlib.contextmanager
+def recorded_peak(results: ResultsDir | Path, stage: str) -> Iterator[PeakRSS]:
+    """Measure the block's peak RSS (:func:`redpo.core.memory.peak_window`: this process and its live children,
+    llama-server included) and record it in the manifest as ``stage``, also when the block raises."""
+    peak = PeakRSS()
+    with contextlib.ExitStack() as stack:
+        stack.callback(record_peak_rss, results, stage, peak)  # runs last, after the window has filled ``peak``
+        stack.enter_context(peak_window(peak))
+        yield peak

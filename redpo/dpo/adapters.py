@@ -9,6 +9,7 @@ folder trains nothing: it reads the committed run's training log and adapter has
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import shutil
@@ -85,6 +86,8 @@ def ensure_adapter(profile: Profile, results: ResultsDir, half: str, *, progress
     if log.get("held_out", {}).get("adapter_sha256") != log["adapter_sha256"]:  # measured on these weights only
         held_pairs = hold_out(pairs, profile.dpo.held_out, profile.seed)[1]
         untouched = loaded if reused else None  # training changed it in place: the evaluation loads a fresh copy
+        del loaded  # ... after the trained copy is gone: two copies at once would break the memory plan's budget
+        gc.collect()
         log["held_out"] = evaluate_held_out(profile, held_pairs, out_dir, progress=progress, loaded=untouched)
         from accelerate import PartialState
 

@@ -8,8 +8,9 @@ from typing import Any
 from datasets import Dataset
 
 from redpo.config import Profile
+from redpo.core.memory import peak_window
 from redpo.dpo.base import fresh_generator
-from redpo.dpo.train import PAIR_COLUMNS, dataset_progress, lora_config, trainer_config
+from redpo.dpo.train import PAIR_COLUMNS, completion_only_scoring, dataset_progress, dpo_trainer, trainer_config
 from redpo.models.packaged import hash_model_dir
 from redpo.models.registry import LoadedModel
 
@@ -31,7 +32,6 @@ def evaluate_held_out(profile: Profile, held_pairs: Dataset, out_dir: Path, *, p
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
     from transformers import PrinterCallback
-    from trl import DPOTrainer
 
     record: dict[str, Any] = {"pairs": len(held_pairs), "loss": None, "reward_accuracy": None, "reward_margin": None,
                               "adapter_sha256": hash_model_dir(out_dir)}
@@ -39,14 +39,13 @@ def evaluate_held_out(profile: Profile, held_pairs: Dataset, out_dir: Path, *, p
         return record
     loaded = loaded or fresh_generator(profile)
     held_set = held_pairs.select_columns(PAIR_COLUMNS)
-    with dataset_progress(progress), tempfile.TemporaryDirectory(prefix="redpo-dpo-eval-") as scratch:
+    with (dataset_progress(progress), completion_only_scoring(), peak_window() as peak,
+          tempfile.TemporaryDirectory(prefix="redpo-dpo-eval-") as scratch):
         args = trainer_config(profile, Path(scratch), progress=progress, output_dir=scratch,
                               per_device_eval_batch_size=1, precompute_ref_log_probs=False)
         # The adapter as training built it (a PeftModel handed to TRL would get a copy of itself as reference),
         # then the saved weights into it.
-        trainer = DPOTrainer(model=loaded.model, ref_model=None, args=args, train_dataset=held_set,
-                             eval_dataset=held_set, processing_class=loaded.tokenizer,
-                             peft_config=lora_config(profile.dpo.lora))
+        trainer = dpo_trainer(profile, loaded, args, held_set, eval_dataset=held_set)
         weights = load_file(out_dir / "adapter_model.safetensors")
         unexpected = set_peft_model_state_dict(trainer.model, weights).unexpected_keys
         if unexpected:
@@ -55,4 +54,4 @@ def evaluate_held_out(profile: Profile, held_pairs: Dataset, out_dir: Path, *, p
             trainer.remove_callback(PrinterCallback)
         metrics = trainer.evaluate()
     return {**record, "loss": metrics.get("eval_loss"), "reward_accuracy": metrics.get("eval_rewards/accuracies"),
-            "reward_margin": metrics.get("eval_rewards/margins")}
+            "reward_margin": metrics.get("eval_rewards/margins"), "peak_rss_gb": peak.to_json()["peak_rss_gb"]}

@@ -38,17 +38,21 @@ def seconds_per_step(log: Mapping[str, Any]) -> float | None:
 
 
 def training_summary(logs: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
-    """One row per adapter: pairs, steps, time, first/last training loss, and reward accuracy, margin and loss on
-    the held-out pairs (the last training batch's accuracy is not a measurement: it is one batch)."""
+    """One row per adapter: pairs, steps, time, the micro-batch the memory plan chose and the training's peak RSS,
+    first/last training loss, and reward accuracy, margin and loss on the held-out pairs (the last training batch's
+    accuracy is not a measurement: it is one batch). Logs written before the plan existed have no memory entries."""
     rows = []
     for name, log in logs.items():
         hist = log["history"]
+        memory = log.get("memory", {})
         rows.append({
             "adapter": name,
             "pairs": log["pairs_trained"],
             "steps": log["steps"],
             "seconds": log["total_seconds"],
             "seconds_per_step": seconds_per_step(log),
+            "micro_batch": memory.get("micro_batch"),
+            "peak_rss_gb": memory.get("peak_rss_gb"),
             "first_loss": hist[0]["loss"] if hist else None,
             "last_loss": hist[-1]["loss"] if hist else None,
             "held_out_pairs": log.get("held_out", {}).get("pairs"),
@@ -70,7 +74,8 @@ def save_dpo_metrics(
     results: ResultsDir, pairs: DPOPairs, leakage: Mapping[str, Any], logs: Mapping[str, Mapping[str, Any]]
 ) -> Path:
     """``metrics/dpo.json``: pair counts per half and kind, the leakage verdict and each adapter's training
-    summary (steps, seconds per step, final loss and reward accuracy), for the README and the claims report."""
+    summary (steps, seconds per step, micro-batch and peak RSS, final loss and reward accuracy), for the README and
+    the claims report."""
     frame = pairs.frame()
     return write_json(results.metrics / "dpo.json", {
         "pairs": {h: len(ds) for h, ds in pairs.datasets.items()},

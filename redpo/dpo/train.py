@@ -2,17 +2,22 @@
 
 - The reference model is the base model with the adapter disabled (``ref_model=None`` on a PEFT model), so no
   second copy is loaded; ``dpo.precompute_ref_log_probs`` computes its log-probs once, before training.
-- Every knob comes from ``profile.dpo``; no gradient checkpointing (it trades time for memory, and CPU time is
-  the scarce resource here); LoRA dropout stays as configured (TRL's ``disable_dropout`` is off, and the base
-  models have no dropout of their own).
+- Every knob comes from ``profile.dpo``; no activation checkpointing unless the memory plan needs it (it trades
+  time for memory, and CPU time is the scarce resource here); LoRA dropout stays as configured (TRL's
+  ``disable_dropout`` is off, and the base models have no dropout of their own).
 - A killed training resumes from its last checkpoint (:func:`last_checkpoint`), TRL's derived data included
   (:func:`on_disk`). Which adapter to train or reuse is decided in :mod:`redpo.dpo.adapters`.
+- Memory is planned before training (:mod:`redpo.dpo.memory`): the micro-batch and gradient accumulation come from
+  an estimate for the longest pairs, prompts are truncated from the left to ``dpo.max_prompt_length``
+  (:func:`dpo_trainer`), and the LM head scores only the completion tokens (:func:`completion_only_scoring`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
+import functools
 import shutil
 import time
 from collections.abc import Iterator, Mapping
@@ -25,9 +30,12 @@ from datasets import Dataset
 from redpo.config import LoraConfigSection, Profile
 from redpo.core.io import write_json
 from redpo.core.manifest import CHECKPOINTS_DIR
+from redpo.core.memory import peak_window
 from redpo.dpo.base import fresh_generator
+from redpo.dpo.memory import pair_lengths, plan_for
 from redpo.dpo.pairs import hold_out
 from redpo.models.packaged import hash_model_dir
+from redpo.models.precision import check_precision, trainer_precision
 from redpo.models.registry import LoadedModel
 
 LOG_NAME = "training_log.json"
@@ -102,19 +110,22 @@ def last_checkpoint(out_dir: Path, stamp: str) -> str | None:
     return get_last_checkpoint(str(folder))
 
 
-def trainer_config(profile: Profile, out_dir: Path, *, progress: bool, **overrides: Any) -> Any:
-    """TRL ``DPOConfig`` from ``profile.dpo`` (``overrides`` replace fields); bf16 only on a GPU with a bf16
-    generator."""
+def trainer_config(profile: Profile, out_dir: Path, *, progress: bool, checkpointing: bool = False,
+                   **overrides: Any) -> Any:
+    """TRL ``DPOConfig`` from ``profile.dpo`` (``overrides`` replace fields); bf16 autocast with ``dpo.precision:
+    bf16`` (checked for native bf16 first), or on a GPU with a bf16 generator; activation checkpointing only when
+    the memory plan asks for it."""
     import torch
     from trl import DPOConfig
 
     dpo = profile.dpo
-    # TRL turns activation checkpointing on by default (a second forward per step: slower, and pointless at these
-    # sizes). Newer transformers name the switch ``activation_checkpointing`` beside ``gradient_checkpointing``;
-    # older 5.x releases (5.17, as GPU images ship it) know only the latter and refuse the former.
-    checkpointing = {"gradient_checkpointing": False}
+    check_precision(profile, "dpo.precision")
+    # TRL turns activation checkpointing on by default (a second forward per step: slower, and pointless unless
+    # memory is short). Newer transformers name the switch ``activation_checkpointing`` beside
+    # ``gradient_checkpointing``; older 5.x releases (5.17, as GPU images ship it) know only the latter.
+    switches = {"gradient_checkpointing": checkpointing}
     if "activation_checkpointing" in {f.name for f in dataclasses.fields(DPOConfig)}:
-        checkpointing["activation_checkpointing"] = False
+        switches["activation_checkpointing"] = checkpointing
     settings = dict(
         output_dir=str(checkpoint_dir(out_dir)),
         beta=dpo.beta,
@@ -126,9 +137,10 @@ def trainer_config(profile: Profile, out_dir: Path, *, progress: bool, **overrid
         gradient_accumulation_steps=dpo.gradient_accumulation_steps,
         max_length=dpo.max_length,
         precompute_ref_log_probs=dpo.precompute_ref_log_probs,
-        **checkpointing,
+        **switches,
         disable_dropout=False,
-        bf16=profile.generator.dtype == "bfloat16" and torch.cuda.is_available(),
+        **trainer_precision("bf16" if dpo.precision == "bf16" or (
+            profile.generator.dtype == "bfloat16" and torch.cuda.is_available()) else "fp32"),
         fp16=False,
         logging_steps=1,
         save_strategy="steps" if dpo.checkpoint_steps else "no",
@@ -144,11 +156,84 @@ def trainer_config(profile: Profile, out_dir: Path, *, progress: bool, **overrid
     return DPOConfig(**{**settings, **overrides})
 
 
-def prompt_lengths(pairs: Dataset, tokenizer: Any) -> Any:
-    """Prompt lengths in tokens (TRL drops a pair whose prompt alone reaches ``max_length``)."""
-    import numpy as np
+def token_lengths(pairs: Dataset, tokenizer: Any) -> tuple[list[int], list[int]]:
+    """Per pair, the prompt's tokens and the longer completion's (EOS included), tokenized as TRL does: the
+    completion is what ``prompt + completion`` adds to the prompt."""
+    prompts = [len(ids) for ids in tokenizer(list(pairs["prompt"]))["input_ids"]]
+    eos = tokenizer.eos_token or ""
+    longest = [0] * len(prompts)
+    for side in ("chosen", "rejected"):
+        texts = [p + c + ("" if c.endswith(eos) else eos) for p, c in zip(pairs["prompt"], pairs[side], strict=True)]
+        for i, ids in enumerate(tokenizer(texts)["input_ids"]):
+            longest[i] = max(longest[i], len(ids) - prompts[i])
+    return prompts, longest
 
-    return np.array([len(ids) for ids in tokenizer(list(pairs["prompt"]), add_special_tokens=False)["input_ids"]])
+
+def _keep_prompt_end(example: dict[str, Any], keep: int) -> dict[str, Any]:
+    return {"prompt_ids": example["prompt_ids"][-keep:]}
+
+
+@functools.cache
+def _trainer_class() -> type:
+    """TRL's ``DPOTrainer`` with left truncation of the tokenized prompts (built on first use: TRL loads slowly)."""
+    from trl import DPOTrainer
+
+    class PromptTruncatingDPOTrainer(DPOTrainer):  # type: ignore[misc]
+        """TRL 1.x has no ``max_prompt_length``: it cuts ``prompt + completion`` at ``max_length`` from the end,
+        which eats the completion, and drops a pair whose prompt alone fills ``max_length``. Here the tokenized
+        prompt keeps its last ``max_prompt_length`` tokens before TRL's length filter runs (the validated profile
+        leaves room for a completion, so none is dropped)."""
+
+        def __init__(self, *args: Any, max_prompt_length: int | None = None, **kwargs: Any) -> None:
+            self.max_prompt_length = max_prompt_length  # read by _prepare_dataset, which TRL's __init__ calls
+            super().__init__(*args, **kwargs)
+
+        def _prepare_dataset(self, dataset: Any, processing_class: Any, args: Any, dataset_name: str) -> Any:
+            keep = self.max_prompt_length
+            if keep is None:
+                return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+            unfiltered = copy.copy(args)
+            unfiltered.max_length = None  # TRL would drop long prompts before they are truncated
+            dataset = super()._prepare_dataset(dataset, processing_class, unfiltered, dataset_name)
+            return dataset.map(_keep_prompt_end, fn_kwargs={"keep": keep},
+                               desc=f"Truncating {dataset_name} prompts to {keep} tokens")
+
+    return PromptTruncatingDPOTrainer
+
+
+@contextlib.contextmanager
+def completion_only_scoring() -> Iterator[None]:
+    """Let TRL's fused LM head score only the completion tokens on every device, as it already does on CUDA.
+
+    On a device without Triton, TRL projects *every* position through the LM head (keeping tile shapes fixed, which
+    only compiling backends need) and masks the prompt afterwards: for DPO prompts of ~500 tokens and completions of
+    ~50, nine tenths of the head's work (a 151,936-word vocabulary on Qwen) is thrown away, in the reference pass, the
+    forward and the backward. The switch is TRL's private ``_use_triton`` as ``trl.trainer.utils`` sees it; the
+    kernels keep their own. Where a TRL release no longer has it, nothing is patched and every position is scored
+    (slower, same values); ``tests/test_dpo_memory.py`` notices.
+    """
+    try:
+        from trl.trainer import utils as trl_utils
+    except ImportError:
+        trl_utils = None
+    original = getattr(trl_utils, "_use_triton", None)
+    if original is None:
+        yield
+        return
+    trl_utils._use_triton = lambda device: True
+    try:
+        yield
+    finally:
+        trl_utils._use_triton = original
+
+
+def dpo_trainer(profile: Profile, loaded: LoadedModel, args: Any, train_set: Dataset, **kwargs: Any) -> Any:
+    """TRL's ``DPOTrainer`` on ``loaded`` with the profile's LoRA, reference = the disabled adapter, prompts truncated
+    to ``dpo.max_prompt_length``. Build and run it inside :func:`completion_only_scoring` (the reference pass runs
+    while it is built)."""
+    return _trainer_class()(model=loaded.model, ref_model=None, args=args, train_dataset=train_set,
+                            processing_class=loaded.tokenizer, peft_config=lora_config(profile.dpo.lora),
+                            max_prompt_length=profile.dpo.max_prompt_length, **kwargs)
 
 
 def train_adapter(
@@ -168,31 +253,28 @@ def train_adapter(
     the training log that is also written to ``out_dir/training_log.json``.
     """
     from transformers import PrinterCallback
-    from trl import DPOTrainer
 
     if len(pairs) == 0:
         raise ValueError(f"no pairs to train {out_dir.name} on; check dpo.pairs_per_relation and dataset.relations")
+    dpo = profile.dpo
     loaded = loaded or fresh_generator(profile)
-    too_long = prompt_lengths(pairs, loaded.tokenizer) >= profile.dpo.max_length
-    if too_long.all():
+    train_pairs, _ = hold_out(pairs, dpo.held_out, profile.seed)
+    prompts, completions = token_lengths(train_pairs, loaded.tokenizer)
+    if dpo.max_prompt_length is None and min(prompts) >= dpo.max_length:
         raise ValueError(
-            f"every prompt of {out_dir.name} has >= dpo.max_length={profile.dpo.max_length} tokens, so TRL would "
-            "drop every pair; raise dpo.max_length or lower dpo.num_demos / dpo.chain_length in the profile"
+            f"every prompt of {out_dir.name} has >= dpo.max_length={dpo.max_length} tokens, so TRL would drop every "
+            "pair; set dpo.max_prompt_length, raise dpo.max_length or lower dpo.num_demos / dpo.chain_length"
         )
-    train_pairs, _ = hold_out(pairs, profile.dpo.held_out, profile.seed)
+    plan = plan_for(dpo, pair_lengths(prompts, completions, dpo), loaded.model, what=f"DPO adapter {out_dir.name}")
     t0 = time.perf_counter()
-    with dataset_progress(progress):
+    with dataset_progress(progress), completion_only_scoring(), peak_window() as peak:
         train_set = train_pairs.select_columns(PAIR_COLUMNS)
-        if profile.dpo.checkpoint_steps:  # resumable: TRL's derived data (reference log-probs) must resume too
+        if dpo.checkpoint_steps:  # resumable: TRL's derived data (reference log-probs) must resume too
             train_set = on_disk(train_set, checkpoint_dir(out_dir) / "data" / "train")
-        trainer = DPOTrainer(
-            model=loaded.model,
-            ref_model=None,
-            args=trainer_config(profile, out_dir, progress=progress),
-            train_dataset=train_set,
-            processing_class=loaded.tokenizer,
-            peft_config=lora_config(profile.dpo.lora),
-        )
+        args = trainer_config(profile, out_dir, progress=progress, checkpointing=plan.checkpointing,
+                              per_device_train_batch_size=plan.micro_batch,
+                              gradient_accumulation_steps=plan.accumulation)
+        trainer = dpo_trainer(profile, loaded, args, train_set)
         if not progress:
             trainer.remove_callback(PrinterCallback)
         kept = len(trainer.train_dataset)
@@ -214,7 +296,8 @@ def train_adapter(
         "train_seconds": round(output.metrics.get("train_runtime", seconds), 3),
         "setup_seconds": round(setup_seconds, 3),
         "total_seconds": round(seconds, 3),
-        "dpo": profile.dpo.model_dump(mode="json"),
+        "memory": {**plan.to_json(), **peak.to_json()},
+        "dpo": dpo.model_dump(mode="json"),
         "history": [
             {"step": row["step"], "epoch": row.get("epoch"), **{k: row[k] for k in LOG_KEYS if k in row}}
             for row in trainer.state.log_history

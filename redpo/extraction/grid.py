@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from redpo.config import Profile
 from redpo.core.io import RUNS_CACHE, ResultsDir
-from redpo.core.manifest import record_model
+from redpo.core.manifest import record_model, recorded_peak
 from redpo.core.sample import RESample
 from redpo.data.splits import profile_schema
 from redpo.extraction.metrics import per_sentence, score
@@ -96,7 +96,8 @@ def run_grid(
     """
     splits = dict.fromkeys((c.k, c.split_seed) for c in grid_cells(profile))
     sets = {split: arm_training_sets(profile, results, *split) for split in splits}
-    return run_training_sets(profile, results, sets, dev, test, progress=progress)
+    with recorded_peak(results, "re_grid"):
+        return run_training_sets(profile, results, sets, dev, test, progress=progress)
 
 
 def run_training_sets(

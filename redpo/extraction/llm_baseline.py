@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from redpo.config import Profile, SamplingConfig
 from redpo.core.io import ResultsDir
+from redpo.core.manifest import recorded_peak
 from redpo.core.relations import RelationSchema
 from redpo.core.sample import RESample
 from redpo.data.splits import generation_splits, load_profile_kshot, profile_schema, stratified_subset
@@ -187,11 +188,13 @@ def run_llm_baselines(
     schema = profile_schema(profile)
     out: list[ScoredBaseline | LLMREResult] = []
     splits = generation_splits(profile)[: profile.llm_re.splits]
-    for k, seed in splits:
-        out.append(run_closed_set(profile, results, schema, test, load_profile_kshot(profile, results.kshot, k, seed),
-                                  k=k, split_seed=seed, progress=progress))
-    if profile.llm_re.free_generation:
-        generator = open_generator(profile, results)
-        out += [run_llm_re(profile, schema, generator, test, load_profile_kshot(profile, results.kshot, k, seed),
-                           k=k, split_seed=seed, progress=progress) for k, seed in splits]
+    with recorded_peak(results, "llm_re"):
+        for k, seed in splits:
+            out.append(run_closed_set(profile, results, schema, test,
+                                      load_profile_kshot(profile, results.kshot, k, seed), k=k, split_seed=seed,
+                                      progress=progress))
+        if profile.llm_re.free_generation:
+            generator = open_generator(profile, results)
+            out += [run_llm_re(profile, schema, generator, test, load_profile_kshot(profile, results.kshot, k, seed),
+                               k=k, split_seed=seed, progress=progress) for k, seed in splits]
     return out

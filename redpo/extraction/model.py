@@ -24,7 +24,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -40,12 +40,17 @@ from transformers import (
 )
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from redpo.config import EncoderConfig
+from redpo.config import WHEN_SET, EncoderConfig
 from redpo.core.relations import RelationSchema
 from redpo.core.sample import MARKERS, RESample
 from redpo.extraction.encoding import Inputs
 from redpo.extraction.metrics import micro_f1_without_negative, score
 from redpo.models.load import load_encoder
+from redpo.models.precision import Precision, autocast, check_precision_value, trainer_precision
+
+Padding = Literal["longest", "fixed"]
+"""How a batch is padded: to its longest sequence (what every run does), or to ``encoder.max_length`` (only to
+measure what fixed padding would cost: ``python -m redpo bench training``)."""
 
 
 # ---- the model -------------------------------------------------------------------------------------------
@@ -107,10 +112,25 @@ class TrainedRE:
     stopped_early: bool = False
     """True when early stopping ended training before the epoch cap: the run converged by the rule."""
     history: list[dict[str, float]] = field(default_factory=list)
+    precision: Precision = field(default="fp32", metadata={WHEN_SET: True})
+    """``encoder.precision`` of the training; prediction runs in the same."""
+    padding: Padding = field(default="longest", metadata={WHEN_SET: True})
+    """How batches were padded (``fixed`` only in ``python -m redpo bench training``); prediction pads the same."""
 
     def summary(self) -> dict[str, Any]:
-        """JSON-safe description (everything but the model and tokenizer) for metrics files."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in {"model", "tokenizer"}}
+        """JSON-safe description (everything but the model and tokenizer) for metrics files. A field marked
+        ``WHEN_SET`` (as ``redpo.config.keyed_when_set`` marks keys) is left out while it holds its default, so a
+        default run's summary (the oracle's, in the correctness metrics) reads as it did before the field existed."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in {"model", "tokenizer"}
+                and not (f.metadata.get(WHEN_SET) and getattr(self, f.name) == f.default)}
+
+
+def collator(tokenizer: Any, padding: Padding, max_length: int) -> DataCollatorWithPadding:
+    """Pads each batch to its longest sequence, or (``fixed``) to ``max_length``; inputs are never cut here (the
+    encoding crops them to ``max_length`` already)."""
+    if padding == "fixed":
+        return DataCollatorWithPadding(tokenizer, padding="max_length", max_length=max_length, return_tensors="pt")
+    return DataCollatorWithPadding(tokenizer, return_tensors="pt")
 
 
 def _info_dict(info: Any) -> dict[str, Any]:
@@ -189,6 +209,7 @@ def train_re_model(
     labels: Sequence[str] | None = None,
     epoch_size: int | None = None,
     progress: bool = False,
+    padding: Padding = "longest",
 ) -> TrainedRE:
     """Fine-tune encoder + head on ``train``, early-stopping on ``dev`` micro-F1; returns the best epoch.
 
@@ -197,11 +218,14 @@ def train_re_model(
     ``epoch_size`` trains on ``train`` with the step schedule of a set of that many samples: an "epoch" (the
     evaluation interval, the unit of patience and of the cap) is ``ceil(epoch_size / batch_size)`` steps, the data
     cycling as needed. The step-matched manual control uses it to get exactly the mixed arms' step budget.
+    ``encoder_cfg.precision`` picks fp32 or bf16 autocast (refused without native bf16); ``padding`` is for the
+    benchmark only.
     ``progress`` shows the Trainer's own bar (steps, time left): on for a single long training (the oracle), off
     in the RE grid, whose own bar counts the runs.
     """
     if not train:
         raise ValueError("train_re_model got no training samples")
+    check_precision_value(encoder_cfg.precision, "encoder.precision")
     labels = tuple(labels or schema.labels)
     typed = bool(encoder_cfg.typed_markers and schema.entity_types)
     encoder, tokenizer, info = prepare_encoder(encoder_name, typed, seed)
@@ -246,6 +270,7 @@ def train_re_model(
             data_seed=seed,
             dataloader_num_workers=0,
             dataloader_pin_memory=torch.cuda.is_available(),
+            **trainer_precision(encoder_cfg.precision),
         )
         callbacks = [
             EarlyStoppingAfter(plan.min_steps, encoder_cfg.early_stopping_patience,
@@ -256,7 +281,7 @@ def train_re_model(
             args=args,
             train_dataset=train_ds,
             eval_dataset=dev_ds,
-            data_collator=DataCollatorWithPadding(tokenizer),
+            data_collator=collator(tokenizer, padding, encoder_cfg.max_length),
             compute_metrics=compute_metrics,
             callbacks=callbacks,
         )
@@ -285,20 +310,23 @@ def train_re_model(
         steps=int(state.global_step),
         stopped_early=dev_ds is not None and state.global_step < plan.cap,
         history=history,
+        precision=encoder_cfg.precision,
+        padding=padding,
     )
 
 
 def predict(trained: TrainedRE, samples: Sequence[RESample], batch_size: int | None = None) -> list[str]:
-    """Predicted label per sample, in order (batched, no gradients; default batch = eval_batch_size)."""
+    """Predicted label per sample, in order (batched, no gradients; default batch = eval_batch_size), in the
+    precision and padding the model was trained with."""
     if not samples:
         return []
     batch_size = batch_size or trained.eval_batch_size
     rows = Inputs(trained.tokenizer, trained.max_length, trained.typed_markers).dataset(samples).to_list()
-    collate = DataCollatorWithPadding(trained.tokenizer, return_tensors="pt")
+    collate = collator(trained.tokenizer, trained.padding, trained.max_length)
     model = trained.model.eval()
     device = next(model.parameters()).device
     out: list[str] = []
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(trained.precision, device.type):
         for i in range(0, len(rows), batch_size):
             batch = {k: v.to(device) for k, v in collate(rows[i : i + batch_size]).items()}
             out += [trained.labels[j] for j in model(**batch).logits.argmax(-1).tolist()]

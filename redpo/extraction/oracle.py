@@ -34,6 +34,7 @@ from safetensors.torch import load_model, save_model
 
 from redpo.config import Profile, derive, identity
 from redpo.core.io import ResultsDir, atomic_write, iter_jsonl, read_json, write_json
+from redpo.core.manifest import recorded_peak
 from redpo.core.relations import RelationSchema
 from redpo.core.replay import miss, replay_models
 from redpo.core.sample import RESample, generated_only, is_manual_copy
@@ -125,9 +126,10 @@ def ensure_oracle(profile: Profile, results: ResultsDir, *, progress: bool = Tru
         if (folder / WEIGHTS).is_file() and (folder / SUMMARY).is_file():
             summary = json.loads((folder / SUMMARY).read_text())
             return Oracle(_load(folder, summary, schema, encoder_cfg.typed_markers), summary)
-        trained = train_re_model(train, dev, schema, encoder_cfg, encoder_name=profile.encoder.model,
-                                 seed=profile.oracle.seed, output_dir=results.cache, progress=progress)
-        metrics = score([s.relation for s in test], predict(trained, test), schema)
+        with recorded_peak(results, "oracle"):  # only when it trains: a cached oracle would overwrite the record
+            trained = train_re_model(train, dev, schema, encoder_cfg, encoder_name=profile.encoder.model,
+                                     seed=profile.oracle.seed, output_dir=results.cache, progress=progress)
+            metrics = score([s.relation for s in test], predict(trained, test), schema)
     summary = {
         "fingerprint": fingerprint,
         **{k: v for k, v in trained.summary().items() if k != "history"},
@@ -153,7 +155,7 @@ def _load(folder: Path, summary: Mapping[str, Any], schema: RelationSchema, type
     fields = {k: summary[k] for k in ("max_length", "eval_batch_size", "encoder_name", "encoder_info", "seed",
                                       "n_train", "n_dev", "train_seconds", "epochs_run", "best_dev_micro_f1")}
     return TrainedRE(model=model, tokenizer=tokenizer, labels=labels, typed_markers=bool(summary["typed_markers"]),
-                     **fields)
+                     precision=summary.get("precision", "fp32"), **fields)  # predicts as it was trained
 
 
 # ---- correctness of generated samples ----------------------------------------------------------------------

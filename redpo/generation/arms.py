@@ -16,7 +16,7 @@ import pandas as pd
 
 from redpo.config import Profile
 from redpo.core.io import CALLS_CACHE, ResultsDir, write_json
-from redpo.core.manifest import record_model
+from redpo.core.manifest import record_model, recorded_peak
 from redpo.core.relations import RelationSchema
 from redpo.core.replay import replay_models
 from redpo.core.sample import RESample
@@ -139,14 +139,16 @@ def run_arms(
     run resumes where it stopped.
     """
     schema = profile_schema(profile)
-    generator = generator or open_generator(profile, results)
     out: dict[ArmKey, ArmResult] = {}
-    for k, seed in generation_splits(profile):
-        pools = kshot_by_relation(profile, results, k, seed, schema)
-        for arm in arms:
-            result = generate_arm(arm, profile, schema, pools, generator, k=k, kshot_seed=seed, progress=progress)
-            save_arm(result, results)
-            out[(result.name, k, seed)] = result
+    with recorded_peak(results, f"generation:{'+'.join(arms)}"):  # the kernel and its llama-server
+        generator = generator or open_generator(profile, results)
+        for k, seed in generation_splits(profile):
+            pools = kshot_by_relation(profile, results, k, seed, schema)
+            for arm in arms:
+                result = generate_arm(arm, profile, schema, pools, generator, k=k, kshot_seed=seed,
+                                      progress=progress)
+                save_arm(result, results)
+                out[(result.name, k, seed)] = result
     return out
 
 

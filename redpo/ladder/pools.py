@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 
 from redpo.config import Profile, derive
 from redpo.core.io import ResultsDir
+from redpo.core.manifest import recorded_peak
 from redpo.core.relations import RelationSchema
 from redpo.core.sample import RESample
 from redpo.data.splits import generation_splits, profile_schema
@@ -75,7 +76,13 @@ def _generate(arm: str, profile: Profile, generator: CachedGenerator, schema: Re
 
 
 def generate_pools(profile: Profile, results: ResultsDir, *, progress: bool = True) -> Pools:
-    """Every generation the profile's rungs need, on every ladder split (see the module docstring)."""
+    """Every generation the profile's rungs need, on every ladder split (see the module docstring); the peak RSS,
+    llama-server's included, is recorded in the manifest as ``ladder_generation``."""
+    with recorded_peak(results, "ladder_generation"):
+        return _generate_pools(profile, results, progress=progress)
+
+
+def _generate_pools(profile: Profile, results: ResultsDir, *, progress: bool) -> Pools:
     schema, lad = profile_schema(profile), profile.ladder
     splits = ladder_splits(profile)
     demos = {split: kshot_by_relation(profile, results, *split, schema) for split in splits}

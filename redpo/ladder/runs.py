@@ -16,6 +16,7 @@ import numpy as np
 
 from redpo.config import Profile, derive
 from redpo.core.io import ResultsDir, write_json
+from redpo.core.manifest import recorded_peak
 from redpo.core.sample import RESample
 from redpo.core.tables import json_safe
 from redpo.data.splits import load_profile_kshot, load_split, profile_schema
@@ -99,19 +100,20 @@ def best_generated(runs: Sequence[Mapping[str, Any]]) -> str | None:
 def run_ladder(profile: Profile, results: ResultsDir, pools: Pools, dev: Sequence[RESample],
                test: Sequence[RESample], *, progress: bool = True) -> dict[str, Any]:
     """Train every rung's sets in every ladder cell (L7 last, with ``ladder.encoder``), write
-    ``metrics/ladder.json`` and return it."""
+    ``metrics/ladder.json`` and return it. The peak RSS is recorded in the manifest as ``ladder_re_grid``."""
     lad, grid_profile = profile.ladder, ladder_grid_profile(profile)
-    sets, left_out = ladder_training_sets(profile, results, pools, dev, test, progress=progress)
-    grid = run_training_sets(grid_profile, results, sets, dev, test, progress=progress)
-    runs, skipped = list(grid["runs"]), list(grid["skipped"])
-    best = best_generated(runs)
-    if "L7" in lad.rungs and best is not None:
-        pairs = {split: {ladder_sets.L7_MANUAL: s[ladder_sets.MANUAL], ladder_sets.L7_BEST: s[best]}
-                 for split, s in sets.items() if best in s}
-        other = run_training_sets(derive(grid_profile, {"encoder.model": lad.encoder}), results, pairs, dev, test,
-                                  progress=progress)
-        runs += other["runs"]
-        skipped += other["skipped"]
+    with recorded_peak(results, "ladder_re_grid"):
+        sets, left_out = ladder_training_sets(profile, results, pools, dev, test, progress=progress)
+        grid = run_training_sets(grid_profile, results, sets, dev, test, progress=progress)
+        runs, skipped = list(grid["runs"]), list(grid["skipped"])
+        best = best_generated(runs)
+        if "L7" in lad.rungs and best is not None:
+            pairs = {split: {ladder_sets.L7_MANUAL: s[ladder_sets.MANUAL], ladder_sets.L7_BEST: s[best]}
+                     for split, s in sets.items() if best in s}
+            other = run_training_sets(derive(grid_profile, {"encoder.model": lad.encoder}), results, pairs, dev,
+                                      test, progress=progress)
+            runs += other["runs"]
+            skipped += other["skipped"]
     k = max(profile.fewshot.k)
     payload = json_safe({
         "profile": profile.name,

@@ -14,6 +14,7 @@ import math
 
 from redpo.config import Profile, derive
 from redpo.core.io import ResultsDir
+from redpo.core.manifest import recorded_peak
 from redpo.core.replay import replay_models
 from redpo.data.splits import generation_splits, profile_schema
 from redpo.dpo.generate import generate_dpo_arms
@@ -81,18 +82,19 @@ def generate_plateau_arms(
     wanted = [arm for arm, note in notes.items() if note is None]
     out: dict[ArmKey, ArmResult] = {}
     plain = [arm for arm in wanted if not split_dpo_name(arm)[1]]
-    if plain:
-        generator = open_generator(profile, results)  # derived profiles change what is asked, not who answers
-        for (k, seed), pool in pools.items():
-            for arm in plain:
-                out[(arm, k, seed)] = generate_arm(
-                    arm, prof, schema, pool, generator, k=k, kshot_seed=seed, progress=progress
-                )
-        del generator
     dpo_bases = [split_dpo_name(arm)[0] for arm in wanted if split_dpo_name(arm)[1]]
-    if dpo_bases:
-        out.update(generate_dpo_arms(prof, results, load_halves(results), splits, pools, arms=dpo_bases,
-                                     progress=progress, save=False))
+    with recorded_peak(results, "plateau_generation"):
+        if plain:
+            generator = open_generator(profile, results)  # derived profiles change what is asked, not who answers
+            for (k, seed), pool in pools.items():
+                for arm in plain:
+                    out[(arm, k, seed)] = generate_arm(
+                        arm, prof, schema, pool, generator, k=k, kshot_seed=seed, progress=progress
+                    )
+            del generator
+        if dpo_bases:
+            out.update(generate_dpo_arms(prof, results, load_halves(results), splits, pools, arms=dpo_bases,
+                                         progress=progress, save=False, stage=None))
     for result in out.values():
         save_arm(plateau_name(result), results)
     return out, skipped

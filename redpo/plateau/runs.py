@@ -14,6 +14,7 @@ from typing import Any
 
 from redpo.config import Profile, derive
 from redpo.core.io import ResultsDir
+from redpo.core.manifest import recorded_peak
 from redpo.data.splits import load_profile_kshot, profile_schema
 from redpo.extraction.grid import run_training_sets
 from redpo.extraction.training_sets import comparable_sets, describe_grid, mixed_sets
@@ -72,13 +73,14 @@ def run_plateau_grid(
     runs: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []
     quotas: dict[str, dict[str, Any]] = {}
-    for n in profile.plateau.n_values:
-        sets, held = prefix_sets(arms, manual, n, profile_schema(profile).negative_label,
-                                 profile.generation.negative_label)
-        quotas.update(held)
-        grid = run_training_sets(plateau_grid_profile(profile), results, sets, dev, test, progress=progress)
-        for run in grid["runs"]:
-            kind, _, arm = run["arm"].partition(":")
-            runs.append({**run, "n": n, "plateau_arm": arm, "data": kind})
-        skipped += [{**row, "n": n} for row in grid["skipped"]]
+    with recorded_peak(results, "plateau_re_grid"):
+        for n in profile.plateau.n_values:
+            sets, held = prefix_sets(arms, manual, n, profile_schema(profile).negative_label,
+                                     profile.generation.negative_label)
+            quotas.update(held)
+            grid = run_training_sets(plateau_grid_profile(profile), results, sets, dev, test, progress=progress)
+            for run in grid["runs"]:
+                kind, _, arm = run["arm"].partition(":")
+                runs.append({**run, "n": n, "plateau_arm": arm, "data": kind})
+            skipped += [{**row, "n": n} for row in grid["skipped"]]
     return {"runs": runs, "skipped": skipped, "quotas": quotas}

@@ -27,10 +27,11 @@ from redpo.config import REPO_ROOT, load_profile, results_root
 from redpo.core.conflicts import ConflictLog
 from redpo.core.io import ResultsDir
 from redpo.core.lock import hold_results
-from redpo.core.manifest import now, record_notebook, start_run
+from redpo.core.manifest import now, record_notebook, record_precision, start_run
 from redpo.core.replay import prepare_replay, replay_dir
 from redpo.data.check import require_valid
 from redpo.data.fetch import data_file_hashes
+from redpo.models.precision import check_precision, native_bf16, stage_precisions
 from redpo.run.segments import recorded_segment, wall_times
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
@@ -189,6 +190,7 @@ def run(
 
     overrides = dict(overrides or {})
     resolved = load_profile(profile, overrides)  # fail on a bad profile before starting any kernel
+    check_precision(resolved)  # bf16 only where this machine multiplies it natively
     root = Path(results_dir) if results_dir else results_root()
     results = ResultsDir(resolved, root=root)
     notebooks = discover(Path(notebooks_dir or NOTEBOOKS_DIR), only)
@@ -197,6 +199,7 @@ def run(
     with hold_results(results.root):  # one writer per results folder; the kernels below inherit the lock
         kernel = choose_kernel()
         start_run(results, resolved, overrides, data_file_hashes(resolved))
+        record_precision(results, {**stage_precisions(resolved), "native_bf16": native_bf16()})
         if prepare_replay(results) is not None:
             say(f"replay: {replay_dir(results)} holds this run's model calls; no generator is loaded, no adapter "
                 "trained, and a call it cannot answer stops the run")

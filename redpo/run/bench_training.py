@@ -1,0 +1,253 @@
+"""``python -m redpo bench training``: the cost of a unit of training work, per machine type, precision and padding.
+
+Parts (``--backends``, comma-separated; default all four):
+
+- ``re`` (or ``re:144``, ``re:680``): an RE run, train and predict, at each size of
+  :data:`redpo.extraction.bench.RE_SIZES`, in fp32 and bf16 autocast, padded to each batch's longest sequence and to
+  ``encoder.max_length`` (:func:`redpo.extraction.bench.time_re_run`);
+- ``dpo`` (or ``dpo:<registry model>``): DPO steps of the profile's generator (or that model) in the same four
+  settings, on half A's pairs (:func:`redpo.dpo.bench.time_dpo_steps`);
+- ``re_equivalence``: bf16 against fp32 RE runs on one K-shot split x ``EQUIVALENCE_SEEDS`` classifier seeds, the
+  paired bootstrap CI of F1(bf16) - F1(fp32) that every claim uses;
+- ``dpo_equivalence``: a probe adapter in each precision, its held-out reward accuracy with a 95% Wilson interval,
+  and whether bf16's accuracy lies inside fp32's interval (:func:`dpo_equivalence`).
+
+bf16 is timed only where the machine has native bf16 (:func:`redpo.models.precision.native_bf16`); elsewhere its
+rows say why they are missing. Every invocation adds its measurements to ``metrics/bench_training.json`` under this
+machine's type, keeping earlier ones (a repeated timing becomes a spread), so one file holds every machine type and
+parts can run one at a time under the shared lock. The *first edition* settings are fp32 with batch-longest
+padding: the RE collator (``DataCollatorWithPadding``) and TRL's preference collator both pad to the batch's
+longest sequence, and neither had a precision setting.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from redpo.analysis.audit import wilson
+from redpo.analysis.stats import PairedCells, paired_f1_bootstrap
+from redpo.config import ConfigError, Profile
+from redpo.core.io import ResultsDir, read_json, write_json
+from redpo.dpo.bench import probe_equivalence, time_dpo_steps
+from redpo.dpo.pairs import build_and_save_pairs, load_pairs, pairs_path
+from redpo.extraction.bench import RE_SIZES, equivalence_runs, time_re_run
+from redpo.models.precision import machine_type
+
+PARTS = ("re", "dpo", "re_equivalence", "dpo_equivalence")
+PRECISIONS = ("fp32", "bf16")
+PADDINGS = ("longest", "fixed")
+FIRST_EDITION = ("fp32", "longest")
+"""The settings every committed run trained with (see the module docstring)."""
+EQUIVALENCE_SEEDS = (0, 1)
+CI_LEVEL = 0.95
+"""Level of the probe adapters' reward-accuracy intervals: the level of every claim's CI."""
+BENCH_FILE = "bench_training.json"
+DOCS_BLOCK = re.compile(r"(<!-- bench_training:(?P<profile>[A-Za-z0-9._-]+) start\b[^\n]*-->\n).*?"
+                        r"(\n<!-- bench_training:(?P=profile) end -->)", re.DOTALL)
+"""The block of ``docs/benchmarks.md`` that holds a committed file's table (:func:`fill_docs`)."""
+
+
+def _parts(backends: Sequence[str], profile: Profile) -> list[tuple[str, str, str]]:
+    """``--backends`` items -> ``(part, argument, precision)``; refused with the list of what exists. A timed part
+    may name one precision (``dpo@bf16``), so that a long part runs in short locked pieces."""
+    out = []
+    for item in backends:
+        spec, _, precision = item.partition("@")
+        part, _, arg = spec.partition(":")
+        if (part not in PARTS or (arg and part not in ("re", "dpo")) or (part == "re" and arg and not arg.isdigit())
+                or precision not in ("", *PRECISIONS) or (precision and part not in ("re", "dpo"))):
+            raise ConfigError(f"unknown bench training part {item!r}; use {', '.join(PARTS)}, re:<size>, "
+                              "dpo:<registry model>, each of the timed two optionally @fp32 or @bf16")
+        out.append((part, arg or (profile.generator.model if part == "dpo" else ""), precision))
+    return out
+
+
+def _settings(native: bool) -> list[tuple[str, str]]:
+    return [(p, pad) for p in PRECISIONS for pad in PADDINGS if native or p == "fp32"]
+
+
+def _append(entries: dict[str, Any], key: str, result: dict[str, Any], report: dict[str, Any], path: Path) -> None:
+    """Add one measurement and save the file at once: a part that dies later (a killed process, memory) keeps
+    what it measured."""
+    entries.setdefault(key, {"runs": []})["runs"].append(result)
+    write_json(path, report)
+
+
+def _summarise(entry: dict[str, Any], seconds: str) -> dict[str, Any]:
+    """Median and spread of the runs' ``seconds`` field (and its CPU seconds)."""
+    def stats(values: list[float]) -> dict[str, Any]:
+        return {"median": round(statistics.median(values), 2), "min": min(values), "max": max(values),
+                "n": len(values)}
+
+    walls = [r[seconds] for r in entry["runs"]]
+    cpus = [r[seconds.replace("seconds", "cpu_seconds")] for r in entry["runs"]]
+    return {**entry, "wall": stats(walls), "cpu": stats(cpus)}
+
+
+def _dpo_step_seconds(run: dict[str, Any]) -> dict[str, Any]:
+    """A DPO timing run's step: the last timed step (the first pays one-off allocations)."""
+    last = run["steps"][-1]
+    return {**run, "step_seconds": last["seconds"], "step_cpu_seconds": last["cpu_seconds"]}
+
+
+def re_equivalence(profile: Profile) -> dict[str, Any]:
+    """bf16 against fp32 on one split x two seeds, with the paired bootstrap CI of the F1 difference."""
+    runs = equivalence_runs(profile, k=profile.fewshot.k[0], split_seed=profile.fewshot.seeds[0],
+                            seeds=EQUIVALENCE_SEEDS)
+    gold = runs["runs"]["fp32"][0]["predictions"]["gold"]
+    cells = PairedCells(gold=gold, a=[r["predictions"]["pred"] for r in runs["runs"]["bf16"]],
+                        b=[r["predictions"]["pred"] for r in runs["runs"]["fp32"]],
+                        splits=[runs["split_seed"]] * len(EQUIVALENCE_SEEDS))
+    effect = paired_f1_bootstrap(cells, runs["negative_label"], n_boot=profile.claims.bootstrap_replicates,
+                                 seed=profile.claims.bootstrap_seed)
+    slim = {p: [{k: v for k, v in r.items() if k != "predictions"} for r in rs] for p, rs in runs["runs"].items()}
+    def agreement(x: dict[str, Any], y: dict[str, Any]) -> float:
+        return round(sum(a == b for a, b in zip(x["predictions"]["pred"], y["predictions"]["pred"],
+                                                strict=True)) / len(gold), 4)
+
+    by = runs["runs"]
+    return {**{k: v for k, v in runs.items() if k != "runs"}, "runs": slim,
+            "delta_micro_f1": effect.to_json(), "ci_contains_zero": effect.low <= 0 <= effect.high,
+            "prediction_agreement": [agreement(x, y) for x, y in zip(by["bf16"], by["fp32"], strict=True)],
+            # The yardstick: how often two seeds of the same precision agree (training noise alone).
+            "seed_agreement": {p: agreement(rs[0], rs[1]) for p, rs in by.items() if len(rs) > 1}}
+
+
+def dpo_equivalence(probe: dict[str, Any]) -> dict[str, Any]:
+    """The probe adapters of :func:`redpo.dpo.bench.probe_equivalence` with a Wilson interval on each held-out
+    reward accuracy (few held-out pairs: the normal interval would leave [0, 1]), and ``bf16_within_fp32_ci``."""
+    n = probe["held_out_pairs"]
+    adapters = {}
+    for precision, a in probe["adapters"].items():
+        accuracy = a["reward_accuracy"]
+        ci = wilson(round(accuracy * n), n, CI_LEVEL) if accuracy is not None else None
+        adapters[precision] = {**a, "reward_accuracy_ci": list(ci) if ci else None}
+    fp32, bf16 = adapters.get("fp32", {}), adapters.get("bf16", {})
+    within = (None if not fp32.get("reward_accuracy_ci") or bf16.get("reward_accuracy") is None
+              else fp32["reward_accuracy_ci"][0] <= bf16["reward_accuracy"] <= fp32["reward_accuracy_ci"][1])
+    return {**probe, "adapters": adapters, "bf16_within_fp32_ci": within}
+
+
+def _half_a_pairs(profile: Profile, results: ResultsDir) -> Any:
+    if not pairs_path(results, "A").is_file():
+        build_and_save_pairs(profile, results)
+    return load_pairs(results, "A")
+
+
+def speedups(machine: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per workload: median seconds in each setting, and the speed-up of each over the first edition's."""
+    rows = []
+    workloads = [(f"RE run, {key.split('/')[0]} samples", key.rsplit("/", 2)[0], "run_seconds", machine.get("re", {}))
+                 for key in machine.get("re", {})]
+    workloads += [(f"DPO step, {key.split('/')[0]}", key.rsplit("/", 2)[0], "step_seconds", machine.get("dpo", {}))
+                  for key in machine.get("dpo", {})]
+    seen: set[str] = set()
+    for label, stem, field, entries in workloads:
+        if stem in seen:
+            continue
+        seen.add(stem)
+        row: dict[str, Any] = {"workload": label}
+        base = entries.get(f"{stem}/{'/'.join(FIRST_EDITION)}")
+        for precision, padding in _settings(True):
+            entry = entries.get(f"{stem}/{precision}/{padding}")
+            if entry is None:
+                continue
+            s = _summarise(entry, field)
+            row[f"{precision} {padding}"] = s["wall"]["median"]
+            row[f"{precision} {padding} cpu"] = s["cpu"]["median"]
+            if base is not None:
+                b = _summarise(base, field)
+                row[f"speed-up {precision} {padding}"] = round(b["wall"]["median"] / s["wall"]["median"], 2)
+                row[f"speed-up {precision} {padding} cpu"] = round(b["cpu"]["median"] / s["cpu"]["median"], 2)
+        rows.append(row)
+    return rows
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The docs' table: per machine type and workload, median wall seconds (CPU seconds) in each setting, the
+    speed-up of bf16 batch-longest over the first edition's settings, and the equivalence checks' numbers. Machine
+    types in sorted order, so the saved file (written with sorted keys) renders the same table again."""
+    head = ("| machine | workload | fp32 fixed | fp32 longest (first edition) | bf16 fixed | bf16 longest "
+            "| speed-up |\n|---|---|---|---|---|---|---|")
+    lines = [head]
+    for kind, machine in sorted(report.get("machines", {}).items()):
+        for row in machine.get("table", []):
+            cells = [f"{row[k]} s ({row[k + ' cpu']} s)" if k in row else "n/a"
+                     for k in ("fp32 fixed", "fp32 longest", "bf16 fixed", "bf16 longest")]
+            best = "bf16 longest" if "bf16 longest" in row else "fp32 longest"
+            speed = f"{row.get(f'speed-up {best}', 'n/a')}x ({row.get(f'speed-up {best} cpu', 'n/a')}x cpu)"
+            where = f"{kind} ({machine['machine']['cpu']})"
+            lines.append(f"| {where} | {row['workload']} | {' | '.join(cells)} | {speed} |")
+    for kind, machine in sorted(report.get("machines", {}).items()):
+        eq = machine.get("re_equivalence", {})
+        if "delta_micro_f1" in eq:
+            d = eq["delta_micro_f1"]
+            lines.append(f"\n{kind}: RE micro-F1(bf16) - micro-F1(fp32), split {eq['split_seed']} x seeds "
+                         f"{eq['seeds']}: "
+                         f"{100 * d['estimate']:+.2f} points [{100 * d['low']:+.2f}, {100 * d['high']:+.2f}] "
+                         f"(95% CI {'contains' if eq['ci_contains_zero'] else 'excludes'} 0); same prediction on "
+                         f"{', '.join(f'{100 * a:.1f}%' for a in eq['prediction_agreement'])} of the test sentences "
+                         f"(two seeds of one precision: {eq.get('seed_agreement', 'not recorded')}).")
+        probe = machine.get("dpo_equivalence", {})
+        for precision, a in probe.get("adapters", {}).items():
+            lines.append(f"\n{kind}: DPO probe adapter in {precision}: held-out reward accuracy {a['reward_accuracy']} "
+                         f"{a['reward_accuracy_ci']} on {probe['held_out_pairs']} pairs, margin {a['reward_margin']}, "
+                         f"training losses {a['losses']}.")
+        if probe.get("bf16_within_fp32_ci") is not None:
+            where = "inside" if probe["bf16_within_fp32_ci"] else "outside"
+            lines.append(f"\n{kind}: bf16's reward accuracy is {where} fp32's interval.")
+    return "\n".join(lines)
+
+
+def fill_docs(text: str, results_root: Path) -> str:
+    """``text`` with every ``bench_training:<profile>`` block rewritten from ``results_root/<profile>/metrics``'s
+    committed file: the docs quote measured numbers only, and a test fails when a block and its file differ."""
+    def table(m: re.Match[str]) -> str:
+        report = read_json(results_root / m["profile"] / "metrics" / BENCH_FILE)
+        return f"{m[1]}{markdown(report)}{m[3]}"
+
+    return DOCS_BLOCK.sub(table, text)
+
+
+def bench_training(profile: Profile, results: ResultsDir, *, backends: Sequence[str] = PARTS) -> dict[str, Any]:
+    """Run the chosen parts on this machine and merge them into ``metrics/bench_training.json``."""
+    chosen = _parts(backends, profile)
+    path = results.metrics / BENCH_FILE
+    report: dict[str, Any] = read_json(path) if path.is_file() else {}
+    report.update(profile=profile.name, machines=report.get("machines", {}))
+    info = machine_type()
+    machine = report["machines"].setdefault(info["type"], {})
+    machine["machine"] = info
+    settings = _settings(info["native_bf16"])
+    for part, arg, only in chosen:
+        print(f"bench training: {part}{':' + arg if arg else ''}{'@' + only if only else ''} ...", flush=True)
+        timed = [(p, pad) for p, pad in settings if not only or p == only]
+        if part == "re":
+            for size in [int(arg)] if arg else RE_SIZES:
+                for precision, padding in timed:
+                    _append(machine.setdefault("re", {}), f"{size}/{precision}/{padding}",
+                            time_re_run(profile, size, precision, padding), report, path)  # type: ignore[arg-type]
+        elif part == "dpo":
+            pairs = _half_a_pairs(profile, results)
+            for precision, padding in timed:
+                timed_steps = time_dpo_steps(profile, pairs, arg, precision, padding)  # type: ignore[arg-type]
+                _append(machine.setdefault("dpo", {}), f"{arg}/{precision}/{padding}", _dpo_step_seconds(timed_steps),
+                        report, path)
+        elif not info["native_bf16"]:
+            machine[part] = {"skipped": "no native bf16 on this machine: bf16 is refused here, nothing to compare"}
+        elif part == "re_equivalence":
+            machine[part] = re_equivalence(profile)
+        else:
+            machine[part] = dpo_equivalence(probe_equivalence(profile, _half_a_pairs(profile, results)))
+    if not info["native_bf16"]:
+        machine["bf16"] = "not timed: this machine has no native bf16 (redpo.models.precision.native_bf16)"
+    for entries, field in ((machine.get("re", {}), "run_seconds"), (machine.get("dpo", {}), "step_seconds")):
+        for key, entry in entries.items():
+            entries[key] = _summarise(entry, field)
+    machine["table"] = speedups(machine)
+    report["markdown"] = markdown(report)
+    return report

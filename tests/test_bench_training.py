@@ -1,0 +1,186 @@
+"""``bench training`` and ``bench generation``'s arithmetic: parts, merged repeats, speed-ups, the equivalence CI,
+both generation ratios and the machine's bound. Timings are faked: what is tested is what is done with them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from redpo.config import REPO_ROOT, ConfigError, load_profile
+from redpo.core.io import ResultsDir
+from redpo.run import bench_training as bt
+
+MACHINE = {"type": "AVX512-test", "cpu": "test", "native_bf16": True}
+SECONDS = {("fp32", "longest"): 120.0, ("fp32", "fixed"): 150.0, ("bf16", "longest"): 60.0, ("bf16", "fixed"): 75.0}
+
+
+def _fake_re(profile: Any, size: int, precision: str, padding: str) -> dict[str, Any]:
+    s = SECONDS[(precision, padding)] * size / 144
+    return {"size": size, "precision": precision, "padding": padding, "run_seconds": s, "run_cpu_seconds": 2 * s}
+
+
+@pytest.fixture()
+def faked(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> tuple[Any, ResultsDir]:
+    monkeypatch.setattr(bt, "time_re_run", _fake_re)
+    monkeypatch.setattr(bt, "machine_type", lambda: dict(MACHINE))
+    prof = load_profile("smoke")
+    return prof, ResultsDir(prof, root=tmp_path)
+
+
+def test_repeated_timings_merge_into_a_spread_and_the_table_compares_with_the_first_edition(
+        faked: tuple[Any, ResultsDir]) -> None:
+    prof, results = faked
+    path = results.metrics / bt.BENCH_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(bt.bench_training(prof, results, backends=["re:144"])))  # as the CLI saves it
+    report = bt.bench_training(prof, results, backends=["re:144@bf16"])  # one precision: a short locked piece
+    machine = report["machines"]["AVX512-test"]
+    assert machine["re"]["144/fp32/longest"]["wall"]["n"] == 1
+    assert machine["re"]["144/bf16/longest"]["wall"] == {"median": 60.0, "min": 60.0, "max": 60.0, "n": 2}
+    (row,) = machine["table"]
+    assert row["workload"] == "RE run, 144 samples"
+    assert row["speed-up bf16 longest"] == 2.0 and row["speed-up fp32 fixed"] == 0.8
+    assert row["speed-up fp32 longest"] == 1.0 and row["fp32 longest cpu"] == 240.0
+    cells = "| 150.0 s (300.0 s) | 120.0 s (240.0 s) | 75.0 s (150.0 s) | 60.0 s (120.0 s) | 2.0x"
+    assert f"| RE run, 144 samples {cells}" in report["markdown"]
+
+
+def test_without_native_bf16_only_fp32_is_timed_and_the_report_says_why(
+        faked: tuple[Any, ResultsDir], monkeypatch: pytest.MonkeyPatch) -> None:
+    prof, results = faked
+    monkeypatch.setattr(bt, "machine_type", lambda: {**MACHINE, "type": "AVX2-test", "native_bf16": False})
+    machine = bt.bench_training(prof, results, backends=["re:144", "re_equivalence"])["machines"]["AVX2-test"]
+    assert sorted(machine["re"]) == ["144/fp32/fixed", "144/fp32/longest"]
+    assert "no native bf16" in machine["bf16"] and "skipped" in machine["re_equivalence"]
+
+
+@pytest.mark.parametrize("item", ["nope", "re:big", "re_equivalence:3", "dpo@fp16", "re_equivalence@bf16"])
+def test_unknown_parts_are_refused_naming_what_exists(item: str) -> None:
+    with pytest.raises(ConfigError, match="re:<size>"):
+        bt._parts([item], load_profile("smoke"))
+
+
+def test_the_cli_refuses_an_unknown_part_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from redpo import __main__ as cli
+
+    assert cli.main(["bench", "training", "--profile", "smoke", "--results-dir", str(tmp_path),
+                     "--backends", "nope"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: unknown bench training part 'nope'")
+
+
+def _equivalence(bf16_wrong: int) -> dict[str, Any]:
+    gold = ["A", "B", "Other", "A", "B", "A"] * 50
+    fp32 = list(gold)
+    bf16 = ["Other" if i < bf16_wrong else g for i, g in enumerate(gold)]
+    run = lambda pred: {"seed": 0, "steps": 10, "micro_f1": 0.0,  # noqa: E731
+                        "predictions": {"ids": [str(i) for i in range(len(gold))], "gold": gold, "pred": pred}}
+    return {"k": 8, "split_seed": 1, "n_train": 152, "seeds": [0, 1], "negative_label": "Other",
+            "runs": {"fp32": [run(fp32), run(fp32)], "bf16": [run(bf16), run(bf16)]}}
+
+
+@pytest.mark.parametrize(("wrong", "contains_zero"), [(0, True), (120, False)])
+def test_re_equivalence_is_the_paired_bootstrap_of_bf16_minus_fp32(
+        wrong: int, contains_zero: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bt, "equivalence_runs", lambda *a, **k: _equivalence(wrong))
+    out = bt.re_equivalence(load_profile("smoke", {"claims.bootstrap_replicates": 200}))
+    assert out["ci_contains_zero"] is contains_zero
+    assert (out["delta_micro_f1"]["estimate"] < 0) is (wrong > 0)
+    changed = sum(g != "Other" for g in _equivalence(0)["runs"]["fp32"][0]["predictions"]["gold"][:wrong])
+    assert out["prediction_agreement"] == [round(1 - changed / 300, 4)] * 2
+    assert out["seed_agreement"] == {"fp32": 1.0, "bf16": 1.0}
+    assert "predictions" not in out["runs"]["bf16"][0]  # the file keeps scores, not 2,717 labels per run
+
+
+@pytest.mark.parametrize(("bf16_accuracy", "within"), [(0.75, True), (0.0, False)])
+def test_dpo_equivalence_puts_a_wilson_interval_on_each_probe_and_checks_bf16_against_fp32s(
+        bf16_accuracy: float, within: bool) -> None:
+    probe = {"held_out_pairs": 12, "adapters": {
+        "fp32": {"reward_accuracy": 0.75, "reward_margin": 0.1, "losses": [0.69]},
+        "bf16": {"reward_accuracy": bf16_accuracy, "reward_margin": 0.1, "losses": [0.69]}}}
+    out = bt.dpo_equivalence(probe)
+    low, high = out["adapters"]["fp32"]["reward_accuracy_ci"]
+    assert 0.4 < low < 0.75 < high < 1.0  # 9 of 12: wide, and inside [0, 1]
+    assert out["bf16_within_fp32_ci"] is within
+    text = bt.markdown({"machines": {"AVX512-test": {"dpo_equivalence": out}}})
+    assert f"reward accuracy {bf16_accuracy} " in text and ("inside" if within else "outside") in text
+
+
+def test_the_docs_table_is_the_committed_measurement_rendered() -> None:
+    """docs/benchmarks.md quotes bench training's numbers only through blocks rendered from the committed file: a
+    number typed by hand, or a file measured again without refreshing the page, fails here."""
+    docs = REPO_ROOT / "docs" / "benchmarks.md"
+    text = docs.read_text(encoding="utf-8")
+    assert bt.DOCS_BLOCK.search(text), "docs/benchmarks.md lost its bench_training block"
+    fresh = bt.fill_docs(text, REPO_ROOT / "results")
+    assert fresh == text, ("docs/benchmarks.md's bench_training block differs from the committed file; rewrite it "
+                           "with redpo.run.bench_training.fill_docs (the page's 'Still to measure' has the command)")
+
+
+def test_the_table_renders_the_same_from_memory_and_from_the_saved_file(faked: tuple[Any, ResultsDir]) -> None:
+    prof, results = faked
+    report = bt.bench_training(prof, results, backends=["re:144"])
+    report["machines"]["AVX2-other"] = report["machines"]["AVX512-test"]  # inserted last, sorted first
+    saved = json.loads(json.dumps(report, sort_keys=True))
+    assert bt.markdown(saved) == bt.markdown(report)
+
+
+# ---- bench generation: both ratios and the bound, on the committed benchmark's own numbers -------------------
+COMMITTED = REPO_ROOT / "results" / "cpu-full" / "metrics" / "bench_generation.json"
+
+
+def test_generation_reports_both_ratios_for_every_engine() -> None:
+    from redpo.generation.bench import ratios
+
+    backends = json.loads(COMMITTED.read_text())["backends"]
+    out = ratios(backends)
+    assert out["llama_cpp"]["valid_per_min"]["obo_chain"] == 2.3 and out["llama_cpp"]["seconds"]["obo_chain"] == 1.84
+    assert out["llama_cpp"]["seconds"]["cold_step"] == 0.97
+    assert set(out) == {"llama_cpp", "llama_cpp:qwen2.5-coder-1.5b-instruct"}
+
+
+def test_the_chain_bound_exists_when_llama_cpp_lost_its_decode_rate_and_uses_each_models_own_rates() -> None:
+    """The committed run's llama.cpp prefill pass took longer than its whole cold step, so its decode rate is None
+    and the old bound was null; the bound takes the machine's peak rates for the same model instead."""
+    from redpo.generation.bench import chain_bound
+
+    report = json.loads(COMMITTED.read_text())
+    assert report["backends"]["llama_cpp"]["cold_step"]["decode_tok_s"] is None
+    out = chain_bound(report["backends"], report["chain_fresh_prompt_tokens"])
+    small, large = out["engines"]["llama_cpp"], out["engines"]["llama_cpp:qwen2.5-coder-1.5b-instruct"]
+    assert small["decode_from"] == "transformers" and small["seconds"] == round(18440 / 158.0 + 4736 / 24.0, 1)
+    assert large["decode_from"] == "llama_cpp:qwen2.5-coder-1.5b-instruct" and large["decode_tok_s"] == 16.4
+    assert 0 < small["fraction_reached"] < 1 and out["seconds"] == small["seconds"]
+
+
+@pytest.mark.parametrize("name", ["llama_cpp@fp8", "transformers@bf16", "vllm"])
+def test_unknown_generation_backends_are_refused(name: str, tmp_path: Path) -> None:
+    from redpo.generation.bench import bench_generation
+
+    prof = load_profile("smoke")
+    with pytest.raises(ConfigError, match="llama_cpp@"):
+        bench_generation(prof, ResultsDir(prof, root=tmp_path), backends=[name])
+
+
+# ---- the DPO step on the smoke generator ---------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("padding", ["longest", "fixed"])
+def test_dpo_steps_are_timed_and_padded_as_asked(smoke_pipeline: Path, padding: str, monkeypatch: pytest.MonkeyPatch,
+                                                 data_root: Path) -> None:
+    """TRL pads to the batch's longest pair (what every committed adapter trained with); ``fixed`` pads every forward
+    pass to ``dpo.max_length``; each timed step has its seconds and the run its losses."""
+    from redpo.dpo.bench import time_dpo_steps
+    from redpo.dpo.pairs import load_pairs
+
+    monkeypatch.setenv("REDPO_DATA_DIR", str(data_root))
+    prof = load_profile("smoke")
+    pairs = load_pairs(ResultsDir(prof, root=smoke_pipeline.parent), "A")
+    out = time_dpo_steps(prof, pairs, prof.generator.model, "fp32", padding, steps=2)
+    assert len(out["steps"]) == 2 and all(s["seconds"] > 0 for s in out["steps"]) and len(out["losses"]) == 2
+    if padding == "fixed":
+        assert out["padded_lengths"] == [prof.dpo.max_length]
+    else:
+        assert max(out["padded_lengths"]) <= out["longest_pair_tokens"] + 4 < prof.dpo.max_length  # EOS, split
