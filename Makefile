@@ -13,7 +13,7 @@ STAMP := .venv/.redpo-installed
 # Pass --mirror only when the mirror exists; otherwise `redpo data --fetch` downloads the pinned files.
 MIRROR_ARG := $(if $(wildcard $(MIRROR)),--mirror $(MIRROR))
 
-.PHONY: setup data test test-fast reproduce figures lab strip lint docs docs-serve clean
+.PHONY: setup data test test-fast reproduce figures lab browser strip lint docs docs-serve clean
 
 # A non-default PYTHON (e.g. a conda env from environment.yml) is used as it is: no .venv is built.
 # `redpo engine --build` compiles llama-server from the pinned llama.cpp source once per machine (about 7.5 min on
@@ -55,8 +55,20 @@ reproduce: setup
 figures: setup
 	$(PYTHON) -m redpo figures --profile $(PROFILE)
 
+# JupyterLab on notebooks/ with the `redpo` kernel of this environment, registered again first (another checkout's
+# setup, or a conda env, may have left `redpo` pointing elsewhere). Listens on 127.0.0.1 with a token; see
+# docs/jupyterlab.md. LAB_ARGS adds JupyterLab options (e.g. LAB_ARGS=--no-browser).
+LAB_ARGS ?=
 lab: setup
-	$(PYTHON) -m jupyter lab notebooks/
+	$(PYTHON) -m ipykernel install --user --name $(KERNEL) --display-name "$(KERNEL)"
+	$(PYTHON) -m jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.root_dir=notebooks \
+		$(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
+
+# Debian's headless Chromium and its driver, for the JupyterLab browser test (tests/test_jupyterlab.py skips
+# without them). Needs root and Debian's package mirrors; CI's .ci/run calls it, `make setup` does not.
+browser:
+	apt-get update -q
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium chromium-driver
 
 strip: setup
 	$(PYTHON) -m nbstripout --keep-id $(NOTEBOOKS)

@@ -128,7 +128,7 @@ def cmd_engine(args: argparse.Namespace) -> int:
     """Build llama-server for this machine (once; a finished build is reused) and print where it is."""
     from redpo.models.llama_cpp import build_llama_server, find_build
 
-    build = build_llama_server(jobs=args.jobs) if args.build else find_build()
+    build = build_llama_server(jobs=args.jobs, progress=not args.no_progress) if args.build else find_build()
     if build is None:
         print("llama-server: not built for this machine; run `python -m redpo engine --build` (or `make setup`)")
         return 0
@@ -286,7 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_results_arg(run)
     run.add_argument("--only", action="append", metavar="NN[,NN]", help="run only these notebooks, e.g. 00,02")
     run.add_argument("--notebooks-dir", type=Path, help="folder of NN_*.ipynb (default: notebooks/)")
-    run.add_argument("--no-progress", action="store_true", help="hide papermill's per-cell progress bar")
+    run.add_argument("--no-progress", action="store_true", help="hide papermill's per-cell progress bar and set "
+                     "every notebook's `progress` parameter to False (no bars in the executed notebooks)")
     run.set_defaults(func=cmd_run)
 
     figures = sub.add_parser("figures", help="rebuild every figure, table and claims.md from saved metrics")
@@ -343,6 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     engine = sub.add_parser("engine", help="show, or build, the llama.cpp server for this machine")
     engine.add_argument("--build", action="store_true", help="build llama-server from the pinned source (once)")
     engine.add_argument("--jobs", type=int, help="parallel compile jobs (default: the free cores)")
+    engine.add_argument("--no-progress", action="store_true", help="hide the build's progress bar")
     engine.set_defaults(func=cmd_engine)
 
     readme = sub.add_parser("readme", help="rewrite the README's results summary from the committed claims tables")

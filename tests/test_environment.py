@@ -63,3 +63,13 @@ def test_makefile_torch_pin_matches_pyproject() -> None:
     pin = re.search(r"^TORCH_SPEC \?= (\S+)$", makefile, re.MULTILINE)
     assert pin, "Makefile lost its TORCH_SPEC line"
     assert [_normalize(pin.group(1))] == [_normalize(t) for t in torch]
+
+
+def test_ci_installs_the_browser_before_the_tests() -> None:
+    """The JupyterLab browser test fails under CI without Debian's chromium: .ci/run must install it first."""
+    ci = (REPO_ROOT / ".ci" / "run").read_text()
+    assert re.search(r"^\s*step browser make browser </dev/null$", ci, re.MULTILINE), (
+        ".ci/run must run `make browser` and stop when it fails")
+    assert ci.index("make browser") < ci.index("step test make test")
+    target = re.search(r"^browser:\n((?:\t.*\n)+)", (REPO_ROOT / "Makefile").read_text(), re.MULTILINE)
+    assert target and "chromium chromium-driver" in target.group(1)

@@ -155,3 +155,13 @@ def test_no_stop_strings_keep_the_keys_of_runs_made_before_they_existed() -> Non
     with_stop = Request("p", sampling.model_copy(update={"stop": ["\n"]}), 1, 0)
     assert gen.key(with_stop) != before
     assert gen.key(Request("p", sampling.model_copy(update={"grammar": "root ::= [a-z]+"}), 1, 0)) != before
+
+
+def test_on_answered_counts_every_request_hits_first_then_each_chunk(tmp_path: Path) -> None:
+    """What drives the direct-LLM baseline's bar: every request is counted once, a repeated one too."""
+    requests = [Request(f"prompt {i}", SamplingConfig(), 0, 0) for i in range(5)]
+    gen = CachedGenerator(CountingBackend(), LLMCache(tmp_path / "c.jsonl"), ModelKey("m", "a" * 64))
+    gen.generate(requests[:2])
+    heard: list[int] = []
+    gen.generate([*requests, requests[4]], on_answered=heard.append)
+    assert heard == [2, 2, 2]  # 2 hits at once, then chunks of 2 misses (the repeated prompt 4 counts twice)

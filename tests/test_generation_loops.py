@@ -233,3 +233,13 @@ def test_an_arm_that_came_back_empty_is_one_line_with_its_calls_and_rejects() ->
         "arm aao: no valid sample in split k4_s2 (6 calls; rejects: wrong_relation 6) — nothing to train",
     ]
     assert empty_arm_lines({("aao", 4, 1): arms[("aao", 4, 1)]}) == []
+
+
+def test_an_arm_done_before_its_step_budget_ends_its_bar_full(capsys: pytest.CaptureFixture[str]) -> None:
+    """In JupyterLab a tqdm widget closed short of its total turns red, which reads as a failure; an arm whose
+    relations all reach n before generation.max_attempts steps has succeeded, so its bar ends at its own total."""
+    gen = CachedGenerator(FakeBackend(), LLMCache(None), ModelKey("fake", "0" * 64))
+    result = generate_arm("obo", profile(), SCHEMA, demos(), gen, progress=True)
+    steps = result.info["steps"]
+    assert steps < profile().generation.max_attempts
+    assert f"{steps}/{steps} [" in capsys.readouterr().err.split("\r")[-1]

@@ -113,3 +113,29 @@ def test_ladder_detail_pairs_every_set_with_manual(tmp_path: Path) -> None:
     assert gen["vs_manual"]["high"] < 0 and gen["ratio"]["estimate"] == pytest.approx((2 * 20 / 50) / 1.0)
     assert detail["gap"][0]["estimate"] == pytest.approx(-gen["vs_manual"]["estimate"])
     assert detail["rungs"][0]["estimate"] == pytest.approx(gen["vs_manual"]["estimate"])
+
+
+@pytest.mark.parametrize("progress", [True, False])
+def test_l3s_oracle_gets_the_notebooks_progress_switch(
+    progress: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """L3 may train the oracle (a profile whose 02 and 03 never ran): ``run --no-progress`` must reach it too."""
+    from types import SimpleNamespace
+
+    from redpo.config import load_profile
+    from redpo.core.io import ResultsDir
+    from redpo.ladder import runs
+    from redpo.ladder.pools import Pools
+
+    seen: list[bool] = []
+
+    def judge(*_: object, progress: bool = True) -> SimpleNamespace:
+        seen.append(progress)
+        return SimpleNamespace(labels={"marked": [], "oracle": []})
+
+    monkeypatch.setattr(runs, "judge_arms", judge)
+    monkeypatch.setattr(runs, "split_inputs", lambda *_: {})
+    prof = load_profile("smoke")
+    assert "L3" in prof.ladder.rungs
+    runs.ladder_training_sets(prof, ResultsDir(prof, root=tmp_path), Pools(arm={}), [], [], progress=progress)
+    assert seen == [progress]

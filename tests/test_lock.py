@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -81,3 +82,13 @@ def test_an_unwritable_results_root_is_one_error_line(tmp_path: Path, data_root:
     _, err = proc.communicate(timeout=120)
     lines = err.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and "cannot write there" in lines[0], err
+
+
+def test_a_folder_held_by_another_notebooks_kernel_says_to_shut_that_kernel_down(tmp_path: Path) -> None:
+    """In JupyterLab each notebook has its own kernel: 01 opened while 00's kernel lives meets 00's lock."""
+    folder = tmp_path / "smoke"
+    with lock.hold_results(folder):
+        owner = json.dumps({"pid": 1, "command": "/venv/ipykernel_launcher.py -f /run/kernel-1.json"})
+        (folder / lock.OWNER_NAME).write_text(owner)
+        with pytest.raises(lock.ResultsInUse, match="Kernel > Shut Down Kernel"):
+            lock._acquire(folder)

@@ -186,3 +186,14 @@ def test_typed_markers_and_missing_type() -> None:
     assert mark(sample, typed=False).words == ["<e1>", "bob", "</e1>", "owns", "<e2>", "the", "car", "</e2>"]
     with pytest.raises(ValueError, match="typed markers need a head type"):
         mark(RESample(("a", "b"), (0, 1), (1, 2), "owns"), typed=True)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_the_trainer_shows_its_bar_only_when_asked(tiny_encoder: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """The oracle's one long training shows the Trainer's own bar (steps and time left); grid runs stay quiet."""
+    cfg = EncoderConfig(max_length=32, batch_size=8, epochs=1, learning_rate=3e-3)
+    train = _toy(4, seed=1)  # 16 sentences: 2 steps
+    for progress in (True, False):
+        train_re_model(train, [], SCHEMA, cfg, encoder_name=tiny_encoder, seed=0, progress=progress)
+        err = capsys.readouterr().err
+        assert ("2/2 [" in err) == progress, err

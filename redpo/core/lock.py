@@ -64,10 +64,12 @@ def _acquire(root: Path) -> FileLock:
     try:
         lock.acquire()
     except Timeout:
-        raise ResultsInUse(
-            f"{root} is in use by {owner(root)}; wait for that run to finish, or give this one its own folder "
-            "(-p name=<new name> or --results-dir)"
-        ) from None
+        holder = owner(root)
+        fix = "wait for that run to finish, or give this one its own folder (-p name=<new name> or --results-dir)"
+        if "ipykernel" in holder:  # another notebook open by hand: its kernel holds the folder while it lives
+            fix = ("that is another notebook's Jupyter kernel: shut it down (in JupyterLab, that notebook's Kernel "
+                   "> Shut Down Kernel), then run this notebook again")
+        raise ResultsInUse(f"{root} is in use by {holder}; {fix}") from None
     (root / OWNER_NAME).write_text(json.dumps({
         "pid": os.getpid(), "host": socket.gethostname(), "started": now(), "command": " ".join(sys.argv[:4]),
     }) + "\n")

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from redpo.config import Profile
 from redpo.core.io import RUNS_CACHE, ResultsDir

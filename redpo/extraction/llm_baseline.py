@@ -25,6 +25,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from redpo.config import Profile, SamplingConfig
 from redpo.core.io import ResultsDir
 from redpo.core.manifest import recorded_peak
@@ -123,12 +125,13 @@ def run_llm_re(
     *,
     k: int,
     split_seed: int,
+    progress: bool = True,
 ) -> LLMREResult:
     """Label every test sentence with the LLM and score it with :func:`redpo.extraction.metrics.score`.
 
     ``generator`` is the notebook's cached generator; its cache and weights are reused, with the batch size
     set to ``llm_re.batch_size`` (prompts per cached chunk: the LLM-RE prompts are much longer than
-    generation prompts, so they may need smaller batches).
+    generation prompts, so they may need smaller batches). ``progress`` shows a bar of answered sentences.
     """
     if schema.negative_label is None:
         raise ValueError(
@@ -144,7 +147,9 @@ def run_llm_re(
     render = cached_gen.render
     requests = [Request(render(llm_re_messages(s, schema, labels, demos)), sampling, 0, 0) for s in test]
     start = time.perf_counter()
-    responses = cached_gen.generate(requests)
+    with tqdm(total=len(requests), desc=f"LLM labels k{k}_s{split_seed}", unit="sentence",
+              disable=not progress) as bar:
+        responses = cached_gen.generate(requests, on_answered=bar.update)
     seconds = time.perf_counter() - start
     parsed = [parse_label(r.text, labels) for r in responses]
     predictions = [p or schema.negative_label for p in parsed]
@@ -171,11 +176,12 @@ def llm_test_sentences(profile: Profile, test: Sequence[RESample]) -> list[RESam
 
 
 def run_llm_baselines(
-    profile: Profile, results: ResultsDir, test: Sequence[RESample]
+    profile: Profile, results: ResultsDir, test: Sequence[RESample], *, progress: bool = True
 ) -> list[ScoredBaseline | LLMREResult]:
     """The direct-LLM baseline on the first ``llm_re.splits`` generation splits, each shown that split's K-shot
     demonstrations: closed-set scoring (the primary row, :mod:`redpo.extraction.llm_scoring`), then free generation
-    when ``llm_re.free_generation`` (the secondary row). An empty list when ``llm_re.enabled`` is false."""
+    when ``llm_re.free_generation`` (the secondary row). An empty list when ``llm_re.enabled`` is false.
+    ``progress`` shows a bar per row and split (sentences done, with the time left)."""
     if not profile.llm_re.enabled:
         return []
     test = llm_test_sentences(profile, test)
@@ -185,9 +191,10 @@ def run_llm_baselines(
     with recorded_peak(results, "llm_re"):
         for k, seed in splits:
             out.append(run_closed_set(profile, results, schema, test,
-                                      load_profile_kshot(profile, results.kshot, k, seed), k=k, split_seed=seed))
+                                      load_profile_kshot(profile, results.kshot, k, seed), k=k, split_seed=seed,
+                                      progress=progress))
         if profile.llm_re.free_generation:
             generator = open_generator(profile, results)
             out += [run_llm_re(profile, schema, generator, test, load_profile_kshot(profile, results.kshot, k, seed),
-                               k=k, split_seed=seed) for k, seed in splits]
+                               k=k, split_seed=seed, progress=progress) for k, seed in splits]
     return out

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from redpo.config import Profile
 from redpo.core.io import SCORES_CACHE, ResultsDir
@@ -185,8 +186,12 @@ def run_closed_set(
     k: int,
     split_seed: int,
     scorer: ContinuationScorer | None = None,
+    progress: bool = True,
 ) -> ScoredBaseline:
-    """Score every candidate label's statement for every test sentence and take the calibrated best."""
+    """Score every candidate label's statement for every test sentence and take the calibrated best.
+
+    ``progress`` shows a bar over the sentences (the content-free inputs first), with the time left: on a CPU
+    a sentence costs about a second per candidate label, so a full test set runs for a long while."""
     labels = candidate_labels(profile, schema)
     demos = demonstrations(kshot, labels)
     replaying = replay_models(results) if scorer is None else None
@@ -215,7 +220,9 @@ def run_closed_set(
             for p, s in zip(prompts, everything, strict=True)]
     start, cached, rows = time.perf_counter(), 0, []
     head_ready = False
-    for key, text, sample in zip(keys, prompts, everything, strict=True):
+    work = zip(keys, prompts, everything, strict=True)
+    for key, text, sample in tqdm(work, total=len(keys), desc=f"closed-set scoring k{k}_s{split_seed}",
+                                  unit="sentence", disable=not progress):
         hit = store.get(key)
         if hit is None:
             if scorer is None:

@@ -208,6 +208,7 @@ def train_re_model(
     output_dir: Path | None = None,
     labels: Sequence[str] | None = None,
     epoch_size: int | None = None,
+    progress: bool = False,
     padding: Padding = "longest",
 ) -> TrainedRE:
     """Fine-tune encoder + head on ``train``, early-stopping on ``dev`` micro-F1; returns the best epoch.
@@ -219,6 +220,8 @@ def train_re_model(
     cycling as needed. The step-matched manual control uses it to get exactly the mixed arms' step budget.
     ``encoder_cfg.precision`` picks fp32 or bf16 autocast (refused without native bf16); ``padding`` is for the
     benchmark only.
+    ``progress`` shows the Trainer's own bar (steps, time left): on for a single long training (the oracle), off
+    in the RE grid, whose own bar counts the runs.
     """
     if not train:
         raise ValueError("train_re_model got no training samples")
@@ -262,7 +265,7 @@ def train_re_model(
             greater_is_better=True,
             logging_strategy="steps" if plan.by_steps else "epoch",
             report_to=[],
-            disable_tqdm=True,
+            disable_tqdm=not progress,
             seed=seed,
             data_seed=seed,
             dataloader_num_workers=0,

@@ -109,9 +109,10 @@ def oracle_fingerprint(profile: Profile, train: Sequence[RESample], dev: Sequenc
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
-def ensure_oracle(profile: Profile, results: ResultsDir) -> Oracle | CommittedOracle:
+def ensure_oracle(profile: Profile, results: ResultsDir, *, progress: bool = True) -> Oracle | CommittedOracle:
     """The profile's oracle: loaded from its cache folder, or trained, scored on the test set and saved there; in
-    a replaying folder, the packed run's labels (:func:`committed_oracle`)."""
+    a replaying folder, the packed run's labels (:func:`committed_oracle`). ``progress`` shows the training's bar
+    (one training on the whole train split: the longest single step of notebook 02)."""
     if replay_models(results) is not None:
         return committed_oracle(results)
     schema = profile_schema(profile)
@@ -127,7 +128,7 @@ def ensure_oracle(profile: Profile, results: ResultsDir) -> Oracle | CommittedOr
             return Oracle(_load(folder, summary, schema, encoder_cfg.typed_markers), summary)
         with recorded_peak(results, "oracle"):  # only when it trains: a cached oracle would overwrite the record
             trained = train_re_model(train, dev, schema, encoder_cfg, encoder_name=profile.encoder.model,
-                                     seed=profile.oracle.seed, output_dir=results.cache)
+                                     seed=profile.oracle.seed, output_dir=results.cache, progress=progress)
             metrics = score([s.relation for s in test], predict(trained, test), schema)
     summary = {
         "fingerprint": fingerprint,
@@ -214,12 +215,13 @@ class Judged:
                 f"{s['test_micro_f1']:.3f} on {s['test_n']} sentences")
 
 
-def judge_arms(profile: Profile, results: ResultsDir, arms: Mapping[ArmKey, ArmResult], stem: str) -> Judged:
+def judge_arms(profile: Profile, results: ResultsDir, arms: Mapping[ArmKey, ArmResult], stem: str, *,
+               progress: bool = True) -> Judged:
     """Notebooks 02 and 03's correctness step in one call: the profile's oracle (trained once, or the committed
     labels when replaying) labels every sample of ``arms`` and the gold K-shot samples of each of their splits,
     and ``metrics/<stem>.json`` and ``<stem>_labels.jsonl`` are written (:func:`save_correctness`)."""
     schema = profile_schema(profile)
-    judge = ensure_oracle(profile, results)
+    judge = ensure_oracle(profile, results, progress=progress)
     splits = sorted({(k, seed) for (_name, k, seed) in arms})
     gold = {split: gold_arm(profile, results, *split).all_samples() for split in splits}
     labels = label_arms(judge, arms, schema, gold)

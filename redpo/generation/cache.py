@@ -29,7 +29,7 @@ import json
 import os
 import time
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -288,11 +288,19 @@ class CachedGenerator:
             attempt=request.attempt,
         )
 
-    def generate(self, requests: Sequence[Request]) -> list[Response]:
+    def generate(
+        self, requests: Sequence[Request], *, on_answered: Callable[[int], object] | None = None
+    ) -> list[Response]:
         """Responses in request order. Misses are grouped by sampling config, then chunked, in request order,
-        so a run resumed after a crash forms exactly the chunks the lost ones were (same keys, same seeds)."""
+        so a run resumed after a crash forms exactly the chunks the lost ones were (same keys, same seeds).
+
+        ``on_answered(n)`` hears how many requests were answered: the cache hits at once, then each chunk as the
+        backend returns it, so one long call (the direct-LLM baseline's whole test set) can drive a progress bar
+        without being cut into chunks of its own, which would change which misses share a batch."""
         keys = [self.key(r) for r in requests]
         found = {k: (e, True) for k, e in self.cache.lookup(keys).items()}
+        if on_answered is not None:
+            on_answered(sum(k in found for k in keys))
         groups: dict[str, list[tuple[str, Request]]] = {}
         queued: set[str] = set()
         for k, r in zip(keys, requests, strict=True):
@@ -304,6 +312,8 @@ class CachedGenerator:
                 chunk = group[start : start + self.batch_size]
                 for entry in self._call_backend(chunk):
                     found[entry.key] = (entry, False)
+                if on_answered is not None:
+                    on_answered(sum(keys.count(key) for key, _ in chunk))
         return [
             Response(k, found[k][0].text, found[k][0].n_new_tokens, found[k][0].seconds, found[k][1])
             for k in keys

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from redpo.config import GenerationConfig, Profile, SamplingConfig, derive
 from redpo.core.relations import RelationSchema
@@ -155,6 +155,7 @@ def generate_arm(
         bar.update(1)
         bar.set_postfix(valid=sum(len(s.valid) for s in states), pending=len(pending))
         pending = [s for s in pending if not _finished(s, gen.n_per_relation, budget)]
+    bar.total = step  # every relation done before the step budget is a success, not a bar stopped short (red)
     bar.close()
     for s in states:
         samples[s.relation] = s.valid

@@ -57,11 +57,12 @@ def split_inputs(profile: Profile, results: ResultsDir, pools: Pools, dev: Seque
 
 
 def ladder_training_sets(profile: Profile, results: ResultsDir, pools: Pools, dev: Sequence[RESample],
-                         test: Sequence[RESample]) -> tuple[dict[Split, dict[str, list[RESample]]], list[str]]:
+                         test: Sequence[RESample], *, progress: bool = True,
+                         ) -> tuple[dict[Split, dict[str, list[RESample]]], list[str]]:
     """Every split's sets of the rungs before L7 (:func:`redpo.ladder.sets.split_sets`), and a note per set a split
-    left out."""
+    left out. ``progress`` reaches the oracle's training, which L3 may start (a profile whose 02 and 03 never ran)."""
     lad, schema = profile.ladder, profile_schema(profile)
-    label = oracle_labeller(profile, results, pools) if "L3" in lad.rungs else None
+    label = oracle_labeller(profile, results, pools, progress=progress) if "L3" in lad.rungs else None
     sets, notes = {}, []
     for (k, seed), inputs in split_inputs(profile, results, pools, dev, test).items():
         sets[(k, seed)], left_out = ladder_sets.split_sets(inputs, lad.rungs, lad.n_values, schema.negative_label,
@@ -70,12 +71,13 @@ def ladder_training_sets(profile: Profile, results: ResultsDir, pools: Pools, de
     return sets, notes
 
 
-def oracle_labeller(profile: Profile, results: ResultsDir, pools: Pools) -> Callable[[Sequence[RESample]], list[str]]:
+def oracle_labeller(profile: Profile, results: ResultsDir, pools: Pools, *,
+                    progress: bool = True) -> Callable[[Sequence[RESample]], list[str]]:
     """L3's oracle, labelling the pool once as notebooks 02 and 03 label their arms: the labels are saved as
     ``metrics/correctness_ladder.json`` and ``correctness_ladder_labels.jsonl``, so every L3 set can be rebuilt from
     disk and a replay answers from the committed labels."""
     judged = judge_arms(profile, results, {(res.name, k, seed): res for (k, seed), res in pools.arm.items()},
-                        "correctness_ladder")
+                        "correctness_ladder", progress=progress)
     known = dict(zip(judged.labels["marked"], judged.labels["oracle"], strict=True))
 
     def label(samples: Sequence[RESample]) -> list[str]:
@@ -101,7 +103,7 @@ def run_ladder(profile: Profile, results: ResultsDir, pools: Pools, dev: Sequenc
     ``metrics/ladder.json`` and return it. The peak RSS is recorded in the manifest as ``ladder_re_grid``."""
     lad, grid_profile = profile.ladder, ladder_grid_profile(profile)
     with recorded_peak(results, "ladder_re_grid"):
-        sets, left_out = ladder_training_sets(profile, results, pools, dev, test)
+        sets, left_out = ladder_training_sets(profile, results, pools, dev, test, progress=progress)
         grid = run_training_sets(grid_profile, results, sets, dev, test, progress=progress)
         runs, skipped = list(grid["runs"]), list(grid["skipped"])
         best = best_generated(runs)

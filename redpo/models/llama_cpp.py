@@ -24,9 +24,12 @@ import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from tqdm.auto import tqdm
 
 from redpo.config import cache_dir
 from redpo.core.hashing import sha256_file
@@ -121,11 +124,36 @@ def require_build() -> LlamaCppBuild:
     return build
 
 
-def _run(cmd: list[str], log: Path, step: str, cwd: Path | None = None) -> None:
+_BUILD_PERCENT = re.compile(r"^\[\s*(\d+)%\]")
+"""CMake's Makefile generator prefixes each step with how far the build is: ``[ 42%] Building CXX object ...``."""
+_BUILD_COUNT = re.compile(r"^\[(\d+)/(\d+)\]")
+"""Ninja's prefix: ``[123/456] Building CXX object ...``."""
+
+
+def build_percent(line: str) -> int | None:
+    """How far a build is, in percent, from one line of CMake's build output (``None``: the line does not say)."""
+    if match := _BUILD_PERCENT.match(line):
+        return int(match.group(1))
+    if match := _BUILD_COUNT.match(line):
+        return 100 * int(match.group(1)) // max(int(match.group(2)), 1)
+    return None
+
+
+def _run(cmd: list[str], log: Path, step: str, cwd: Path | None = None,
+         on_line: Callable[[str], object] | None = None) -> None:
+    """Run ``cmd`` with its output appended to ``log``; ``on_line`` also reads each line as it comes."""
     with log.open("a") as fh:
         fh.write(f"$ {shlex.join(cmd)}\n")
         fh.flush()
-        proc = subprocess.run(cmd, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT, check=False)
+        if on_line is None:
+            proc = subprocess.run(cmd, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT, check=False)
+        else:
+            with subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                  errors="replace") as proc:
+                assert proc.stdout is not None
+                for line in proc.stdout:
+                    fh.write(line)
+                    on_line(line)
     if proc.returncode != 0:
         tail = "\n".join(log.read_text().splitlines()[-8:])
         raise EngineBuildError(f"llama.cpp {step} failed (exit {proc.returncode}); log: {log}\n{tail}")
@@ -168,14 +196,22 @@ def build_llama_server(*, jobs: int | None = None, progress: bool = True) -> Lla
     log = root.parent / f"{root.name}.build.log"  # outside the staging folder: it outlives a failed build
     jobs = jobs or len(os.sched_getaffinity(0))
     start = time.perf_counter()
+    bar = tqdm(total=100, desc="build llama-server", unit="%", disable=not progress,
+               bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}] {postfix}")
     try:
         if progress:
-            print(f"building llama-server from {SDIST} with {jobs} job(s); log: {log}", file=sys.stderr, flush=True)
+            bar.write(f"building llama-server from {SDIST} with {jobs} job(s); log: {log}", file=sys.stderr)
+        bar.set_postfix_str("download")
         src = extract_vendored(fetch_sdist(staging, log), staging / "src")
         (staging / SDIST_FILE).unlink()
         build = staging / "build"
+        bar.set_postfix_str("configure")
         _run(["cmake", "-S", str(src), "-B", str(build), *CMAKE_FLAGS], log, "configure")
-        _run(["cmake", "--build", str(build), "--target", "llama-server", "-j", str(jobs)], log, "build")
+        bar.set_postfix_str("compile")
+        _run(["cmake", "--build", str(build), "--target", "llama-server", "-j", str(jobs)], log, "build",
+             on_line=lambda line: advance(bar, line))
+        advance(bar, "[100%]")  # built: a bar short of 100 would read as a failure
+        bar.close()
         (staging / "bin").mkdir()
         shutil.copy2(build / "bin" / "llama-server", staging / "bin" / "llama-server")
         shutil.rmtree(build)
@@ -197,9 +233,18 @@ def build_llama_server(*, jobs: int | None = None, progress: bool = True) -> Lla
         else:
             staging.rename(root)
     except BaseException:
+        bar.close()
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return require_build()
+
+
+def advance(bar: Any, line: str) -> None:
+    """Move a percentage bar up to where a build output line says the build is (never back: CMake counts per
+    target, so a later line can show a smaller percentage)."""
+    percent = build_percent(line)
+    if percent is not None and percent > bar.n:
+        bar.update(min(percent, 100) - bar.n)
 
 
 # ---- GGUF export with the vendored converter ---------------------------------------------------------------

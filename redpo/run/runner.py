@@ -166,6 +166,13 @@ def choose_kernel(preferred: str = KERNEL) -> str:
     return preferred
 
 
+def notebook_parameters(profile: str, root: Path, overrides: dict[str, Any], progress: bool) -> dict[str, Any]:
+    """What papermill writes into every notebook's ``parameters`` cell. ``progress`` is the notebooks' own switch
+    for their progress bars (generation, training, scoring): ``run --no-progress`` turns them off with
+    papermill's, so a logged run stays quiet; a person in JupyterLab keeps the cell's default and sees widgets."""
+    return {"profile": profile, "results_dir": str(root.resolve()), "overrides": overrides, "progress": progress}
+
+
 def run(
     profile: str,
     overrides: dict[str, Any] | None = None,
@@ -197,7 +204,7 @@ def run(
             say(f"replay: {replay_dir(results)} holds this run's model calls; no generator is loaded, no adapter "
                 "trained, and a call it cannot answer stops the run")
         conflicts = ConflictLog(results.cache)  # entries a cache refused inside a kernel, printed here (not only there)
-        parameters = {"profile": profile, "results_dir": str(root.resolve()), "overrides": overrides}
+        parameters = notebook_parameters(profile, root, overrides, progress)
 
         done: list[NotebookResult] = []
         for i, nb in enumerate(notebooks, 1):
