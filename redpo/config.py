@@ -208,9 +208,12 @@ class LlamaServerConfig(_Strict):
     with llama.cpp's converter from the very weights the transformers backend loads (the smoke generator too)."""
     startup_timeout: float = Field(300.0, gt=0)
     """Seconds to wait for a started server to load and answer with its key (a 0.5B GGUF takes a few seconds)."""
-    url: str | None = None
+    url: str | list[str] | None = None
     """A running server to use instead of starting one: ``http://host:port`` of ``llama-server`` (``kind:
-    llama_cpp``), or of ``vllm serve`` / SGLang (``kind: openai``). redpo then starts and stops nothing."""
+    llama_cpp``), or of ``vllm serve`` / SGLang (``kind: openai``). redpo then starts and stops nothing. A list
+    names a fleet serving the same model: requests spread over it, each OBO chain stays on one server (its prefix
+    cache stays warm), and a server that goes down costs only its requests in flight, which go to the others.
+    The URLs (in any order) name the model in the cache keys, as one URL does."""
     kind: Literal["llama_cpp", "openai"] = "llama_cpp"
     """The API spoken at ``url``: llama.cpp's native ``/completion`` (slots, prompt cache) or ``/v1/completions``."""
     served_model: str | None = None
@@ -230,6 +233,18 @@ class LlamaServerConfig(_Strict):
     twice the longest. A server that accepts and never answers fails the step with one line after this long, and
     the rerun answers the finished steps from the cache. Raise it for a bigger model or a slower machine; neither
     time-out is part of any cache key."""
+
+    @field_validator("url")
+    @classmethod
+    def _fleet(cls, v: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(v, list) and (not v or len(set(v)) != len(v)):
+            raise ValueError("a list of servers must be non-empty and name each server once")
+        return v
+
+    @property
+    def urls(self) -> list[str]:
+        """The servers at ``url``: none, one, or a fleet."""
+        return [] if self.url is None else [self.url] if isinstance(self.url, str) else list(self.url)
 
 
 class GeneratorConfig(_Strict):
