@@ -7,8 +7,12 @@ TORCH_PIP_ARGS ?=
 REDPO_DATA_MIRROR ?= ../shared/data
 MIRROR ?= $(REDPO_DATA_MIRROR)
 KERNEL ?= redpo
+# Optional extras of pyproject.toml installed with dev, comma-separated: `make setup EXTRAS=ray` (executor: ray).
+EXTRAS ?=
+comma := ,
+PIP_EXTRAS := dev$(if $(EXTRAS),$(comma)$(EXTRAS))
 NOTEBOOKS := $(wildcard notebooks/*.ipynb)
-STAMP := .venv/.redpo-installed
+STAMP := .venv/.redpo-installed-$(subst $(comma),-,$(PIP_EXTRAS))
 
 # Pass --mirror only when the mirror exists; otherwise `redpo data --fetch` downloads the pinned files.
 MIRROR_ARG := $(if $(wildcard $(MIRROR)),--mirror $(MIRROR))
@@ -27,13 +31,13 @@ setup:
 	$(PYTHON) -m redpo engine --build
 endif
 
-# torch goes in first, on its own, so resolving the rest never pulls a CUDA build; the stamp makes a
-# second `make setup` a no-op until pyproject.toml changes.
+# torch goes in first, on its own, so resolving the rest never pulls a CUDA build; the stamp (one per set of extras)
+# makes a second `make setup` a no-op until pyproject.toml changes.
 $(STAMP): pyproject.toml
 	test -x .venv/bin/python || python3 -m venv .venv
 	.venv/bin/python -m pip install --quiet --quiet --upgrade pip
 	.venv/bin/python -m pip install --quiet --quiet $(TORCH_PIP_ARGS) '$(TORCH_SPEC)'
-	.venv/bin/python -m pip install --quiet --quiet -e '.[dev]'
+	.venv/bin/python -m pip install --quiet --quiet -e '.[$(PIP_EXTRAS)]'
 	.venv/bin/python -m ipykernel install --user --name $(KERNEL) --display-name "$(KERNEL)"
 	touch $@
 

@@ -6,6 +6,7 @@ run is fully described by ``(profile, overrides)`` and both go into the manifest
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -502,6 +503,44 @@ class PlateauConfig(_Strict):
         return v
 
 
+RAY_INSTALL = "pip install -e '.[ray]' (or make setup EXTRAS=ray)"
+"""How to get the optional ``ray`` extra, said wherever it is missing."""
+
+
+class ExecutorConfig(_Strict):
+    """Where the RE runs train: every run of notebook 04's grid, notebook 05's plateau and any stage that trains
+    through ``redpo.extraction.grid.run_training_sets``. No field is part of any key: a run trains to the same
+    result wherever it runs, so switching executors reuses every stored run (``docs/cluster.md``)."""
+
+    kind: Literal["local", "ray"] = run_only("local")
+    """``local``: one run after another in this process. ``ray``: each run (cell x arm x seed) is one Ray task,
+    so a grid of hundreds of runs spreads over a cluster; this process stays the only writer of the run store and
+    appends each record as it arrives. Needs the optional ``ray`` extra."""
+    address: str = run_only("local", min_length=1)
+    """``kind: ray``: which cluster. ``local`` starts a private one on this machine (``local_cpus``) that ends
+    with this process; ``auto`` joins the one ``ray start`` made on this machine (a head node, a Slurm job);
+    ``<host>:6379`` one elsewhere."""
+    local_cpus: int | None = run_only(None, ge=1)
+    """CPUs of the private cluster that ``address: local`` starts (``None``: every core Ray sees). On a shared
+    machine this bounds how many runs train at once."""
+    num_cpus: int = run_only(1, ge=1)
+    """CPUs Ray reserves for each run, and its torch threads unless ``encoder.threads`` is set. One thread per run
+    makes a run's predictions the same as the local loop's with one thread."""
+    num_gpus: float = run_only(0.0, ge=0)
+    """GPUs Ray reserves for each run: 1 on a GPU cluster (the HF Trainer then trains on the GPU Ray assigns), 0
+    on CPUs; a fraction packs several small runs onto one GPU."""
+    max_retries: int = run_only(2, ge=0)
+    """How often Ray re-runs a task whose worker died (a killed process, a lost node) before the grid fails; the
+    driver appends a run only once, whichever attempt finished it."""
+
+    @field_validator("kind")
+    @classmethod
+    def _ray_installed(cls, v: str) -> str:
+        if v == "ray" and importlib.util.find_spec("ray") is None:
+            raise ValueError(f"executor kind 'ray' needs Ray, which is not installed: {RAY_INSTALL}")
+        return v
+
+
 class ClaimsConfig(_Strict):
     """How the claims report decides (``redpo.analysis.report``): bootstrap size and the stated margins."""
 
@@ -536,7 +575,14 @@ class Profile(_Strict):
     training_sets: TrainingSetsConfig = TrainingSetsConfig()
     plateau: PlateauConfig = PlateauConfig()
     claims: ClaimsConfig = ClaimsConfig()
+    executor: ExecutorConfig = ExecutorConfig()
     seed: int = 42
+
+    @field_validator("executor", mode="before")
+    @classmethod
+    def _executor_by_name(cls, v: Any) -> Any:
+        """``executor: ray`` (or ``-p executor=ray``) is short for ``executor: {kind: ray}``."""
+        return {"kind": v} if isinstance(v, str) else v
 
     @model_validator(mode="after")
     def _consistent(self) -> Profile:

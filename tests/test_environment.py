@@ -1,4 +1,4 @@
-"""environment.yml (conda) and the Makefile's torch pin must say what pyproject.toml says."""
+"""environment.yml (conda), the Makefile's torch pin and the extras CI installs must say what pyproject.toml says."""
 
 from __future__ import annotations
 
@@ -52,3 +52,22 @@ def test_makefile_torch_pin_matches_pyproject() -> None:
     pin = re.search(r"^TORCH_SPEC \?= (\S+)$", makefile, re.MULTILINE)
     assert pin, "Makefile lost its TORCH_SPEC line"
     assert [_normalize(pin.group(1))] == [_normalize(t) for t in torch]
+
+
+def _optional_extras() -> set[str]:
+    with (REPO_ROOT / "pyproject.toml").open("rb") as f:
+        return set(tomllib.load(f)["project"]["optional-dependencies"])
+
+
+def test_ci_installs_every_optional_extra_so_no_test_skips_for_one() -> None:
+    ci = re.search(r"^export EXTRAS=(\S+)$", (REPO_ROOT / ".ci" / "run").read_text(), re.MULTILINE)
+    assert ci, ".ci/run lost its `export EXTRAS=...` line"
+    assert {*ci.group(1).split(","), "dev"} == _optional_extras()
+
+
+def test_the_extras_environment_yml_and_the_makefile_install_exist() -> None:
+    pip = _conda_pip_deps()
+    named = {x for line in pip if line.startswith("-e") for x in re.findall(r"\[(.*)\]", line)[0].split(",")}
+    makefile = re.search(r"^PIP_EXTRAS := (\w+)", (REPO_ROOT / "Makefile").read_text(), re.MULTILINE)
+    assert makefile, "Makefile lost its PIP_EXTRAS line"
+    assert named | {makefile.group(1)} <= _optional_extras()
