@@ -41,6 +41,7 @@ BENCHMARKS: dict[str, str] = {
     "generation": "redpo.generation.bench:bench_generation",
     "determinism": "redpo.generation.bench:bench_determinism",
     "lora": "redpo.dpo.lora_check:bench_lora",
+    "grid": "redpo.extraction.grid_bench:bench_grid",
 }
 """``python -m redpo bench NAME`` -> ``"module:function"``, imported only when that benchmark runs.
 
