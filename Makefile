@@ -7,17 +7,18 @@ TORCH_PIP_ARGS ?=
 REDPO_DATA_MIRROR ?= ../shared/data
 MIRROR ?= $(REDPO_DATA_MIRROR)
 KERNEL ?= redpo
-# Optional extras of pyproject.toml installed with dev, comma-separated: `make setup EXTRAS=ray` (executor: ray).
+# dev and docs are always installed (the tests build the documentation site); EXTRAS adds optional extras of
+# pyproject.toml, comma-separated: `make setup EXTRAS=ray` (executor: ray, docs/cluster.md).
 EXTRAS ?=
 comma := ,
-PIP_EXTRAS := dev$(if $(EXTRAS),$(comma)$(EXTRAS))
+PIP_EXTRAS := dev,docs$(if $(EXTRAS),$(comma)$(EXTRAS))
 NOTEBOOKS := $(wildcard notebooks/*.ipynb)
 STAMP := .venv/.redpo-installed-$(subst $(comma),-,$(PIP_EXTRAS))
 
 # Pass --mirror only when the mirror exists; otherwise `redpo data --fetch` downloads the pinned files.
 MIRROR_ARG := $(if $(wildcard $(MIRROR)),--mirror $(MIRROR))
 
-.PHONY: setup data test test-fast reproduce figures lab strip lint clean
+.PHONY: setup data test test-fast reproduce figures lab strip lint docs docs-serve clean
 
 # A non-default PYTHON (e.g. a conda env from environment.yml) is used as it is: no .venv is built.
 # `redpo engine --build` compiles llama-server from the pinned llama.cpp source once per machine (about 7.5 min on
@@ -70,6 +71,15 @@ lint: setup
 	$(PYTHON) -m ruff check .
 	$(dir $(PYTHON))lint-imports
 
+# The documentation site (mkdocs.yml): offline and strict, so a broken link, a missing page or a failing include
+# fails the build. It reads results/ and redpo/config.py where they are; site/ is gitignored.
+DOCS_ENV := NO_MKDOCS_2_WARNING=1
+docs: setup
+	$(DOCS_ENV) $(PYTHON) -m mkdocs build --strict --site-dir site
+
+docs-serve: setup
+	$(DOCS_ENV) $(PYTHON) -m mkdocs serve --strict --dev-addr 127.0.0.1:8000
+
 clean:
-	rm -rf .pytest_cache .ruff_cache .hypothesis .import_linter_cache results/smoke
+	rm -rf .pytest_cache .ruff_cache .hypothesis .import_linter_cache results/smoke site
 	find . -path ./.venv -prune -o -name __pycache__ -type d -exec rm -rf {} +

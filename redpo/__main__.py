@@ -1,4 +1,4 @@
-"""``python -m redpo run|figures|pack-replay|snapshot|data|models|engine|bench|dpo``: the command line over redpo.
+"""``python -m redpo run|figures|pack-replay|snapshot|data|models|engine|bench|dpo|audit|readme``: the CLI.
 
 Exit codes: 0 success; 1 a notebook or model failed; 2 bad input, busy or refused (a bad profile or override,
 data that ``data --check`` refuses, an unknown model, a results folder another run holds); 130 interrupted by
@@ -18,15 +18,25 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from redpo.config import DPO_HALVES, ConfigError, available_profiles, data_dir, load_profile, parse_override
+from redpo.config import (
+    DPO_HALVES,
+    REPO_ROOT,
+    ConfigError,
+    available_profiles,
+    data_dir,
+    load_profile,
+    parse_override,
+)
 from redpo.core.io import DataError, ResultsDir, write_json
 from redpo.core.lock import ResultsInUse, hold_results
 from redpo.core.manifest import record_rebuilt_files
 from redpo.core.replay import ReplayMiss
 from redpo.data.fetch import default_mirror, fetch_data
-from redpo.data.overview import describe_data
+from redpo.data.overview import overview_lines
 from redpo.models.registry import ModelError
+from redpo.run.console import format_table
 from redpo.run.runner import NotebookFailed, RunnerError, run, stop_on_signals
+from redpo.site.readme import refresh_blocks
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -55,28 +65,6 @@ default when not given) and returns a JSON-safe dict, which the CLI prints and s
 def parse_overrides(items: Sequence[str] | None) -> dict[str, Any]:
     """``-p key=value`` items -> ``{key: value}``; a later item wins over an earlier one."""
     return dict(parse_override(item) for item in items or [])
-
-
-def format_table(rows: Sequence[dict[str, Any]]) -> str:
-    """Plain aligned columns: readable in a terminal and in CI logs without extra dependencies."""
-    if not rows:
-        return "(empty)"
-    cols = list(dict.fromkeys(k for row in rows for k in row))
-    cells = [[_cell(row.get(c, "")) for c in cols] for row in rows]
-    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(cols)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True))]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
-    return "\n".join(lines)
-
-
-def _cell(value: Any) -> str:
-    """Lists show their first item and a count, so a multi-part wheel list does not flood the table."""
-    if isinstance(value, (list, tuple)):
-        if len(value) > 1:
-            return f"{value[0]} (+{len(value) - 1} more)"
-        return str(value[0]) if value else ""
-    return str(value)
 
 
 # ---- commands ---------------------------------------------------------------------------------------------
@@ -120,14 +108,7 @@ def cmd_data(args: argparse.Namespace) -> int:
             + ", ".join(f"{n} {what}" for what, n in sorted(done.items()))
         )
     profile = load_profile(args.profile, parse_overrides(args.param))
-    info = describe_data(profile)
-    print(f"dataset {info['dataset']} at {info['path']}")
-    rows = [
-        {"split": split, "samples": f"{s['count']:,}" if "count" in s else "missing"}
-        for split, s in info["splits"].items()
-    ]
-    print(format_table(rows))
-    print(f"{info['num_labels']} labels (negative: {info['negative_label']})")
+    print("\n".join(overview_lines(profile)))
     return 0
 
 
@@ -258,6 +239,26 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_readme(args: argparse.Namespace) -> int:
+    """Rewrite the README's claims blocks from the committed claims tables; with ``--check``, only say whether they
+    already match (exit 1 when not), as the tests do."""
+    root = Path(args.results_dir) if args.results_dir else REPO_ROOT / "results"
+    current, message = refresh_blocks(Path(args.file), root, check=args.check)
+    print(message if current else f"error: {message}", file=sys.stdout if current else sys.stderr)
+    return 0 if current else EXIT_FAILED
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    """The hand check (docs/audit.md): draw each arm's sample to judge, or summarise the judged files."""
+    from redpo.analysis.audit import audit_command  # lazily: scipy and scikit-learn are only needed here
+
+    profile = load_profile(args.profile, parse_overrides(args.param))
+    results = ResultsDir(profile, root=Path(args.results_dir) if args.results_dir else None)
+    with hold_results(results.root):
+        print("\n".join(audit_command(profile, results, draw=args.draw, arms=args.arm)))
+    return 0
+
+
 # ---- parser ---------------------------------------------------------------------------------------------
 def add_profile_args(p: argparse.ArgumentParser, default: str = "cpu") -> None:
     p.add_argument(
@@ -326,6 +327,15 @@ def build_parser() -> argparse.ArgumentParser:
     dpo.add_argument("--no-progress", action="store_true", help="hide the training progress bar")
     dpo.set_defaults(func=cmd_dpo)
 
+    audit = sub.add_parser("audit", help="the hand check: draw samples to judge, or summarise the judgements")
+    add_profile_args(audit)
+    add_results_arg(audit)
+    step = audit.add_mutually_exclusive_group(required=True)
+    step.add_argument("--draw", action="store_true", help="write audit/<arm>_todo.jsonl for each arm")
+    step.add_argument("--summarise", action="store_true", help="check audit/<arm>.jsonl, write audit/summary.*")
+    audit.add_argument("--arm", action="append", metavar="NAME", help="only this arm (repeatable)")
+    audit.set_defaults(func=cmd_audit)
+
     models = sub.add_parser("models", help="print the model registry, or prepare one model")
     models.add_argument("--prepare", metavar="NAME", help="resolve/convert/build NAME and print its sha256")
     models.set_defaults(func=cmd_models)
@@ -334,6 +344,13 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument("--build", action="store_true", help="build llama-server from the pinned source (once)")
     engine.add_argument("--jobs", type=int, help="parallel compile jobs (default: the free cores)")
     engine.set_defaults(func=cmd_engine)
+
+    readme = sub.add_parser("readme", help="rewrite the README's results summary from the committed claims tables")
+    readme.add_argument("--check", action="store_true", help="change nothing; exit 1 if the block is out of date")
+    readme.add_argument("--file", default=str(REPO_ROOT / "README.md"), help="the markdown file (default: README.md)")
+    readme.add_argument("--results-dir", help="the results root holding <profile>/tables/claims.csv (default: "
+                        "the repository's results/, not REDPO_RESULTS_DIR: the README summarises committed runs)")
+    readme.set_defaults(func=cmd_readme)
 
     bench = sub.add_parser(
         "bench",

@@ -60,6 +60,13 @@ class ConfigError(ValueError):
     """A profile or override is invalid; the message names the file and key and says how to fix it."""
 
 
+def strictly_increasing(values: list[int]) -> list[int]:
+    """A validator's body for N lists: non-empty, positive and strictly increasing (the curve's x axis)."""
+    if not values or any(x < 1 for x in values) or sorted(set(values)) != values:
+        raise ValueError("must be a non-empty, strictly increasing list of positive integers")
+    return values
+
+
 # ---- identity: which fields decide a result -----------------------------------------------------------------
 IDENTITY = "identity"
 """The ``json_schema_extra`` key that marks how a field enters cache keys and fingerprints (:func:`identity`)."""
@@ -98,9 +105,11 @@ def identity(section: BaseModel, *, exclude: frozenset[str] = frozenset()) -> di
 
 
 class _Strict(BaseModel):
-    """Base for every config section: unknown keys are errors, values are type-checked."""
+    """Base for every config section: unknown keys are errors, values are type-checked. A field's docstring (the
+    string literal under it) becomes its ``description``: the documentation's profile reference is generated from
+    these (``redpo.site.reference``), so it cannot drift from the code."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, use_attribute_docstrings=True)
 
 
 class SamplingConfig(_Strict):
@@ -389,7 +398,15 @@ class DPOConfig(_Strict):
     kind_mix: dict[str, float] = Field(
         default_factory=lambda: {"wrong_relation": 1.0, "near_copy": 1.0, "exact_copy": 1.0}
     )
-    """Relative weights of the rejected kinds; per relation, counts follow by largest remainder."""
+    """Relative weights of the rejected kinds; per relation, counts follow by largest remainder. The paper's three
+    are ``wrong_relation``, ``near_copy`` and ``exact_copy``; ``mirror_direction`` (the chosen sample with its two
+    entities' roles swapped, a sample of the reverse relation) teaches direction, where a relation has a reverse."""
+    chosen: Literal["random", "distinct"] = keyed_when_set("random", committed="cpu-full")
+    """Which gold sample is preferred at each chain step. ``random``: any gold sample not in the prompt (the
+    paper's). ``distinct``: of ``chosen_candidates`` drawn ones, the least similar to the prompt's demonstrations
+    (entity-masked), so the adapter is rewarded for the most diverse *correct* sample (DivPO's choice)."""
+    chosen_candidates: int = keyed_when_set(8, committed="cpu-full", ge=2)
+    """``chosen: distinct``: how many gold candidates each step chooses among."""
     precompute_ref_log_probs: bool = True
     checkpoint_steps: int = run_only(25, ge=0)
     """Save a resumable checkpoint (LoRA weights, optimiser, scheduler, RNG) every N optimiser steps; a killed
@@ -408,7 +425,7 @@ class DPOConfig(_Strict):
     @field_validator("kind_mix")
     @classmethod
     def _known_kinds(cls, v: dict[str, float]) -> dict[str, float]:
-        allowed = {"wrong_relation", "near_copy", "exact_copy"}
+        allowed = {"wrong_relation", "near_copy", "exact_copy", "mirror_direction"}
         unknown = set(v) - allowed
         if unknown:
             raise ValueError(f"unknown rejected kind(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
@@ -495,12 +512,40 @@ class PlateauConfig(_Strict):
             raise ValueError(f"unknown arm(s) {unknown}; allowed: {', '.join(allowed)}")
         return v
 
-    @field_validator("n_values")
-    @classmethod
-    def _increasing(cls, v: list[int]) -> list[int]:
-        if not v or any(x < 1 for x in v) or sorted(set(v)) != v:
-            raise ValueError("must be a non-empty, strictly increasing list of positive integers")
-        return v
+    _increasing = field_validator("n_values")(classmethod(lambda cls, v: strictly_increasing(v)))
+
+
+LadderRung = Literal["L0", "L1", "L2", "L3", "L4", "L5", "L6", "L7"]
+
+
+class LadderConfig(_Strict):
+    """Notebook 06, the gap ladder (``redpo.ladder``): rungs from a perfect generator down to ours, each changing one
+    thing with the RE setup fixed, to locate where generated data loses to manual data.
+
+    L0 manual; L1 a perfect generator (K other real training sentences per relation); L2 style (positives and
+    negatives real or generated, 2 x 2); L3 label noise (oracle-filtered, matched N); L4 diversity (near copies
+    removed, matched N); L5 count (own quota at each of ``n_values``); L6 generator (``generator``); L7 encoder
+    (``encoder``).
+    """
+
+    arm: IclArm = "obo"
+    """The generation arm the ladder studies (its generated samples are the rungs' "generated")."""
+    rungs: list[LadderRung] = Field(default_factory=lambda: ["L0", "L1", "L2", "L3", "L4", "L5", "L6", "L7"])
+    splits: int | None = Field(None, ge=1)
+    """Run on the first N generation splits (``None``: all)."""
+    seeds_per_split: int | None = run_only(None, ge=1)
+    """Classifier seeds per split (``None``: ``encoder.seeds_per_split``)."""
+    n_values: list[int] = Field(default_factory=lambda: [8, 16, 32])
+    """L5's counts per relation (K joins them); the arm is generated once up to the largest of them and K (the
+    pool every generated rung takes a prefix or a filtered prefix of)."""
+    generator: str | None = "qwen2.5-coder-1.5b-instruct"
+    """L6: the other generator, a registry name or hub id served like ``generator.model``."""
+    encoder: str = "mpnet-base"
+    """L7: the other encoder, trained on manual data and on the best generated rung."""
+    seed: int = 0
+    """Seeds L1's draw of other real sentences."""
+
+    _increasing = field_validator("n_values")(classmethod(lambda cls, v: strictly_increasing(v)))
 
 
 RAY_INSTALL = "pip install -e '.[ray]' (or make setup EXTRAS=ray)"
@@ -553,6 +598,29 @@ class ClaimsConfig(_Strict):
     what "close" means scales with how well manual data does."""
 
 
+class AuditConfig(_Strict):
+    """The hand check (``python -m redpo audit``, ``redpo.analysis.audit``): which arms a person judges, how many
+    samples of each, and the confidence level of the share judged correct. Read by that command only, never by a
+    run, so no result's identity depends on it."""
+
+    arms: list[str] = Field(default_factory=lambda: ["obo", "obo_dpo", "aao"], min_length=1)
+    """Generation arms to draw from, by their file stem (``generations/<arm>_k<K>_s<seed>.jsonl``): the paper's
+    primary arms by default; a new configuration is added with ``--arm NAME``."""
+    per_arm: int = Field(40, ge=1)
+    """Samples drawn per arm: enough that the share correct has a CI of about +/- 15 points, few enough that one
+    person reads every one of them carefully."""
+    ci_level: float = Field(0.95, gt=0, lt=1)
+    """Confidence level of the Wilson interval around each arm's share judged correct."""
+
+    @field_validator("arms")
+    @classmethod
+    def _stems(cls, v: list[str]) -> list[str]:
+        bad = [a for a in v if not a or not all(ch.isalnum() or ch == "_" for ch in a)]
+        if bad:
+            raise ValueError(f"arm names are file stems of letters, digits and '_': {bad}")
+        return v
+
+
 FITTED_BASE = "tiny-random-llama"
 """What ``generator.fit`` builds and fits instead of loading ``generator.model`` (the smoke profile)."""
 
@@ -574,7 +642,9 @@ class Profile(_Strict):
     oracle: OracleConfig = OracleConfig()
     training_sets: TrainingSetsConfig = TrainingSetsConfig()
     plateau: PlateauConfig = PlateauConfig()
+    ladder: LadderConfig = LadderConfig()
     claims: ClaimsConfig = ClaimsConfig()
+    audit: AuditConfig = AuditConfig()
     executor: ExecutorConfig = ExecutorConfig()
     seed: int = 42
 

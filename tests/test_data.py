@@ -406,3 +406,17 @@ def test_every_loader_names_a_bad_byte(tmp_path: Path) -> None:
     official.write_bytes(b"\xef\xbb\xbf[\n\xfe]")
     with pytest.raises(DataError, match=r"test.json:2: not UTF-8 \(byte 0xfe at byte offset 5 "):
         formats.load_tacred_json(official)
+
+
+def test_make_data_prints_the_full_dataset_then_the_profiles_subset(real_env: Path) -> None:
+    """``make data`` (``python -m redpo data``) shows the numbers the README and docs quote, the full dataset, before
+    the default profile's five labels, and says which block is which."""
+    text = "\n".join(overview.overview_lines(load_profile("cpu")))
+    full, subset = text.split("profile cpu's subset")
+    assert "full dataset (every label):" in full
+    assert [full.count(n) for n in ("6,507", "1,493", "2,717", "19 labels (negative: Other)")] == [1, 1, 1, 1]
+    assert "(dataset.relations: 5 of 19 labels)" in subset
+    assert [subset.count(n) for n in ("2,727", "627", "1,094", "5 labels")] == [1, 1, 1, 1]
+    assert "test 400 of test (dataset.test_subsample)" in subset
+    every_label = "\n".join(overview.overview_lines(load_profile("cpu-full")))
+    assert "profile cpu-full: every label" in every_label and "2,727" not in every_label

@@ -48,7 +48,7 @@ def _sample(text: str, relation: str) -> RESample:
 
 
 def _mix(wrong: float, near: float, exact: float) -> dict[str, float]:
-    return {"wrong_relation": wrong, "near_copy": near, "exact_copy": exact}
+    return {"wrong_relation": wrong, "near_copy": near, "exact_copy": exact, "mirror_direction": 0}
 
 
 @pytest.mark.parametrize(
@@ -58,6 +58,7 @@ def _mix(wrong: float, near: float, exact: float) -> dict[str, float]:
         (7, _mix(1, 1, 1), _mix(3, 2, 2)),
         (6, _mix(2, 1, 0), _mix(4, 2, 0)),
         (5, {"near_copy": 1}, _mix(0, 5, 0)),
+        (4, {"wrong_relation": 1, "mirror_direction": 1}, {**_mix(2, 0, 0), "mirror_direction": 2}),
     ],
 )
 def test_kind_allocation_is_exact_largest_remainder(n: int, mix: dict, expected: dict) -> None:
@@ -169,7 +170,7 @@ def test_rejected_kinds_are_what_they_claim(built: dict) -> None:
             assert row["rejected_source_relation"] != rel
             assert by_key[exact_key(rejected)] == row["rejected_source_relation"], "a gold sample of another relation"
             assert row["rejected"] == prompts.demo_text(rejected, built["schema"]), "shown in the target's format"
-    assert set(seen) == set(KINDS)
+    assert set(seen) == {k for k in KINDS if built["profile"].dpo.kind_mix.get(k)}  # the paper's three
 
 
 def test_no_gold_sample_crosses_halves(built: dict) -> None:
@@ -346,3 +347,48 @@ def test_seconds_per_step_counts_only_the_steps_the_logging_process_ran() -> Non
     assert steps_run(resumed) == 22 and seconds_per_step(resumed) == pytest.approx(84.945, abs=1e-3)
     assert seconds_per_step({"steps": 10, "resumed_from": None, "train_seconds": 50.0}) == 5.0
     assert seconds_per_step({"steps": 10, "resumed_from": "checkpoint-10", "train_seconds": 0.1}) is None
+
+
+FIELDS = ("relation", "half", "chain", "step", "kind", "chosen_marked", "rejected_marked", "rejected_source_relation")
+
+
+def test_the_committed_cpu_full_pairs_are_rebuilt_unchanged(data_root: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pair builder's default path (random chosen, the paper's three kinds) still builds cpu-full's committed
+    pairs, so its adapters' fingerprints and every call they answered stay valid. The prompt is left out (it needs
+    the packaged generator's chat template); everything it is rendered from is compared."""
+    from redpo.config import REPO_ROOT
+    from redpo.core.io import iter_jsonl
+    from redpo.data.overview import write_kshot_table
+    from redpo.dpo.pairs import all_kshot_samples
+
+    monkeypatch.setenv("REDPO_DATA_DIR", str(data_root))
+    profile = load_profile("cpu-full")
+    results = ResultsDir(profile, root=tmp_path)
+    write_kshot_table(profile, results)
+    pairs = build_pairs(profile, profile_schema(profile), load_split(profile, "train"),
+                        all_kshot_samples(profile, results), lambda m: "")
+    for half in HALVES:
+        committed = [row for _, row in iter_jsonl(REPO_ROOT / "results" / "cpu-full" / "dpo" / f"pairs_{half}.jsonl")]
+        assert [{f: r[f] for f in FIELDS} for r in pairs.datasets[half]] == [{f: r[f] for f in FIELDS}
+                                                                              for r in committed]
+
+
+def test_mirror_direction_pairs_swap_the_roles_and_distinct_chosen_differ(built: dict) -> None:
+    profile = load_profile("smoke", {"dpo.pairs_per_relation": 4, "dpo.chain_length": 2,
+                                     "dpo.kind_mix": {"mirror_direction": 1.0}, "dpo.chosen": "distinct"})
+    schema = built["schema"]
+    pairs = build_pairs(profile, schema, built["train"], built["kshot"], lambda m: prompts.render(m, None))
+    rows = _rows(pairs)
+    assert rows and {r["kind"] for r in rows} <= {"mirror_direction", "wrong_relation", "exact_copy"}
+    mirrored = [r for r in rows if r["kind"] == "mirror_direction"]
+    assert mirrored, "smoke's directed relations have a reverse label in the schema"
+    for r in mirrored:
+        chosen, rejected = _sample(r["chosen_marked"], r["relation"]), _sample(r["rejected_marked"], r["relation"])
+        assert (rejected.head, rejected.tail) == (chosen.tail, chosen.head) and rejected.tokens == chosen.tokens
+        assert schema.undirected(r["rejected_source_relation"]) == schema.undirected(r["relation"])
+        assert r["rejected_source_relation"] != r["relation"]
+    for chain in {(r["relation"], r["chain"]) for r in rows}:
+        steps = [r for r in rows if (r["relation"], r["chain"]) == chain]
+        chosen = [r["chosen_marked"] for r in steps]
+        assert len(set(chosen)) == len(chosen) and not set(chosen) & set(steps[0]["demos"])

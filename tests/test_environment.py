@@ -1,4 +1,5 @@
-"""environment.yml (conda), the Makefile's torch pin and the extras CI installs must say what pyproject.toml says."""
+"""environment.yml (conda), the Makefile's torch pin, its install line and the extras CI installs must say what
+pyproject.toml says."""
 
 from __future__ import annotations
 
@@ -15,6 +16,11 @@ def _pyproject_deps() -> list[str]:
         return tomllib.load(f)["project"]["dependencies"]
 
 
+def _docs_extra() -> list[str]:
+    with (REPO_ROOT / "pyproject.toml").open("rb") as f:
+        return tomllib.load(f)["project"]["optional-dependencies"]["docs"]
+
+
 def _conda_pip_deps() -> list[str]:
     env = yaml.safe_load((REPO_ROOT / "environment.yml").read_text())
     pip_sections = [d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d]
@@ -28,9 +34,9 @@ def _normalize(req: str) -> str:
 
 def test_conda_pip_list_matches_pyproject() -> None:
     pip = _conda_pip_deps()
-    assert "-e .[dev]" in pip, "environment.yml must install the package itself with `-e .[dev]`"
+    assert "-e .[dev,docs]" in pip, "environment.yml must install the package itself with `-e .[dev,docs]`"
     conda = sorted(_normalize(r) for r in pip if not r.startswith("-e"))
-    project = sorted(_normalize(r) for r in _pyproject_deps())
+    project = sorted(_normalize(r) for r in [*_pyproject_deps(), *_docs_extra()])  # CI builds the docs: conda too
     assert conda == project, (
         f"only in environment.yml: {sorted(set(conda) - set(project))}; "
         f"only in pyproject.toml: {sorted(set(project) - set(conda))}"
@@ -44,6 +50,20 @@ def test_conda_python_satisfies_requires_python() -> None:
     pins = [d.split("=", 1)[1] for d in env["dependencies"] if isinstance(d, str) and d.startswith("python=")]
     requires = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
     assert len(pins) == 1 and pins[0] in SpecifierSet(requires), (pins, requires)
+
+
+def _make_extras() -> list[str]:
+    """The extras `make setup` always installs (its PIP_EXTRAS line, before the optional EXTRAS)."""
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    assert "-e '.[$(PIP_EXTRAS)]'" in makefile, "make setup no longer installs the package with PIP_EXTRAS"
+    line = re.search(r"^PIP_EXTRAS := ([\w,]+)", makefile, re.MULTILINE)
+    assert line, "Makefile lost its PIP_EXTRAS line"
+    return line.group(1).split(",")
+
+
+def test_make_setup_installs_the_extras_the_tests_need() -> None:
+    """`make test` builds the documentation site, so `make setup` must install the docs extra with the dev one."""
+    assert _make_extras() == ["dev", "docs"]
 
 
 def test_makefile_torch_pin_matches_pyproject() -> None:
@@ -62,12 +82,10 @@ def _optional_extras() -> set[str]:
 def test_ci_installs_every_optional_extra_so_no_test_skips_for_one() -> None:
     ci = re.search(r"^export EXTRAS=(\S+)$", (REPO_ROOT / ".ci" / "run").read_text(), re.MULTILINE)
     assert ci, ".ci/run lost its `export EXTRAS=...` line"
-    assert {*ci.group(1).split(","), "dev"} == _optional_extras()
+    assert {*ci.group(1).split(","), *_make_extras()} == _optional_extras()
 
 
 def test_the_extras_environment_yml_and_the_makefile_install_exist() -> None:
     pip = _conda_pip_deps()
     named = {x for line in pip if line.startswith("-e") for x in re.findall(r"\[(.*)\]", line)[0].split(",")}
-    makefile = re.search(r"^PIP_EXTRAS := (\w+)", (REPO_ROOT / "Makefile").read_text(), re.MULTILINE)
-    assert makefile, "Makefile lost its PIP_EXTRAS line"
-    assert named | {makefile.group(1)} <= _optional_extras()
+    assert named | set(_make_extras()) <= _optional_extras()

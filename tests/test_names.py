@@ -5,7 +5,8 @@ A renamed or split module leaves its old name behind in prose, where no import f
 Where names are collected:
 - ``redpo/**/*.py``: comments and string literals (docstrings, messages) only, read with ``tokenize``; code is
   left out because Python itself resolves what code imports. ``redpo/**/*.yaml``: the whole text (comments).
-- ``notebooks/*.ipynb``: every markdown and code cell. ``README.md`` and ``CONTRIBUTING.md``: the whole text.
+- ``notebooks/*.ipynb``: every markdown and code cell. ``README.md``, ``CONTRIBUTING.md``, the site's pages
+  (``docs/**/*.md``) and the run logs (``results/*/RUNLOG.md``): the whole text.
 
 How each is resolved:
 - A dotted name is ``redpo`` and one or more ``.identifier`` parts. It is a file name, not a Python name, when a
@@ -84,9 +85,14 @@ def sources(root: Path) -> Iterator[tuple[str, int, str]]:
     for path in sorted((root / "notebooks").glob("*.ipynb")):
         for cell, text in notebook_texts(path):
             yield f"{path.relative_to(root)} cell {cell}", 1, text
-    for name in DOC_FILES:
-        if (root / name).is_file():
-            yield name, 1, (root / name).read_text(encoding="utf-8")
+    for path in doc_files(root):
+        yield str(path.relative_to(root)), 1, path.read_text(encoding="utf-8")
+
+
+def doc_files(root: Path) -> list[Path]:
+    """README, CONTRIBUTING, every page of the documentation site and every run log."""
+    named = [root / name for name in DOC_FILES if (root / name).is_file()]
+    return [*named, *sorted((root / "docs").rglob("*.md")), *sorted((root / "results").glob("*/RUNLOG.md"))]
 
 
 def short_names(text: str) -> Iterator[tuple[int, str]]:
@@ -242,6 +248,8 @@ def test_a_stale_name_is_reported(tmp_path: Path) -> None:
     notebook = {"cells": [{"cell_type": "markdown", "source": ["`redpo.generation.parse.parse_response` ok\n"]},
                           {"cell_type": "code", "source": ["from redpo.analysis import plots\n", "redpo.llm_re\n"]}]}
     (tmp_path / "notebooks" / "01_x.ipynb").write_text(json.dumps(notebook))
+    (tmp_path / "docs" / "method").mkdir(parents=True)
+    (tmp_path / "docs" / "method" / "x.md").write_text("see `python -m redpo figures` and redpo.site.gone\n")
     (tmp_path / "README.md").write_text(
         "`dpo.kind_mix` is a field, `core.io.write_json` a function\n\n"
         "    accelerate launch -m redpo dpo --half A\n    redpo.re_metrics\n"
@@ -260,6 +268,7 @@ def test_a_stale_name_is_reported(tmp_path: Path) -> None:
         ["README.md:4", "name 'redpo.re_metrics'"],
         ["README.md:5", "short 'dpo.dpo_train'"],
         ["README.md:5", "short 'generation.arms.identity_settings'"],
+        ["docs/method/x.md:1", "name 'redpo.site.gone'"],
     ]
     assert problems[0].endswith("no such module")
     assert "invalid choice: 'dpo_train'" in problems[1]

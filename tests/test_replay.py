@@ -23,6 +23,7 @@ from redpo.core.pins import PINS_FILE
 from redpo.core.replay import (
     MODELS_FILE,
     ModelIdentity,
+    OtherGenerator,
     ReplayError,
     ReplayMiss,
     ReplayModels,
@@ -135,6 +136,19 @@ def test_another_generator_or_adapter_is_a_miss_that_names_the_packing_commit(tm
         models.check_settings(results, {**SETTINGS, "weights": "q8_0"})
     with pytest.raises(ReplayMiss, match=r"DPO adapter 'A' \(the archive holds none\)"):
         models.adapter(results, "A")
+
+
+def test_the_ladder_s_other_generator_replays_under_its_own_identity_only(tmp_path: Path) -> None:
+    results = ResultsDir("demo", root=tmp_path)
+    other = {"model": "other", "weights": "packaged"}
+    models = _models().model_copy(update={"other_generators": [
+        OtherGenerator(identity=ModelIdentity(name="other@llama.cpp:x", sha256="b" * 64), settings=other)]})
+    pack(results, models)
+    assert replay_models(results) == models  # survives the round trip through models.json
+    assert models.identity_for(results, dict(SETTINGS)).sha256 == "a" * 64
+    assert models.identity_for(results, dict(other)).sha256 == "b" * 64
+    with pytest.raises(ReplayMiss, match=r"settings \{'model': 'third'\}"):
+        models.identity_for(results, {**other, "model": "third"})
 
 
 def test_the_replay_backend_renders_but_never_generates(tmp_path: Path) -> None:

@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 from fakes import write_notebook
 
-from redpo.__main__ import BENCHMARKS, format_table, parse_overrides
+from redpo.__main__ import BENCHMARKS, parse_overrides
 from redpo.config import load_profile
 from redpo.core.manifest import load_manifest, output_files
+from redpo.run.console import format_table
 from redpo.run.runner import RunnerError, discover
 
 
@@ -105,6 +106,7 @@ def test_output_files_skip_cache_checkpoints_and_manifest(tmp_path: Path) -> Non
     (tmp_path / "metrics").mkdir()
     (tmp_path / "metrics" / "m.json").write_text("{}")
     (tmp_path / "manifest.json").write_text("{}")
+    (tmp_path / "RUNLOG.md").write_text("# how the run went\n")  # written by people, no output of the run
     files = output_files(tmp_path)
     assert list(files) == ["metrics/m.json"] and files["metrics/m.json"]["bytes"] == 2
     (tmp_path / "checkpoints.json").write_text("{}")  # only a folder of that name is training state

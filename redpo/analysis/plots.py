@@ -8,6 +8,7 @@ Saving is deterministic (no software/date metadata), so re-drawing a committed f
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +19,13 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.text import Annotation
 
+from redpo.analysis.ladder import DETAIL as LADDER_DETAIL
+from redpo.analysis.ladder import ladder_figure
 from redpo.analysis.re_tables import best_arm, per_relation_frame, summed_confusion
 from redpo.analysis.stats import FAILS, HOLDS, INCONCLUSIVE, NOT_RUN
 from redpo.analysis.tables import diversity_frame
 from redpo.core.io import MissingMetrics, ResultsDir, read_json, read_metrics
-from redpo.plateau.figures import plateau_f1, plateau_yield
+from redpo.plateau import figures as plateau_figures
 
 DPI = 110
 FORMATS = ("png", "pdf")
@@ -240,25 +243,59 @@ def claims_forest(results: ResultsDir) -> Figure:
     return fig
 
 
-FIGURES: dict[str, Callable[[ResultsDir], Figure]] = {
-    "data_label_distribution": data_label_distribution,
-    "generation_diversity": generation_diversity,
-    "dpo_training_curves": dpo_training_curves,
-    "diversity_vs_correctness": diversity_vs_correctness,
-    "generation_dpo_diversity": generation_dpo_diversity,
-    "re_per_relation_f1": re_per_relation_f1,
-    "re_confusion_best": re_confusion_best,
-    "plateau_f1": plateau_f1,
-    "plateau_yield": plateau_yield,
-    "claims_forest": claims_forest,
+@dataclass(frozen=True)
+class FigureSpec:
+    """One figure of the registry: the function that draws it, the files it is drawn from, and what it shows.
+
+    ``inputs`` are paths relative to the results folder, declared as showyourwork declares a figure's data: the
+    figure is rebuilt from these files and nothing else (``tests/test_plots.py`` draws every committed figure from
+    a folder that holds only them), and the documentation site links each figure to them."""
+
+    draw: Callable[[ResultsDir], Figure]
+    inputs: tuple[str, ...]
+    shows: str
+
+
+CORRECTNESS_INPUTS = tuple(f"metrics/{kind}_{stem}.json" for stem in ("icl", "dpo")
+                           for kind in ("correctness", "generation"))
+FIGURES: dict[str, FigureSpec] = {
+    "data_label_distribution": FigureSpec(
+        data_label_distribution, ("metrics/data.json",), "samples per relation in train / val / test"),
+    "generation_diversity": FigureSpec(
+        generation_diversity, ("metrics/generation_icl.json",),
+        "diversity metrics of gold, the baseline and the AAO/OBO × instruction grid"),
+    "dpo_training_curves": FigureSpec(
+        dpo_training_curves, ("metrics/dpo_history.json",),
+        "DPO loss, reward margin and reward accuracy per step, adapters A and B"),
+    "diversity_vs_correctness": FigureSpec(
+        diversity_vs_correctness, CORRECTNESS_INPUTS,
+        "each arm's masked TF-IDF cosine against its oracle agreement (split means), gold for reference"),
+    "generation_dpo_diversity": FigureSpec(
+        generation_dpo_diversity, ("metrics/generation_dpo.json",), "diversity of OBO/AAO with and without DPO"),
+    "re_per_relation_f1": FigureSpec(
+        re_per_relation_f1, ("metrics/re_results.json",), "mean F1 per relation and RE arm (heatmap)"),
+    "re_confusion_best": FigureSpec(
+        re_confusion_best, ("metrics/re_results.json",), "row-normalised confusion matrix of the best RE arm"),
+    "plateau_f1": FigureSpec(
+        plateau_figures.plateau_f1, plateau_figures.INPUTS,
+        "micro-F1 against N per arm, generated-only and mixed, mean ± sd band, plateau marked"),
+    "plateau_yield": FigureSpec(
+        plateau_figures.plateau_yield, plateau_figures.INPUTS,
+        "valid samples per call by the time N were reached, and the share of relations reaching N"),
+    "claims_forest": FigureSpec(
+        claims_forest, ("tables/claims_detail.json",),
+        "each claim's primary paired effect with its 95% CI, the zero line and the claim's margin"),
+    "ladder_f1": FigureSpec(
+        ladder_figure, (f"tables/{LADDER_DETAIL}",),
+        "micro-F1 of every set of the gap ladder, each with the 95% CI of its paired difference from manual"),
 }
-"""Every figure, in notebook order: ``figures/<name>.png|pdf``."""
+"""Every figure, in notebook order: ``figures/<name>.png|pdf``, drawn by ``FIGURES[name].draw``."""
 
 
 def draw(results: ResultsDir, name: str, *, close: bool = False) -> Figure:
     """Draw figure ``name`` from the saved metrics in the common style, save PNG + PDF, return it for display."""
     set_style()
-    fig = FIGURES[name](results)
+    fig = FIGURES[name].draw(results)
     save_figure(fig, results, name)
     if close:
         plt.close(fig)

@@ -215,16 +215,34 @@ def convergence(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             "at_cap": sorted(f"{r['arm']} {r['cell']}" for r in trained if not r["stopped_early"])}
 
 
-def convergence_table(runs: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
-    """Per arm: runs, the share that stopped early, and the epochs and optimizer steps they took."""
-    frame = pd.DataFrame([r for r in runs if r["arm"] not in LLM_ARMS and "stopped_early" in r])
+def convergence_table(runs: Sequence[Mapping[str, Any]], negative: str | None = None) -> pd.DataFrame:
+    """Per arm: runs, the share that stopped early, the epochs and optimizer steps they took, and how many
+    collapsed (:func:`run_health`: one class predicted for every sentence). A collapsed run stays in every
+    comparison; the table says where one is."""
+    trained = [r for r in runs if r["arm"] not in LLM_ARMS and "stopped_early" in r]
+    frame = pd.DataFrame([{**r, "collapsed": run_health(r, negative)["collapsed"] if "predictions" in r else None}
+                          for r in trained])
     if frame.empty:
         return pd.DataFrame()
     out = frame.groupby("arm", sort=False).agg(
         runs=("stopped_early", "size"), stopped_early=("stopped_early", "mean"), epochs=("epochs_run", "mean"),
-        epochs_max=("epochs_run", "max"), steps=("steps", "mean"),
+        epochs_max=("epochs_run", "max"), steps=("steps", "mean"), collapsed=("collapsed", "sum"),
     )
     return out.loc[arm_order(out.index.tolist())].round(3)
+
+
+def run_health(run: Mapping[str, Any], negative: str | None) -> dict[str, Any]:
+    """``predicted_labels`` (distinct), ``collapsed`` (one label for every sentence) and ``negative_ratio`` of one
+    run, from its per-sentence predictions (``None`` where a share is undefined)."""
+    gold, pred = np.array(run["predictions"]["gold"]), np.array(run["predictions"]["pred"])
+    labels = len(set(pred.tolist()))
+    ratio = None
+    if negative is not None and (gold == negative).any() and (gold != negative).any():
+        on_negative = float(np.mean(pred[gold == negative] == negative))
+        on_positive = float(np.mean(pred[gold != negative] == negative))
+        ratio = on_positive / on_negative if on_negative > 0 else None
+    return {"predicted_labels": labels, "collapsed": labels == 1, "negative_ratio": ratio}
+
 
 
 def save_re_results(
@@ -277,7 +295,7 @@ def re_tables(results: ResultsDir) -> dict[str, pd.DataFrame]:
                                                    with_paper=False)
     tables["re_per_relation"] = per_relation_frame(every).round(4)
     tables["re_train_time"] = timing_table(runs)
-    tables["re_convergence"] = convergence_table(runs)
+    tables["re_convergence"] = convergence_table(runs, payload.get("negative_label"))
     if payload.get("quotas"):  # what every generated arm trained on: equal per-relation counts, shortfalls named
         tables["re_quotas"] = quota_frame(payload["quotas"])
     for name, frame in tables.items():

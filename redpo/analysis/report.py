@@ -30,6 +30,7 @@ from redpo.analysis.evidence import (
     gather,
 )
 from redpo.analysis.generation_tables import generation_tables
+from redpo.analysis.ladder import ladder_tables
 from redpo.analysis.re_tables import re_tables
 from redpo.analysis.stats import FAILS, HOLDS, INCONCLUSIVE, NOT_RUN, holm, verdict
 from redpo.config import ClaimsConfig
@@ -316,11 +317,13 @@ def write_claims(results: ResultsDir, settings: ClaimsConfig) -> list[ClaimResul
     return claims
 
 
-TABLES: dict[str, tuple[str, Callable[[ResultsDir], dict[str, pd.DataFrame]]]] = {
-    "generation": ("metrics/generation_baseline.json", generation_tables),
-    "re": ("metrics/re_results.json", re_tables),
-    "plateau": ("metrics/plateau.json", plateau_tables),
+TABLES: dict[str, tuple[str, Callable[[ResultsDir, ClaimsConfig], dict[str, pd.DataFrame]]]] = {
+    "generation": ("metrics/generation_baseline.json", lambda results, _settings: generation_tables(results)),
+    "re": ("metrics/re_results.json", lambda results, _settings: re_tables(results)),
+    "plateau": ("metrics/plateau.json", lambda results, _settings: plateau_tables(results)),
+    "ladder": ("metrics/ladder.json", ladder_tables),  # its paired CIs use the claims' bootstrap settings
 }
+"""Table group -> (the metrics file it needs, its builder); a group whose file is missing is skipped."""
 
 
 def build_all(results: ResultsDir, settings: ClaimsConfig) -> dict[str, Any]:
@@ -328,6 +331,6 @@ def build_all(results: ResultsDir, settings: ClaimsConfig) -> dict[str, Any]:
     ``settings`` is the profile's ``claims`` section."""
     out: dict[str, Any] = {}
     for group, (needs, build) in TABLES.items():
-        out[group] = sorted(build(results)) if (results.root / needs).is_file() else f"skipped: no {needs}"
+        out[group] = sorted(build(results, settings)) if (results.root / needs).is_file() else f"skipped: no {needs}"
     out["claims"] = [c.verdict for c in write_claims(results, settings)]
     return out

@@ -20,6 +20,7 @@ from redpo.core.sample import RESample
 
 SUBDIRS = (
     "notebooks", "kshot", "generations", "metrics", "dpo", "adapters", "figures", "tables", "cache", "logs",
+    "audit",
 )
 
 

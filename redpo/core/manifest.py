@@ -21,6 +21,9 @@ from redpo.core.hashing import sha256_file
 from redpo.core.io import ResultsDir, read_json, write_json
 
 MANIFEST_NAME = "manifest.json"
+RUNLOG_NAME = "RUNLOG.md"
+"""The run's diary (how it went, where, how long), written by people beside the results and no output of the run:
+left out of the file list, so editing it never makes the manifest stale."""
 SKIPPED_DIRS = ("cache", "logs", "replay")
 """Sub-folders of ``results/<profile>/`` left out of the file list: re-creatable and possibly large, or (``replay/``)
 rewritten by ``snapshot`` and ``pack-replay`` outside any notebook, so a listed hash would go stale."""
@@ -109,13 +112,13 @@ def environment() -> dict[str, Any]:
 
 
 def output_files(root: Path) -> dict[str, dict[str, Any]]:
-    """Every file under ``root`` but the manifest, temp and lock files, ``SKIPPED_DIRS`` and training checkpoints,
-    with sha256 and size."""
+    """Every file under ``root`` but the manifest, the run log, temp and lock files, ``SKIPPED_DIRS`` and training
+    checkpoints, with sha256 and size."""
     files = {}
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         rel = path.relative_to(root)
         skipped_folder = rel.parts[0] in SKIPPED_DIRS or CHECKPOINTS_DIR in rel.parts[:-1]
-        not_an_output = rel.name == MANIFEST_NAME or rel.suffix == ".tmp" or (
+        not_an_output = rel.name == MANIFEST_NAME or rel.as_posix() == RUNLOG_NAME or rel.suffix == ".tmp" or (
             rel.name.startswith(".redpo.lock")  # the run's lock and its owner record
         )
         if skipped_folder or not_an_output:

@@ -84,6 +84,13 @@ class AdapterRecord(_Strict):
     log: dict[str, Any]
 
 
+class OtherGenerator(_Strict):
+    """A generator other than the profile's that the run called (the ladder's L6), with the settings it ran under."""
+
+    identity: ModelIdentity
+    settings: dict[str, Any]
+
+
 class ReplayModels(_Strict):
     """``replay/models.json``: everything a replay needs to key its calls without the models."""
 
@@ -91,6 +98,9 @@ class ReplayModels(_Strict):
     generator_settings: dict[str, Any]
     """The profile's generator settings that decide the identity (see ``generation.engines.identity_settings``):
     a replay under other settings would serve this run's answers as theirs."""
+    other_generators: list[OtherGenerator] = []
+    """Further generators the run called (the ladder's ``ladder.generator``), each answered only under its own
+    settings."""
     adapters: dict[str, AdapterRecord] = {}
     scorer_key: str | None = None
     """The closed-set scorer's cache-key prefix (``<name>:<sha256>`` of the transformers generator)."""
@@ -101,6 +111,14 @@ class ReplayModels(_Strict):
         if half not in self.adapters:
             raise miss(results, f"DPO adapter {half!r} (the archive holds {sorted(self.adapters) or 'none'})")
         return self.adapters[half]
+
+    def identity_for(self, results: ResultsDir, settings: dict[str, Any]) -> ModelIdentity:
+        """The archived identity of the generator with these settings: the profile's, or one of the others."""
+        for other in self.other_generators:
+            if other.settings == settings:
+                return other.identity
+        self.check_settings(results, settings)
+        return self.generator
 
     def check_settings(self, results: ResultsDir, settings: dict[str, Any]) -> None:
         """Stop when the profile's generator is not the archived one (another model, weights type or engine)."""

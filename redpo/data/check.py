@@ -238,7 +238,7 @@ def draft_relations(folder: Path) -> Path:
     lines = [
         f"# Draft written by `python -m redpo data --draft-relations {folder}`. Replace every {PLACEHOLDER} with one",
         "# line saying what the label means, naming the head (e1) and the tail (e2); a run refuses to start while",
-        "# one is left. Check the guesses below. Format: see the README, 'Your own dataset'.",
+        "# one is left. Check the guesses below. Format: see docs/data.md, 'Your own dataset'.",
         yaml.safe_dump({"negative_label": negative, "lowercase": lowercase,
                         "directions": "suffix" if directed else "none", "semeval_macro_f1": False,
                         "entity_types": sorted(types) or None}, sort_keys=False).rstrip(),

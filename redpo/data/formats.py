@@ -198,7 +198,7 @@ def tacred_rows(path: Path | str) -> Iterator[tuple[str, dict[str, Any]]]:
     the head (e1) and the object the tail (e2), as in KnowPrompt's conversion; spans become ``[start, end + 1)``.
     An example that is not an object or lacks a key is a :class:`DataError`."""
     path = Path(path)
-    items = read_json_file(path, "TACRED JSON file", "copy it from your LDC release (see README 'TACRED')", list,
+    items = read_json_file(path, "TACRED JSON file", "copy it from your LDC release (see docs/data.md, 'TACRED-family data')", list,
                            "a JSON list of examples (TACRED's official format)")
     for i, item in enumerate(items):
         where = f"{path}: item {i}" + (f" (id {item.get('id')!r})" if isinstance(item, dict) else "")

@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from redpo.config import Profile
+from redpo.config import Profile, derive
 from redpo.core.io import DataError, ResultsDir, write_json
 from redpo.data.fetch import data_file_hashes
 from redpo.data.splits import SPLITS, load_profile_kshot, load_split, profile_schema, write_profile_kshots
@@ -43,6 +43,35 @@ def describe_data(profile: Profile) -> dict[str, Any]:
         "splits": splits,
         "files": data_file_hashes(profile),
     }
+
+
+def overview_lines(profile: Profile) -> list[str]:
+    """What ``python -m redpo data`` (``make data``) prints: the full dataset first, then the profile's subset, each
+    under a heading that says which it is. The README and the data docs quote the full dataset's numbers (SemEval:
+    6,507 / 1,493 / 2,717, 19 labels); printing only the default profile's few labels made them look wrong."""
+    full = describe_data(derive(profile, {"dataset.relations": None}))
+    lines = [f"dataset {full['dataset']} at {full['path']}", "", "full dataset (every label):",
+             *_size_lines(full)]
+    lines.append("")
+    if profile.dataset.relations is None:
+        lines.append(f"profile {profile.name}: every label, so the same splits as the full dataset")
+    else:
+        subset = describe_data(profile)
+        lines += [f"profile {profile.name}'s subset (dataset.relations: {subset['num_labels']} of "
+                  f"{full['num_labels']} labels):", *_size_lines(subset)]
+    sub = [f"{what} {n:,} of {split} (dataset.{what}_subsample)"
+           for what, split, n in (("dev", "val", profile.dataset.dev_subsample),
+                                  ("test", "test", profile.dataset.test_subsample)) if n]
+    if sub:
+        lines.append("RE runs evaluate on one stratified subset of these: " + ", ".join(sub))
+    return lines
+
+
+def _size_lines(info: dict[str, Any]) -> list[str]:
+    rows = [(split, f"{s['count']:,}" if "count" in s else "missing") for split, s in info["splits"].items()]
+    width = max(len(split) for split, _n in rows)
+    return [f"  {split:<{width}}  {n:>7}" for split, n in rows] + [
+        f"  {info['num_labels']} labels (negative: {info['negative_label']})"]
 
 
 def split_sizes(info: dict[str, Any]) -> pd.DataFrame:

@@ -23,8 +23,8 @@ import json
 import math
 import random
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,7 @@ from redpo.generation import prompts
 from redpo.generation.engines import profile_tokenizer
 from redpo.generation.parse import exact_key, near_copy_score
 
-KINDS = ("wrong_relation", "near_copy", "exact_copy")
+KINDS = ("wrong_relation", "near_copy", "exact_copy", "mirror_direction")
 PAIR_COLUMNS = ("prompt", "chosen", "rejected", "kind", "relation", "half")
 """What TRL reads (the first three) and what the notebook groups by; every row also keeps its provenance."""
 
@@ -181,10 +181,10 @@ def _relation_pairs(
         length = min(dpo.chain_length, len(kinds) - len(out), len(pool) - n_start)
         drawn = rng.sample(pool, n_start + length)
         demos = drawn[:n_start]
-        for step, chosen in enumerate(drawn[n_start:]):
-            kind = kinds[len(out)]
+        for step, chosen in enumerate(_chosen(drawn[n_start:], demos, pool, dpo.chosen, dpo.chosen_candidates, rng)):
+            kind = _kind_for(kinds[len(out)], rel, schema, others)
             rejected, source, note = _rejected(kind, rel, chosen, demos, pools, others, rng,
-                                               profile.generation.near_copy_threshold)
+                                               profile.generation.near_copy_threshold, schema)
             messages = prompts.icl_prompt(schema, rel, demos, mode="obo", n=1, dissimilar=True)
             out.append({
                 "prompt": render(messages),
@@ -208,6 +208,40 @@ def _relation_pairs(
     return out
 
 
+def _chosen(drawn: Sequence[RESample], demos: Sequence[RESample], pool: Sequence[RESample], how: str,
+            candidates: int, rng: random.Random) -> Iterator[RESample]:
+    """The chosen sample of each step of a chain: the drawn ones in turn (``random``, the paper's), or
+    (``distinct``) at each step the candidate least similar to the demonstrations so far, each chosen one joining
+    them as in OBO, none used twice and none a demonstration."""
+    if how == "random":
+        yield from drawn
+        return
+    used = {exact_key(s) for s in demos}
+    shown = list(demos)
+    for _ in drawn:
+        free = [s for s in pool if exact_key(s) not in used]
+        picked = min(rng.sample(free, min(candidates, len(free))), key=lambda s: near_copy_score(s, shown))
+        used.add(exact_key(picked))
+        shown.append(picked)
+        yield picked
+
+
+def _reverse(rel: str, schema: RelationSchema) -> str | None:
+    """The label of the same relation type in the other direction, if the schema has one."""
+    return next((lab for lab in schema.labels
+                 if lab != rel and lab != schema.negative_label and schema.undirected(lab) == schema.undirected(rel)),
+                None)
+
+
+def _kind_for(kind: str, rel: str, schema: RelationSchema, others: Sequence[str]) -> str:
+    """``kind``, unless it is ``mirror_direction`` for a relation with no reverse label (the negative label, an
+    undirected type): then the nearest lesson there is, a wrong relation (or an exact copy in a one-relation half);
+    the pair records the kind it got."""
+    if kind != "mirror_direction" or _reverse(rel, schema) is not None:
+        return kind
+    return "wrong_relation" if others else "exact_copy"
+
+
 def _rejected(
     kind: str,
     rel: str,
@@ -217,8 +251,14 @@ def _rejected(
     others: Sequence[str],
     rng: random.Random,
     threshold: float,
+    schema: RelationSchema,
 ) -> tuple[RESample, str, str]:
     """The rejected sample of one step, the relation it really belongs to, and a note on how it was made."""
+    if kind == "mirror_direction":  # the chosen sample with the roles swapped: a sample of the reverse relation
+        reverse = _reverse(rel, schema) or rel
+        mirrored = replace(chosen, head=chosen.tail, tail=chosen.head, head_type=chosen.tail_type,
+                           tail_type=chosen.head_type, meta={})
+        return mirrored, reverse, f"chosen with its entities' roles swapped (a {reverse} sample)"
     if kind == "exact_copy":
         return rng.choice(list(demos)), rel, "demonstration copied"
     if kind == "wrong_relation":

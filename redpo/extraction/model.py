@@ -33,6 +33,7 @@ from transformers import (
     DataCollatorWithPadding,
     EarlyStoppingCallback,
     PreTrainedModel,
+    PrinterCallback,
     Trainer,
     TrainingArguments,
     set_seed,
@@ -256,6 +257,7 @@ def train_re_model(
             compute_metrics=compute_metrics,
             callbacks=callbacks,
         )
+        trainer.remove_callback(PrinterCallback)  # its per-evaluation dicts flood a notebook; the history keeps them
         start = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - start

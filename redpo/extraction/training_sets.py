@@ -83,7 +83,7 @@ def grid_cells(profile: Profile) -> list[GridCell]:
 
 
 def describe_grid(profile: Profile, splits: Sequence[tuple[int, int]] | None = None) -> str:
-    """One sentence saying what the mean ± sd of a table cell varies over (for notebooks and the README).
+    """One sentence saying what the mean ± sd of a table cell varies over (for notebooks and the docs).
 
     ``splits`` narrows it to the generation splits a stage actually runs on (the plateau may use fewer than
     notebook 04), so a notebook never claims cells it did not train."""

@@ -260,8 +260,12 @@ def replay_generator(
 ) -> CachedGenerator:
     """The generator of a replaying results folder (:mod:`redpo.core.replay`): keys from the archive's model
     identities, prompts rendered with the generator's tokenizer, no weights loaded and no server started."""
-    models.check_settings(results, identity_settings(profile.generator))
+    if adapter is None:
+        identity = models.identity_for(results, identity_settings(profile.generator))
+    else:  # adapters are trained on the profile's own generator only
+        models.check_settings(results, identity_settings(profile.generator))
+        identity = models.generator
     adapter_sha = models.adapter(results, adapter).sha256 if adapter is not None else None
     label = "generator" if adapter is None else f"generator with adapter {adapter}"
     backend = ReplayBackend(profile_tokenizer(profile), results, label=label)
-    return CachedGenerator(backend, cache, ModelKey(models.generator.name, models.generator.sha256, adapter_sha))
+    return CachedGenerator(backend, cache, ModelKey(identity.name, identity.sha256, adapter_sha))

@@ -2,7 +2,7 @@
 
 It never raises on any string: generation runs for hours, and one odd reply must cost one sample, not the run.
 
-Rules (the README states them):
+Rules (the docs' generation page, ``docs/method/generation.md``, states them):
 
 * **Candidates.** The reply is split into lines. Each line loses its decorations — numbering (``1.``,
   ``(2)``, ``3)``), bullets (``-``, ``*``, ``•``), ``Sample 3:``/``Example:`` labels, markdown ``**`` and

@@ -1,6 +1,6 @@
 """Prompt builders: the Xu et al. (2023) baseline and the paper's three-module ICL prompt.
 
-All wording lives in the module-level constants below so that the README can quote them verbatim and a
+All wording lives in the module-level constants below so that the docs can quote them verbatim and a
 wording change is one diff. Prompts are chat messages; :func:`render` turns them into the model's own chat
 format, because instruct models follow instructions far better inside their trained template.
 

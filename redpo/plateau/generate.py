@@ -25,12 +25,16 @@ from redpo.generation.store import ArmKey, ArmResult, plateau_name, save_arm
 
 
 def plateau_profile(profile: Profile) -> Profile:
-    """The profile with ``generation.n_per_relation = max(plateau.n_values)`` and both call budgets scaled by
-    the same factor: OBO's ``max_attempts`` and AAO's ``aao_max_calls``. An AAO call asks for every missing
-    sample, but a 0.5B model returns 1-2 valid ones per call, so six calls leave it near notebook 02's N and
-    the larger N would train on the same samples as the smaller."""
+    """The profile that generates the plateau's arms: :func:`scaled_profile` to ``max(plateau.n_values)``."""
+    return scaled_profile(profile, max(profile.plateau.n_values))
+
+
+def scaled_profile(profile: Profile, n_max: int) -> Profile:
+    """The profile with ``generation.n_per_relation = n_max`` and both call budgets scaled by the same factor:
+    OBO's ``max_attempts`` and AAO's ``aao_max_calls``. An AAO call asks for every missing sample, but a 0.5B
+    model returns 1-2 valid ones per call, so six calls leave it near notebook 02's N and the larger N would train
+    on the same samples as the smaller. Below notebook 02's N, the budgets stay notebook 02's."""
     gen = profile.generation
-    n_max = max(profile.plateau.n_values)
 
     def scaled(budget: int) -> int:
         return max(budget, math.ceil(budget * n_max / gen.n_per_relation))
@@ -78,7 +82,7 @@ def generate_plateau_arms(
     out: dict[ArmKey, ArmResult] = {}
     plain = [arm for arm in wanted if not split_dpo_name(arm)[1]]
     if plain:
-        generator = open_generator(prof, results)
+        generator = open_generator(profile, results)  # derived profiles change what is asked, not who answers
         for (k, seed), pool in pools.items():
             for arm in plain:
                 out[(arm, k, seed)] = generate_arm(

@@ -15,6 +15,7 @@ from redpo.core.replay import (
     MODELS_FILE,
     AdapterRecord,
     ModelIdentity,
+    OtherGenerator,
     ReplayError,
     ReplayModels,
     pack,
@@ -28,6 +29,7 @@ from redpo.dpo.train import LOG_NAME
 from redpo.extraction.llm_scoring import scorer_model_key
 from redpo.generation.arms import generator_identity, generator_info
 from redpo.generation.engines import identity_settings
+from redpo.ladder.pools import LADDER_PREFIX, other_generator_profile
 from redpo.models.packaged import hash_model_dir
 
 
@@ -48,11 +50,22 @@ def pack_results(profile: Profile, results: ResultsDir) -> dict[str, int]:
     models = ReplayModels(
         generator=ModelIdentity(name=identity.name, sha256=identity.sha256),
         generator_settings=identity_settings(profile.generator),
+        other_generators=_other_generators(profile, results),
         adapters=adapters,
         scorer_key=scorer,
         commit=str(git_state().get("commit") or "unknown"),
     )
     return pack(results, models)
+
+
+def _other_generators(profile: Profile, results: ResultsDir) -> list[OtherGenerator]:
+    """The ladder's other generator (L6), when the run generated with it."""
+    if not profile.ladder.generator or not any(results.generations.glob(f"{LADDER_PREFIX}other_*.jsonl")):
+        return []
+    other = other_generator_profile(profile, max(profile.fewshot.k))
+    identity = generator_identity(other)
+    return [OtherGenerator(identity=ModelIdentity(name=identity.name, sha256=identity.sha256),
+                           settings=identity_settings(other.generator))]
 
 
 def _adapter_record(profile: Profile, results: ResultsDir, half: str, base_sha256: str) -> AdapterRecord:
