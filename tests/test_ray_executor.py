@@ -129,6 +129,25 @@ def _kernel_of(runner: subprocess.Popen[bytes]) -> int | None:
     return None
 
 
+def _still_running(processes: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Those of ``processes`` still running after up to ``timeout`` seconds. A zombie counts as ended: it runs
+    nothing, and where the container's init does not reap orphans, the exited agents of a killed cluster stay
+    zombies (``psutil.wait_procs`` would count them as alive)."""
+
+    def running(p: psutil.Process) -> bool:
+        try:
+            return p.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    deadline = time.monotonic() + timeout
+    alive = [p for p in processes if running(p)]
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.5)
+        alive = [p for p in alive if running(p)]
+    return alive
+
+
 def test_notebook_04_on_ray_matches_the_local_store_after_its_driver_is_killed(
     smoke_pipeline: Path, data_root: Path, tmp_path: Path
 ) -> None:
@@ -152,7 +171,7 @@ def test_notebook_04_on_ray_matches_the_local_store_after_its_driver_is_killed(
     assert ray_processes
     os.kill(kernel, signal.SIGKILL)
     runner.wait(timeout=120)
-    _, alive = psutil.wait_procs(ray_processes, timeout=60)
+    alive = _still_running(ray_processes, timeout=60)
     assert not alive, f"the killed driver left Ray processes training: {[p.pid for p in alive]}"
     before = _store(store.parent)
     assert 4 <= len(before) < len(_store(smoke_pipeline / "cache")), "killed after the grid, not mid-grid"

@@ -390,3 +390,17 @@ def test_records_arriving_in_any_order_keep_the_grid_order_and_stored_runs_are_n
     again = run_grid(prof, results, dev, test, progress=False)
     assert [r["arm"] for r in again["runs"]] == arms
     assert executor.submitted == [next(r["fingerprint"] for r in first["runs"] if r["arm"] == "manual")]
+
+
+def test_the_plateau_and_the_ladder_train_with_the_profiles_executor() -> None:
+    """Notebooks 05 and 06 train through ``run_training_sets`` under profiles of their own (their seeds per split,
+    L7's other encoder); each keeps the profile's executor, so ``executor: ray`` reaches their runs too."""
+    from redpo.config import derive
+    from redpo.ladder.runs import ladder_grid_profile
+    from redpo.plateau.runs import plateau_grid_profile
+
+    prof = _profile(**{"executor.num_cpus": 2, "executor.local_cpus": 2, "executor.max_retries": 5,
+                       "plateau.seeds_per_split": 1, "ladder.seeds_per_split": 1})
+    ladder = ladder_grid_profile(prof)
+    stages = [plateau_grid_profile(prof), ladder, derive(ladder, {"encoder.model": prof.ladder.encoder})]
+    assert all(stage is not prof and stage.executor == prof.executor for stage in stages)
