@@ -1,5 +1,6 @@
 """``executor: ray``: the RE grid as Ray tasks on a local cluster (``ray.init(num_cpus=2)``) stores what the local
-loop stores, resumes from the store, and loses or repeats nothing when a worker or the driver is killed."""
+loop stores, resumes from the store, and loses or repeats nothing when a worker or the driver is killed (slow); a
+worker without the driver's model folder gets the shipped files, checked (fast, no cluster)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,6 @@ from redpo.extraction.grid import run_grid
 from redpo.extraction.ray_executor import RayExecutor
 
 ray = pytest.importorskip("ray", reason="the optional ray extra is not installed (make setup EXTRAS=ray)")
-pytestmark = pytest.mark.slow
 
 TIMINGS = {"train_seconds", "predict_seconds"}
 """What two trainings of one run may differ in: wall time."""
@@ -61,6 +61,7 @@ def _tiny(tmp_path: Path, name: str, **overrides: Any) -> tuple[Profile, Any, li
     return prof, _results(tmp_path / name, prof), [_s(i, rel, "t") for rel in RELATIONS for i in range(2)]
 
 
+@pytest.mark.slow
 def test_ray_grid_stores_what_the_local_loop_stores_and_resumes(tmp_path: Path, local_cluster: Any) -> None:
     local_prof, local, samples = _tiny(tmp_path, "local")
     ray_prof, remote, _ = _tiny(tmp_path, "ray", executor="ray")
@@ -73,6 +74,7 @@ def test_ray_grid_stores_what_the_local_loop_stores_and_resumes(tmp_path: Path, 
     assert all(r["cached"] for r in again["runs"])  # resume: nothing in the store is submitted
 
 
+@pytest.mark.slow
 def test_a_killed_worker_loses_no_run_and_stores_none_twice(tmp_path: Path, local_cluster: Any,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     local_prof, local, samples = _tiny(tmp_path, "local")
@@ -98,6 +100,7 @@ def test_a_killed_worker_loses_no_run_and_stores_none_twice(tmp_path: Path, loca
     _same_runs(_store(remote.cache), _store(local.cache))
 
 
+@pytest.mark.slow
 def test_bench_grid_times_each_executor_and_finds_their_runs_identical(
     tmp_path: Path, local_cluster: Any, data_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -115,6 +118,35 @@ def test_bench_grid_times_each_executor_and_finds_their_runs_identical(
     agreement = on_ray["agreement"]["ray vs local"]
     assert agreement["same_keys"] and agreement["identical_predictions"] == agreement["runs"]
     assert agreement["max_abs_delta_micro_f1"] == 0
+
+
+def test_a_worker_without_the_drivers_folder_writes_the_shipped_files_once_and_checks_their_hash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node that lacks the driver's model folder (another machine, no shared file system) writes the files from
+    the object store to ``REDPO_CACHE/models/shipped-<sha256>`` once, and refuses files that hash to another sha256."""
+    from redpo.extraction.ray_executor import ShippedModel, local_copy
+    from redpo.models.packaged import hash_model_dir
+    from redpo.models.registry import ModelIntegrityError
+
+    files = {"config.json": b"{}", "sub/model.safetensors": b"weights"}
+    driver = tmp_path / "driver"
+    for rel, data in files.items():
+        (driver / rel).parent.mkdir(parents=True, exist_ok=True)
+        (driver / rel).write_bytes(data)
+    sha = hash_model_dir(driver)
+    fetched: list[Any] = []
+    monkeypatch.setattr(ray, "get", lambda ref: fetched.append(ref) or ref)  # the object store, without a cluster
+    monkeypatch.setenv("REDPO_CACHE", str(tmp_path / "cache"))
+    assert local_copy(ShippedModel("m", sha, str(driver), [files])) == str(driver) and not fetched  # same content
+    elsewhere = ShippedModel("m", sha, str(tmp_path / "not-on-this-node"), [files])
+    copy = Path(local_copy(elsewhere))
+    assert copy.parent == tmp_path / "cache" / "models" and copy.name.startswith("shipped-")
+    assert {rel: (copy / rel).read_bytes() for rel in files} == files
+    assert local_copy(elsewhere) == str(copy) and len(fetched) == 1  # the second task finds the copy
+    with pytest.raises(ModelIntegrityError, match="changed while the grid ran"):
+        local_copy(ShippedModel("m", "0" * 64, elsewhere.path, [files]))
+    assert sorted(p.name for p in copy.parent.iterdir() if p.is_dir()) == [copy.name]  # no half-written copy left
 
 
 # ---- notebook 04 on smoke, driver killed -----------------------------------------------------------------------
@@ -148,6 +180,7 @@ def _still_running(processes: list[psutil.Process], timeout: float) -> list[psut
     return alive
 
 
+@pytest.mark.slow
 def test_notebook_04_on_ray_matches_the_local_store_after_its_driver_is_killed(
     smoke_pipeline: Path, data_root: Path, tmp_path: Path
 ) -> None:
