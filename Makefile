@@ -7,8 +7,13 @@ TORCH_PIP_ARGS ?=
 REDPO_DATA_MIRROR ?= ../shared/data
 MIRROR ?= $(REDPO_DATA_MIRROR)
 KERNEL ?= redpo
+# dev and docs are always installed (the tests build the documentation site); EXTRAS adds optional extras of
+# pyproject.toml, comma-separated: `make setup EXTRAS=ray` (executor: ray, docs/cluster.md).
+EXTRAS ?=
+comma := ,
+PIP_EXTRAS := dev,docs$(if $(EXTRAS),$(comma)$(EXTRAS))
 NOTEBOOKS := $(wildcard notebooks/*.ipynb)
-STAMP := .venv/.redpo-installed
+STAMP := .venv/.redpo-installed-$(subst $(comma),-,$(PIP_EXTRAS))
 
 # Pass --mirror only when the mirror exists; otherwise `redpo data --fetch` downloads the pinned files.
 MIRROR_ARG := $(if $(wildcard $(MIRROR)),--mirror $(MIRROR))
@@ -27,13 +32,13 @@ setup:
 	$(PYTHON) -m redpo engine --build
 endif
 
-# torch goes in first, on its own, so resolving the rest never pulls a CUDA build; the stamp makes a
-# second `make setup` a no-op until pyproject.toml changes.
+# torch goes in first, on its own, so resolving the rest never pulls a CUDA build; the stamp (one per set of extras)
+# makes a second `make setup` a no-op until pyproject.toml changes.
 $(STAMP): pyproject.toml
 	test -x .venv/bin/python || python3 -m venv .venv
 	.venv/bin/python -m pip install --quiet --quiet --upgrade pip
 	.venv/bin/python -m pip install --quiet --quiet $(TORCH_PIP_ARGS) '$(TORCH_SPEC)'
-	.venv/bin/python -m pip install --quiet --quiet -e '.[dev,docs]'
+	.venv/bin/python -m pip install --quiet --quiet -e '.[$(PIP_EXTRAS)]'
 	.venv/bin/python -m ipykernel install --user --name $(KERNEL) --display-name "$(KERNEL)"
 	touch $@
 

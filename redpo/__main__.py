@@ -52,6 +52,7 @@ BENCHMARKS: dict[str, str] = {
     "determinism": "redpo.generation.bench:bench_determinism",
     "lora": "redpo.dpo.lora_check:bench_lora",
     "training": "redpo.run.bench_training:bench_training",
+    "grid": "redpo.extraction.grid_bench:bench_grid",
 }
 """``python -m redpo bench NAME`` -> ``"module:function"``, imported only when that benchmark runs.
 

@@ -6,6 +6,7 @@ run is fully described by ``(profile, overrides)`` and both go into the manifest
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -218,9 +219,12 @@ class LlamaServerConfig(_Strict):
     ``bf16`` pays off only on a CPU with ``avx512_bf16`` (llama.cpp is built for the machine's own flags)."""
     startup_timeout: float = Field(300.0, gt=0)
     """Seconds to wait for a started server to load and answer with its key (a 0.5B GGUF takes a few seconds)."""
-    url: str | None = None
+    url: str | list[str] | None = None
     """A running server to use instead of starting one: ``http://host:port`` of ``llama-server`` (``kind:
-    llama_cpp``), or of ``vllm serve`` / SGLang (``kind: openai``). redpo then starts and stops nothing."""
+    llama_cpp``), or of ``vllm serve`` / SGLang (``kind: openai``). redpo then starts and stops nothing. A list
+    names a fleet serving the same model: requests spread over it, each OBO chain stays on one server (its prefix
+    cache stays warm), and a server that goes down costs only its requests in flight, which go to the others.
+    The URLs (in any order) name the model in the cache keys, as one URL does."""
     kind: Literal["llama_cpp", "openai"] = "llama_cpp"
     """The API spoken at ``url``: llama.cpp's native ``/completion`` (slots, prompt cache) or ``/v1/completions``."""
     served_model: str | None = None
@@ -240,6 +244,18 @@ class LlamaServerConfig(_Strict):
     twice the longest. A server that accepts and never answers fails the step with one line after this long, and
     the rerun answers the finished steps from the cache. Raise it for a bigger model or a slower machine; neither
     time-out is part of any cache key."""
+
+    @field_validator("url")
+    @classmethod
+    def _fleet(cls, v: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(v, list) and (not v or len(set(v)) != len(v)):
+            raise ValueError("a list of servers must be non-empty and name each server once")
+        return v
+
+    @property
+    def urls(self) -> list[str]:
+        """The servers at ``url``: none, one, or a fleet."""
+        return [] if self.url is None else [self.url] if isinstance(self.url, str) else list(self.url)
 
 
 class GeneratorConfig(_Strict):
@@ -565,6 +581,44 @@ class LadderConfig(_Strict):
     _increasing = field_validator("n_values")(classmethod(lambda cls, v: strictly_increasing(v)))
 
 
+RAY_INSTALL = "pip install -e '.[ray]' (or make setup EXTRAS=ray)"
+"""How to get the optional ``ray`` extra, said wherever it is missing."""
+
+
+class ExecutorConfig(_Strict):
+    """Where the RE runs train: every run of notebook 04's grid, notebook 05's plateau and any stage that trains
+    through ``redpo.extraction.grid.run_training_sets``. No field is part of any key: a run trains to the same
+    result wherever it runs, so switching executors reuses every stored run (``docs/cluster.md``)."""
+
+    kind: Literal["local", "ray"] = run_only("local")
+    """``local``: one run after another in this process. ``ray``: each run (cell x arm x seed) is one Ray task,
+    so a grid of hundreds of runs spreads over a cluster; this process stays the only writer of the run store and
+    appends each record as it arrives. Needs the optional ``ray`` extra."""
+    address: str = run_only("local", min_length=1)
+    """``kind: ray``: which cluster. ``local`` starts a private one on this machine (``local_cpus``) that ends
+    with this process; ``auto`` joins the one ``ray start`` made on this machine (a head node, a Slurm job);
+    ``<host>:6379`` one elsewhere."""
+    local_cpus: int | None = run_only(None, ge=1)
+    """CPUs of the private cluster that ``address: local`` starts (``None``: every core Ray sees). On a shared
+    machine this bounds how many runs train at once."""
+    num_cpus: int = run_only(1, ge=1)
+    """CPUs Ray reserves for each run, and its torch threads unless ``encoder.threads`` is set. One thread per run
+    makes a run's predictions the same as the local loop's with one thread."""
+    num_gpus: float = run_only(0.0, ge=0)
+    """GPUs Ray reserves for each run: 1 on a GPU cluster (the HF Trainer then trains on the GPU Ray assigns), 0
+    on CPUs; a fraction packs several small runs onto one GPU."""
+    max_retries: int = run_only(2, ge=0)
+    """How often Ray re-runs a task whose worker died (a killed process, a lost node) before the grid fails; the
+    driver appends a run only once, whichever attempt finished it."""
+
+    @field_validator("kind")
+    @classmethod
+    def _ray_installed(cls, v: str) -> str:
+        if v == "ray" and importlib.util.find_spec("ray") is None:
+            raise ValueError(f"executor kind 'ray' needs Ray, which is not installed: {RAY_INSTALL}")
+        return v
+
+
 class ClaimsConfig(_Strict):
     """How the claims report decides (``redpo.analysis.report``): bootstrap size and the stated margins."""
 
@@ -624,7 +678,14 @@ class Profile(_Strict):
     ladder: LadderConfig = LadderConfig()
     claims: ClaimsConfig = ClaimsConfig()
     audit: AuditConfig = AuditConfig()
+    executor: ExecutorConfig = ExecutorConfig()
     seed: int = 42
+
+    @field_validator("executor", mode="before")
+    @classmethod
+    def _executor_by_name(cls, v: Any) -> Any:
+        """``executor: ray`` (or ``-p executor=ray``) is short for ``executor: {kind: ray}``."""
+        return {"kind": v} if isinstance(v, str) else v
 
     @model_validator(mode="after")
     def _consistent(self) -> Profile:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 from typing import get_args
 
@@ -153,3 +154,27 @@ def test_profile_tiers_keep_their_promises() -> None:
     assert max(full.plateau.n_values) >= 32 and full.dpo.epochs >= 3 and full.dpo.num_demos >= 5
     assert (cpu.generator.model, cpu.encoder.model) == (full.generator.model, full.encoder.model)
     assert cpu.encoder.early_stopping_threshold == full.encoder.early_stopping_threshold > 0
+
+
+def test_executor_by_name_and_its_fields_change_no_run_key(tmp_path: Path) -> None:
+    """``executor: ray`` is short for ``{kind: ray}``; where a run trains is part of no key, so a grid moved to a
+    cluster reuses every stored run."""
+    pytest.importorskip("ray", reason="the optional ray extra is not installed (make setup EXTRAS=ray)")
+    from redpo.core.sample import RESample
+    from redpo.extraction.run_store import run_fingerprint
+    from redpo.extraction.training_sets import GridCell
+
+    assert load_profile("smoke", {"executor": "ray"}).executor.kind == "ray"
+    on_ray = load_profile("smoke", {"executor.kind": "ray", "executor.num_cpus": 2, "executor.address": "auto"})
+    train = [RESample.from_marked("the <e1>a</e1> and <e2>b</e2> .", "Other")]
+    keys = {run_fingerprint(p, "manual", GridCell(4, 1, 0), train, "dev", "test")
+            for p in (load_profile("smoke"), on_ray)}
+    assert len(keys) == 1
+
+
+def test_an_executor_that_is_not_installed_or_known_fails_at_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigError, match=r"executor\.kind: Input should be 'local' or 'ray'"):
+        load_profile("smoke", {"executor": "dask"})
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` fails, as where the extra is not installed
+    with pytest.raises(ConfigError, match=re.escape("needs Ray, which is not installed: pip install -e '.[ray]'")):
+        load_profile("smoke", {"executor": "ray"})

@@ -1,4 +1,5 @@
-"""environment.yml (conda), the Makefile's torch pin and its install line must say what pyproject.toml says."""
+"""environment.yml (conda), the Makefile's torch pin, its install line and the extras CI installs must say what
+pyproject.toml says."""
 
 from __future__ import annotations
 
@@ -51,10 +52,18 @@ def test_conda_python_satisfies_requires_python() -> None:
     assert len(pins) == 1 and pins[0] in SpecifierSet(requires), (pins, requires)
 
 
+def _make_extras() -> list[str]:
+    """The extras `make setup` always installs (its PIP_EXTRAS line, before the optional EXTRAS)."""
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    assert "-e '.[$(PIP_EXTRAS)]'" in makefile, "make setup no longer installs the package with PIP_EXTRAS"
+    line = re.search(r"^PIP_EXTRAS := ([\w,]+)", makefile, re.MULTILINE)
+    assert line, "Makefile lost its PIP_EXTRAS line"
+    return line.group(1).split(",")
+
+
 def test_make_setup_installs_the_extras_the_tests_need() -> None:
     """`make test` builds the documentation site, so `make setup` must install the docs extra with the dev one."""
-    makefile = (REPO_ROOT / "Makefile").read_text()
-    assert "-e '.[dev,docs]'" in makefile
+    assert _make_extras() == ["dev", "docs"]
 
 
 def test_makefile_torch_pin_matches_pyproject() -> None:
@@ -73,3 +82,20 @@ def test_ci_installs_the_browser_before_the_tests() -> None:
     assert ci.index("make browser") < ci.index("step test make test")
     target = re.search(r"^browser:\n((?:\t.*\n)+)", (REPO_ROOT / "Makefile").read_text(), re.MULTILINE)
     assert target and "chromium chromium-driver" in target.group(1)
+
+
+def _optional_extras() -> set[str]:
+    with (REPO_ROOT / "pyproject.toml").open("rb") as f:
+        return set(tomllib.load(f)["project"]["optional-dependencies"])
+
+
+def test_ci_installs_every_optional_extra_so_no_test_skips_for_one() -> None:
+    ci = re.search(r"^export EXTRAS=(\S+)$", (REPO_ROOT / ".ci" / "run").read_text(), re.MULTILINE)
+    assert ci, ".ci/run lost its `export EXTRAS=...` line"
+    assert {*ci.group(1).split(","), *_make_extras()} == _optional_extras()
+
+
+def test_the_extras_environment_yml_and_the_makefile_install_exist() -> None:
+    pip = _conda_pip_deps()
+    named = {x for line in pip if line.startswith("-e") for x in re.findall(r"\[(.*)\]", line)[0].split(",")}
+    assert named | set(_make_extras()) <= _optional_extras()

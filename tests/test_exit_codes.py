@@ -78,6 +78,15 @@ def test_a_broken_override_or_a_tagged_profile_is_one_error_line_and_exit_2(
     assert "!!python/object" in line  # the fix names what is not allowed
 
 
+def test_executor_ray_without_ray_installed_is_one_error_line_and_exit_2(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` fails, as where the extra is not installed
+    line = _one_error_line(capsys, ["run", "--profile", "smoke", "-p", "executor=ray", "--results-dir",
+                                    str(tmp_path / "r")])
+    assert "executor kind 'ray' needs Ray, which is not installed: pip install -e '.[ray]'" in line
+    assert "make setup EXTRAS=ray" in line
+
+
 def test_a_tampered_model_fails_its_notebook_with_1_and_is_refused_with_2_outside_a_run(
         tmp_path: Path, data_root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     from redpo.models.tiny import ensure_tiny

@@ -222,3 +222,56 @@ def test_grammar_constrained_replies_all_parse(smoke: Profile, server: Any) -> N
         parsed = [parse_response(r.text, rel, schema, expect="one").reason_counts() for r, rel in whole]
         lost[constrained] = sum(p.get(NO_MARKERS, 0) + p.get(MALFORMED_MARKERS, 0) for p in parsed)
     assert lost[False] > 0 and lost[True] == 0, lost  # among the replies that ended within the budget
+
+
+class _LosesServer:
+    """Delegates to a fleet's client and SIGKILLs one of its servers before batch ``after`` + 1: a server that goes
+    down mid-run, after it has answered its share of the earlier batches."""
+
+    def __init__(self, fleet: ServerBackend, victim: Any, after: int) -> None:
+        self.fleet, self.victim, self.after, self.calls = fleet, victim, after, 0
+        self.batch_size = fleet.batch_size
+        self.answered_before: list[int] = []
+
+    def render(self, messages: Any) -> str:
+        return self.fleet.render(messages)
+
+    def generate(self, prompts: list[str], sampling: Any, seed: int) -> Any:
+        if self.calls == self.after:
+            self.answered_before = list(self.fleet.answered)
+            self.victim.process.kill()
+            self.victim.process.wait()
+        self.calls += 1
+        return self.fleet.generate(prompts, sampling, seed)
+
+
+def test_two_servers_one_killed_mid_run_lose_nothing_and_ask_nothing_twice(smoke: Profile, tmp_path: Path) -> None:
+    """Two real llama-servers on the smoke model, each with its own key, serve one OBO arm; one is SIGKILLed after
+    the first step: the other answers the rest, every call is in the cache once, and every record came back."""
+    from redpo.generation.backends.llama_server import LlamaServer
+
+    schema = profile_schema(smoke)
+    train = load_split(smoke, "train")
+    pools = {rel: [s for s in train if s.relation == rel][:4] for rel in smoke.dataset.relations}
+    prof = smoke.model_copy(update={"generation": smoke.generation.model_copy(update={"max_attempts": 3})})
+    binary = engines.verified_server_binary(llama_cpp.require_build())
+    weights = Path(engines.gguf_weights(smoke).path)
+    servers = [LlamaServer(binary, weights, log_dir=tmp_path / name, threads=1, parallel=2, ctx_per_slot=1024)
+               for name in ("a", "b")]
+    try:
+        for server in servers:
+            server.start()
+        fleet = ServerBackend([s.url for s in servers], fitted_tiny_llama(smoke).tokenizer, slots=2,
+                              api_key=[s.api_key for s in servers])
+        backend = _LosesServer(fleet, servers[1], after=1)
+        generator = CachedGenerator(backend, LLMCache(tmp_path / "calls.jsonl"), ModelKey("smoke@fleet", "test"))
+        with pytest.warns(UserWarning, match="go to the other 1 server"):
+            result = generate_arm("obo", prof, schema, pools, generator, progress=False)
+    finally:
+        for server in servers:
+            server.stop()
+    assert backend.calls > 1 and backend.answered_before[1] > 0  # b served the run before it was killed
+    assert fleet.down == {1} and fleet.answered[1] == backend.answered_before[1]
+    keys = [e["key"] for line in (tmp_path / "calls.jsonl").read_text().splitlines()
+            for e in json.loads(line)["entries"]]
+    assert len(keys) == len(set(keys)) == len(result.records) == sum(fleet.answered)  # nothing lost or asked twice

@@ -350,3 +350,57 @@ def test_own_quotas_let_each_arm_train_on_what_it_wrote_and_match_the_pair(tmp_p
     assert scopes["own:aao"].empty_arms == ["aao"]
     assert set(training_quotas(prof, results)) == {"k2_s1@own:baseline", "k2_s1@own:obo", "k2_s1@own:obo_dpo",
                                                    "k2_s1@own:aao", "k2_s1@pair"}
+
+
+class _ReversedExecutor:
+    """Hands records back in the reverse order of submission, as a cluster may; remembers what was submitted."""
+
+    def __init__(self) -> None:
+        self.submitted: list[str] = []
+
+    def run(self, inputs: Any, jobs: Any) -> Any:
+        self.submitted += [job.fingerprint for job in jobs]
+        for job in reversed(jobs):
+            yield job, {"arm": job.arm, "cell": job.cell.name, "micro_f1": len(job.train) / 100, "n_train": len(
+                job.train), "predictions": {"ids": ["0"], "gold": ["Other"], "pred": ["Other"]}}
+
+
+def test_records_arriving_in_any_order_keep_the_grid_order_and_stored_runs_are_not_submitted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from redpo.extraction import grid
+
+    prof = _profile(**{"fewshot.k": [2]})
+    results = _results(tmp_path, prof)
+    dev = test = [_s(0, RELATIONS[0], "t")]
+    executor = _ReversedExecutor()
+    monkeypatch.setattr(grid, "executor_for", lambda profile: executor)
+    first = run_grid(prof, results, dev, test, progress=False)
+    arms = [r["arm"] for r in first["runs"]]
+    assert arms.index("manual") < arms.index("gen:baseline") < arms.index("mix:obo_dpo@pair")  # the grid's order
+    shared = [r for r in first["runs"] if "same_run_as" in r]
+    assert shared and all(r["cached"] for r in shared)  # arms sharing a set waited for its one run
+    assert len(executor.submitted) == len(set(executor.submitted)) == len(first["runs"]) - len(shared)
+    store = results.cache / "re_runs.jsonl"
+    lines = store.read_text().splitlines()
+    assert len({json.loads(line)["fingerprint"] for line in lines}) == len(lines) == len(first["runs"])
+    kept = [line for line in lines if "same_run_as" in line or json.loads(line)["arm"] != "manual"]
+    store.write_text("".join(line + "\n" for line in kept))  # the manual run was never stored
+    executor.submitted.clear()
+    again = run_grid(prof, results, dev, test, progress=False)
+    assert [r["arm"] for r in again["runs"]] == arms
+    assert executor.submitted == [next(r["fingerprint"] for r in first["runs"] if r["arm"] == "manual")]
+
+
+def test_the_plateau_and_the_ladder_train_with_the_profiles_executor() -> None:
+    """Notebooks 05 and 06 train through ``run_training_sets`` under profiles of their own (their seeds per split,
+    L7's other encoder); each keeps the profile's executor, so ``executor: ray`` reaches their runs too."""
+    from redpo.config import derive
+    from redpo.ladder.runs import ladder_grid_profile
+    from redpo.plateau.runs import plateau_grid_profile
+
+    prof = _profile(**{"executor.num_cpus": 2, "executor.local_cpus": 2, "executor.max_retries": 5,
+                       "plateau.seeds_per_split": 1, "ladder.seeds_per_split": 1})
+    ladder = ladder_grid_profile(prof)
+    stages = [plateau_grid_profile(prof), ladder, derive(ladder, {"encoder.model": prof.ladder.encoder})]
+    assert all(stage is not prof and stage.executor == prof.executor for stage in stages)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -479,7 +480,7 @@ def test_a_server_someone_else_runs_gets_its_key_from_the_variable_the_profile_n
         engines.server_generator(prof, results, LLMCache(None))
     monkeypatch.setenv("REDPO_TEST_KEY", "s3cret")
     backend = engines.server_generator(prof, results, LLMCache(None)).backend
-    assert (backend.api_key, backend.read_timeout) == ("s3cret", 7)
+    assert (backend.api_keys, backend.read_timeout) == (["s3cret"], 7)
     with pytest.raises(ConfigError, match="api_key_env"):
         load_profile("smoke", {"generator.server.api_key_env": "not a name"})
 
@@ -505,3 +506,82 @@ def test_a_replaced_server_binary_is_refused_and_the_manifest_names_the_one_that
     record_model(results, ModelInfo("m@llama.cpp:x", "m.gguf", "gguf-sha", "local",
                                     {"engine": "llama.cpp:x", "server_sha256": build.info["server_sha256"]}))
     assert load_manifest(results)["models"]["m@llama.cpp:x"]["server_sha256"] == build.info["server_sha256"]
+
+
+# ---- a fleet of servers ----------------------------------------------------------------------------------------
+def _fleet_member(binary: Path, folder: Path, *extra: str) -> LlamaServer:
+    """A stand-in server with its own logs folder (and key), started with ``extra`` arguments."""
+    server = LlamaServer(binary, folder / "model.gguf", log_dir=folder / "logs", threads=1, parallel=2,
+                         ctx_per_slot=512, startup_timeout=30)
+    command = server.command
+    server.command = lambda port: [*command(port), *extra]  # type: ignore[method-assign]
+    return server
+
+
+def _completions(server: LlamaServer) -> int:
+    with urllib.request.urlopen(f"{server.url}/peak") as response:
+        return json.loads(response.read())["completions"]
+
+
+def _fleet_client(servers: list[LlamaServer], **options: object) -> ServerBackend:
+    return ServerBackend([s.url for s in servers], EchoTokenizer(), slots=2, api_key=[s.api_key for s in servers],
+                         **options)
+
+
+def test_a_fleet_spreads_a_step_over_its_servers_and_keeps_each_obo_chain_on_one(
+    fake_binary: Path, tmp_path: Path
+) -> None:
+    with _fleet_member(fake_binary, tmp_path / "a") as a, _fleet_member(fake_binary, tmp_path / "b") as b:
+        backend = _fleet_client([a, b])
+        assert backend.batch_size == 4  # every slot of the fleet
+        chains = [f"relation {r}: demo" for r in "ABCD"]
+        backend.generate(chains, SAMPLING, seed=11)
+        assert [_completions(a), _completions(b)] == [2, 2] == backend.answered  # spread over both
+        backend.generate([c + " +1 sample" for c in reversed(chains)], SAMPLING, seed=12)
+        # Each next step reached the server (and slot) that holds its chain's prefix: only the new text is computed.
+        assert backend.stats.prompt_tokens == sum(map(len, chains)) + 4 * len(" +1 sample")
+
+
+@pytest.mark.parametrize("fault", ["--die-after", "--hang-after"])
+def test_a_server_lost_mid_run_costs_only_its_requests_in_flight(fake_binary: Path, tmp_path: Path,
+                                                                 fault: str) -> None:
+    """Server b dies (or stops answering) with two requests in flight: they go to server a with the same seeds, and
+    the cache holds every call once."""
+    requests = [Request(f"relation {i}: demo", SAMPLING, seed=3, attempt=0) for i in range(8)]
+    key = ModelKey("fake@llama.cpp", "sha")
+    with _fleet_member(fake_binary, tmp_path / "a") as a, _fleet_member(fake_binary, tmp_path / "b") as b:
+        healthy = CachedGenerator(_fleet_client([a, b]), LLMCache(None), key).generate(requests)
+    cache_file = tmp_path / "calls.jsonl"
+    with _fleet_member(fake_binary, tmp_path / "a2") as a, _fleet_member(fake_binary, tmp_path / "b2", fault,
+                                                                         "2") as b:
+        backend = _fleet_client([a, b], read_timeout=1)
+        with pytest.warns(UserWarning, match=rf"{re.escape(b.url)}/completion .*go to the other 1 server"):
+            replies = CachedGenerator(backend, LLMCache(cache_file), key).generate(requests)
+        assert backend.down == {1} and backend.answered == [6, 2] and _completions(a) == 6
+    seeds = [r.text.split()[1] for r in replies]
+    assert seeds == [r.text.split()[1] for r in healthy]  # a request sent again asks the same question
+    keys = [e["key"] for line in cache_file.read_text().splitlines() for e in json.loads(line)["entries"]]
+    assert len(keys) == len(set(keys)) == len(requests)  # nothing lost, nothing asked twice
+
+
+def test_a_fleet_with_every_server_down_is_one_error_naming_the_setting() -> None:
+    ports = [llama_server.free_port(), llama_server.free_port()]
+    backend = ServerBackend([f"http://127.0.0.1:{p}" for p in ports], EchoTokenizer(), slots=1)
+    with pytest.warns(UserWarning), pytest.raises(ServerError, match=r"every server of generator\.server\.url is down"):
+        backend.generate(["p", "q"], SAMPLING, seed=0)
+
+
+def test_a_fleet_names_the_model_by_its_servers_in_any_order(tmp_path: Path) -> None:
+    """The cache keys of a fleet do not depend on the order of its list; one server keys as it always did."""
+    from redpo.config import load_profile
+    from redpo.core.io import ResultsDir
+    from redpo.generation import engines
+
+    names = {}
+    for label, url in {"ba": ["http://b:2", "http://a:1"], "ab": ["http://a:1", "http://b:2"], "a": "http://a:1",
+                       "[a]": ["http://a:1"]}.items():
+        prof = load_profile("smoke", {"generator.server.url": url})
+        generator = engines.server_generator(prof, ResultsDir(prof, root=tmp_path), LLMCache(None))
+        assert generator.backend.urls == ([url] if isinstance(url, str) else url)
+        names[label] = generator.model_key.name
+    assert names["ab"] == names["ba"] != names["a"] == names["[a]"] == "tiny-random-llama@llama_cpp:http://a:1"

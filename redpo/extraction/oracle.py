@@ -39,7 +39,7 @@ from redpo.core.relations import RelationSchema
 from redpo.core.replay import miss, replay_models
 from redpo.core.sample import RESample, generated_only, is_manual_copy
 from redpo.data.splits import load_split, profile_schema, stratified_subset
-from redpo.extraction.grid import torch_threads
+from redpo.extraction.executor import torch_threads
 from redpo.extraction.metrics import score
 from redpo.extraction.model import REClassifier, TrainedRE, predict, prepare_encoder, train_re_model
 from redpo.extraction.run_store import samples_digest

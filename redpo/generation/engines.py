@@ -18,7 +18,7 @@ from typing import Any
 
 from transformers import AutoTokenizer
 
-from redpo.config import GeneratorConfig, Profile
+from redpo.config import GeneratorConfig, LlamaServerConfig, Profile
 from redpo.core.hashing import sha256_file
 from redpo.core.io import ResultsDir
 from redpo.core.manifest import record_model
@@ -111,9 +111,15 @@ def identity_settings(gen: GeneratorConfig) -> dict[str, Any]:
         "fit": gen.fit.model_dump(mode="json"),
         "weights": gen.server.weights if local_engine else None,
         "engine": SDIST if local_engine else None,
-        "url": gen.server.url,
+        "url": fleet_name(gen.server),
         "served_model": gen.server.served_model,
     }
+
+
+def fleet_name(settings: LlamaServerConfig) -> str | None:
+    """The servers at ``generator.server.url`` as the cache keys name them: one URL as it is, a fleet as its sorted
+    URLs, so the order of the list changes no key and a one-server list keys as that URL alone."""
+    return ",".join(sorted(settings.urls)) or None
 
 
 def verified_server_binary(build: LlamaCppBuild) -> Path:
@@ -144,10 +150,10 @@ def local_server(profile: Profile, results: ResultsDir, weights: Path, loras: tu
     return server
 
 
-def server_backend(profile: Profile, url: str, tokenizer: Any, *, api_key: str | None = None,
+def server_backend(profile: Profile, url: str | Sequence[str], tokenizer: Any, *, api_key: str | None = None,
                    **options: Any) -> ServerBackend:
-    """A client of the server at ``url`` with the profile's slots, context and time-outs (``options`` go to
-    :class:`ServerBackend` as they are: ``kind``, ``lora``, ``served_model``)."""
+    """A client of the server (or fleet) at ``url`` with the profile's slots per server, context and time-outs
+    (``options`` go to :class:`ServerBackend` as they are: ``kind``, ``lora``, ``served_model``)."""
     settings = profile.generator.server
     return ServerBackend(url, tokenizer, slots=settings.parallel, context=settings.ctx_per_slot, api_key=api_key,
                          connect_timeout=settings.connect_timeout, read_timeout=settings.read_timeout, **options)
@@ -166,7 +172,7 @@ def remote_api_key(profile: Profile) -> str | None:
     key = os.environ.get(name)
     if not key:
         raise EngineError(f"generator.server.api_key_env is {name!r}, but that environment variable is not set; "
-                          f"export {name}=<the key of the server at {profile.generator.server.url}>")
+                          f"export {name}=<the key of the server at {fleet_name(profile.generator.server)}>")
     return key
 
 
@@ -216,7 +222,7 @@ def server_generator(
         if settings.kind == "openai" and active is not None:
             served = adapters[active][0].name
         scales = [{"id": i, "scale": 1.0 if i == active else 0.0} for i in range(len(adapters))]
-        backend = server_backend(profile, settings.url, tokenizer, api_key=remote_api_key(profile),
+        backend = server_backend(profile, settings.urls, tokenizer, api_key=remote_api_key(profile),
                                  kind=settings.kind, served_model=served,
                                  lora=scales if settings.kind == "llama_cpp" and adapters else None)
         remote = remote_served_model(profile)
@@ -234,8 +240,9 @@ def remote_served_model(profile: Profile) -> ModelInfo:
     """A server someone else runs (``generator.server.url``), as the cache keys name it: its weights are not ours
     to hash, so the URL and the served model's name stand in for them."""
     gen, settings = profile.generator, profile.generator.server
-    return ModelInfo(f"{gen.model}@{settings.kind}:{settings.url}", str(settings.url),
-                     f"served:{settings.served_model or gen.model}", "hub")
+    fleet = fleet_name(settings)
+    return ModelInfo(f"{gen.model}@{settings.kind}:{fleet}", str(fleet), f"served:{settings.served_model or gen.model}",
+                     "hub")
 
 
 def local_served_model(profile: Profile) -> ModelInfo:

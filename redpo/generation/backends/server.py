@@ -12,6 +12,12 @@ continuously. Two APIs are spoken:
 - ``openai``: ``/v1/completions`` of ``vllm serve`` or SGLang, which reuse prefixes on their own (prefix caching);
   the adapter is chosen by naming it as the ``model``.
 
+A fleet (``generator.server.url`` as a list) is one client over every server's slots: the slots of the servers
+interleave, so prompts that share no prefix with any slot spread over the servers, while a prompt that extends a
+slot's last prompt (an OBO chain's next step) goes back to that slot and so to that server, whose prefix cache
+holds it. A server that cannot be reached or does not answer (:class:`ServerDown`) is dropped for the rest of
+the run, and its requests in flight are sent again, with the same seeds, to the others.
+
 Every request carries the server's API key when there is one, and waits at most the profile's
 ``generator.server.connect_timeout`` for a connection and ``read_timeout`` for the reply: a server that accepts
 and never answers fails the step with one line, and the resumed run answers the finished steps from the cache.
@@ -23,6 +29,7 @@ import hashlib
 import http.client
 import json
 import urllib.parse
+import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -63,13 +70,18 @@ def common_prefix(a: str, b: str) -> int:
     return next((i for i in range(limit) if a[i] != b[i]), limit)
 
 
+class ServerDown(ServerError):
+    """A server that cannot be reached or sends no reply in time: on a fleet, its requests go to the others."""
+
+
 class ServerBackend:
-    """A :class:`~redpo.generation.backends.Backend` over an HTTP server; ``render`` uses the HF tokenizer's chat
-    template, so prompts are byte-identical to the transformers backend's."""
+    """A :class:`~redpo.generation.backends.Backend` over an HTTP server, or a fleet of them serving one model;
+    ``render`` uses the HF tokenizer's chat template, so prompts are byte-identical to the transformers
+    backend's."""
 
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         tokenizer: Any,
         *,
         kind: ServerKind = "llama_cpp",
@@ -77,32 +89,56 @@ class ServerBackend:
         lora: Sequence[dict[str, float]] | None = None,
         served_model: str | None = None,
         context: int = 4096,
-        api_key: str | None = None,
+        api_key: str | Sequence[str | None] | None = None,
         connect_timeout: float = _DEFAULTS.connect_timeout,
         read_timeout: float = _DEFAULTS.read_timeout,
     ) -> None:
-        self.url = url.rstrip("/")
+        self.urls = [u.rstrip("/") for u in ([url] if isinstance(url, str) else url)]
+        if not self.urls:
+            raise ValueError("ServerBackend needs at least one server URL")
+        self.url = self.urls[0]
         self.tokenizer = tokenizer
         self.kind = kind
-        self.batch_size = slots
         self.slots = slots
+        """Slots per server."""
+        self.batch_size = slots * len(self.urls)
+        """Every slot of the fleet: the cache's chunk size, the same whichever servers are up, so a resumed run
+        forms the same chunks (same keys, same seeds)."""
+        self.down: set[int] = set()
+        self.answered = [0] * len(self.urls)
+        """Replies per server: how the fleet shared the work (a request lost with its server is not counted)."""
+        """Servers (indices into ``urls``) found down: no request goes to them again in this client's life."""
         self.lora = list(lora or [])
         self.served_model = served_model
         self.context = context
         """Tokens per slot: the repetition-penalty window, so it covers the whole context as transformers' does."""
-        self.api_key = api_key
+        keys = api_key if isinstance(api_key, list | tuple) else [api_key] * len(self.urls)
+        if len(keys) != len(self.urls):
+            raise ValueError(f"{len(keys)} API keys for {len(self.urls)} servers: give one key, or one per server")
+        self.api_keys: list[str | None] = list(keys)
+        """The key of each server (a fleet someone else runs shares one; servers this process started have their
+        own)."""
         self.connect_timeout, self.read_timeout = connect_timeout, read_timeout
-        self._slot_prompts: list[str] = [""] * slots
+        self._slot_prompts: list[str] = [""] * self.batch_size
         self.stats = ServerStats()
 
     def render(self, messages: prompts.Messages) -> str:
         return prompts.render(messages, self.tokenizer)
 
+    def server_of(self, slot: int) -> int:
+        """The server of a fleet-wide slot: slots interleave (slot 0 on server 0, slot 1 on server 1, ...), so
+        ties in the longest-prefix choice, the first step of every chain included, alternate between servers."""
+        return slot % len(self.urls)
+
+    def live_slots(self) -> list[int]:
+        """The slots of the servers not found down."""
+        return [s for s in range(self.batch_size) if self.server_of(s) not in self.down]
+
     def assign_slots(self, batch: Sequence[str]) -> list[int]:
-        """One distinct slot per prompt: the free slot whose last prompt shares the longest prefix with it."""
-        if len(batch) > self.slots:
-            raise ValueError(f"{len(batch)} prompts for {self.slots} slots; send at most one batch of slots")
-        free = set(range(self.slots))
+        """One distinct slot per prompt: the free live slot whose last prompt shares the longest prefix with it."""
+        free = set(self.live_slots())
+        if len(batch) > len(free):
+            raise ValueError(f"{len(batch)} prompts for {len(free)} slots; send at most one batch of slots")
         chosen = []
         for prompt in batch:
             slot = max(sorted(free), key=lambda s: common_prefix(self._slot_prompts[s], prompt))
@@ -111,18 +147,47 @@ class ServerBackend:
         return chosen
 
     def generate(self, prompts: list[str], sampling: SamplingConfig, seed: int) -> list[GenerationOutput]:
-        out: list[GenerationOutput] = []
-        for start in range(0, len(prompts), self.slots):
-            batch = prompts[start : start + self.slots]
-            slots = self.assign_slots(batch)
-            bodies = [self.body(p, sampling, request_seed(seed, start + i), slot)
-                      for i, (p, slot) in enumerate(zip(batch, slots, strict=True))]
+        """One reply per prompt, in order; each request's seed comes from ``seed`` and the prompt's position, so a
+        request sent again to another server asks the same question."""
+        out: dict[int, GenerationOutput] = {}
+        pending = list(range(len(prompts)))
+        while pending:
+            room = len(self.live_slots())
+            batch, pending = pending[:room], pending[room:]
+            slots = self.assign_slots([prompts[i] for i in batch])
+            bodies = [self.body(prompts[i], sampling, request_seed(seed, i), slot // len(self.urls))
+                      for i, slot in zip(batch, slots, strict=True)]
             with ThreadPoolExecutor(max_workers=len(batch)) as pool:
-                replies = list(pool.map(self._complete, bodies))
-            for prompt, slot, reply in zip(batch, slots, replies, strict=True):
-                self._slot_prompts[slot] = prompt
-                out.append(self._output(reply))
-        return out
+                replies = list(pool.map(self._attempt, [self.server_of(s) for s in slots], bodies))
+            lost = []
+            for i, slot, reply in zip(batch, slots, replies, strict=True):
+                if isinstance(reply, ServerDown):
+                    self._lose(self.server_of(slot), reply)
+                    lost.append(i)
+                else:
+                    self._slot_prompts[slot] = prompts[i]
+                    self.answered[self.server_of(slot)] += 1
+                    out[i] = self._output(reply)
+            pending = lost + pending
+        return [out[i] for i in range(len(prompts))]
+
+    def _attempt(self, server: int, body: dict[str, Any]) -> dict[str, Any] | ServerDown:
+        try:
+            return self._complete(body, server)
+        except ServerDown as err:
+            return err
+
+    def _lose(self, server: int, err: ServerDown) -> None:
+        """Drop a server that is down; with none left, fail with its error."""
+        if server in self.down:
+            return
+        self.down.add(server)
+        if len(self.down) == len(self.urls):
+            if len(self.urls) == 1:
+                raise err
+            raise ServerDown(f"{err}; every server of generator.server.url is down now") from None
+        warnings.warn(f"{err}; its requests in flight go to the other {len(self.urls) - len(self.down)} server(s) "
+                      "of generator.server.url", stacklevel=2)
 
     # ---- the two APIs ------------------------------------------------------------------------------------
     def body(self, prompt: str, sampling: SamplingConfig, seed: int, slot: int) -> dict[str, Any]:
@@ -152,24 +217,25 @@ class ServerBackend:
             body["lora"] = self.lora
         return body
 
-    def _complete(self, body: dict[str, Any]) -> dict[str, Any]:
-        return self.post("/v1/completions" if self.kind == "openai" else "/completion", body)
+    def _complete(self, body: dict[str, Any], server: int = 0) -> dict[str, Any]:
+        return self.post("/v1/completions" if self.kind == "openai" else "/completion", body, server)
 
-    def post(self, path: str, body: dict[str, Any]) -> Any:
-        """POST JSON to ``path`` with the key and the time-outs; the JSON reply, or a one-line :class:`ServerError`
-        that names the endpoint and, for a time-out, the setting."""
-        where = self.url + path
+    def post(self, path: str, body: dict[str, Any], server: int = 0) -> Any:
+        """POST JSON to ``path`` of server ``server`` (the first by default) with the key and the time-outs; the
+        JSON reply, or a one-line :class:`ServerError` that names the endpoint and, for a time-out, the setting
+        (:class:`ServerDown` when the server is unreachable or silent)."""
+        where = self.urls[server] + path
         parts = urllib.parse.urlsplit(where)
         connection = (http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection)(
             parts.hostname or "", parts.port, timeout=self.connect_timeout)
         headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
+        if self.api_keys[server]:
+            headers["Authorization"] = f"Bearer {self.api_keys[server]}"
         try:
             try:
                 connection.connect()
             except TimeoutError:
-                raise ServerError(f"{where}: no connection within {self.connect_timeout:g} s "
+                raise ServerDown(f"{where}: no connection within {self.connect_timeout:g} s "
                                   "(generator.server.connect_timeout); is the server overloaded or gone?") from None
             assert connection.sock is not None
             connection.sock.settimeout(self.read_timeout)
@@ -177,11 +243,11 @@ class ServerBackend:
             response = connection.getresponse()
             payload = response.read()
         except TimeoutError:
-            raise ServerError(f"{where} sent no reply within {self.read_timeout:g} s (generator.server.read_timeout):"
+            raise ServerDown(f"{where} sent no reply within {self.read_timeout:g} s (generator.server.read_timeout):"
                               " the server hangs, or a reply takes longer and the setting must be raised; a rerun "
                               "answers the finished steps from the cache") from None
         except (OSError, http.client.HTTPException) as err:
-            raise ServerError(f"{where} unreachable ({type(err).__name__}: {err}); is the server running?") from None
+            raise ServerDown(f"{where} unreachable ({type(err).__name__}: {err}); is the server running?") from None
         finally:
             connection.close()
         if response.status >= 400:
