@@ -236,7 +236,7 @@ def test_the_ladder_stages_record_their_peaks(monkeypatch: pytest.MonkeyPatch, t
     results.root.mkdir(parents=True)
     empty = ladder_pools.Pools({})
     monkeypatch.setattr(ladder_pools, "_generate_pools", lambda profile, results, progress: empty)
-    monkeypatch.setattr(ladder_runs, "ladder_training_sets", lambda *a: ({}, []))
+    monkeypatch.setattr(ladder_runs, "ladder_training_sets", lambda *a, **k: ({}, []))
     monkeypatch.setattr(ladder_runs, "run_training_sets", lambda *a, **k: {"runs": [], "skipped": []})
     assert ladder_pools.generate_pools(profile, results, progress=False) is empty
     ladder_runs.run_ladder(profile, results, empty, [], [], progress=False)
