@@ -144,8 +144,11 @@ def test_an_interrupted_run_marks_its_notebook_stops_kernel_and_server_and_exits
     write_notebook(nbdir / "00_serve.ipynb", SERVE_AND_WAIT.format(here=str(tmp_path)))
     env = {**os.environ, "REDPO_RESULTS_DIR": str(tmp_path / "r"), "REDPO_DATA_DIR": str(data_root)}
     env.pop("REDPO_RESULTS_LOCK", None)
+    # A job started with `&` from a script inherits SIGINT ignored, and the run keeps an ignored signal ignored (by
+    # design): give the run Ctrl-C's default, as a terminal would, so the test means the same wherever it runs.
     proc = subprocess.Popen([sys.executable, "-m", "redpo", "run", "--profile", "smoke", "--notebooks-dir", str(nbdir),
-                             "--no-progress"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--no-progress"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     pids_file = tmp_path / "pids.json"
     deadline = time.monotonic() + 300
     while not pids_file.exists() and proc.poll() is None and time.monotonic() < deadline:
