@@ -87,6 +87,7 @@ def test_executor_ray_without_ray_installed_is_one_error_line_and_exit_2(
     assert "make setup EXTRAS=ray" in line
 
 
+@pytest.mark.slow  # runs a notebook
 def test_a_tampered_model_fails_its_notebook_with_1_and_is_refused_with_2_outside_a_run(
         tmp_path: Path, data_root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     from redpo.models.tiny import ensure_tiny
@@ -131,6 +132,7 @@ time.sleep(600)
 """
 
 
+@pytest.mark.slow  # runs a notebook
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_an_interrupted_run_marks_its_notebook_stops_kernel_and_server_and_exits_128_plus_the_signal(
         sig: signal.Signals, code: int, tmp_path: Path, data_root: Path) -> None:

@@ -97,6 +97,7 @@ def test_a_second_different_answer_for_a_key_is_refused_and_the_first_kept(tmp_p
     assert (tmp_path / "conflicts.log").read_text().count("refused a second") == 2  # for the runner to print
 
 
+@pytest.mark.slow  # runs a notebook
 def test_the_runner_prints_what_a_cache_refused_inside_a_notebook(data_root: Path, results_tmp: Path,
                                                                   tmp_path: Path) -> None:
     """Inside a papermill kernel a warning lands only in the executed notebook; the runner prints it too."""

@@ -111,7 +111,8 @@ def test_a_figure_with_nothing_to_draw_is_one_printed_line_in_a_notebook(
     assert not (results.figures / "plateau_f1.png").exists()
 
 
-@pytest.mark.parametrize("profile", ["cpu-full", pytest.param("cpu", marks=pytest.mark.slow)])  # ~11 s each
+@pytest.mark.slow  # rebuilds every figure of a committed run: ~6-11 s each
+@pytest.mark.parametrize("profile", ["cpu-full", "cpu"])
 def test_every_committed_figure_is_rebuilt_from_its_declared_inputs_alone(profile: str, tmp_path: Path) -> None:
     """Each registry entry declares the files its figure is drawn from (showyourwork-style), and the docs link the
     figure to them: drawn in a folder that holds only those files, every committed figure comes back byte for

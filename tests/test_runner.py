@@ -49,6 +49,7 @@ def test_smoke_pipeline_succeeds_with_full_provenance(smoke_pipeline: Path) -> N
     assert all(len(f["sha256"]) == 64 for f in listed.values())
 
 
+@pytest.mark.slow  # runs a notebook
 def test_failing_notebook_stops_the_run_and_is_named(data_root: Path, results_tmp: Path, tmp_path: Path) -> None:
     nbdir = tmp_path / "nbs"
     nbdir.mkdir()
