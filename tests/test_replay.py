@@ -171,12 +171,12 @@ def replayed(smoke_pipeline: Path, data_root: Path, tmp_path_factory: pytest.Tem
     """``(packed run, its replay)``: the smoke run packed, stripped to its committed files, and replayed."""
     packed_root = tmp_path_factory.mktemp("packed")
     packed = packed_root / "smoke"
-    shutil.copytree(smoke_pipeline, packed, ignore=shutil.ignore_patterns(".redpo.lock*"))
+    shutil.copytree(smoke_pipeline, packed, ignore=shutil.ignore_patterns(".redpo-lock*"))
     proc = _redpo("pack-replay", "--profile", "smoke", results=packed_root, data_root=data_root)
     assert proc.returncode == 0, proc.stderr[-3000:]
     fresh_root = tmp_path_factory.mktemp("fresh_clone")
     fresh = fresh_root / "smoke"
-    shutil.copytree(packed, fresh, ignore=shutil.ignore_patterns(".redpo.lock*", *UNCOMMITTED))
+    shutil.copytree(packed, fresh, ignore=shutil.ignore_patterns(".redpo-lock*", *UNCOMMITTED))
     proc = _redpo("run", "--profile", "smoke", "--no-progress", results=fresh_root, data_root=data_root)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "replay:" in proc.stderr
@@ -232,7 +232,7 @@ def test_a_call_the_archive_cannot_answer_stops_the_run(
     replayed: tuple[Path, Path], data_root: Path, tmp_path: Path
 ) -> None:
     _, fresh = replayed
-    shutil.copytree(fresh, tmp_path / "smoke", ignore=shutil.ignore_patterns(".redpo.lock*"))
+    shutil.copytree(fresh, tmp_path / "smoke", ignore=shutil.ignore_patterns(".redpo-lock*"))
     path = tmp_path / "smoke" / "replay" / MODELS_FILE
     models = json.loads(path.read_text())
     models["generator"]["sha256"] = "0" * 64  # other weights: no cached call matches

@@ -2,9 +2,9 @@
 
 Two runs on one folder would both generate and train what the other is generating and training (the caches are
 append-only, so nothing is lost, but every call is paid twice and the manifest tells the story of neither). So a
-run takes ``<results>/.redpo.lock`` (``filelock``: ``fcntl`` on POSIX, released by the kernel when the process
+run takes ``<results>/.redpo-lock`` (``filelock``: ``fcntl`` on POSIX, released by the kernel when the process
 dies, so a killed run never leaves a stale lock) and a second run stops at once, naming the folder and the
-process that holds it (from ``.redpo.lock.owner``, written after the lock is taken).
+process that holds it (from ``.redpo-lock.owner``, written after the lock is taken).
 
 The kernels a run starts inherit ``REDPO_RESULTS_LOCK``, the folder their parent holds, and do not lock again; a
 notebook opened by hand in Jupyter takes the lock for its kernel's lifetime (:func:`hold_for_process`).
@@ -25,8 +25,8 @@ from filelock import FileLock, Timeout
 
 from redpo.core.manifest import now
 
-LOCK_NAME = ".redpo.lock"
-OWNER_NAME = ".redpo.lock.owner"
+LOCK_NAME = ".redpo-lock"
+OWNER_NAME = ".redpo-lock.owner"
 HELD_ENV = "REDPO_RESULTS_LOCK"
 _HELD: dict[str, FileLock] = {}
 """Locks this process holds until it exits (notebooks opened by hand)."""
@@ -54,7 +54,7 @@ def _acquire(root: Path) -> FileLock:
     root = Path(root)
     try:
         root.mkdir(parents=True, exist_ok=True)
-        probe = root / f".redpo.write-test.{os.getpid()}"
+        probe = root / f".redpo-write-test.{os.getpid()}"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as err:

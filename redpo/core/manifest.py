@@ -121,7 +121,7 @@ def output_files(root: Path) -> dict[str, dict[str, Any]]:
         rel = path.relative_to(root)
         skipped_folder = rel.parts[0] in SKIPPED_DIRS or CHECKPOINTS_DIR in rel.parts[:-1]
         not_an_output = rel.name == MANIFEST_NAME or rel.as_posix() == RUNLOG_NAME or rel.suffix == ".tmp" or (
-            rel.name.startswith(".redpo.lock")  # the run's lock and its owner record
+            rel.name.startswith(".redpo-lock")  # the run's lock and its owner record
         )
         if skipped_folder or not_an_output:
             continue
