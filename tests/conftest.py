@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -83,3 +84,14 @@ def small_semeval(data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPat
         (dst / name).write_bytes(b"".join(keep))
     monkeypatch.setenv("REDPO_DATA_DIR", str(tmp_path))
     return dst
+
+
+@pytest.fixture()
+def tmp_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A throwaway ``REDPO_CACHE`` and an empty in-process model LRU, so tests never see each other's models."""
+    from redpo.models.load import clear_model_cache
+
+    monkeypatch.setenv("REDPO_CACHE", str(tmp_path / "cache"))
+    clear_model_cache()
+    yield tmp_path / "cache"
+    clear_model_cache()

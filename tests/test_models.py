@@ -37,15 +37,6 @@ CHAT = [
 ]
 
 
-@pytest.fixture()
-def tmp_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A throwaway ``REDPO_CACHE`` and an empty in-process LRU, so tests never see each other's models."""
-    monkeypatch.setenv("REDPO_CACHE", str(tmp_path / "cache"))
-    clear_model_cache()
-    yield tmp_path / "cache"
-    clear_model_cache()
-
-
 def _greedy(lm: LoadedModel, messages: list[dict[str, str]], n: int = 8) -> str:
     text = lm.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     enc = lm.tokenizer([text], return_tensors="pt").to(lm.model.device)

@@ -24,14 +24,6 @@ from redpo.models.tiny import build_tiny_bert
 ROOT = "tiny-bert"
 
 
-@pytest.fixture()
-def tmp_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("REDPO_CACHE", str(tmp_path / "cache"))
-    clear_model_cache()
-    yield tmp_path / "cache"
-    clear_model_cache()
-
-
 def _must_not_run(*_args: object, **_kwargs: object) -> None:
     raise AssertionError("a prepared model was installed or unpacked again")
 
