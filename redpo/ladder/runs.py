@@ -21,7 +21,7 @@ from redpo.core.sample import RESample
 from redpo.core.tables import json_safe
 from redpo.data.splits import load_profile_kshot, load_split, profile_schema
 from redpo.extraction.grid import run_training_sets
-from redpo.extraction.oracle import ensure_oracle, judge_arms
+from redpo.extraction.oracle import judge_arms
 from redpo.extraction.training_sets import describe_grid
 from redpo.ladder import sets as ladder_sets
 from redpo.ladder.pools import Pools, Split, ladder_splits
@@ -79,15 +79,8 @@ def oracle_labeller(profile: Profile, results: ResultsDir, pools: Pools, *,
     judged = judge_arms(profile, results, {(res.name, k, seed): res for (k, seed), res in pools.arm.items()},
                         "correctness_ladder", progress=progress)
     known = dict(zip(judged.labels["marked"], judged.labels["oracle"], strict=True))
-
-    def label(samples: Sequence[RESample]) -> list[str]:
-        unseen = [s for s in samples if s.to_marked() not in known]
-        if unseen:  # never for the pool's own samples: judge_arms labelled every one of them
-            known.update(zip((s.to_marked() for s in unseen), ensure_oracle(profile, results).label(unseen),
-                             strict=True))
-        return [known[s.to_marked()] for s in samples]
-
-    return label
+    # L3 labels the pool's generated positives, a subset of what judge_arms labelled (every generated sample)
+    return lambda samples: [known[s.to_marked()] for s in samples]
 
 
 def best_generated(runs: Sequence[Mapping[str, Any]]) -> str | None:
