@@ -291,7 +291,8 @@ def test_bench_output_on_the_smoke_generator_measures_both_modes_and_a_rerun_cos
     for mode in MODES:
         for arm in ARMS:
             row = first["modes"][mode][arm]
-            assert row["calls"] > 0 and row["seconds_per_call"] > 0 and row["cached_responses"] == 0, (mode, arm)
+            # seconds_per_call is not asserted: the tiny model's calls can round to 0.0 model seconds
+            assert row["calls"] > 0 and row["new_tokens_per_call"] > 0 and row["cached_responses"] == 0, (mode, arm)
             assert row["valid"] == 0 or 0 <= row["oracle_agreement"] <= 1
     # the grammar admits no reply without markers (a reply cut off by the token budget can still break them)
     assert all(first["modes"]["constrained"][arm]["format_rejects"]["no_markers"] == 0 for arm in ARMS)
