@@ -32,6 +32,7 @@ from redpo.core.lock import ResultsInUse, hold_results
 from redpo.core.manifest import record_rebuilt_files
 from redpo.core.replay import ReplayMiss
 from redpo.data.fetch import default_mirror, fetch_data
+from redpo.data.fewrel import carve_fewrel
 from redpo.data.overview import overview_lines
 from redpo.models.registry import ModelError
 from redpo.run.console import format_table
@@ -53,6 +54,7 @@ BENCHMARKS: dict[str, str] = {
     "lora": "redpo.dpo.lora_check:bench_lora",
     "training": "redpo.run.bench_training:bench_training",
     "grid": "redpo.extraction.grid_bench:bench_grid",
+    "output": "redpo.extraction.output_bench:bench_output",
 }
 """``python -m redpo bench NAME`` -> ``"module:function"``, imported only when that benchmark runs.
 
@@ -71,14 +73,8 @@ def parse_overrides(items: Sequence[str] | None) -> dict[str, Any]:
 # ---- commands ---------------------------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
     only = [n for part in args.only or [] for n in part.split(",")]
-    run(
-        args.profile,
-        parse_overrides(args.param),
-        only=only,
-        results_dir=args.results_dir,
-        notebooks_dir=args.notebooks_dir,
-        progress=not args.no_progress,
-    )
+    run(args.profile, parse_overrides(args.param), only=only, results_dir=args.results_dir,
+        notebooks_dir=args.notebooks_dir, progress=not args.no_progress)
     return 0
 
 
@@ -88,6 +84,10 @@ def cmd_data(args: argparse.Namespace) -> int:
     if args.draft_relations:
         print(f"wrote {draft_relations(Path(args.draft_relations))}; write each TODO explanation, then run "
               f"`python -m redpo data --check {args.draft_relations}`")
+        return 0
+    if args.fewrel:
+        dest = carve_fewrel(args.fewrel, args.relations, args.sizes, args.seed)
+        print(f"wrote {dest}; run on it with -p dataset.name=custom -p dataset.path={dest} -p dataset.relations=null")
         return 0
     if args.check is not None:  # the same check `run` makes before any notebook (redpo.data.check)
         profile = load_profile(args.profile, parse_overrides(args.param))
@@ -262,16 +262,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 # ---- parser ---------------------------------------------------------------------------------------------
 def add_profile_args(p: argparse.ArgumentParser, default: str = "cpu") -> None:
-    p.add_argument(
-        "--profile", default=default, help=f"profile name ({', '.join(available_profiles())}) or a YAML path"
-    )
-    p.add_argument(
-        "-p",
-        "--param",
-        action="append",
-        metavar="KEY=VALUE",
-        help="override a profile field, dotted, YAML value (repeatable): -p fewshot.k=[8,16]",
-    )
+    p.add_argument("--profile", default=default,
+                   help=f"profile name ({', '.join(available_profiles())}) or a YAML path")
+    p.add_argument("-p", "--param", action="append", metavar="KEY=VALUE",
+                   help="override a profile field, dotted, YAML value (repeatable): -p fewshot.k=[8,16]")
 
 
 def add_results_arg(p: argparse.ArgumentParser) -> None:
@@ -317,6 +311,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="check a dataset folder (default: the profile's) before loading any model; exit 2 on errors")
     data.add_argument("--draft-relations", metavar="PATH",
                       help="write PATH/relations.yaml from rel2id.json and the data, explanations to be filled in")
+    data.add_argument("--fewrel", metavar="DEST", help="write FewRel's val_wiki.json (REDPO_DATA_DIR/fewrel) as a "
+                      "custom dataset folder DEST: each of --relations split, seeded, into --sizes (docs/data.md)")
+    data.add_argument("--relations", metavar="PIDS", help="with --fewrel: Wikidata PIDs, comma-separated: P177,P364")
+    data.add_argument("--sizes", metavar="N,N,N", help="with --fewrel: train,val,test sentences per relation")
+    data.add_argument("--seed", type=int, default=0, help="with --fewrel: the shuffle's seed (default 0)")
     data.set_defaults(func=cmd_data)
 
     dpo = sub.add_parser("dpo", help="build notebook 03's preference pairs, or train one adapter (also under "
