@@ -16,6 +16,7 @@ from pathlib import Path
 from types import ModuleType, SimpleNamespace
 
 import pytest
+import yaml
 from pydantic import BaseModel
 
 from redpo.analysis.plots import FIGURES
@@ -24,7 +25,7 @@ from redpo.site import readme, reference, results
 from redpo.site.mkdocs_hooks import _nav
 
 RESULTS = REPO_ROOT / "results"
-COMMITTED = ("cpu-full", "cpu")
+COMMITTED = tuple(yaml.safe_load((REPO_ROOT / "mkdocs.yml").read_text())["extra"]["results_profiles"])
 ENV = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
 
 
@@ -134,6 +135,16 @@ def test_the_reference_lists_every_field_with_its_identity_mark() -> None:
 
 
 # ---- the Results pages ------------------------------------------------------------------------------------
+def test_every_committed_run_has_a_results_part() -> None:
+    """A run committed under results/ (its executed notebooks tracked by git) is listed in ``results_profiles``."""
+    tracked = subprocess.run(["git", "ls-files", "results/*/notebooks/*.ipynb"], cwd=REPO_ROOT, capture_output=True,
+                             text=True, check=False)
+    if tracked.returncode != 0:
+        pytest.skip("not a git checkout: which runs are committed is unknown")
+    runs = {Path(line).parts[1] for line in tracked.stdout.splitlines()}
+    assert runs and runs == set(COMMITTED), "mkdocs.yml's extra.results_profiles must list every committed run"
+
+
 @pytest.mark.parametrize("profile", COMMITTED)
 def test_the_results_pages_reach_every_figure_input_and_notebook(profile: str) -> None:
     gallery = results.figures_page(RESULTS, profile)
@@ -142,13 +153,55 @@ def test_the_results_pages_reach_every_figure_input_and_notebook(profile: str) -
         assert f"(figures/{png.name})" in gallery
         for rel in FIGURES[png.stem].inputs:
             assert f"[`{rel}`]({rel})" in gallery or not (RESULTS / profile / rel).is_file()
+    for name in FIGURES:  # drawn, or listed once as not drawn with the reason
+        assert gallery.count(f"(figures/{name}.png)") + gallery.count(f"- `{name}`: ") == 1, name
     nav = results.results_nav(RESULTS, [profile])[1][profile]
     notebooks = next(entry["Notebooks"] for entry in nav if "Notebooks" in entry)
     linked = {path for entry in notebooks for path in entry.values()}
     assert linked == {f"results/{profile}/notebooks/{nb.name}" for nb in (RESULTS / profile / "notebooks").glob(
         "*.ipynb")}
     assert f"results/{profile}/RUNLOG.md" in {v for entry in nav for v in entry.values() if isinstance(v, str)}
-    assert readme.claims_table(RESULTS, profile) in results.profile_page(RESULTS, profile)
+    page = results.profile_page(RESULTS, profile)
+    if results.measures_claims(RESULTS / profile):
+        assert readme.claims_table(RESULTS, profile) in page
+    else:  # the run's own tables, whole, in place of eight "not run" rows
+        for table in (RESULTS / profile / "tables").glob("ladder_*.md"):
+            assert table.read_text().strip() in page, table.name
+        assert "| claim | verdict |" not in page
+
+
+def _run(root: Path, claims: list[str] | None) -> Path:
+    """A results folder with one table, one figure, one notebook and, unless None, a claims.csv of these effects."""
+    run = root / "x"
+    for rel in ("tables/ladder_gap.md", "figures/ladder_f1.png", "notebooks/06_gap_ladder.ipynb"):
+        (run / rel).parent.mkdir(parents=True, exist_ok=True)
+    (run / "tables" / "ladder_gap.md").write_text("| piece | points |\n|---|---|\n| gap | +33.0 |\n")
+    (run / "figures" / "ladder_f1.png").write_bytes(b"png")
+    (run / "notebooks" / "06_gap_ladder.ipynb").write_text('{"cells": []}')
+    if claims is not None:
+        rows = [f'{i},"statement {i}",v,p,"{effect}",,,paper,rule' for i, effect in enumerate(claims, 1)]
+        (run / "tables" / "claims.csv").write_text(
+            "claim,statement,verdict,primary,effect,ci_half_width,holm_p,paper,rule\n" + "\n".join(rows) + "\n")
+    return run
+
+
+@pytest.mark.parametrize("claims", [None, ["not run (no metrics/re_results.json)", "not run"]])
+def test_a_run_without_claims_shows_its_own_tables_and_figures(tmp_path: Path, claims: list[str] | None) -> None:
+    """A run of notebooks 00 and 06 alone has no claim to show (no claims.csv, or every effect *not run*): its page
+    shows its tables and figures instead, and the nav calls it Results."""
+    _run(tmp_path, claims)
+    page = results.profile_page(tmp_path, "x")
+    assert page.startswith("# `x`: results") and "| gap | +33.0 |" in page and "(figures/ladder_f1.png)" in page
+    assert "| claim | verdict |" not in page and "(its notebooks: 06)" in page
+    assert results.results_nav(tmp_path, ["x"])[1]["x"][0] == {"Results": "results/x/index.md"}
+
+
+def test_a_run_with_one_measured_claim_shows_the_claims_table(tmp_path: Path) -> None:
+    _run(tmp_path, ["not run", "+3.2 [-6.4, 13.1] Δ cosine ×100 (95% CI), n = 17 relations"])
+    page = results.profile_page(tmp_path, "x")
+    assert page.startswith("# `x`: claims") and readme.claims_table(tmp_path, "x") in page
+    assert "| gap | +33.0 |" not in page
+    assert results.results_nav(tmp_path, ["x"])[1]["x"][0] == {"Claims": "results/x/index.md"}
 
 
 # ---- the README's results block ---------------------------------------------------------------------------

@@ -33,13 +33,18 @@ def short_effect(effect: str) -> str:
     return effect.split(" (", 1)[0]
 
 
+def claim_rows(path: Path) -> list[dict[str, str]]:
+    """The rows of a ``claims.csv``."""
+    with path.open(encoding="utf-8", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
 def claims_table(results_root: Path, profile: str) -> str:
     """The markdown table of one profile's claims: statement, verdict, primary comparison, effect with its 95% CI,
     the CI's half-width."""
     path = require_file(results_root / profile / "tables" / "claims.csv", f"profile {profile}'s claims table",
                         f"run `python -m redpo figures --profile {profile}`, or fix the profile in the block's markers")
-    with path.open(encoding="utf-8", newline="") as fh:
-        rows = list(csv.DictReader(fh))
+    rows = claim_rows(path)
     lines = ["| claim | verdict | primary comparison | effect [95% CI] | CI ± |", "|---|---|---|---|---|"]
     for row in rows:
         cells = [f"{row['claim']}. {row['statement']}", f"**{row['verdict']}**", row["primary"],
