@@ -26,10 +26,16 @@ PromptKind = Literal["baseline", "aao", "obo"]
 
 @dataclass(frozen=True)
 class ArmSpec:
-    """What a generation arm's name means: which prompt it sends and whether the dissimilarity sentence is in it."""
+    """What a generation arm's name means: which prompt it sends, whether the dissimilarity sentence is in it, and
+    whether a consistency judge filters its samples (``consistent``: an arm beyond the paper)."""
 
     prompt: PromptKind
     dissimilar: bool
+    consistent: bool = False
+    """Every valid sample is judged (``consistency.judge``); one whose judged label is not the relation it was written
+    for is rejected as ``inconsistent`` and never joins the demonstrations, and generation goes on for that relation
+    within the arm's attempt budget (``redpo.generation.judge``). Never set on a paper arm: the paper's arms keep
+    every valid sample."""
 
     @property
     def many(self) -> bool:
@@ -43,14 +49,20 @@ ARMS: dict[str, ArmSpec] = {
     "aao_nodiv": ArmSpec("aao", dissimilar=False),
     "obo": ArmSpec("obo", dissimilar=True),
     "obo_nodiv": ArmSpec("obo", dissimilar=False),
+    "obo_consistent": ArmSpec("obo", dissimilar=True, consistent=True),
 }
 """The arm vocabulary, defined once: profiles are validated against these names, and the loops read each name's
-prompt from here. ``baseline`` is Xu et al.'s prompt (notebook 01); the others are notebook 02's ICL grid."""
+prompt from here. ``baseline`` is Xu et al.'s prompt (notebook 01); ``aao``, ``aao_nodiv``, ``obo`` and
+``obo_nodiv`` are notebook 02's ICL grid; ``obo_consistent`` is beyond the paper: ``obo`` with the consistency
+filter (notebook 02 runs it where ``generation.arms`` lists it; no committed profile does)."""
 BASELINE_ARM = "baseline"
+PAPER_ARMS: tuple[str, ...] = tuple(a for a, spec in ARMS.items() if not spec.consistent)
+"""The arms the paper describes: every arm without a consistency judge."""
 GenerationArm = Literal[tuple(ARMS)]  # type: ignore[valid-type]
 """The generation arms a profile may name."""
-IclArm = Literal[tuple(a for a in ARMS if a != BASELINE_ARM)]  # type: ignore[valid-type]
-"""The ICL arms (every arm but the Xu et al. baseline): the ones DPO can re-run with its adapters."""
+IclArm = Literal[tuple(a for a in PAPER_ARMS if a != BASELINE_ARM)]  # type: ignore[valid-type]
+"""The paper's ICL arms (every paper arm but the Xu et al. baseline): the ones DPO can re-run with its adapters and
+the plateau and the ladder study. A consistent arm is not among them: those stages build no judge."""
 DPO_ARM_SUFFIX = "_dpo"
 DPO_HALVES = ("A", "B")
 """The two DPO adapters, each named after the half of the relation types it trains on (``redpo.dpo.halves``)."""
@@ -493,6 +505,35 @@ class OracleConfig(_Strict):
     seed: int = 0
 
 
+class ConsistencyConfig(_Strict):
+    """The consistency filter of the beyond-paper arm ``obo_consistent`` (``redpo.extraction.consistency``): who
+    judges each valid sample's relation. Read only when ``generation.arms`` lists a consistent arm, and part of no
+    key but the judge's own: the paper's arms never see it.
+
+    Only what a K-shot user has may judge. The oracle (trained on the whole training split) would filter better,
+    but a filter that reads thousands of labelled sentences is no few-shot method: it stays a diagnostic (the
+    ladder's L3)."""
+
+    judge: Literal["kshot", "generator"] = "kshot"
+    """``kshot``: an RE classifier trained on the split's K-shot samples with the profile's encoder settings and the
+    shared dev subset for early stopping, as the ``manual`` RE arm is (cached once per split under
+    ``cache/judge/``). ``generator``: the generator itself, scoring one verbalised statement per label with
+    contextual calibration, as the direct-LLM baseline's closed-set scoring does (``redpo.extraction.llm_scoring``;
+    scores cached in ``cache/llm_scores.jsonl``); its prompt shows one K-shot demonstration per label."""
+    seed: int | None = Field(None, ge=0)
+    """The ``kshot`` judge's classifier seed (``None``: the seed of the split's first RE grid cell, split seed x
+    1000, so the judge is trained as that cell's ``manual`` run is)."""
+
+    @field_validator("judge", mode="before")
+    @classmethod
+    def _legitimate(cls, v: Any) -> Any:
+        if v == "oracle":
+            raise ValueError("the oracle is trained on the whole training split, which a K-shot user does not have, "
+                             "so it cannot filter a few-shot arm (the ladder's L3 measures it as a diagnostic); use "
+                             "kshot or generator")
+        return v
+
+
 class LLMREConfig(_Strict):
     """The direct-LLM RE baseline (``redpo.extraction.llm_baseline``): the generator labels each test sentence."""
 
@@ -539,10 +580,11 @@ class PlateauConfig(_Strict):
     @field_validator("arms")
     @classmethod
     def _known_arms(cls, v: list[str]) -> list[str]:
-        allowed = [*get_args(GenerationArm), *(f"{a}{DPO_ARM_SUFFIX}" for a in get_args(IclArm))]
+        allowed = [*PAPER_ARMS, *(f"{a}{DPO_ARM_SUFFIX}" for a in get_args(IclArm))]
         unknown = [a for a in v if a not in allowed]
         if unknown:
-            raise ValueError(f"unknown arm(s) {unknown}; allowed: {', '.join(allowed)}")
+            raise ValueError(f"unknown arm(s) {unknown}; allowed: {', '.join(allowed)} (a consistent arm runs in "
+                             "notebooks 02 and 04 only: the plateau builds no judge)")
         return v
 
     _increasing = field_validator("n_values")(classmethod(lambda cls, v: strictly_increasing(v)))
@@ -673,6 +715,7 @@ class Profile(_Strict):
     dpo: DPOConfig = DPOConfig()
     llm_re: LLMREConfig = LLMREConfig()
     oracle: OracleConfig = OracleConfig()
+    consistency: ConsistencyConfig = ConsistencyConfig()
     training_sets: TrainingSetsConfig = TrainingSetsConfig()
     plateau: PlateauConfig = PlateauConfig()
     ladder: LadderConfig = LadderConfig()

@@ -7,12 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from redpo.config import load_profile
 from redpo.core.io import read_samples
 from redpo.core.sample import RESample
-from redpo.generation.specs import ARMS
 from redpo.generation.store import arm_paths
 
 pytestmark = pytest.mark.slow
+ARMS = tuple(load_profile("smoke").generation.arms)
+"""The arms smoke lists: every paper arm (the beyond-paper consistent arm has its own test, test_consistency.py)."""
 
 
 def _metrics(run_dir: Path, stem: str) -> dict:

@@ -28,7 +28,7 @@ DIVERSITY_COLUMNS = {
     "self_bleu": "self-BLEU",
     "near_copy_share": "near-copy share",
 }
-ARM_ORDER = ("gold", "baseline", "aao", "aao_nodiv", "obo", "obo_nodiv", "aao_dpo", "obo_dpo")
+ARM_ORDER = ("gold", "baseline", "aao", "aao_nodiv", "obo", "obo_nodiv", "aao_dpo", "obo_dpo", "obo_consistent")
 
 
 def _first_holder(blocks: Mapping[str, Mapping[str, Any]], arm: str, find: Any) -> Any:

@@ -24,6 +24,7 @@ from redpo.analysis.ladder import ladder_figure
 from redpo.analysis.re_tables import best_arm, per_relation_frame, summed_confusion
 from redpo.analysis.stats import FAILS, HOLDS, INCONCLUSIVE, NOT_RUN
 from redpo.analysis.tables import diversity_frame
+from redpo.config import ARMS
 from redpo.core.io import MissingMetrics, ResultsDir, read_json, read_metrics
 from redpo.plateau import figures as plateau_figures
 
@@ -31,7 +32,8 @@ DPI = 110
 FORMATS = ("png", "pdf")
 METADATA = {"png": {"Software": None}, "pdf": {"Creator": None, "Producer": None, "CreationDate": None}}
 """No software version or timestamp in the files: the same metrics give the same bytes."""
-ICL_ORDER = ("gold", "baseline", "aao", "aao_nodiv", "obo", "obo_nodiv")
+ICL_ORDER = ("gold", *ARMS)
+"""Notebook 02's arms in the order of the arm vocabulary, the gold K-shot samples first."""
 DIVERSITY_METRICS = ("tfidf_cos", "tfidf_cos_masked", "embed_cos", "self_bleu", "distinct_2", "near_copy_share")
 MANY_LABELS = 25
 """Above this many labels (TACRED: 42) heatmaps shrink their annotations or drop the counts."""

@@ -29,15 +29,17 @@ from redpo.extraction.training_sets import (
     describe_grid,
     grid_cells,
 )
-from redpo.generation.specs import GENERATED_ARMS, LLM_ARMS, MIXED_ARMS
+from redpo.generation.specs import CONSISTENT_ARMS, GENERATED_ARMS, LLM_ARMS, MIXED_ARMS, paper_twin
 from redpo.generation.store import ArmResult, empty_arm_line, load_arm
 
 
 def arm_order(arms: Sequence[str]) -> list[str]:
-    """Display order: manual, generated, mixed (each in :data:`GENERATED_ARMS` order), then the LLM."""
+    """Display order: manual, generated, mixed (each in :data:`GENERATED_ARMS` order), the primary pair, each
+    consistent arm's twin at the consistent arm's counts, then the LLM."""
     pair = [f"{kind}:{a}{PAIR_SUFFIX}" for kind in ("gen", "mix") for a in PRIMARY_PAIR]
+    twins = [f"gen:{paper_twin(a)}@{a}" for a in CONSISTENT_ARMS]
     order = ["manual", MANUAL_STEPS_ARM, *(f"gen:{a}" for a in GENERATED_ARMS), *(f"mix:{a}" for a in MIXED_ARMS),
-             *pair, *LLM_ARMS]
+             *pair, *twins, *LLM_ARMS]
     known = [a for a in order if a in set(arms)]
     return known + sorted(set(arms) - set(order))
 

@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from safetensors.torch import load_model, save_model
 
 from redpo.config import Profile, derive, identity
 from redpo.core.io import ResultsDir, atomic_write, iter_jsonl, read_json, write_json
@@ -41,14 +40,14 @@ from redpo.core.sample import RESample, generated_only, is_manual_copy
 from redpo.data.splits import load_split, profile_schema, stratified_subset
 from redpo.extraction.executor import torch_threads
 from redpo.extraction.metrics import score
-from redpo.extraction.model import REClassifier, TrainedRE, predict, prepare_encoder, train_re_model
+from redpo.extraction.model import TrainedRE, predict, train_re_model
 from redpo.extraction.run_store import samples_digest
+from redpo.extraction.saved_classifier import load_saved, save_trained
 from redpo.extraction.training_sets import evaluation_sets
 from redpo.generation.arms import gold_arm
 from redpo.generation.store import ArmKey, ArmResult
 
 ORACLE_DIR = "oracle"
-WEIGHTS = "model.safetensors"
 SUMMARY = "oracle.json"
 
 
@@ -123,9 +122,9 @@ def ensure_oracle(profile: Profile, results: ResultsDir, *, progress: bool = Tru
     encoder_cfg = derive(profile.encoder, {"epochs": profile.oracle.epochs,
                                            "learning_rate": profile.oracle.learning_rate})
     with torch_threads(profile.encoder.threads):
-        if (folder / WEIGHTS).is_file() and (folder / SUMMARY).is_file():
-            summary = json.loads((folder / SUMMARY).read_text())
-            return Oracle(_load(folder, summary, schema, encoder_cfg.typed_markers), summary)
+        saved = load_saved(folder, SUMMARY)
+        if saved is not None:
+            return Oracle(*saved)
         with recorded_peak(results, "oracle"):  # only when it trains: a cached oracle would overwrite the record
             trained = train_re_model(train, dev, schema, encoder_cfg, encoder_name=profile.encoder.model,
                                      seed=profile.oracle.seed, output_dir=results.cache, progress=progress)
@@ -137,25 +136,7 @@ def ensure_oracle(profile: Profile, results: ResultsDir, *, progress: bool = Tru
         "test_n": len(test),
         "test_semeval_macro_f1": metrics.get("semeval_macro_f1"),
     }
-    text = json.dumps(summary, indent=1, sort_keys=True)
-    folder.mkdir(parents=True, exist_ok=True)
-    save_model(trained.model, str(folder / WEIGHTS))
-    atomic_write(folder / SUMMARY, text)  # written last: its presence marks a complete oracle
-    return Oracle(trained, json.loads(text))  # the same JSON types whether trained now or loaded
-
-
-def _load(folder: Path, summary: Mapping[str, Any], schema: RelationSchema, typed: bool) -> TrainedRE:
-    """Rebuild the classifier the summary describes and load its saved weights (safetensors; nothing unpickled)."""
-    labels = tuple(summary["labels"])
-    encoder, tokenizer, _info = prepare_encoder(summary["encoder_name"], bool(summary["typed_markers"]),
-                                                int(summary["seed"]))
-    model = REClassifier(encoder, len(labels))
-    load_model(model, str(folder / WEIGHTS))
-    model.eval()
-    fields = {k: summary[k] for k in ("max_length", "eval_batch_size", "encoder_name", "encoder_info", "seed",
-                                      "n_train", "n_dev", "train_seconds", "epochs_run", "best_dev_micro_f1")}
-    return TrainedRE(model=model, tokenizer=tokenizer, labels=labels, typed_markers=bool(summary["typed_markers"]),
-                     precision=summary.get("precision", "fp32"), **fields)  # predicts as it was trained
+    return Oracle(trained, save_trained(folder, trained, summary, SUMMARY))
 
 
 # ---- correctness of generated samples ----------------------------------------------------------------------

@@ -31,6 +31,12 @@ relations from every set. Claims 3-6 are decided on OBO and OBO+DPO only, so the
 same per-relation counts for both, from the relations both have. The all-arm sets stay, for the arm table and the
 secondary comparisons.
 
+**A consistent arm** (beyond the paper, e.g. ``obo_consistent``) never enters the paper arms' quotas, so listing it
+changes no paper arm's set. It trains matched count by count with the paper arm it filters (its *twin*, ``obo``):
+``gen:<arm>`` and ``gen:<twin>@<arm>`` hold the same per-relation counts (the smaller of the two, at most K), so
+their difference is the filter's alone. Without its twin it trains at its own first K per relation. It gets no
+mixed set (:data:`redpo.generation.specs.MIXED_ARMS` says why).
+
 Nothing here loads a model, so the tables and figures can describe the grid without torch.
 """
 
@@ -44,7 +50,7 @@ from redpo.config import Profile
 from redpo.core.io import ResultsDir, read_samples
 from redpo.core.sample import RESample
 from redpo.data.splits import generation_splits, load_profile_kshot, load_split, profile_schema, stratified_subset
-from redpo.generation.specs import GENERATED_ARMS, MIXED_ARMS
+from redpo.generation.specs import CONSISTENT_ARMS, GENERATED_ARMS, MIXED_ARMS, paper_twin
 from redpo.generation.store import arm_paths
 
 PRIMARY_PAIR: tuple[str, str] = ("obo", "obo_dpo")
@@ -232,21 +238,38 @@ def arm_training_sets_with_quotas(
     }
     schema = profile_schema(profile)
     negative = (schema.negative_label, profile.generation.negative_label)
+    paper = {arm: samples for arm, samples in generated.items() if arm not in CONSISTENT_ARMS}
     if profile.training_sets.quota == "own":  # every arm at its own first K per relation
         comparable, scopes = {}, {}
-        for arm, samples in generated.items():
+        for arm, samples in paper.items():
             own, scopes[f"own:{arm}"] = comparable_sets({arm: samples}, manual, k, *negative)
             comparable.update(own)
     else:  # every arm cut to the counts of the weakest arm
-        comparable, quotas = comparable_sets(generated, manual, k, *negative)
+        comparable, quotas = comparable_sets(paper, manual, k, *negative)
         scopes = {"all": quotas}
     sets = mixed_sets(manual, comparable)
     pair = {arm: generated[arm] for arm in PRIMARY_PAIR if arm in comparable}
     if len(pair) == len(PRIMARY_PAIR):
         pair_sets, scopes["pair"] = comparable_sets(pair, manual, k, *negative)  # matched count by count
         sets.update(mixed_sets(manual, pair_sets, PAIR_SUFFIX))
+    for arm in (a for a in generated if a in CONSISTENT_ARMS):
+        judged, scopes[f"match:{arm}"] = consistent_sets(arm, generated, manual, k, negative)
+        sets.update(judged)
     control = {MANUAL_STEPS_ARM: manual} if any(a.startswith("mix:") for a in sets) else {}
     return {"manual": manual, **control, **sets}, scopes
+
+
+def consistent_sets(arm: str, generated: Mapping[str, Sequence[RESample]], manual: Sequence[RESample], k: int,
+                    negative: tuple[str | None, str]) -> tuple[dict[str, list[RESample]], Quotas]:
+    """A consistent arm's generated set matched count by count with its paper twin's (``gen:<arm>`` and
+    ``gen:<twin>@<arm>``), or at its own first K when the twin has no samples (see the module docstring)."""
+    twin = paper_twin(arm)
+    compared = {arm: generated[arm], **({twin: generated[twin]} if twin in generated else {})}
+    matched, quotas = comparable_sets(compared, manual, k, *negative)
+    if arm not in matched:  # the arm wrote nothing: its twin's copy would compare with nothing
+        return {}, quotas
+    names = {arm: f"gen:{arm}", twin: f"gen:{twin}@{arm}"}
+    return {names[a]: samples for a, samples in matched.items()}, quotas
 
 
 def arm_training_sets(profile: Profile, results: ResultsDir, k: int, split_seed: int) -> dict[str, list[RESample]]:

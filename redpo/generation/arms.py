@@ -26,9 +26,10 @@ from redpo.generation.cache import CachedGenerator, LLMCache, ModelKey
 from redpo.generation.diversity import compare_arms
 from redpo.generation.embedding import make_encoder_embedder
 from redpo.generation.engines import local_served_model, remote_served_model, replay_generator, server_generator
+from redpo.generation.judge import INCONSISTENT, JudgeFactory
 from redpo.generation.loops import generate_arm
 from redpo.generation.smoke_fit import fitted_tiny_llama, fitted_tiny_llama_info
-from redpo.generation.specs import BASELINE_ARM
+from redpo.generation.specs import ARMS, BASELINE_ARM
 from redpo.generation.store import ArmKey, ArmResult, empty_arm_lines, load_arm, save_arm
 from redpo.models.load import load_causal_lm, load_encoder, resolve_model
 from redpo.models.registry import LoadedModel, ModelInfo
@@ -131,12 +132,14 @@ def run_arms(
     arms: Sequence[str],
     *,
     generator: CachedGenerator | None = None,
+    judges: JudgeFactory | None = None,
     progress: bool = True,
 ) -> dict[ArmKey, ArmResult]:
     """Generate every arm on every generation split, save each, and return them keyed ``(arm, K, seed)``.
 
     Answers already in the call cache cost nothing, so re-running a finished notebook is quick and a killed
-    run resumes where it stopped.
+    run resumes where it stopped. ``judges`` gives each consistent arm its judge on each split
+    (:func:`redpo.extraction.consistency.split_judges`); it is asked for nothing when no listed arm is consistent.
     """
     schema = profile_schema(profile)
     out: dict[ArmKey, ArmResult] = {}
@@ -145,7 +148,8 @@ def run_arms(
         for k, seed in generation_splits(profile):
             pools = kshot_by_relation(profile, results, k, seed, schema)
             for arm in arms:
-                result = generate_arm(arm, profile, schema, pools, generator, k=k, kshot_seed=seed,
+                judge = judges(arm, k, seed) if judges is not None and ARMS[arm].consistent else None
+                result = generate_arm(arm, profile, schema, pools, generator, k=k, kshot_seed=seed, judge=judge,
                                       progress=progress)
                 save_arm(result, results)
                 out[(result.name, k, seed)] = result
@@ -206,6 +210,31 @@ def say_empty_arms(arms: Mapping[ArmKey, ArmResult], consequence: str = "nothing
     """Print one line per arm that wrote no valid sample in some split, with its calls and top reject reasons
     (:func:`redpo.generation.store.empty_arm_lines`); print nothing when every arm wrote one."""
     for line in empty_arm_lines(arms, consequence):
+        print(line)
+
+
+def judge_lines(arms: Mapping[ArmKey, ArmResult]) -> list[str]:
+    """One line per consistent arm and split: its judge (kind, fingerprint, how it scored on dev where it has a dev
+    score), how many valid samples it rejected as inconsistent, and how many relations stayed short of the quota."""
+    lines = []
+    for (name, k, seed), res in arms.items():
+        judge = res.info.get("judge")
+        if judge is None:
+            continue
+        summary = judge.get("summary", {})
+        dev = summary.get("best_dev_micro_f1")
+        quality = f", dev micro-F1 {dev:.3f} on {summary.get('n_train')} K-shot samples" if dev is not None else ""
+        generated = [st for st in res.stats.values() if not st.manual]
+        lines.append(f"{name} k{k}_s{seed}: judge {judge['kind']} ({judge['fingerprint'][:12]}{quality}); "
+                     f"{res.reject_counts()[INCONSISTENT]} samples rejected as {INCONSISTENT}, "
+                     f"{sum(st.valid for st in generated)} kept, "
+                     f"{sum(st.stop == 'budget' for st in generated)} of {len(generated)} relations short")
+    return lines
+
+
+def say_judges(arms: Mapping[ArmKey, ArmResult]) -> None:
+    """Print :func:`judge_lines` (notebook 02); nothing when no arm is consistent."""
+    for line in judge_lines(arms):
         print(line)
 
 

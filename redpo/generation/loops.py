@@ -8,6 +8,8 @@ Design, in the order the code uses it:
 - A relation's **demonstrations** are ``generation.num_demos`` gold samples drawn (seeded by
   ``generation.seed`` and the relation name) from its K-shot samples; the duplicate check compares against
   all K-shot samples of the relation and every earlier valid sample of the same relation and arm.
+- A **consistent** arm judges each round's valid samples in one batch before any joins the demonstrations
+  (:mod:`redpo.generation.judge`); the paper's arms keep every valid sample.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from redpo.core.sample import RESample
 from redpo.generation import prompts
 from redpo.generation.cache import CachedGenerator, Request, Response
 from redpo.generation.grammar import output_grammar
-from redpo.generation.parse import Strictness, parse_response
+from redpo.generation.judge import INCONSISTENT, Judge, verdicts
+from redpo.generation.parse import ParseResult, Strictness, parse_response
 from redpo.generation.specs import ARMS, ArmSpec
 from redpo.generation.store import ArmResult, RelationStats, ResponseRecord
 
@@ -99,16 +102,24 @@ def generate_arm(
     adapter: str | None = None,
     k: int | None = None,
     kshot_seed: int | None = None,
+    judge: Judge | None = None,
     progress: bool = True,
 ) -> ArmResult:
     """Generate ``generation.n_per_relation`` valid samples per relation with one arm.
 
     ``demos_by_relation`` maps each relation to generate for to its K-shot samples (the caller picks the
     relations, e.g. one DPO half). ``adapter`` labels an adapter-driven run (the generator must carry the
-    adapter's hash in its cache key) and names the result ``<arm>_<adapter>``.
+    adapter's hash in its cache key) and names the result ``<arm>_<adapter>``. ``judge`` is the consistency
+    filter of a consistent arm (required there, refused elsewhere: :mod:`redpo.generation.judge`).
     """
     if arm not in ARMS:
         raise ValueError(f"unknown arm {arm!r}; known arms: {', '.join(ARMS)} (profile key generation.arms)")
+    if ARMS[arm].consistent and judge is None:
+        raise ValueError(f"arm {arm!r} keeps only samples its consistency judge agrees with, and no judge was given: "
+                         "pass judges=redpo.extraction.consistency.split_judges(profile, results) (notebook 02 does)")
+    if judge is not None and not ARMS[arm].consistent:
+        raise ValueError(f"arm {arm!r} is a paper arm and keeps every valid sample; a judge would filter it "
+                         "silently: run a consistent arm (e.g. obo_consistent) instead")
     if adapter is not None and generator.model_key.adapter_sha256 is None:
         raise ValueError(
             f"adapter {adapter!r} given but the generator's ModelKey has no adapter_sha256: cached calls of the "
@@ -149,8 +160,10 @@ def generate_arm(
         ]
         responses = generator.generate(requests)
         model_seconds += sum(r.seconds for r in responses)
-        for s, n, resp in zip(pending, asked, responses, strict=True):
-            records.append(_absorb(s, resp, n, spec, schema, profile, name, step))
+        parsed = [_parse(s, resp, spec, schema, profile) for s, resp in zip(pending, responses, strict=True)]
+        judged = verdicts(judge, [p.valid for p in parsed]) if judge is not None else [None] * len(parsed)
+        for s, n, resp, p, labels in zip(pending, asked, responses, parsed, judged, strict=True):
+            records.append(_absorb(s, resp, n, p, labels, profile, name, step))
         step += 1
         bar.update(1)
         bar.set_postfix(valid=sum(len(s.valid) for s in states), pending=len(pending))
@@ -175,6 +188,7 @@ def generate_arm(
         "backend_calls": generator.backend_calls - calls_before,
         "cached_responses": sum(r.cached for r in records),
         "responses": len(records),
+        **({"judge": judge.identity()} if judge is not None else {}),
     }
     return ArmResult(arm, name, samples, stats, records, info)
 
@@ -188,22 +202,10 @@ def _finished(state: _RelState, n: int, budget: int) -> bool:
     return bool(st.stop)
 
 
-def _absorb(
-    state: _RelState,
-    resp: Response,
-    n_requested: int,
-    spec: ArmSpec,
-    schema: RelationSchema,
-    profile: Profile,
-    name: str,
-    step: int,
-) -> ResponseRecord:
-    """Parse one response into the relation's state and return its record."""
-    gen, st = profile.generation, state.stats
-    attempt = st.attempts
-    st.attempts += 1
-    st.new_tokens += resp.n_new_tokens
-    parsed = parse_response(
+def _parse(state: _RelState, resp: Response, spec: ArmSpec, schema: RelationSchema, profile: Profile) -> ParseResult:
+    """The response's lines, each valid or rejected with its reason (nothing is kept yet)."""
+    gen = profile.generation
+    return parse_response(
         resp.text,
         state.relation,
         schema,
@@ -215,14 +217,37 @@ def _absorb(
         strict=Strictness(gen.near_copy_threshold, schema.explanations.get(state.relation, ""))
         if gen.filter == "strict" else None,
     )
-    missing = gen.n_per_relation - len(state.valid)
-    kept, surplus = parsed.valid[:missing], parsed.valid[missing:]
+
+
+def _absorb(
+    state: _RelState,
+    resp: Response,
+    n_requested: int,
+    parsed: ParseResult,
+    judged: Sequence[str] | None,
+    profile: Profile,
+    name: str,
+    step: int,
+) -> ResponseRecord:
+    """Keep one response's valid samples (those its judge agrees with, when ``judged`` holds the judge's labels)
+    in the relation's state, up to its quota, and return the response's record."""
+    st = state.stats
+    attempt = st.attempts
+    st.attempts += 1
+    st.new_tokens += resp.n_new_tokens
+    rejects = [{"reason": r.reason, "text": r.text} for r in parsed.rejects]
+    consistent = list(parsed.valid)
+    if judged is not None:
+        consistent = [s for s, y in zip(parsed.valid, judged, strict=True) if y == s.relation]
+        rejects += [{"reason": INCONSISTENT, "text": s.to_marked(), "judged": y}
+                    for s, y in zip(parsed.valid, judged, strict=True) if y != s.relation]
+    missing = profile.generation.n_per_relation - len(state.valid)
+    kept, surplus = consistent[:missing], consistent[missing:]
     meta = {"arm": name, "source": "generated", "step": step, "attempt": attempt}
     state.valid.extend(replace(s, meta={**s.meta, **meta}) for s in kept)
     st.valid = len(state.valid)
     st.surplus += len(surplus)
-    st.rejects.update(r.reason for r in parsed.rejects)
-    rejects = [{"reason": r.reason, "text": r.text} for r in parsed.rejects]
+    st.rejects.update(r["reason"] for r in rejects)
     rejects += [{"reason": "surplus", "text": s.to_marked()} for s in surplus]
     return ResponseRecord(
         state.relation, step, attempt, n_requested, resp.key, resp.cached, resp.n_new_tokens, resp.text,

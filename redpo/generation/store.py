@@ -58,7 +58,8 @@ class ResponseRecord:
     valid: list[str]
     """Marked text of the samples kept from this response."""
     rejects: list[dict[str, str]]
-    """``{"reason", "text"}`` for every line that was dropped (surplus lines get reason ``surplus``)."""
+    """``{"reason", "text"}`` for every line that was dropped (surplus lines get reason ``surplus``); a sample the
+    consistency judge rejected also carries ``"judged"``, the label the judge gave it."""
 
 
 @dataclass
@@ -117,8 +118,9 @@ def save_arm(result: ArmResult, results_dir: ResultsDir | Path) -> dict[str, Pat
         "rejects": dict(result.reject_counts().most_common()),
     })
     write_samples(paths["samples"], result.all_samples())
-    if "model" in result.info and isinstance(results_dir, ResultsDir):
-        record_arm(results_dir, paths["samples"].name.removesuffix(".jsonl"), result.info["model"])
+    if "model" in result.info and isinstance(results_dir, ResultsDir):  # a consistent arm names its judge too
+        made_by = {**result.info["model"], **({"judge": result.info["judge"]} if "judge" in result.info else {})}
+        record_arm(results_dir, paths["samples"].name.removesuffix(".jsonl"), made_by)
     return paths
 
 
