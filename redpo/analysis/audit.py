@@ -34,7 +34,7 @@ from sklearn.metrics import cohen_kappa_score
 from redpo.config import Profile
 from redpo.core.io import DataError, ResultsDir, atomic_write, iter_jsonl, read_samples, write_json
 from redpo.core.sample import RESample, generated_only
-from redpo.core.tables import json_safe, markdown_table
+from redpo.core.tables import json_safe, markdown_table, share
 from redpo.data.splits import generation_splits, kshot_dir, load_profile_kshot, profile_schema, write_profile_kshots
 from redpo.generation.parse import near_copy_score
 from redpo.generation.store import arm_paths
@@ -222,24 +222,24 @@ def arm_summary(rows: Sequence[Mapping[str, Any]], labels: Mapping[SampleKey, st
     return {
         "n": n,
         "counts": {j: counts.get(j, 0) for j in JUDGEMENTS},
-        "correct_share": _share(counts.get(CORRECT, 0), n),
+        "correct_share": share(counts.get(CORRECT, 0), n),
         "correct_ci": wilson(counts.get(CORRECT, 0), n, level),
         "oracle": {
             "labelled": len(labelled),
             "agrees": sum(machine),
-            "share": _share(sum(machine), len(labelled)),
+            "share": share(sum(machine), len(labelled)),
             "by_judgement": {j: sum(m for (r, _), m in zip(labelled, machine, strict=True) if r["judgement"] == j)
                              for j in JUDGEMENTS},
             "arm_labelled": len(whole),
             "arm_agrees": sum(whole),
-            "arm_share": _share(sum(whole), len(whole)),
+            "arm_share": share(sum(whole), len(whole)),
         },
         "oracle_vs_correct": {
             "both_correct": sum(h and m for h, m in pairs),
             "hand_only": sum(h and not m for h, m in pairs),
             "oracle_only": sum(m and not h for h, m in pairs),
             "neither": sum(not h and not m for h, m in pairs),
-            "agreement": _share(sum(h == m for h, m in pairs), len(pairs)),
+            "agreement": share(sum(h == m for h, m in pairs), len(pairs)),
             "kappa": None if kappa is None else round(float(kappa), 4),
         },
     }
@@ -300,11 +300,6 @@ def summary_markdown(summary: Mapping[str, Any]) -> str:
         + "\nThe oracle agrees with the intended relation on this many of the samples of each judgement:\n\n"
         + markdown_table(pd.DataFrame(by_judgement), index=False)
     )
-
-
-def _share(k: float, n: int) -> float | None:
-    """``k / n`` to four decimals (a summary to read and diff, not to compute on), ``None`` when ``n`` is 0."""
-    return round(k / n, 4) if n else None
 
 
 def _fraction(k: int, n: int) -> str:

@@ -1,9 +1,12 @@
-"""Content hashes: the manifest, the data fetcher and the model registry all identify files by sha256."""
+"""Content hashes: the manifest, the data fetcher and the model registry identify files by sha256, and every cache
+key (RE runs, the oracle, the consistency judge) hashes a JSON description of what determines the result."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
+from typing import Any
 
 _CHUNK = 1 << 20
 
@@ -15,3 +18,9 @@ def sha256_file(path: Path) -> str:
         while block := f.read(_CHUNK):
             digest.update(block)
     return digest.hexdigest()
+
+
+def json_sha256(obj: Any) -> str:
+    """sha256 of ``obj`` as JSON with sorted keys: the same description always gives the same key, whatever order
+    its dict was built in. The bytes are ``json.dumps(obj, sort_keys=True)``'s, so keys made that way stay valid."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode("utf-8")).hexdigest()

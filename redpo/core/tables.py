@@ -28,6 +28,12 @@ def format_mean_sd(mean: float, sd: float, scale: float = 100.0) -> str:
     return f"{mean * scale:.1f} ± {sd * scale:.1f}"
 
 
+def share(count: float, total: float) -> float | None:
+    """``count / total`` to four decimals (a summary to read and diff, not to compute on), ``None`` when ``total``
+    is 0."""
+    return round(count / total, 4) if total else None
+
+
 def markdown_table(frame: pd.DataFrame, index: bool = True, digits: int = 3) -> str:
     """A GitHub markdown table (written here because pandas' ``to_markdown`` needs the optional tabulate)."""
     frame = frame.reset_index() if index else frame

@@ -26,12 +26,10 @@ and the replayed arm would then ask calls the committed run never made.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from redpo.config import Profile, identity
+from redpo.core.hashing import json_sha256
 from redpo.core.io import ResultsDir, read_json
 from redpo.core.replay import miss, replay_models
 from redpo.core.sample import RESample
@@ -53,10 +51,6 @@ SUMMARY_FIELDS = ("n_train", "n_dev", "seed", "epochs_run", "best_dev_micro_f1",
 """What an arm's info keeps of the ``kshot`` judge's summary: its data, its seed and how well it did on dev."""
 
 
-def _digest(blob: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode("utf-8")).hexdigest()
-
-
 def judge_seed(profile: Profile, split_seed: int) -> int:
     """``consistency.seed``, or the seed of the split's first RE grid cell (split seed x 1000)."""
     seed = profile.consistency.seed
@@ -65,7 +59,7 @@ def judge_seed(profile: Profile, split_seed: int) -> int:
 
 def kshot_fingerprint(profile: Profile, kshot: Sequence[RESample], dev: Sequence[RESample], seed: int) -> str:
     """Hash of what determines the ``kshot`` judge: encoder settings, seed, dataset, K-shot and dev samples."""
-    return _digest({"judge": "kshot", "encoder": identity(profile.encoder), "seed": seed,
+    return json_sha256({"judge": "kshot", "encoder": identity(profile.encoder), "seed": seed,
                     "dataset": profile.dataset.name, "train": samples_digest(kshot), "dev": samples_digest(dev)})
 
 
@@ -97,7 +91,7 @@ def kshot_judge(profile: Profile, results: ResultsDir, k: int, split_seed: int, 
 def generator_fingerprint(profile: Profile, kshot: Sequence[RESample], scorer_key: str) -> str:
     """Hash of what determines the ``generator`` judge: the scorer's weights, the calibration inputs, the labels it
     chooses among and the K-shot samples its prompt demonstrates."""
-    return _digest({"judge": "generator", "scorer": scorer_key, "calibration": profile.llm_re.calibration_inputs,
+    return json_sha256({"judge": "generator", "scorer": scorer_key, "calibration": profile.llm_re.calibration_inputs,
                     "labels": candidate_labels(profile, profile_schema(profile)), "kshot": samples_digest(kshot)})
 
 

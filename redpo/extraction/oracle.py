@@ -22,7 +22,6 @@ borderline sample differently, so the replayed correctness would no longer be th
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from typing import Any
 import pandas as pd
 
 from redpo.config import Profile, derive, identity
+from redpo.core.hashing import json_sha256
 from redpo.core.io import ResultsDir, atomic_write, iter_jsonl, read_json, write_json
 from redpo.core.manifest import recorded_peak
 from redpo.core.relations import RelationSchema
@@ -98,14 +98,13 @@ def _train_set(profile: Profile) -> list[RESample]:
 
 def oracle_fingerprint(profile: Profile, train: Sequence[RESample], dev: Sequence[RESample]) -> str:
     """Hash of what determines the oracle: encoder settings, the ``oracle`` section and the data it sees."""
-    blob = json.dumps({
+    return json_sha256({
         "encoder": identity(profile.encoder),
         "oracle": identity(profile.oracle),
         "dataset": profile.dataset.name,
         "train": samples_digest(train),
         "dev": samples_digest(dev),
-    }, sort_keys=True)
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+    })
 
 
 def ensure_oracle(profile: Profile, results: ResultsDir, *, progress: bool = True) -> Oracle | CommittedOracle:

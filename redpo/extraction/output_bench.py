@@ -30,6 +30,7 @@ from redpo.core.io import ResultsDir
 from redpo.core.relations import RelationSchema
 from redpo.core.replay import MODELS_FILE, ReplayError, prepare_replay, replay_dir, replay_models
 from redpo.core.sample import RESample, generated_only
+from redpo.core.tables import share
 from redpo.data.splits import generation_splits, kshot_dir, profile_schema, write_profile_kshots
 from redpo.extraction.oracle import CommittedOracle, Oracle, correctness, ensure_oracle, label_arms
 from redpo.generation.arms import kshot_by_relation, open_generator, yield_summary
@@ -48,10 +49,6 @@ FORMAT_REASONS = (NO_MARKERS, MALFORMED_MARKERS)
 TABLE_COLUMNS = ("valid_per_call", "valid_share", "format_reject_share", "exact_copy_rate", "near_copy_share",
                  "oracle_agreement", "seconds_per_call")
 """The columns of the report's flat ``table`` (one row per mode and arm): what decides the default."""
-
-
-def _share(count: float, total: float) -> float | None:
-    return round(count / total, 4) if total else None
 
 
 def arm_report(result: ArmResult, pools: Mapping[str, Sequence[RESample]], oracle_labels: Sequence[str],
@@ -79,21 +76,21 @@ def arm_report(result: ArmResult, pools: Mapping[str, Sequence[RESample]], oracl
     return {
         "calls": calls,
         "valid": valid,
-        "valid_per_call": _share(valid, calls),
+        "valid_per_call": share(valid, calls),
         "candidates": candidates,
-        "valid_share": _share(valid, candidates),
+        "valid_share": share(valid, candidates),
         "format_rejects": formats,
-        "format_reject_share": _share(sum(formats.values()), candidates),
+        "format_reject_share": share(sum(formats.values()), candidates),
         "rejects": dict(rejects.most_common()),
         "exact_copies": rejects.get(COPY_OF_DEMO, 0),
-        "exact_copy_rate": _share(rejects.get(COPY_OF_DEMO, 0), candidates),
+        "exact_copy_rate": share(rejects.get(COPY_OF_DEMO, 0), candidates),
         "near_copies": near,
-        "near_copy_share": _share(near, len(samples)),
+        "near_copy_share": share(near, len(samples)),
         **{key: judged[key] for key in ("oracle_agreement", "direction_flip_rate", "negative_share")},
         "relations_short": int(row["relations_short"]),
-        "new_tokens_per_call": _share(new_tokens, calls),
+        "new_tokens_per_call": share(new_tokens, calls),
         "model_seconds": round(model_seconds, 1),
-        "seconds_per_call": _share(model_seconds, calls),
+        "seconds_per_call": share(model_seconds, calls),
         "cached_responses": result.info.get("cached_responses"),
     }
 

@@ -12,7 +12,6 @@ run store too.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import warnings
@@ -24,14 +23,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from redpo.config import Profile, identity
 from redpo.core.conflicts import report_conflict
+from redpo.core.hashing import json_sha256
 from redpo.core.pins import record_hash
 from redpo.core.sample import RESample
 from redpo.extraction.training_sets import GridCell
 
 
 def samples_digest(samples: Sequence[RESample]) -> str:
-    blob = json.dumps([s.to_json() for s in samples], sort_keys=True)
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+    return json_sha256([s.to_json() for s in samples])
 
 
 def run_fingerprint(
@@ -43,7 +42,7 @@ def run_fingerprint(
     ``epoch_size`` (a step-matched run's schedule) joins the hash only when set: the committed ``cpu-full`` run's
     other 248 runs were keyed before it existed, and its replay archive answers them under those keys
     (``tests/test_identity.py`` recomputes some from the committed files)."""
-    blob = json.dumps(
+    return json_sha256(
         {
             **({"epoch_size": epoch_size} if epoch_size is not None else {}),
             "arm": arm,
@@ -53,10 +52,8 @@ def run_fingerprint(
             "train": samples_digest(train),
             "dev": dev_digest,
             "test": test_digest,
-        },
-        sort_keys=True,
+        }
     )
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
 class _Predictions(BaseModel):
