@@ -10,7 +10,10 @@ import pytest
 from redpo.analysis import ladder as ladder_analysis
 from redpo.config import ClaimsConfig
 from redpo.core.sample import RESample
+from redpo.generation.cache import CacheEntry, LLMCache
 from redpo.generation.parse import exact_key
+from redpo.generation.store import ArmResult, RelationStats, ResponseRecord
+from redpo.ladder import generators as G
 from redpo.ladder import sets as L
 
 NEG, A, B = "Other", "Cause-Effect(e1,e2)", "Component-Whole(e1,e2)"
@@ -115,6 +118,77 @@ def test_ladder_detail_pairs_every_set_with_manual(tmp_path: Path) -> None:
     assert detail["rungs"][0]["estimate"] == pytest.approx(gen["vs_manual"]["estimate"])
 
 
+def _arm(name: str, outcomes: dict[str, list[int]], word: str) -> ArmResult:
+    """An OBO result whose relation ``rel`` got ``outcomes[rel][i]`` valid samples from its i-th call (key
+    ``<name>-<rel>-<i>``), in step order, each sample its own sentence."""
+    samples: dict[str, list[RESample]] = {}
+    stats, records = {}, []
+    for step in range(max(len(v) for v in outcomes.values())):
+        for rel, got in outcomes.items():
+            if step >= len(got):
+                continue
+            made = [_make(len(samples.get(rel, [])) + j, rel, f"{word}{rel[:2]}") for j in range(got[step])]
+            samples.setdefault(rel, []).extend(made)
+            records.append(ResponseRecord(rel, step, step, 1, f"{name}-{rel}-{step}", False, 10, "",
+                                          [m.to_marked() for m in made], []))
+    for rel, got in outcomes.items():
+        stats[rel] = RelationStats(rel, attempts=len(got), valid=sum(got))
+    return ArmResult("obo", name, samples, stats, records, {})
+
+
+def test_the_generators_are_charged_only_for_the_calls_up_to_each_relations_kth_sample() -> None:
+    k = 2
+    # the base arm's pool runs on to 4 per relation; B never reaches K
+    base = _arm("base", {A: [1, 0, 1, 1, 1], B: [0, 1, 0]}, "g")
+    other = _arm("other", {A: [1, 1], B: [1, 1]}, "o")
+    charged = {r.key for r in G.records_to_k(base.records, k, budget=2)}
+    # A up to its K-th sample (3 calls, past the budget); B, short of K: up to its last sample
+    assert charged == {f"base-{A}-{i}" for i in range(3)} | {f"base-{B}-{i}" for i in range(2)}
+    # ... and at least the budget a run at K spends failing
+    assert {r.key for r in G.records_to_k(base.records, k, budget=3)} == charged | {f"base-{B}-2"}
+    cache = LLMCache(None)
+    cache.append_batch([CacheEntry(r.key, "", 10, 2.0) for res in (base, other) for r in res.records])
+    demos = {(k, 1): [_make(0, A, "gA")]}  # "a gA0 sentence ..." masks to the first generated A sample
+    # the oracle gives every L6 sample and every B sample its own label, the base arm's A samples another one
+    label = lambda samples: [s.relation if s.tokens[1].startswith("o") or s.relation == B else NEG  # noqa: E731
+                             for s in samples]
+    rows = G.compare_generators(G.ladder_generators("small", "large", {(k, 1): base}, {(k, 1): other}), k, 3,
+                                demos, NEG, cache, label, 0.8)
+    small, large = rows
+    assert (small["role"], small["set"], large["role"], large["set"]) == ("base", L.GEN, "L6", L.OTHER)
+    assert small["samples"] == 3 and small["calls"] == 6 and small["relations_short"] == 1
+    assert small["model_seconds"] == pytest.approx(12.0) and small["seconds_per_sample"] == pytest.approx(4.0)
+    assert small["oracle_agreement"] == pytest.approx(1 / 3)  # only B's sample gets its own label back
+    assert small["near_copies"] == 2 and small["near_copy_share"] == pytest.approx(2 / 3)  # A's: the demo's words
+    assert large["samples"] == 4 and large["calls"] == 4 and large["valid_per_call"] == pytest.approx(1.0)
+    assert large["oracle_agreement"] == pytest.approx(1.0) and large["per_split"]["k2_s1"]["samples"] == 4
+    # without L6 (or its samples) there is one row; without the oracle, no agreement
+    alone = G.compare_generators(G.ladder_generators("small", None, {(k, 1): base}, {(k, 1): other}), k, 3,
+                                 demos, NEG, cache, None, 0.8)
+    assert len(alone) == 1 and alone[0]["oracle_agreement"] is None
+
+
+def test_the_generator_table_joins_each_generators_set_f1(tmp_path: Path) -> None:
+    gold = [A] * 30 + [NEG] * 10
+    runs = [_run(arm, s, gold, pred) for s in (1, 2)
+            for arm, pred in ((L.MANUAL, gold), (L.GEN, [NEG] * 10 + [A] * 20 + [NEG] * 10))]
+    for r in runs:
+        r["micro_f1"] = 0.9 if r["arm"] == L.MANUAL else 0.3
+    row = {"role": "base", "model": "small", "set": L.GEN, "splits": 2, "samples": 10, "relations_short": 0,
+           "calls": 20, "new_tokens": 200, "model_seconds": 7200.0, "calls_without_seconds": 0, "near_copies": 1,
+           "oracle_agrees": 5, "valid_per_call": 0.5, "seconds_per_sample": 720.0, "model_seconds_per_split": 3600.0,
+           "oracle_agreement": 0.5, "near_copy_share": 0.1, "per_split": {}}
+    payload = {"runs": runs, "negative_label": NEG, "comparisons": [], "generators": [row]}
+    detail = ladder_analysis.ladder_detail(payload, ClaimsConfig(bootstrap_replicates=200))
+    table = ladder_analysis.generator_table(detail)
+    gen = next(s for s in detail["sets"] if s["set"] == L.GEN)
+    assert gen["mean_f1"] == pytest.approx(0.3) and table["micro-F1 %"][0] == pytest.approx(30.0)
+    assert table["micro-F1 per generation hour"][0] == pytest.approx(30.0)  # one hour of generation per split
+    assert table["% of manual [95% CI]"][0].startswith("80.0")  # the per-sentence ratio, as in the sets table
+    assert table["generation min per split"][0] == 60.0 and "per_split" not in detail["generators"][0]
+    assert ladder_analysis.generator_table({"generators": []}).empty
+
+
 @pytest.mark.parametrize("progress", [True, False])
 def test_l3s_oracle_gets_the_notebooks_progress_switch(
     progress: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -134,8 +208,10 @@ def test_l3s_oracle_gets_the_notebooks_progress_switch(
         return SimpleNamespace(labels={"marked": [], "oracle": []})
 
     monkeypatch.setattr(runs, "judge_arms", judge)
-    monkeypatch.setattr(runs, "split_inputs", lambda *_: {})
     prof = load_profile("smoke")
     assert "L3" in prof.ladder.rungs
-    runs.ladder_training_sets(prof, ResultsDir(prof, root=tmp_path), Pools(arm={}), [], [], progress=progress)
+    assert runs.ladder_labeller(prof, ResultsDir(prof, root=tmp_path), Pools(arm={}), progress=progress)
+    assert seen == [progress]
+    without = load_profile("smoke", {"ladder.rungs": ["L0", "L1", "L2", "L6"]})  # L6 made no sample: no oracle
+    assert runs.ladder_labeller(without, ResultsDir(without, root=tmp_path), Pools(arm={})) is None
     assert seen == [progress]

@@ -10,6 +10,9 @@ decomposed in points, all paired by cell and sentence, from ``metrics/ladder.jso
 - **Gap** (:func:`gap_table`): manual - generated as the pipeline makes it, and beside it what each rung says a
   piece of it is worth. The pieces are separate paired estimates, not an additive split: they overlap (label
   noise and near copies are not independent), and each says what fixing one thing gains on its own.
+- **Generators** (:func:`generator_table`): each generator's cost and sample quality
+  (:mod:`redpo.ladder.generators`) beside the F1 its set buys, and that F1 per hour of generation: what the
+  generator is chosen on.
 """
 
 from __future__ import annotations
@@ -70,8 +73,22 @@ def ladder_detail(payload: Mapping[str, Any], settings: ClaimsConfig) -> dict[st
     for c in payload["comparisons"]:
         effect, note = f1_effect(runs, c["a"], c["b"], negative, settings)
         rungs.append({**c, **_effect_cells(effect), "note": note})
-    return {"sets": sets, "rungs": rungs, "gap": gap_rows(payload, sets, rungs), "grid": payload.get("grid"),
+    return {"sets": sets, "rungs": rungs, "gap": gap_rows(payload, sets, rungs),
+            "generators": generator_rows(payload, sets), "grid": payload.get("grid"),
             "best_generated": payload.get("best_generated"), "notes": payload.get("notes", [])}
+
+
+def generator_rows(payload: Mapping[str, Any], sets: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Each generator's totals (``payload["generators"]``, per-split measures left in the metrics file) with the
+    mean micro-F1 and ratio to manual of the set its samples make."""
+    by_set = {s["set"]: s for s in sets}
+    rows = []
+    for g in payload.get("generators", []):
+        trained = by_set.get(g["set"])
+        rows.append({**{key: v for key, v in g.items() if key != "per_split"},
+                     "mean_f1": None if trained is None else trained["mean_f1"],
+                     "ratio": None if trained is None else trained["ratio"]})
+    return rows
 
 
 def gap_rows(payload: Mapping[str, Any], sets: Sequence[Mapping[str, Any]],
@@ -128,12 +145,42 @@ def gap_table(detail: Mapping[str, Any]) -> pd.DataFrame:
                          for g in detail["gap"]])
 
 
+def _rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def generator_table(detail: Mapping[str, Any]) -> pd.DataFrame:
+    """One row per generator: the samples its set trains on, what they cost (calls, model seconds) and how good
+    they are (oracle agreement, near-copy share), the set's micro-F1 and ratio to manual, and micro-F1 points per
+    hour of generation (one split's set: its mean F1 over its generation time)."""
+    rows = []
+    for g in detail.get("generators", []):
+        hours = g["model_seconds_per_split"] / 3600
+        f1 = None if g["mean_f1"] is None else g["mean_f1"] * 100
+        rows.append({
+            "generator": g["model"], "set": g["set"], "splits": g["splits"], "samples": g["samples"],
+            "relations short of K": g["relations_short"], "calls": g["calls"],
+            "valid per call": _rounded(g["valid_per_call"], 2),
+            "model s per sample": _rounded(g["seconds_per_sample"], 1),
+            "generation min per split": round(g["model_seconds_per_split"] / 60, 1),
+            "oracle agreement": _rounded(g["oracle_agreement"], 2),
+            "near-copy share": _rounded(g["near_copy_share"], 2),
+            "micro-F1 %": _rounded(f1, 1),
+            "% of manual [95% CI]": "" if g["ratio"] is None else _points(g["ratio"], sign=""),
+            "micro-F1 per generation hour": None if f1 is None or not hours else round(f1 / hours, 1),
+        })
+    return pd.DataFrame(rows)
+
+
 def ladder_tables(results: ResultsDir, settings: ClaimsConfig) -> dict[str, pd.DataFrame]:
-    """``tables/ladder_sets``, ``ladder_rungs`` and ``ladder_gap`` (CSV + markdown) and ``tables/ladder_detail.json``
-    (the figure's input), from ``metrics/ladder.json``."""
+    """``tables/ladder_sets``, ``ladder_rungs``, ``ladder_gap`` and ``ladder_generators`` (CSV + markdown; the last
+    only when the metrics hold a generator comparison) and ``tables/ladder_detail.json`` (the figure's input), from
+    ``metrics/ladder.json``."""
     detail = ladder_detail(read_metrics(results, LADDER_METRICS), settings)
     write_json(results.tables / DETAIL, detail)
     tables = {"ladder_sets": set_table(detail), "ladder_rungs": rung_table(detail), "ladder_gap": gap_table(detail)}
+    if detail["generators"]:
+        tables["ladder_generators"] = generator_table(detail)
     for name, frame in tables.items():
         save_table(results, name, frame, index=False)
     return tables

@@ -3,18 +3,20 @@
 The runs go through :func:`redpo.extraction.grid.run_training_sets`, the loop every stage's RE runs share, so a set
 equal to one already trained (``L2:gen`` is ``L5:N=K``; ``L0:manual`` is notebook 04's ``manual`` under the same
 encoder settings) is read from the run store. L7 runs last: its "best generated set" is the generated set with the
-highest mean micro-F1 of the runs before it, trained again with ``ladder.encoder``.
+highest mean micro-F1 of the runs before it, trained again with ``ladder.encoder``. Beside the runs,
+``metrics/ladder.json`` holds the generators' comparison (:mod:`redpo.ladder.generators`): what ``L2:gen``'s and
+``L6:other``'s samples cost and how correct they are.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 
-from redpo.config import Profile, derive
+from redpo.config import ARMS, Profile, derive
 from redpo.core.io import ResultsDir, write_json
 from redpo.core.manifest import recorded_peak
 from redpo.core.sample import RESample
@@ -23,7 +25,10 @@ from redpo.data.splits import load_profile_kshot, load_split, profile_schema
 from redpo.extraction.grid import run_training_sets
 from redpo.extraction.oracle import judge_arms
 from redpo.extraction.training_sets import describe_grid
+from redpo.generation.arms import call_cache_path
+from redpo.generation.cache import LLMCache
 from redpo.ladder import sets as ladder_sets
+from redpo.ladder.generators import Labeller, compare_generators, ladder_generators
 from redpo.ladder.pools import Pools, Split, ladder_splits
 
 LADDER_METRICS = "ladder.json"
@@ -57,12 +62,11 @@ def split_inputs(profile: Profile, results: ResultsDir, pools: Pools, dev: Seque
 
 
 def ladder_training_sets(profile: Profile, results: ResultsDir, pools: Pools, dev: Sequence[RESample],
-                         test: Sequence[RESample], *, progress: bool = True,
+                         test: Sequence[RESample], label: Labeller | None,
                          ) -> tuple[dict[Split, dict[str, list[RESample]]], list[str]]:
     """Every split's sets of the rungs before L7 (:func:`redpo.ladder.sets.split_sets`), and a note per set a split
-    left out. ``progress`` reaches the oracle's training, which L3 may start (a profile whose 02 and 03 never ran)."""
+    left out. ``label`` is the oracle (:func:`ladder_labeller`); without it L3 has no sets."""
     lad, schema = profile.ladder, profile_schema(profile)
-    label = oracle_labeller(profile, results, pools, progress=progress) if "L3" in lad.rungs else None
     sets, notes = {}, []
     for (k, seed), inputs in split_inputs(profile, results, pools, dev, test).items():
         sets[(k, seed)], left_out = ladder_sets.split_sets(inputs, lad.rungs, lad.n_values, schema.negative_label,
@@ -71,15 +75,26 @@ def ladder_training_sets(profile: Profile, results: ResultsDir, pools: Pools, de
     return sets, notes
 
 
-def oracle_labeller(profile: Profile, results: ResultsDir, pools: Pools, *,
-                    progress: bool = True) -> Callable[[Sequence[RESample]], list[str]]:
-    """L3's oracle, labelling the pool once as notebooks 02 and 03 label their arms: the labels are saved as
-    ``metrics/correctness_ladder.json`` and ``correctness_ladder_labels.jsonl``, so every L3 set can be rebuilt from
-    disk and a replay answers from the committed labels."""
-    judged = judge_arms(profile, results, {(res.name, k, seed): res for (k, seed), res in pools.arm.items()},
+def ladder_labeller(profile: Profile, results: ResultsDir, pools: Pools, *, progress: bool = True
+                    ) -> Labeller | None:
+    """The oracle, where a rung needs it: L3 filters by it, and the generators' comparison gives its agreement with
+    L6's samples. ``progress`` reaches its training, which this may start (a profile whose 02 and 03 never ran)."""
+    rungs = profile.ladder.rungs
+    if "L3" in rungs or ("L6" in rungs and pools.other):
+        return oracle_labeller(profile, results, pools, progress=progress)
+    return None
+
+
+def oracle_labeller(profile: Profile, results: ResultsDir, pools: Pools, *, progress: bool = True) -> Labeller:
+    """The oracle, labelling the pool and L6's samples once as notebooks 02 and 03 label their arms: the labels are
+    saved as ``metrics/correctness_ladder.json`` and ``correctness_ladder_labels.jsonl``, so every L3 set can be
+    rebuilt from disk and a replay answers from the committed labels."""
+    made = [*pools.arm.items(), *pools.other.items()]  # L6's samples too, for the generators' comparison
+    judged = judge_arms(profile, results, {(res.name, k, seed): res for (k, seed), res in made},
                         "correctness_ladder", progress=progress)
     known = dict(zip(judged.labels["marked"], judged.labels["oracle"], strict=True))
-    # L3 labels the pool's generated positives, a subset of what judge_arms labelled (every generated sample)
+    # L3 labels the pool's generated positives, a subset of what judge_arms labelled (every generated sample);
+    # the oracle reads one sentence at a time, so a sentence that two generators both wrote has one label
     return lambda samples: [known[s.to_marked()] for s in samples]
 
 
@@ -96,7 +111,8 @@ def run_ladder(profile: Profile, results: ResultsDir, pools: Pools, dev: Sequenc
     ``metrics/ladder.json`` and return it. The peak RSS is recorded in the manifest as ``ladder_re_grid``."""
     lad, grid_profile = profile.ladder, ladder_grid_profile(profile)
     with recorded_peak(results, "ladder_re_grid"):
-        sets, left_out = ladder_training_sets(profile, results, pools, dev, test, progress=progress)
+        label = ladder_labeller(profile, results, pools, progress=progress)
+        sets, left_out = ladder_training_sets(profile, results, pools, dev, test, label)
         grid = run_training_sets(grid_profile, results, sets, dev, test, progress=progress)
         runs, skipped = list(grid["runs"]), list(grid["skipped"])
         best = best_generated(runs)
@@ -107,7 +123,14 @@ def run_ladder(profile: Profile, results: ResultsDir, pools: Pools, dev: Sequenc
                                       test, progress=progress)
             runs += other["runs"]
             skipped += other["skipped"]
-    k = max(profile.fewshot.k)
+    k, gen = max(profile.fewshot.k), profile.generation
+    generators = compare_generators(
+        ladder_generators(profile.generator.model, lad.generator if "L6" in lad.rungs else None, pools.arm,
+                          pools.other),
+        k, gen.aao_max_calls if ARMS[lad.arm].many else gen.max_attempts,
+        {split: load_profile_kshot(profile, results.kshot, *split) for split in pools.arm},
+        profile_schema(profile).negative_label, LLMCache(call_cache_path(results)), label,
+        profile.generation.near_copy_threshold)
     payload = json_safe({
         "profile": profile.name,
         "arm": lad.arm,
@@ -119,6 +142,7 @@ def run_ladder(profile: Profile, results: ResultsDir, pools: Pools, dev: Sequenc
         "grid": describe_ladder_grid(profile),
         "notes": [*pools.notes, *left_out],
         "best_generated": best,
+        "generators": generators,
         "comparisons": [asdict(c) for c in ladder_sets.comparisons(lad.rungs, lad.n_values, k)],
         "sets": {f"k{split_k}_s{seed}": {name: {"n": len(samples), "per_relation": _per_relation(samples)}
                                          for name, samples in s.items()}
