@@ -204,6 +204,8 @@ STRICT = parse.Strictness(0.8, "The entity marked e2 causes or produces the enti
     ("the <e1>storm</e1> caused <e2>flooding</e2> and <e3>more</e3> damage .", parse.STRAY_MARKERS),
     ("the <e1>storm</e1> caused the <e2>...</e2> in the valley .", parse.PUNCT_ENTITY),
     ("an <e1>event</e1> always produces an <e2>effect</e2> as a rule .", parse.EXPLANATION_ECHO),
+    ("the entity marked <e1>storm</e1> caused the <e2>flooding</e2> of the valley .", parse.EXPLANATION_ECHO),
+    ("in this case e2 , the <e1>storm</e1> , caused the <e2>flooding</e2> of the valley .", parse.EXPLANATION_ECHO),
     ("the <e1>virus</e1> caused severe <e2>illness</e2> in the valley .", parse.NEAR_COPY),  # DEMO, other names
 ])
 def test_the_strict_filter_names_each_reason(reply: str, reason: str) -> None:
@@ -211,6 +213,14 @@ def test_the_strict_filter_names_each_reason(reply: str, reason: str) -> None:
     assert parse.parse_response(reply, REL, SEMEVAL, demos=[demo], expect="one").valid  # the paper's rules keep it
     strict = parse.parse_response(reply, REL, SEMEVAL, demos=[demo], expect="one", strict=STRICT)
     assert not strict.valid and strict.reason_counts() == {reason: 1}
+
+
+def test_only_the_wording_the_explanation_itself_uses_counts_as_its_echo() -> None:
+    marked = RESample.from_marked("the e1 model of the <e1>storm</e1> caused the <e2>flooding</e2> here .", REL)
+    assert STRICT.echoed_wording(marked) == "e1"
+    plain = parse.Strictness(0.8, "Something causes or produces an event, effect or condition")
+    assert plain.echoed_wording(marked) is None  # an explanation that never says "e1" has no such wording
+    assert STRICT.echoed_wording(RESample.from_marked("the <e1>storm</e1> marked the <e2>end</e2> .", REL)) is None
 
 
 def test_a_near_copy_of_an_earlier_sample_or_of_the_same_reply_is_rejected_too() -> None:
