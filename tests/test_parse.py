@@ -221,6 +221,8 @@ def test_only_the_wording_the_explanation_itself_uses_counts_as_its_echo() -> No
     plain = parse.Strictness(0.8, "Something causes or produces an event, effect or condition")
     assert plain.echoed_wording(marked) is None  # an explanation that never says "e1" has no such wording
     assert STRICT.echoed_wording(RESample.from_marked("the <e1>storm</e1> marked the <e2>end</e2> .", REL)) is None
+    identity = RESample.from_marked("an identity marked the <e1>storm</e1> and the <e2>flood</e2> .", REL)
+    assert STRICT.echoed_wording(identity) is None  # a word that only ends in "entity" is not the phrase
 
 
 def test_a_near_copy_of_an_earlier_sample_or_of_the_same_reply_is_rejected_too() -> None:

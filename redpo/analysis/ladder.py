@@ -155,14 +155,15 @@ def generator_table(detail: Mapping[str, Any]) -> pd.DataFrame:
     hour of generation (one split's set: its mean F1 over its generation time)."""
     rows = []
     for g in detail.get("generators", []):
-        hours = g["model_seconds_per_split"] / 3600
+        seconds = g["model_seconds_per_split"]  # None when a call's seconds are not in the cache
+        hours = None if seconds is None else seconds / 3600
         f1 = None if g["mean_f1"] is None else g["mean_f1"] * 100
         rows.append({
             "generator": g["model"], "set": g["set"], "splits": g["splits"], "samples": g["samples"],
             "relations short of K": g["relations_short"], "calls": g["calls"],
             "valid per call": _rounded(g["valid_per_call"], 2),
             "model s per sample": _rounded(g["seconds_per_sample"], 1),
-            "generation min per split": round(g["model_seconds_per_split"] / 60, 1),
+            "generation min per split": None if seconds is None else round(seconds / 60, 1),
             "oracle agreement": _rounded(g["oracle_agreement"], 2),
             "near-copy share": _rounded(g["near_copy_share"], 2),
             "micro-F1 %": _rounded(f1, 1),

@@ -114,7 +114,6 @@ class Strictness:
             return Reject(NEAR_COPY, line, f"masked similarity {score:.2f}")
         return None
 
-
     def echoed_wording(self, sample: RESample) -> str | None:
         """The explanation's way of naming an entity, where the sample's words (markers aside) repeat it: a marker
         name (``e1``, ``e2``) the explanation uses, or its phrase "entity marked"."""
@@ -123,7 +122,8 @@ class Strictness:
         names = [m for m in ("e1", "e2") if re.search(rf"\b{m}\b", said) and re.search(rf"\b{m}\b", text)]
         if names:
             return names[0]
-        return _ENTITY_MARKED if _ENTITY_MARKED in said and _ENTITY_MARKED in text else None
+        phrase = re.compile(rf"\b{_ENTITY_MARKED}\b")
+        return _ENTITY_MARKED if phrase.search(said) and phrase.search(text) else None
 
 
 _ENTITY_MARKED = "entity marked"

@@ -80,6 +80,8 @@ def ladder_labeller(profile: Profile, results: ResultsDir, pools: Pools, *, prog
     """The oracle, where a rung needs it: L3 filters by it, and the generators' comparison gives its agreement with
     L6's samples. ``progress`` reaches its training, which this may start (a profile whose 02 and 03 never ran)."""
     rungs = profile.ladder.rungs
+    if not pools.arm and not pools.other:
+        return None  # nothing generated, nothing to label
     if "L3" in rungs or ("L6" in rungs and pools.other):
         return oracle_labeller(profile, results, pools, progress=progress)
     return None
@@ -98,6 +100,20 @@ def oracle_labeller(profile: Profile, results: ResultsDir, pools: Pools, *, prog
     return lambda samples: [known[s.to_marked()] for s in samples]
 
 
+def generator_comparison(profile: Profile, results: ResultsDir, pools: Pools,
+                         label: Labeller | None) -> list[dict[str, Any]]:
+    """The arm's generator beside ``ladder.generator`` (:mod:`redpo.ladder.generators`), on each split's own K."""
+    lad, gen = profile.ladder, profile.generation
+    base_set = ladder_sets.GEN if "L2" in lad.rungs or "L5" not in lad.rungs else ladder_sets.count_set(
+        max(profile.fewshot.k))
+    return compare_generators(
+        ladder_generators(profile.generator.model, lad.generator if "L6" in lad.rungs else None, pools.arm,
+                          pools.other, base_set),
+        gen.aao_max_calls if ARMS[lad.arm].many else gen.max_attempts,
+        {split: load_profile_kshot(profile, results.kshot, *split) for split in pools.arm},
+        profile_schema(profile).negative_label, LLMCache(call_cache_path(results)), label, gen.near_copy_threshold)
+
+
 def best_generated(runs: Sequence[Mapping[str, Any]]) -> str | None:
     """The generated set with the highest mean micro-F1 over its runs (L7 trains it with the other encoder)."""
     means = {arm: float(np.mean([r["micro_f1"] for r in runs if r["arm"] == arm]))
@@ -112,6 +128,7 @@ def run_ladder(profile: Profile, results: ResultsDir, pools: Pools, dev: Sequenc
     lad, grid_profile = profile.ladder, ladder_grid_profile(profile)
     with recorded_peak(results, "ladder_re_grid"):
         label = ladder_labeller(profile, results, pools, progress=progress)
+        generators = generator_comparison(profile, results, pools, label)  # before the grid: a failure costs no run
         sets, left_out = ladder_training_sets(profile, results, pools, dev, test, label)
         grid = run_training_sets(grid_profile, results, sets, dev, test, progress=progress)
         runs, skipped = list(grid["runs"]), list(grid["skipped"])
@@ -123,14 +140,7 @@ def run_ladder(profile: Profile, results: ResultsDir, pools: Pools, dev: Sequenc
                                       test, progress=progress)
             runs += other["runs"]
             skipped += other["skipped"]
-    k, gen = max(profile.fewshot.k), profile.generation
-    generators = compare_generators(
-        ladder_generators(profile.generator.model, lad.generator if "L6" in lad.rungs else None, pools.arm,
-                          pools.other),
-        k, gen.aao_max_calls if ARMS[lad.arm].many else gen.max_attempts,
-        {split: load_profile_kshot(profile, results.kshot, *split) for split in pools.arm},
-        profile_schema(profile).negative_label, LLMCache(call_cache_path(results)), label,
-        profile.generation.near_copy_threshold)
+    k = max(profile.fewshot.k)
     payload = json_safe({
         "profile": profile.name,
         "arm": lad.arm,
