@@ -48,6 +48,26 @@ def test_repeated_timings_merge_into_a_spread_and_the_table_compares_with_the_fi
     assert f"| RE run, 144 samples {cells}" in report["markdown"]
 
 
+def test_a_setting_killed_mid_part_leaves_the_earlier_ones_summarised_in_the_saved_file(
+        faked: tuple[Any, ResultsDir], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A setting that runs out of memory kills the process (no exception to catch): what was saved before it must
+    already hold its medians and its row of the table."""
+    prof, results = faked
+
+    def dies_at_fixed(profile: Any, size: int, precision: str, padding: str) -> dict[str, Any]:
+        if padding == "fixed":
+            raise SystemExit(137)  # stands in for the kernel's OOM kill: nothing after this line runs
+        return _fake_re(profile, size, precision, padding)
+
+    monkeypatch.setattr(bt, "time_re_run", dies_at_fixed)
+    with pytest.raises(SystemExit):
+        bt.bench_training(prof, results, backends=["re:144@fp32"])
+    saved = json.loads((results.metrics / bt.BENCH_FILE).read_text())
+    machine = saved["machines"]["AVX512-test"]
+    assert machine["re"]["144/fp32/longest"]["wall"]["median"] == 120.0
+    assert machine["table"][0]["fp32 longest"] == 120.0 and "| RE run, 144 samples |" in saved["markdown"]
+
+
 def test_without_native_bf16_only_fp32_is_timed_and_the_report_says_why(
         faked: tuple[Any, ResultsDir], monkeypatch: pytest.MonkeyPatch) -> None:
     prof, results = faked

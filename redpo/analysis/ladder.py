@@ -70,7 +70,7 @@ def ladder_detail(payload: Mapping[str, Any], settings: ClaimsConfig) -> dict[st
             "negative_ratio": float(np.mean(ratios)) if ratios else None,
         })
     rungs = []
-    for c in payload["comparisons"]:
+    for c in sorted(payload["comparisons"], key=lambda c: c["rung"]):  # ladder order, whatever order a run wrote
         effect, note = f1_effect(runs, c["a"], c["b"], negative, settings)
         rungs.append({**c, **_effect_cells(effect), "note": note})
     return {"sets": sets, "rungs": rungs, "gap": gap_rows(payload, sets, rungs),

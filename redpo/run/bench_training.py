@@ -71,10 +71,21 @@ def _settings(native: bool) -> list[tuple[str, str]]:
 
 
 def _append(entries: dict[str, Any], key: str, result: dict[str, Any], report: dict[str, Any], path: Path) -> None:
-    """Add one measurement and save the file at once: a part that dies later (a killed process, memory) keeps
-    what it measured."""
+    """Add one measurement and save the file at once, summarised: a part that dies later (a killed process, a
+    setting that runs out of memory) leaves what it measured in the tables as well as in the runs."""
     entries.setdefault(key, {"runs": []})["runs"].append(result)
-    write_json(path, report)
+    write_json(path, summarised(report))
+
+
+def summarised(report: dict[str, Any]) -> dict[str, Any]:
+    """Every machine's entries with their medians, its speed-up table, and the docs' markdown, from the runs."""
+    for machine in report.get("machines", {}).values():
+        for entries, field in ((machine.get("re", {}), "run_seconds"), (machine.get("dpo", {}), "step_seconds")):
+            for key, entry in entries.items():
+                entries[key] = _summarise(entry, field)
+        machine["table"] = speedups(machine)
+    report["markdown"] = markdown(report)
+    return report
 
 
 def _summarise(entry: dict[str, Any], seconds: str) -> dict[str, Any]:
@@ -245,9 +256,4 @@ def bench_training(profile: Profile, results: ResultsDir, *, backends: Sequence[
             machine[part] = dpo_equivalence(probe_equivalence(profile, _half_a_pairs(profile, results)))
     if not info["native_bf16"]:
         machine["bf16"] = "not timed: this machine has no native bf16 (redpo.models.precision.native_bf16)"
-    for entries, field in ((machine.get("re", {}), "run_seconds"), (machine.get("dpo", {}), "step_seconds")):
-        for key, entry in entries.items():
-            entries[key] = _summarise(entry, field)
-    machine["table"] = speedups(machine)
-    report["markdown"] = markdown(report)
-    return report
+    return summarised(report)
