@@ -148,11 +148,14 @@ def test_the_generators_are_charged_only_for_the_calls_up_to_each_relations_kth_
     assert {r.key for r in G.records_to_k(base.records, k, budget=3)} == charged | {f"base-{B}-2"}
     cache = LLMCache(None)
     cache.append_batch([CacheEntry(r.key, "", 10, 2.0) for res in (base, other) for r in res.records])
-    demos = {(k, 1): [_make(0, A, "gA")]}  # "a gA0 sentence ..." masks to the first generated A sample
+    demos = [_make(0, A, "gA")]  # "a gA0 sentence ..." masks to the first generated A sample
+    # the sets the ladder trains: L2:gen (the base arm's first K) and L6:other, with the demos as L0:manual
+    inputs = L.SplitInputs(k, demos, [], base.all_samples(), [], other.all_samples(), demos)
+    sets = {(k, 1): L.split_sets(inputs, ["L2", "L6"], [], NEG, 0.8, None)[0]}
     # the oracle gives every L6 sample and every B sample its own label, the base arm's A samples another one
     label = lambda samples: [s.relation if s.tokens[1].startswith("o") or s.relation == B else NEG  # noqa: E731
                              for s in samples]
-    rows = G.compare_generators(G.ladder_generators("small", "large", {(k, 1): base}, {(k, 1): other}), 3, demos,
+    rows = G.compare_generators(G.ladder_generators("small", "large", {(k, 1): base}, {(k, 1): other}), sets, 3,
                                 NEG, cache, label, 0.8)
     small, large = rows
     assert (small["role"], small["set"], large["role"], large["set"]) == ("base", L.GEN, "L6", L.OTHER)
@@ -164,14 +167,14 @@ def test_the_generators_are_charged_only_for_the_calls_up_to_each_relations_kth_
     assert large["samples"] == 4 and large["calls"] == 4 and large["valid_per_call"] == pytest.approx(1.0)
     assert large["oracle_agreement"] == pytest.approx(1.0) and large["per_split"]["k2_s1"]["samples"] == 4
     # without L6 (or its samples) there is one row; without the oracle, no agreement
-    alone = G.compare_generators(G.ladder_generators("small", None, {(k, 1): base}, {(k, 1): other}), 3, demos,
+    alone = G.compare_generators(G.ladder_generators("small", None, {(k, 1): base}, {(k, 1): other}), sets, 3,
                                  NEG, cache, None, 0.8)
     assert len(alone) == 1 and alone[0]["oracle_agreement"] is None
     # a call the cache does not hold leaves the seconds unknown, not zero
     partial = LLMCache(None)
     partial.append_batch([CacheEntry(r.key, "", 10, 2.0) for r in base.records[1:]])
-    unknown = G.compare_generators(G.ladder_generators("small", None, {(k, 1): base}, {}), 3, demos, NEG, partial,
-                                   None, 0.8)[0]
+    unknown = G.compare_generators(G.ladder_generators("small", None, {(k, 1): base}, {}), sets, 3, NEG,
+                                   partial, None, 0.8)[0]
     assert unknown["calls_without_seconds"] == 1 and unknown["seconds_per_sample"] is None
     assert unknown["model_seconds_per_split"] is None
 

@@ -23,12 +23,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from redpo.core.sample import RESample, generated_only
+from redpo.core.sample import RESample
 from redpo.core.tables import share
-from redpo.extraction.training_sets import first_per_relation
 from redpo.generation.cache import LLMCache
 from redpo.generation.store import ArmResult, ResponseRecord
-from redpo.ladder.sets import GEN, OTHER, agreed, distinct, split_negatives
+from redpo.ladder.sets import GEN, MANUAL, OTHER, agreed, distinct, split_negatives
 
 Split = tuple[int, int]
 Labeller = Callable[[Sequence[RESample]], list[str]]
@@ -56,13 +55,12 @@ def records_to_k(records: Sequence[ResponseRecord], k: int, budget: int) -> list
     return kept
 
 
-def split_measures(result: ArmResult, k: int, budget: int, demos: Sequence[RESample], negative: str | None,
-                   seconds_of: Mapping[str, float], label: Labeller | None,
+def split_measures(result: ArmResult, trained: Sequence[RESample], k: int, budget: int, demos: Sequence[RESample],
+                   negative: str | None, seconds_of: Mapping[str, float], label: Labeller | None,
                    near_copy_threshold: float) -> dict[str, Any]:
-    """One generator on one split: the first K positives per relation (what its set trains on) and the calls
-    behind them (:func:`records_to_k`)."""
-    positives, _ = split_negatives(generated_only(result.all_samples()), negative)
-    samples = first_per_relation(positives, k)
+    """One generator on one split: the positives of the set it trains (``trained``: its first K per relation, with
+    the set's negatives, which are not counted) and the calls behind them (:func:`records_to_k`)."""
+    samples, _ = split_negatives(trained, negative)
     records = [r for r in records_to_k(result.records, k, budget) if r.relation != negative]
     missing = sum(r.key not in seconds_of for r in records)
     return {
@@ -78,21 +76,24 @@ def split_measures(result: ArmResult, k: int, budget: int, demos: Sequence[RESam
     }
 
 
-def compare_generators(generators: Mapping[str, tuple[str, str, Mapping[Split, ArmResult]]], budget: int,
-                       demos: Mapping[Split, Sequence[RESample]], negative: str | None, cache: LLMCache,
-                       label: Labeller | None, near_copy_threshold: float) -> list[dict[str, Any]]:
+def compare_generators(generators: Mapping[str, tuple[str, str, Mapping[Split, ArmResult]]],
+                       sets: Mapping[Split, Mapping[str, Sequence[RESample]]], budget: int, negative: str | None,
+                       cache: LLMCache, label: Labeller | None, near_copy_threshold: float) -> list[dict[str, Any]]:
     """One row per generator (``{role: (model, set name, results per (K, seed) split)}``), summed over its splits,
     each split measured at its own K, with the per-split measures kept beside the totals so any share can be
-    recomputed. ``budget`` is the arm's attempt budget at K (``generation.max_attempts``, or ``aao_max_calls`` for
-    an AAO arm)."""
+    recomputed. ``sets`` are the ladder's training sets per split (:func:`redpo.ladder.sets.split_sets`): each
+    generator is measured on the very set that its rung trains (none where the split left it out as empty), and
+    its near copies against that split's ``L0:manual`` set, the demonstrations. ``budget`` is the arm's attempt
+    budget at K (``generation.max_attempts``, or ``aao_max_calls`` for an AAO arm)."""
     rows = []
     for role, (model, set_name, by_split) in generators.items():
         if not by_split:
             continue
         keys = [r.key for res in by_split.values() for r in res.records]
         seconds_of = {key: entry.seconds for key, entry in cache.lookup(keys).items()}
-        per_split = {f"k{sk}_s{seed}": split_measures(res, sk, budget, demos[(sk, seed)], negative, seconds_of,
-                                                      label, near_copy_threshold)
+        per_split = {f"k{sk}_s{seed}": split_measures(res, sets[(sk, seed)].get(set_name, []), sk, budget,
+                                                      sets[(sk, seed)][MANUAL], negative, seconds_of, label,
+                                                      near_copy_threshold)
                      for (sk, seed), res in sorted(by_split.items())}
         total = {key: _total([m[key] for m in per_split.values()])
                  for key in ("samples", "relations_short", "calls", "new_tokens", "model_seconds",

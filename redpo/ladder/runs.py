@@ -101,16 +101,17 @@ def oracle_labeller(profile: Profile, results: ResultsDir, pools: Pools, *, prog
 
 
 def generator_comparison(profile: Profile, results: ResultsDir, pools: Pools,
+                         sets: Mapping[Split, Mapping[str, Sequence[RESample]]],
                          label: Labeller | None) -> list[dict[str, Any]]:
-    """The arm's generator beside ``ladder.generator`` (:mod:`redpo.ladder.generators`), on each split's own K."""
+    """The arm's generator beside ``ladder.generator`` (:mod:`redpo.ladder.generators`), on each split's own K and
+    on the sets the ladder trains (:func:`ladder_training_sets`)."""
     lad, gen = profile.ladder, profile.generation
     base_set = ladder_sets.GEN if "L2" in lad.rungs or "L5" not in lad.rungs else ladder_sets.count_set(
         max(profile.fewshot.k))
     return compare_generators(
         ladder_generators(profile.generator.model, lad.generator if "L6" in lad.rungs else None, pools.arm,
                           pools.other, base_set),
-        gen.aao_max_calls if ARMS[lad.arm].many else gen.max_attempts,
-        {split: load_profile_kshot(profile, results.kshot, *split) for split in pools.arm},
+        sets, gen.aao_max_calls if ARMS[lad.arm].many else gen.max_attempts,
         profile_schema(profile).negative_label, LLMCache(call_cache_path(results)), label, gen.near_copy_threshold)
 
 
@@ -128,8 +129,8 @@ def run_ladder(profile: Profile, results: ResultsDir, pools: Pools, dev: Sequenc
     lad, grid_profile = profile.ladder, ladder_grid_profile(profile)
     with recorded_peak(results, "ladder_re_grid"):
         label = ladder_labeller(profile, results, pools, progress=progress)
-        generators = generator_comparison(profile, results, pools, label)  # before the grid: a failure costs no run
         sets, left_out = ladder_training_sets(profile, results, pools, dev, test, label)
+        generators = generator_comparison(profile, results, pools, sets, label)  # before the grid: costs no run
         grid = run_training_sets(grid_profile, results, sets, dev, test, progress=progress)
         runs, skipped = list(grid["runs"]), list(grid["skipped"])
         best = best_generated(runs)
