@@ -68,6 +68,41 @@ def test_a_setting_killed_mid_part_leaves_the_earlier_ones_summarised_in_the_sav
     assert machine["table"][0]["fp32 longest"] == 120.0 and "| RE run, 144 samples |" in saved["markdown"]
 
 
+def test_a_planned_dpo_step_is_its_own_workload_sped_up_over_the_first_editions_step(
+        faked: tuple[Any, ResultsDir], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The training's step (planned, completion scored) and the first edition's (batch unplanned) are different
+    workloads; a model whose first-edition step was never timed has no speed-up rather than one over itself."""
+    prof, results = faked
+    first_edition = {("fp32", "longest"): 80.0, ("fp32", "fixed"): 100.0}
+    training = {("fp32", "longest"): 64.0, ("bf16", "longest"): 40.0, ("fp32", "fixed"): 90.0, ("bf16", "fixed"): 50.0}
+
+    def fake_step(profile: Any, pairs: Any, model: str, precision: str, padding: str, *, path: str) -> dict[str, Any]:
+        seconds = (first_edition if path == "first edition" else training)[(precision, padding)]
+        whole = path == "first edition" or model == "small"
+        plan = {"micro_batch": 4 if whole else 1, "accumulation": 1 if whole else 4, "checkpointing": not whole}
+        steps = [{"seconds": 2 * seconds, "cpu_seconds": 4 * seconds}, {"seconds": seconds, "cpu_seconds": 2 * seconds}]
+        return {"model": model, "path": path, "batch_size": 4, "plan": plan, "precision": precision,
+                "padding": padding, "steps": steps}
+
+    monkeypatch.setattr(bt, "time_dpo_steps", fake_step)
+    monkeypatch.setattr(bt, "_half_a_pairs", lambda profile, results: None)
+    bt.bench_training(prof, results, backends=["dpo_first_edition:small@fp32"])
+    machine = bt.bench_training(prof, results, backends=["dpo:small", "dpo:large@bf16/longest"])["machines"][
+        "AVX512-test"]
+    assert sorted(k for k in machine["dpo"] if k.startswith("large")) == [
+        "large, training's step (micro-batch 1 x 4, activation checkpointing)/bf16/longest"]
+    rows = {row["workload"]: row for row in machine["table"]}
+    assert set(rows) == {
+        "DPO step, small, first edition's step (batch 4 unplanned, every position scored)",
+        "DPO step, small, training's step (micro-batch 4 x 1)",
+        "DPO step, large, training's step (micro-batch 1 x 4, activation checkpointing)"}
+    small = rows["DPO step, small, training's step (micro-batch 4 x 1)"]
+    assert small["fp32 longest"] == 64.0 and small["speed-up fp32 longest"] == 1.25  # over the first edition's 80 s
+    assert small["speed-up bf16 longest"] == 2.0 and small["speed-up bf16 longest cpu"] == 2.0
+    large = rows["DPO step, large, training's step (micro-batch 1 x 4, activation checkpointing)"]
+    assert large["bf16 longest"] == 40.0 and "speed-up bf16 longest" not in large
+
+
 def test_without_native_bf16_only_fp32_is_timed_and_the_report_says_why(
         faked: tuple[Any, ResultsDir], monkeypatch: pytest.MonkeyPatch) -> None:
     prof, results = faked
@@ -77,7 +112,8 @@ def test_without_native_bf16_only_fp32_is_timed_and_the_report_says_why(
     assert "no native bf16" in machine["bf16"] and "skipped" in machine["re_equivalence"]
 
 
-@pytest.mark.parametrize("item", ["nope", "re:big", "re_equivalence:3", "dpo@fp16", "re_equivalence@bf16"])
+@pytest.mark.parametrize("item", ["nope", "re:big", "re_equivalence:3", "dpo@fp16", "re_equivalence@bf16",
+                                  "dpo@bf16/tight", "dpo@/longest"])
 def test_unknown_parts_are_refused_naming_what_exists(item: str) -> None:
     with pytest.raises(ConfigError, match="re:<size>"):
         bt._parts([item], load_profile("smoke"))
@@ -187,19 +223,24 @@ def test_unknown_generation_backends_are_refused(name: str, tmp_path: Path) -> N
 
 # ---- the DPO step on the smoke generator ---------------------------------------------------------------------
 @pytest.mark.slow
-@pytest.mark.parametrize("padding", ["longest", "fixed"])
-def test_dpo_steps_are_timed_and_padded_as_asked(smoke_pipeline: Path, padding: str, monkeypatch: pytest.MonkeyPatch,
-                                                 data_root: Path) -> None:
+@pytest.mark.parametrize(("padding", "path"), [("longest", "training"), ("fixed", "training"),
+                                               ("longest", "first edition")])
+def test_dpo_steps_are_timed_and_padded_as_asked(smoke_pipeline: Path, padding: str, path: str,
+                                                 monkeypatch: pytest.MonkeyPatch, data_root: Path) -> None:
     """TRL pads to the batch's longest pair (what every committed adapter trained with); ``fixed`` pads every forward
-    pass to ``dpo.max_length``; each timed step has its seconds and the run its losses."""
+    pass to ``dpo.max_length``; each timed step has its seconds and the run its losses. The training's path plans
+    its micro-batch as training does; the first edition's trains the profile's batch."""
     from redpo.dpo.bench import time_dpo_steps
     from redpo.dpo.pairs import load_pairs
 
     monkeypatch.setenv("REDPO_DATA_DIR", str(data_root))
     prof = load_profile("smoke")
     pairs = load_pairs(ResultsDir(prof, root=smoke_pipeline.parent), "A")
-    out = time_dpo_steps(prof, pairs, prof.generator.model, "fp32", padding, steps=2)
+    out = time_dpo_steps(prof, pairs, prof.generator.model, "fp32", padding, path=path, steps=2)
     assert len(out["steps"]) == 2 and all(s["seconds"] > 0 for s in out["steps"]) and len(out["losses"]) == 2
+    plan = out["plan"]
+    assert plan["micro_batch"] * plan["accumulation"] == prof.dpo.batch_size * prof.dpo.gradient_accumulation_steps
+    assert ("budget_gb" in plan) == (path == "training")
     if padding == "fixed":
         assert out["padded_lengths"] == [prof.dpo.max_length]
     else:

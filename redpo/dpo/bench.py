@@ -2,10 +2,14 @@
 
 - **Step timing** (:func:`time_dpo_steps`): ``DPO_TIMED_STEPS`` optimizer steps of the profile's DPO settings
   (batch, LoRA, ``max_length``) on the first real pairs of half A, each step timed by a callback, so neither the
-  model load nor the reference log-prob pass is counted. ``padding="longest"`` is what TRL does (its collator pads
-  each batch to its longest pair); ``"fixed"`` pads every batch to ``dpo.max_length``, the cost the first edition's
-  "batch 4 x 768 tokens" would have had. The per-step losses are kept: fp32 and bf16 start from the same weights
-  on the same batches, so their first losses should agree to bf16's rounding.
+  model load nor the reference log-prob pass is counted. Two steps can be timed (:data:`PATHS`): the step training
+  runs now, with its memory plan (a micro-batch that fits, accumulation making up the batch) and its LM head
+  scoring only the completion, and the first edition's step, the profile's batch unplanned with every position
+  scored. A model too large for the first edition's step on this machine (the 1.5B generator) is timed on the
+  training's path only. ``padding="longest"`` is what TRL does (its collator pads each batch to its longest pair);
+  ``"fixed"`` pads every batch to ``dpo.max_length``, the cost the first edition's "batch 4 x 768 tokens" would have
+  had. The per-step losses are kept: fp32 and bf16 start from the same weights on the same batches, so their first
+  losses should agree to bf16's rounding.
 - **Probe equivalence** (:func:`probe_equivalence`): a short probe adapter (the ``bench lora`` probe's settings)
   trained in each precision on the same pairs, and each one's held-out reward accuracy on half A's held-out
   chains (``redpo.run.bench_training`` puts the confidence intervals on them: statistics live above this layer).
@@ -13,11 +17,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import resource
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +32,17 @@ from datasets import Dataset
 from redpo.config import Profile, derive
 from redpo.dpo.base import fresh_generator
 from redpo.dpo.evaluate import evaluate_held_out
+from redpo.dpo.memory import pair_lengths, plan_for
 from redpo.dpo.pairs import hold_out
-from redpo.dpo.train import PAIR_COLUMNS, dataset_progress, lora_config, train_adapter, trainer_config
+from redpo.dpo.train import (
+    PAIR_COLUMNS,
+    completion_only_scoring,
+    dataset_progress,
+    dpo_trainer,
+    token_lengths,
+    train_adapter,
+    trainer_config,
+)
 from redpo.models.precision import Precision
 
 DPO_TIMED_STEPS = 2
@@ -62,16 +77,34 @@ def _step_clock() -> Any:
     return StepClock()
 
 
-def time_dpo_steps(profile: Profile, pairs: Dataset, model: str, precision: Precision, padding: str, *,
-                   steps: int = DPO_TIMED_STEPS) -> dict[str, Any]:
-    """``steps`` timed DPO steps of ``model`` on the first ``steps x dpo.batch_size`` of ``pairs``."""
-    from transformers import PrinterCallback
-    from trl import DPOTrainer
+PATHS = ("training", "first edition")
+"""The step timed: ``training`` is what :func:`redpo.dpo.train.train_adapter` runs now (the memory plan's
+micro-batch, accumulation and checkpointing, the LM head scoring only the completion); ``first edition`` is what
+the first ``cpu-full`` edition ran (the profile's batch unplanned, every position scored)."""
 
+
+def time_dpo_steps(profile: Profile, pairs: Dataset, model: str, precision: Precision, padding: str, *,
+                   path: str = "training", steps: int = DPO_TIMED_STEPS) -> dict[str, Any]:
+    """``steps`` timed DPO steps of ``model`` on the first ``steps x dpo.batch_size`` of ``pairs``, on ``path``
+    (:data:`PATHS`). The training path plans its micro-batch for the padded length: with ``fixed`` padding every
+    pair is ``dpo.max_length`` tokens long."""
+    from transformers import PrinterCallback
+
+    if path not in PATHS:
+        raise ValueError(f"unknown DPO step path {path!r}; use one of {PATHS}")
     other = {"generator.model": model, "generator.fit.steps": 0} if model != profile.generator.model else {}
     prof = derive(profile, {**other, "dpo.precision": precision, "dpo.max_steps": steps, "dpo.checkpoint_steps": 0})
-    subset = pairs.select(range(min(len(pairs), steps * prof.dpo.batch_size))).select_columns(PAIR_COLUMNS)
+    dpo = prof.dpo
+    subset = pairs.select(range(min(len(pairs), steps * dpo.batch_size))).select_columns(PAIR_COLUMNS)
     loaded = fresh_generator(prof)
+    prompts, completions = token_lengths(subset, loaded.tokenizer)
+    lengths = pair_lengths(prompts, completions, dpo)
+    if path == "training":
+        planned = replace(lengths, longest=dpo.max_length) if padding == "fixed" else lengths
+        plan = plan_for(dpo, planned, loaded.model, what=f"the DPO step of {model}").to_json()
+    else:
+        plan = {"micro_batch": dpo.batch_size, "accumulation": dpo.gradient_accumulation_steps,
+                "checkpointing": False, "planned": False}
     clock = _step_clock()
     shapes: list[int] = []  # the padded length of every forward pass (reference pass and training)
 
@@ -81,24 +114,35 @@ def time_dpo_steps(profile: Profile, pairs: Dataset, model: str, precision: Prec
             shapes.append(int(ids.shape[1]))
 
     loaded.model.register_forward_pre_hook(record, with_kwargs=True)
-    fixed = {"pad_to_multiple_of": prof.dpo.max_length} if padding == "fixed" else {"pad_to_multiple_of": None}
-    with tempfile.TemporaryDirectory(prefix="redpo-bench-dpo-") as scratch, dataset_progress(False):
-        args = trainer_config(prof, Path(scratch), progress=False, output_dir=scratch, **fixed)
-        trainer = DPOTrainer(model=loaded.model, ref_model=None, args=args, train_dataset=subset,
-                             processing_class=loaded.tokenizer, peft_config=lora_config(prof.dpo.lora),
-                             callbacks=[clock])
+    fixed = {"pad_to_multiple_of": dpo.max_length if padding == "fixed" else None}
+    scoring = completion_only_scoring() if path == "training" else contextlib.nullcontext()
+    with tempfile.TemporaryDirectory(prefix="redpo-bench-dpo-") as scratch, dataset_progress(False), scoring:
+        args = trainer_config(prof, Path(scratch), progress=False, output_dir=scratch,
+                              checkpointing=plan["checkpointing"], per_device_train_batch_size=plan["micro_batch"],
+                              gradient_accumulation_steps=plan["accumulation"], **fixed)
+        trainer = dpo_trainer(prof, loaded, args, subset, callbacks=[clock])
         trainer.remove_callback(PrinterCallback)
         trainer.train()
         history = [row for row in trainer.state.log_history if "loss" in row]
-    lengths = [len(loaded.tokenizer(p + max(c, r, key=len))["input_ids"])
-               for p, c, r in zip(subset["prompt"], subset["chosen"], subset["rejected"], strict=True)]
     del trainer, loaded
     gc.collect()  # the Trainer and its callbacks hold the model in cycles: free it before the next setting loads one
-    return {"model": model, "precision": precision, "padding": padding, "batch_size": prof.dpo.batch_size,
-            "max_length": prof.dpo.max_length, "longest_pair_tokens": max(lengths),
-            "mean_pair_tokens": round(sum(lengths) / len(lengths), 1), "padded_lengths": sorted(set(shapes)),
-            "steps": clock.steps,
+    return {"model": model, "path": path, "precision": precision, "padding": padding, "batch_size": dpo.batch_size,
+            "plan": plan, "max_length": dpo.max_length, "max_prompt_length": dpo.max_prompt_length,
+            "longest_pair_tokens": lengths.longest,
+            "mean_pair_tokens": round(sum(min(p + c, dpo.max_length) for p, c in zip(prompts, completions, strict=True))
+                                      / len(prompts), 1),
+            "padded_lengths": sorted(set(shapes)), "steps": clock.steps,
             "losses": [round(float(row["loss"]), 5) for row in history]}
+
+
+def step_name(run: Mapping[str, Any]) -> str:
+    """The workload a timed step belongs to: the model, the path and, on the training path, the memory plan (a
+    different plan is a different step, not a spread of one)."""
+    if run.get("path", "first edition") == "first edition":
+        return f"{run['model']}, first edition's step (batch {run['batch_size']} unplanned, every position scored)"
+    plan = run["plan"]
+    ckpt = ", activation checkpointing" if plan["checkpointing"] else ""
+    return f"{run['model']}, training's step (micro-batch {plan['micro_batch']} x {plan['accumulation']}{ckpt})"
 
 
 def probe_equivalence(profile: Profile, pairs: Dataset, *,

@@ -6,7 +6,10 @@ Parts (``--backends``, comma-separated; default all four):
   :data:`redpo.extraction.bench.RE_SIZES`, in fp32 and bf16 autocast, padded to each batch's longest sequence and to
   ``encoder.max_length`` (:func:`redpo.extraction.bench.time_re_run`);
 - ``dpo`` (or ``dpo:<registry model>``): DPO steps of the profile's generator (or that model) in the same four
-  settings, on half A's pairs (:func:`redpo.dpo.bench.time_dpo_steps`);
+  settings, on half A's pairs, as training runs them now (its memory plan, completion-only scoring);
+  ``dpo_first_edition`` (or ``dpo_first_edition:<model>``): the first edition's step, the profile's batch unplanned
+  and every position scored (:func:`redpo.dpo.bench.time_dpo_steps`). Each plan is its own workload, and its
+  speed-ups are over the first edition's step of the same model where that was timed;
 - ``re_equivalence``: bf16 against fp32 RE runs on one K-shot split x ``EQUIVALENCE_SEEDS`` classifier seeds, the
   paired bootstrap CI of F1(bf16) - F1(fp32) that every claim uses;
 - ``dpo_equivalence``: a probe adapter in each precision, its held-out reward accuracy with a 95% Wilson interval,
@@ -32,12 +35,14 @@ from redpo.analysis.audit import wilson
 from redpo.analysis.stats import PairedCells, paired_f1_bootstrap
 from redpo.config import ConfigError, Profile
 from redpo.core.io import ResultsDir, read_json, write_json
-from redpo.dpo.bench import probe_equivalence, time_dpo_steps
+from redpo.dpo.bench import probe_equivalence, step_name, time_dpo_steps
 from redpo.dpo.pairs import build_and_save_pairs, load_pairs, pairs_path
 from redpo.extraction.bench import RE_SIZES, equivalence_runs, time_re_run
 from redpo.models.precision import machine_type
 
-PARTS = ("re", "dpo", "re_equivalence", "dpo_equivalence")
+PARTS = ("re", "dpo", "dpo_first_edition", "re_equivalence", "dpo_equivalence")
+DPO_PARTS = {"dpo": "training", "dpo_first_edition": "first edition"}
+"""The DPO timing parts and the step each times (:data:`redpo.dpo.bench.PATHS`)."""
 PRECISIONS = ("fp32", "bf16")
 PADDINGS = ("longest", "fixed")
 FIRST_EDITION = ("fp32", "longest")
@@ -52,17 +57,22 @@ DOCS_BLOCK = re.compile(r"(<!-- bench_training:(?P<profile>[A-Za-z0-9._-]+) star
 
 
 def _parts(backends: Sequence[str], profile: Profile) -> list[tuple[str, str, str]]:
-    """``--backends`` items -> ``(part, argument, precision)``; refused with the list of what exists. A timed part
-    may name one precision (``dpo@bf16``), so that a long part runs in short locked pieces."""
+    """``--backends`` items -> ``(part, argument, setting)``; refused with the list of what exists. A timed part
+    may name one precision (``dpo@bf16``), or one precision and padding (``dpo@bf16/longest``), so that a long part
+    runs in short locked pieces."""
     out = []
     for item in backends:
-        spec, _, precision = item.partition("@")
+        spec, _, setting = item.partition("@")
         part, _, arg = spec.partition(":")
-        if (part not in PARTS or (arg and part not in ("re", "dpo")) or (part == "re" and arg and not arg.isdigit())
-                or precision not in ("", *PRECISIONS) or (precision and part not in ("re", "dpo"))):
+        precision, _, padding = setting.partition("/")
+        timed = part in ("re", *DPO_PARTS)
+        if (part not in PARTS or (arg and not timed) or (part == "re" and arg and not arg.isdigit())
+                or precision not in ("", *PRECISIONS) or padding not in ("", *PADDINGS) or (setting and not timed)
+                or (setting and not precision)):
             raise ConfigError(f"unknown bench training part {item!r}; use {', '.join(PARTS)}, re:<size>, "
-                              "dpo:<registry model>, each of the timed two optionally @fp32 or @bf16")
-        out.append((part, arg or (profile.generator.model if part == "dpo" else ""), precision))
+                              "dpo:<registry model>, dpo_first_edition:<registry model>, each of the timed ones "
+                              "optionally @fp32 or @bf16, or one setting, as @bf16/longest")
+        out.append((part, arg or (profile.generator.model if part in DPO_PARTS else ""), setting))
     return out
 
 
@@ -162,7 +172,7 @@ def speedups(machine: dict[str, Any]) -> list[dict[str, Any]]:
             continue
         seen.add(stem)
         row: dict[str, Any] = {"workload": label}
-        base = entries.get(f"{stem}/{'/'.join(FIRST_EDITION)}")
+        base = _first_edition(entries, stem)
         for precision, padding in _settings(True):
             entry = entries.get(f"{stem}/{precision}/{padding}")
             if entry is None:
@@ -176,6 +186,18 @@ def speedups(machine: dict[str, Any]) -> list[dict[str, Any]]:
                 row[f"speed-up {precision} {padding} cpu"] = round(b["cpu"]["median"] / s["cpu"]["median"], 2)
         rows.append(row)
     return rows
+
+
+def _first_edition(entries: dict[str, Any], stem: str) -> dict[str, Any] | None:
+    """The baseline of a workload's speed-ups: its own first-edition setting, or for a DPO step on the training's
+    path, the first edition's step of the same model (another workload: its own plan and scoring)."""
+    setting = "/".join(FIRST_EDITION)
+    own = entries.get(f"{stem}/{setting}")
+    first = next(e["runs"][0] for key, e in entries.items() if key.rsplit("/", 2)[0] == stem)
+    if first.get("path") != "training":
+        return own
+    return next((e for key, e in entries.items() if key.endswith(f"/{setting}")
+                 and e["runs"][0].get("path") == "first edition" and e["runs"][0]["model"] == first["model"]), own)
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -236,18 +258,19 @@ def bench_training(profile: Profile, results: ResultsDir, *, backends: Sequence[
     settings = _settings(info["native_bf16"])
     for part, arg, only in chosen:
         print(f"bench training: {part}{':' + arg if arg else ''}{'@' + only if only else ''} ...", flush=True)
-        timed = [(p, pad) for p, pad in settings if not only or p == only]
+        timed = [(p, pad) for p, pad in settings if not only or only in (p, f"{p}/{pad}")]
         if part == "re":
             for size in [int(arg)] if arg else RE_SIZES:
                 for precision, padding in timed:
                     _append(machine.setdefault("re", {}), f"{size}/{precision}/{padding}",
                             time_re_run(profile, size, precision, padding), report, path)  # type: ignore[arg-type]
-        elif part == "dpo":
+        elif part in DPO_PARTS:
             pairs = _half_a_pairs(profile, results)
             for precision, padding in timed:
-                timed_steps = time_dpo_steps(profile, pairs, arg, precision, padding)  # type: ignore[arg-type]
-                _append(machine.setdefault("dpo", {}), f"{arg}/{precision}/{padding}", _dpo_step_seconds(timed_steps),
-                        report, path)
+                run = time_dpo_steps(profile, pairs, arg, precision, padding,  # type: ignore[arg-type]
+                                     path=DPO_PARTS[part])
+                _append(machine.setdefault("dpo", {}), f"{step_name(run)}/{precision}/{padding}",
+                        _dpo_step_seconds(run), report, path)
         elif not info["native_bf16"]:
             machine[part] = {"skipped": "no native bf16 on this machine: bf16 is refused here, nothing to compare"}
         elif part == "re_equivalence":
