@@ -151,18 +151,47 @@ def test_re_equivalence_is_the_paired_bootstrap_of_bf16_minus_fp32(
     assert "predictions" not in out["runs"]["bf16"][0]  # the file keeps scores, not 2,717 labels per run
 
 
-@pytest.mark.parametrize(("bf16_accuracy", "within"), [(0.75, True), (0.0, False)])
+@pytest.mark.parametrize(("bf16_accuracy", "bf16_agrees", "within"), [(0.75, 55, True), (0.0, 20, False)])
 def test_dpo_equivalence_puts_a_wilson_interval_on_each_probe_and_checks_bf16_against_fp32s(
-        bf16_accuracy: float, within: bool) -> None:
+        bf16_accuracy: float, bf16_agrees: int, within: bool) -> None:
     probe = {"held_out_pairs": 12, "adapters": {
         "fp32": {"reward_accuracy": 0.75, "reward_margin": 0.1, "losses": [0.69]},
         "bf16": {"reward_accuracy": bf16_accuracy, "reward_margin": 0.1, "losses": [0.69]}}}
-    out = bt.dpo_equivalence(probe)
+    agreement = {precision: {"n": 100, "agrees": agrees, "oracle_agreement": agrees / 100, "arm": "aao"}
+                 for precision, agrees in (("fp32", 50), ("bf16", bf16_agrees))}
+    out = bt.dpo_equivalence(probe, agreement)
     low, high = out["adapters"]["fp32"]["reward_accuracy_ci"]
     assert 0.4 < low < 0.75 < high < 1.0  # 9 of 12: wide, and inside [0, 1]
-    assert out["bf16_within_fp32_ci"] is within
+    assert out["bf16_within_fp32_ci"] is within and out["bf16_samples_within_fp32_ci"] is within
+    low, high = out["samples"]["fp32"]["oracle_agreement_ci"]
+    assert 0.39 < low < 0.41 and 0.59 < high < 0.61  # 50 of 100
     text = bt.markdown({"machines": {"AVX512-test": {"dpo_equivalence": out}}})
     assert f"reward accuracy {bf16_accuracy} " in text and ("inside" if within else "outside") in text
+    assert f"the oracle agrees with {bf16_agrees} of its 100 aao samples" in text
+    assert bt.dpo_equivalence(probe)["bf16_samples_within_fp32_ci"] is None  # no samples: nothing decided
+
+
+@pytest.mark.slow
+def test_the_probe_adapters_write_samples_that_the_oracle_judges(smoke_pipeline: Path, data_root: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The probe trains an adapter per precision (fp32 alone here: the CI machine may lack native bf16), each
+    writes samples for the relations half A's adapter generates for, and the oracle labels every one of them."""
+    from redpo.core.sample import generated_only
+    from redpo.dpo.bench import PROBE_ARM, probe_equivalence
+    from redpo.dpo.halves import load_halves
+    from redpo.dpo.pairs import load_pairs
+
+    monkeypatch.setenv("REDPO_DATA_DIR", str(data_root))
+    prof = load_profile("smoke")
+    results = ResultsDir(prof, root=smoke_pipeline.parent)
+    probe = probe_equivalence(prof, load_pairs(results, "A"), results=results, precisions=("fp32",))
+    (arm,) = probe["samples"].values()
+    assert arm.arm == PROBE_ARM and set(arm.samples) <= set(load_halves(results).generate_relations("A"))
+    agreement = bt.probe_agreement(prof, results, probe.pop("samples"))
+    made = agreement["fp32"]
+    assert 0 < made["n"] == len(made["samples"]) == len(generated_only(arm.all_samples()))  # copies: not judged
+    assert made["agrees"] == sum(s["relation"] == s["oracle"] for s in made["samples"])
+    assert not list((results.root / "logs").glob("*probe*"))  # the probe's server log stays in its scratch folder
 
 
 def test_the_docs_table_is_the_committed_measurement_rendered() -> None:

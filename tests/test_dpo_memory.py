@@ -107,6 +107,11 @@ def test_the_budget_is_the_cap_or_a_share_of_what_is_free_whichever_is_smaller()
     assert capped.budget_gb == 9.0
     scarce = _plan(_dpo(max_memory_gb=30.0, memory_share=0.5), available=8.0)
     assert scarce.budget_gb == pytest.approx(RESIDENT / GB + 4.0, abs=0.01)
+    # weights memory-mapped into the resident set are also page cache in MemAvailable: 3.3 + 0.8 x 24 GB is more
+    # than a 20 GB machine has, and the budget stops at the machine's memory
+    ram = plan_micro_batch(_dpo(max_memory_gb=None, memory_share=0.8), LONG, QWEN, resident=RESIDENT,
+                           available=int(24 * GB), what="adapter A", total=int(20 * GB))
+    assert ram.budget_gb == 20.0
 
 
 def test_a_model_off_the_cpu_trains_the_profile_batch_unplanned() -> None:

@@ -57,16 +57,31 @@ def lifetime_peak() -> int:
     return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
+def _cgroup_limit() -> int | None:
+    """The cgroup's memory limit (a container's), ``None`` when unset or unreadable."""
+    with contextlib.suppress(OSError, ValueError):
+        text = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if text != "max":
+            return int(text)
+    return None
+
+
 def available_bytes() -> int:
     """Memory a new allocation can get without swapping or the OOM killer: ``MemAvailable``, lowered to what the
     cgroup (a container's memory limit) still allows when one is set."""
     available = int(psutil.virtual_memory().available)
-    limit, used = Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory.current")
-    with contextlib.suppress(OSError, ValueError):
-        text = limit.read_text().strip()
-        if text != "max":
-            available = min(available, int(text) - int(used.read_text()))
+    limit = _cgroup_limit()
+    if limit is not None:
+        with contextlib.suppress(OSError, ValueError):
+            available = min(available, limit - int(Path("/sys/fs/cgroup/memory.current").read_text()))
     return max(available, 0)
+
+
+def total_bytes() -> int:
+    """All the memory this process could ever hold: the machine's RAM, or the cgroup's limit when lower."""
+    total = int(psutil.virtual_memory().total)
+    limit = _cgroup_limit()
+    return min(total, limit) if limit is not None else total
 
 
 def _children() -> list[psutil.Process]:

@@ -11,8 +11,9 @@
   had. The per-step losses are kept: fp32 and bf16 start from the same weights on the same batches, so their first
   losses should agree to bf16's rounding.
 - **Probe equivalence** (:func:`probe_equivalence`): a short probe adapter (the ``bench lora`` probe's settings)
-  trained in each precision on the same pairs, and each one's held-out reward accuracy on half A's held-out
-  chains (``redpo.run.bench_training`` puts the confidence intervals on them: statistics live above this layer).
+  trained in each precision on the same pairs, each one's held-out reward accuracy on half A's held-out chains,
+  and the samples each one writes (:func:`probe_samples`) for ``redpo.run.bench_training`` to give the oracle
+  (which this layer may not import) and to put the confidence intervals on (statistics live above this layer).
 """
 
 from __future__ import annotations
@@ -30,8 +31,12 @@ from typing import Any
 from datasets import Dataset
 
 from redpo.config import Profile, derive
-from redpo.dpo.base import fresh_generator
+from redpo.core.io import ResultsDir
+from redpo.data.splits import generation_splits, profile_schema
+from redpo.dpo.base import base_model_name, fresh_generator
 from redpo.dpo.evaluate import evaluate_held_out
+from redpo.dpo.generate import adapter_generator
+from redpo.dpo.halves import HALVES, load_halves
 from redpo.dpo.memory import pair_lengths, plan_for
 from redpo.dpo.pairs import hold_out
 from redpo.dpo.train import (
@@ -43,6 +48,10 @@ from redpo.dpo.train import (
     train_adapter,
     trainer_config,
 )
+from redpo.generation.arms import kshot_by_relation
+from redpo.generation.loops import generate_arm
+from redpo.generation.store import ArmResult
+from redpo.models.load import clear_model_cache
 from redpo.models.precision import Precision
 
 DPO_TIMED_STEPS = 2
@@ -145,22 +154,51 @@ def step_name(run: Mapping[str, Any]) -> str:
     return f"{run['model']}, training's step (micro-batch {plan['micro_batch']} x {plan['accumulation']}{ckpt})"
 
 
-def probe_equivalence(profile: Profile, pairs: Dataset, *,
+PROBE_ARM = "aao"
+"""The arm the probe adapters write their samples with: one call asks for K samples, so a relation costs one to
+``generation.aao_max_calls`` calls, where OBO would cost K or more."""
+
+
+def probe_equivalence(profile: Profile, pairs: Dataset, *, results: ResultsDir | None = None,
                       precisions: Sequence[Precision] = ("fp32", "bf16")) -> dict[str, Any]:
-    """A probe adapter trained in each precision on the same pairs; each one's held-out reward accuracy."""
+    """A probe adapter trained in each precision on the same pairs; each one's held-out reward accuracy and, given
+    the run's ``results`` (its K-shot splits and relation halves), the samples each one writes (``"samples"``:
+    precision -> :class:`~redpo.generation.store.ArmResult`, not JSON: the caller judges and summarises them)."""
     train_pairs, held = hold_out(pairs, profile.dpo.held_out or 0.1, profile.seed)
     out: dict[str, Any] = {"train_pairs": PROBE_PAIRS, "held_out_pairs": len(held), "probe": PROBE, "adapters": {}}
-    for precision in precisions:
-        prof = derive(profile, {**PROBE, "dpo.precision": precision})
-        with tempfile.TemporaryDirectory(prefix="redpo-bench-probe-") as scratch:
-            folder = Path(scratch) / "probe"
+    with tempfile.TemporaryDirectory(prefix="redpo-bench-probe-") as scratch:
+        folders = {}
+        for precision in precisions:
+            prof = derive(profile, {**PROBE, "dpo.precision": precision})
+            folders[precision] = folder = Path(scratch) / f"probe-{precision}"
             start = time.perf_counter()
             log = train_adapter(prof, train_pairs.select(range(min(PROBE_PAIRS, len(train_pairs)))), folder,
                                 progress=False)
             held_out = evaluate_held_out(prof, held, folder)
-        accuracy = held_out["reward_accuracy"]
-        out["adapters"][precision] = {
-            "seconds": round(time.perf_counter() - start, 1), "losses": [row["loss"] for row in log["history"]],
-            "reward_accuracy": accuracy, "reward_margin": held_out["reward_margin"], "loss": held_out["loss"],
-        }
+            accuracy = held_out["reward_accuracy"]
+            out["adapters"][precision] = {
+                "seconds": round(time.perf_counter() - start, 1), "losses": [row["loss"] for row in log["history"]],
+                "reward_accuracy": accuracy, "reward_margin": held_out["reward_margin"], "loss": held_out["loss"],
+            }
+        if results is not None:
+            out["samples"] = probe_samples(profile, results, folders, Path(scratch) / "results")
+    return out
+
+
+def probe_samples(profile: Profile, results: ResultsDir, folders: Mapping[str, Path], scratch: Path
+                  ) -> dict[str, ArmResult]:
+    """What each adapter of ``folders`` (name -> PEFT folder, all trained on half A's pairs) writes with
+    :data:`PROBE_ARM` for the relations an adapter of half A generates for, on the first generation split. Its
+    server log, model records and calls stay in ``scratch``: a probe is no part of the run it reads."""
+    schema = profile_schema(profile)
+    wanted = set(load_halves(results).generate_relations(HALVES[0]))
+    k, seed = generation_splits(profile)[0]
+    pools = {rel: pool for rel, pool in kshot_by_relation(profile, results, k, seed, schema).items() if rel in wanted}
+    probe_results = ResultsDir(profile, root=scratch)
+    out = {}
+    for name in folders:
+        generator = adapter_generator(profile, probe_results, name, base_model_name(profile), folders)
+        out[name] = generate_arm(PROBE_ARM, profile, schema, pools, generator, adapter=f"probe-{name}", k=k,
+                                 kshot_seed=seed, progress=False)
+    clear_model_cache()
     return out

@@ -46,23 +46,27 @@ def adapter_model_info(loaded: LoadedModel, half: str, directory: Path) -> Model
     )
 
 
-def adapter_generator(profile: Profile, results: ResultsDir, half: str, base: str) -> CachedGenerator:
+def adapter_generator(profile: Profile, results: ResultsDir, half: str, base: str,
+                      folders: Mapping[str, Path] | None = None) -> CachedGenerator:
     """The generator with adapter ``half`` applied, on the profile's engine; the adapter's hash is in every key.
 
-    transformers loads the base with the PEFT adapter; llama.cpp serves the base GGUF with both adapters (as GGUF
-    LoRA) loaded once and selects this one per request.
+    transformers loads the base with the PEFT adapter; llama.cpp serves the base GGUF with every adapter (as GGUF
+    LoRA) loaded once and selects this one per request. ``folders`` (default: the run's two halves' adapters) maps
+    each adapter's name to its folder; ``half`` is one of the names.
     """
-    directory = adapter_dir(results, half)
+    folders = folders or {h: adapter_dir(results, h) for h in HALVES}
+    directory = folders[half]
     models = replay_models(results)
     if models is not None:  # a replaying folder: the adapter's hash comes from the archive, its weights stay out
         return replay_generator(profile, results, LLMCache(call_cache_path(results)), models, adapter=half)
     if profile.generator.backend == "llama_cpp":
-        adapters = [(adapter_dir(results, h), hash_model_dir(adapter_dir(results, h))) for h in HALVES]
+        adapters = [(folder, hash_model_dir(folder)) for folder in folders.values()]
+        active = list(folders).index(half)
         generator = server_generator(profile, results, LLMCache(call_cache_path(results)), adapters=adapters,
-                                     active=HALVES.index(half))
+                                     active=active)
         base_key = generator.model_key
         record_model(results, ModelInfo(f"{base_key.name}+{ADAPTER_LABEL}-{half}", str(directory),
-                                        adapters[HALVES.index(half)][1], "local",
+                                        adapters[active][1], "local",
                                         {"base": base_key.name, "base_sha256": base_key.sha256}))
         return generator
     clear_model_cache()

@@ -31,8 +31,10 @@ tensors, so the step's peak resident memory is estimated as
 Plans are tried fastest first: every divisor ``b`` of ``dpo.batch_size``, largest first, without checkpointing,
 then the same with activation checkpointing (it recomputes each layer's forward in the backward: about half a step
 more). Gradient accumulation makes up ``dpo.batch_size``, so an optimiser step still averages over the same pairs.
-The budget is ``min(dpo.max_memory_gb, resident + dpo.memory_share x available)``; when nothing fits, training stops
-before it starts with one line naming the settings to change.
+The budget is ``min(dpo.max_memory_gb, resident + dpo.memory_share x available, total)``; the machine's memory
+(``total``, or the cgroup's limit) caps it because memory-mapped weights are counted twice, in the resident set and
+in ``MemAvailable``'s page cache. When nothing fits, training stops before it starts with one line naming the
+settings to change.
 
 The plan is for host memory, where the CPU profiles train. On a CUDA device the activations live in GPU memory,
 which this estimate does not model (the constants were measured with glibc's allocator, not CUDA's): there the
@@ -46,7 +48,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from redpo.config import ConfigError, DPOConfig, LoraConfigSection
-from redpo.core.memory import GB, available_bytes
+from redpo.core.memory import GB, available_bytes, total_bytes
 
 CALIBRATION = 1.75
 """Peak RSS growth over saved activation bytes, measured on the cpu profile's DPO (Qwen2.5-0.5B in fp32, AMD EPYC, 2
@@ -181,19 +183,25 @@ class MemoryPlan:
         return asdict(self)
 
 
-def _budget(dpo: DPOConfig, resident: int, available: int) -> tuple[int, str]:
+def _budget(dpo: DPOConfig, resident: int, available: int, total: int | None) -> tuple[int, str]:
     share = int(resident + dpo.memory_share * available)
+    if total is not None and total < share:
+        # memory-mapped weights count twice, in the RSS and in MemAvailable's page cache: never plan past the RAM
+        share = total
     if dpo.max_memory_gb is not None and dpo.max_memory_gb * GB < share:
         return int(dpo.max_memory_gb * GB), f"dpo.max_memory_gb={dpo.max_memory_gb:g}"
+    if share == total:
+        return share, f"all {total / GB:.1f} GB of this machine's memory"
     return share, f"{resident / GB:.1f} GB held + dpo.memory_share={dpo.memory_share:g} of {available / GB:.1f} GB free"
 
 
 def plan_micro_batch(
-    dpo: DPOConfig, lengths: PairLengths, shape: ModelShape, *, resident: int, available: int, what: str
+    dpo: DPOConfig, lengths: PairLengths, shape: ModelShape, *, resident: int, available: int, what: str,
+    total: int | None = None,
 ) -> MemoryPlan:
     """The fastest plan whose estimated peak fits the budget (module docstring); raises :class:`MemoryPlanError`
-    when none does. ``what`` names the training in the message."""
-    budget, reason = _budget(dpo, resident, available)
+    when none does. ``what`` names the training in the message; ``total`` (the machine's memory) caps the budget."""
+    budget, reason = _budget(dpo, resident, available, total)
     sizes = [b for b in range(dpo.batch_size, 0, -1) if dpo.batch_size % b == 0]
     plans = [(b, ckpt) for ckpt in (False, True) for b in sizes]
     estimates = {plan: estimate_peak_bytes(plan[0], lengths, shape, resident, checkpointing=plan[1])
@@ -247,4 +255,4 @@ def plan_for(dpo: DPOConfig, lengths: PairLengths, model: Any, *, what: str) -> 
                           device=device)
     resident = resident_with_weights(model)
     return plan_micro_batch(dpo, lengths, ModelShape.of(model, dpo.lora), resident=resident,
-                            available=available_bytes(), what=what)
+                            available=available_bytes(), what=what, total=total_bytes())

@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import re
 import statistics
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +36,14 @@ from redpo.analysis.audit import wilson
 from redpo.analysis.stats import PairedCells, paired_f1_bootstrap
 from redpo.config import ConfigError, Profile
 from redpo.core.io import ResultsDir, read_json, write_json
+from redpo.core.replay import replay_models
+from redpo.core.sample import generated_only
+from redpo.data.splits import profile_schema
 from redpo.dpo.bench import probe_equivalence, step_name, time_dpo_steps
 from redpo.dpo.pairs import build_and_save_pairs, load_pairs, pairs_path
 from redpo.extraction.bench import RE_SIZES, equivalence_runs, time_re_run
+from redpo.extraction.oracle import correctness, ensure_oracle
+from redpo.generation.store import ArmResult
 from redpo.models.precision import machine_type
 
 PARTS = ("re", "dpo", "dpo_first_edition", "re_equivalence", "dpo_equivalence")
@@ -138,19 +144,49 @@ def re_equivalence(profile: Profile) -> dict[str, Any]:
             "seed_agreement": {p: agreement(rs[0], rs[1]) for p, rs in by.items() if len(rs) > 1}}
 
 
-def dpo_equivalence(probe: dict[str, Any]) -> dict[str, Any]:
+def probe_agreement(profile: Profile, results: ResultsDir, samples: Mapping[str, ArmResult]) -> dict[str, Any]:
+    """The oracle's label of every sample each probe adapter wrote (kept, so any share can be recomputed) and its
+    agreement with the relation each was written for. A replaying folder's oracle answers only for the committed
+    samples, so there the profile's oracle is trained in a scratch folder (one training on the train split)."""
+    schema = profile_schema(profile)
+    with tempfile.TemporaryDirectory(prefix="redpo-bench-oracle-") as scratch:
+        where = results if replay_models(results) is None else ResultsDir(profile, root=Path(scratch))
+        oracle = ensure_oracle(profile, where, progress=False)
+        out = {}
+        for precision, arm in samples.items():
+            made = generated_only(arm.all_samples())
+            labels = oracle.label(made)
+            out[precision] = {
+                **correctness([s.relation for s in made], labels, schema), "arm": arm.arm,
+                "agrees": sum(s.relation == label for s, label in zip(made, labels, strict=True)),
+                "samples": [{"relation": s.relation, "oracle": label, "marked": s.to_marked()}
+                            for s, label in zip(made, labels, strict=True)],
+            }
+    return out
+
+
+def dpo_equivalence(probe: dict[str, Any], agreement: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The probe adapters of :func:`redpo.dpo.bench.probe_equivalence` with a Wilson interval on each held-out
-    reward accuracy (few held-out pairs: the normal interval would leave [0, 1]), and ``bf16_within_fp32_ci``."""
+    reward accuracy (few held-out pairs: the normal interval would leave [0, 1]) and on the oracle's agreement
+    with each one's samples (:func:`probe_agreement`), and whether bf16's lies inside fp32's interval."""
     n = probe["held_out_pairs"]
     adapters = {}
     for precision, a in probe["adapters"].items():
         accuracy = a["reward_accuracy"]
         ci = wilson(round(accuracy * n), n, CI_LEVEL) if accuracy is not None else None
         adapters[precision] = {**a, "reward_accuracy_ci": list(ci) if ci else None}
-    fp32, bf16 = adapters.get("fp32", {}), adapters.get("bf16", {})
-    within = (None if not fp32.get("reward_accuracy_ci") or bf16.get("reward_accuracy") is None
-              else fp32["reward_accuracy_ci"][0] <= bf16["reward_accuracy"] <= fp32["reward_accuracy_ci"][1])
-    return {**probe, "adapters": adapters, "bf16_within_fp32_ci": within}
+    samples = {precision: {**s, "oracle_agreement_ci": list(wilson(s["agrees"], s["n"], CI_LEVEL)) if s["n"] else None}
+               for precision, s in (agreement or {}).items()}
+    return {**probe, "adapters": adapters, "samples": samples,
+            "bf16_within_fp32_ci": _within(adapters, "reward_accuracy"),
+            "bf16_samples_within_fp32_ci": _within(samples, "oracle_agreement")}
+
+
+def _within(by_precision: Mapping[str, Mapping[str, Any]], field: str) -> bool | None:
+    """Whether bf16's ``field`` lies inside fp32's ``<field>_ci``; ``None`` when either is missing."""
+    fp32, bf16 = by_precision.get("fp32", {}), by_precision.get("bf16", {})
+    ci = fp32.get(f"{field}_ci")
+    return None if not ci or bf16.get(field) is None else ci[0] <= bf16[field] <= ci[1]
 
 
 def _half_a_pairs(profile: Profile, results: ResultsDir) -> Any:
@@ -230,9 +266,13 @@ def markdown(report: dict[str, Any]) -> str:
             lines.append(f"\n{kind}: DPO probe adapter in {precision}: held-out reward accuracy {a['reward_accuracy']} "
                          f"{a['reward_accuracy_ci']} on {probe['held_out_pairs']} pairs, margin {a['reward_margin']}, "
                          f"training losses {a['losses']}.")
-        if probe.get("bf16_within_fp32_ci") is not None:
-            where = "inside" if probe["bf16_within_fp32_ci"] else "outside"
-            lines.append(f"\n{kind}: bf16's reward accuracy is {where} fp32's interval.")
+        for precision, s in probe.get("samples", {}).items():
+            lines.append(f"\n{kind}: DPO probe adapter in {precision}: the oracle agrees with {s['agrees']} of its "
+                         f"{s['n']} {s['arm']} samples, {s['oracle_agreement']} {s['oracle_agreement_ci']}.")
+        for field, what in (("bf16_within_fp32_ci", "reward accuracy"), ("bf16_samples_within_fp32_ci",
+                                                                          "samples' oracle agreement")):
+            if probe.get(field) is not None:
+                lines.append(f"\n{kind}: bf16's {what} is {'inside' if probe[field] else 'outside'} fp32's interval.")
     return "\n".join(lines)
 
 
@@ -276,7 +316,8 @@ def bench_training(profile: Profile, results: ResultsDir, *, backends: Sequence[
         elif part == "re_equivalence":
             machine[part] = re_equivalence(profile)
         else:
-            machine[part] = dpo_equivalence(probe_equivalence(profile, _half_a_pairs(profile, results)))
+            probe = probe_equivalence(profile, _half_a_pairs(profile, results), results=results)
+            machine[part] = dpo_equivalence(probe, probe_agreement(profile, results, probe.pop("samples")))
     if not info["native_bf16"]:
         machine["bf16"] = "not timed: this machine has no native bf16 (redpo.models.precision.native_bf16)"
     return summarised(report)
