@@ -100,7 +100,11 @@ def test_a_planned_dpo_step_is_its_own_workload_sped_up_over_the_first_editions_
     assert small["fp32 longest"] == 64.0 and small["speed-up fp32 longest"] == 1.25  # over the first edition's 80 s
     assert small["speed-up bf16 longest"] == 2.0 and small["speed-up bf16 longest cpu"] == 2.0
     large = rows["DPO step, large, training's step (micro-batch 1 x 4, activation checkpointing)"]
-    assert large["bf16 longest"] == 40.0 and "speed-up bf16 longest" not in large
+    assert large["bf16 longest"] == 40.0 and "speed-up bf16 longest" not in large and "baseline" not in large
+    assert small["baseline"] == "the first edition's step" and "baseline" not in rows[
+        "DPO step, small, first edition's step (batch 4 unplanned, every position scored)"]
+    markdown = bt.markdown({"machines": {"AVX512-test": machine}})
+    assert "| 2.0x (2.0x cpu), over the first edition's step |" in markdown
 
 
 def test_without_native_bf16_only_fp32_is_timed_and_the_report_says_why(

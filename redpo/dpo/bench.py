@@ -32,7 +32,7 @@ from datasets import Dataset
 
 from redpo.config import Profile, derive
 from redpo.core.io import ResultsDir
-from redpo.data.splits import generation_splits, profile_schema
+from redpo.data.splits import generation_splits, profile_schema, write_profile_kshots
 from redpo.dpo.base import base_model_name, fresh_generator
 from redpo.dpo.evaluate import evaluate_held_out
 from redpo.dpo.generate import adapter_generator
@@ -138,8 +138,7 @@ def time_dpo_steps(profile: Profile, pairs: Dataset, model: str, precision: Prec
     return {"model": model, "path": path, "precision": precision, "padding": padding, "batch_size": dpo.batch_size,
             "plan": plan, "max_length": dpo.max_length, "max_prompt_length": dpo.max_prompt_length,
             "longest_pair_tokens": lengths.longest,
-            "mean_pair_tokens": round(sum(min(p + c, dpo.max_length) for p, c in zip(prompts, completions, strict=True))
-                                      / len(prompts), 1),
+            "mean_pair_tokens": lengths.mean,
             "padded_lengths": sorted(set(shapes)), "steps": clock.steps,
             "losses": [round(float(row["loss"]), 5) for row in history]}
 
@@ -189,12 +188,16 @@ def probe_samples(profile: Profile, results: ResultsDir, folders: Mapping[str, P
                   ) -> dict[str, ArmResult]:
     """What each adapter of ``folders`` (name -> PEFT folder, all trained on half A's pairs) writes with
     :data:`PROBE_ARM` for the relations an adapter of half A generates for, on the first generation split. Its
-    server log, model records and calls stay in ``scratch``: a probe is no part of the run it reads."""
+    K-shot split, server log, model records and calls stay in ``scratch``: a probe is no part of the run it reads,
+    and needs nothing of it but the relation halves."""
     schema = profile_schema(profile)
     wanted = set(load_halves(results).generate_relations(HALVES[0]))
     k, seed = generation_splits(profile)[0]
-    pools = {rel: pool for rel, pool in kshot_by_relation(profile, results, k, seed, schema).items() if rel in wanted}
     probe_results = ResultsDir(profile, root=scratch)
+    write_profile_kshots(profile, probe_results.kshot)  # KnowPrompt's seeded draw: the run's own splits, which a
+    # committed run does not carry (they are data)
+    pools = {rel: pool for rel, pool in kshot_by_relation(profile, probe_results, k, seed, schema).items()
+             if rel in wanted}
     out = {}
     for name in folders:
         generator = adapter_generator(profile, probe_results, name, base_model_name(profile), folders)

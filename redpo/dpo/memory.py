@@ -124,6 +124,8 @@ class PairLengths:
     longest: int
     longest_completion: int
     longest_prompt_untruncated: int
+    mean: float = 0.0
+    """The mean pair as training sees it (what a benchmark reports beside the longest)."""
 
 
 def pair_lengths(prompts: Sequence[int], completions: Sequence[int], dpo: DPOConfig) -> PairLengths:
@@ -136,6 +138,7 @@ def pair_lengths(prompts: Sequence[int], completions: Sequence[int], dpo: DPOCon
         longest=max(totals, default=0),
         longest_completion=max((t - p for t, p in zip(totals, kept, strict=True)), default=0),
         longest_prompt_untruncated=max(prompts, default=0),
+        mean=round(sum(totals) / len(totals), 1) if totals else 0.0,
     )
 
 
