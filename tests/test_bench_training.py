@@ -155,24 +155,43 @@ def test_re_equivalence_is_the_paired_bootstrap_of_bf16_minus_fp32(
     assert "predictions" not in out["runs"]["bf16"][0]  # the file keeps scores, not 2,717 labels per run
 
 
-@pytest.mark.parametrize(("bf16_accuracy", "bf16_agrees", "within"), [(0.75, 55, True), (0.0, 20, False)])
-def test_dpo_equivalence_puts_a_wilson_interval_on_each_probe_and_checks_bf16_against_fp32s(
-        bf16_accuracy: float, bf16_agrees: int, within: bool) -> None:
+def _probe_rows(shares: dict[str, tuple[int, int]]) -> list[dict[str, Any]]:
+    """Rows as probe_agreement keeps them: relation -> (agreeing, written), all on split (8, 1)."""
+    return [{"k": 8, "seed": 1, "relation": rel, "oracle": rel if i < agree else "Other", "marked": f"{rel} {i}"}
+            for rel, (agree, n) in shares.items() for i in range(n)]
+
+
+@pytest.mark.parametrize(("bf16_accuracy", "bf16_shares", "within", "contains"),
+                         [(0.75, {"A": (4, 8), "B": (2, 8), "C": (7, 8)}, True, True),
+                          (0.0, {"A": (8, 8), "B": (7, 8), "C": (8, 8)}, False, False)])
+def test_dpo_equivalence_puts_a_wilson_interval_on_each_probe_and_compares_the_samples_paired_by_relation(
+        bf16_accuracy: float, bf16_shares: dict[str, tuple[int, int]], within: bool, contains: bool) -> None:
     probe = {"held_out_pairs": 12, "adapters": {
         "fp32": {"reward_accuracy": 0.75, "reward_margin": 0.1, "losses": [0.69]},
         "bf16": {"reward_accuracy": bf16_accuracy, "reward_margin": 0.1, "losses": [0.69]}}}
-    agreement = {precision: {"n": 100, "agrees": agrees, "oracle_agreement": agrees / 100, "arm": "aao"}
-                 for precision, agrees in (("fp32", 50), ("bf16", bf16_agrees))}
+    fp32_shares = {"A": (3, 8), "B": (2, 8), "C": (6, 8)}
+    agreement = {}
+    for precision, shares in (("fp32", fp32_shares), ("bf16", bf16_shares)):
+        rows = _probe_rows(shares)
+        agrees = sum(r["relation"] == r["oracle"] for r in rows)
+        agreement[precision] = {"n": len(rows), "agrees": agrees, "oracle_agreement": agrees / len(rows),
+                                "arm": "aao", "splits": 1, "samples": rows}
     out = bt.dpo_equivalence(probe, agreement)
     low, high = out["adapters"]["fp32"]["reward_accuracy_ci"]
     assert 0.4 < low < 0.75 < high < 1.0  # 9 of 12: wide, and inside [0, 1]
-    assert out["bf16_within_fp32_ci"] is within and out["bf16_samples_within_fp32_ci"] is within
+    assert out["bf16_within_fp32_ci"] is within
     low, high = out["samples"]["fp32"]["oracle_agreement_ci"]
-    assert 0.39 < low < 0.41 and 0.59 < high < 0.61  # 50 of 100
+    assert 0.27 < low < 11 / 24 < high < 0.65  # 11 of 24, per sample
+    delta = out["delta_oracle_agreement"]
+    expected = sum(b[0] / b[1] - f[0] / f[1] for b, f in zip(bf16_shares.values(), fp32_shares.values(),
+                                                              strict=True)) / 3
+    assert delta["clusters"] == 3 and delta["estimate"] == pytest.approx(expected, abs=1e-6)
+    assert out["samples_ci_contains_zero"] is contains
     text = bt.markdown({"machines": {"AVX512-test": {"dpo_equivalence": out}}})
     assert f"reward accuracy {bf16_accuracy} " in text and ("inside" if within else "outside") in text
-    assert f"the oracle agrees with {bf16_agrees} of its 100 aao samples" in text
-    assert bt.dpo_equivalence(probe)["bf16_samples_within_fp32_ci"] is None  # no samples: nothing decided
+    assert f"the oracle agrees with {agreement['bf16']['agrees']} of its 24 aao samples on 1 splits" in text
+    assert ("contains" if contains else "excludes") + " 0)." in text
+    assert "delta_oracle_agreement" not in bt.dpo_equivalence(probe)  # no samples: nothing decided
 
 
 @pytest.mark.slow
@@ -181,7 +200,8 @@ def test_the_probe_adapters_write_samples_that_the_oracle_judges(smoke_pipeline:
     """The probe trains an adapter per precision (fp32 alone here: the CI machine may lack native bf16), each
     writes samples for the relations half A's adapter generates for, and the oracle labels every one of them."""
     from redpo.core.sample import generated_only
-    from redpo.dpo.bench import PROBE_ARM, probe_equivalence
+    from redpo.data.splits import generation_splits
+    from redpo.dpo.bench import PROBE_ARM, PROBE_SPLITS, probe_equivalence
     from redpo.dpo.halves import load_halves
     from redpo.dpo.pairs import load_pairs
 
@@ -189,11 +209,14 @@ def test_the_probe_adapters_write_samples_that_the_oracle_judges(smoke_pipeline:
     prof = load_profile("smoke")
     results = ResultsDir(prof, root=smoke_pipeline.parent)
     probe = probe_equivalence(prof, load_pairs(results, "A"), results=results, precisions=("fp32",))
-    (arm,) = probe["samples"].values()
-    assert arm.arm == PROBE_ARM and set(arm.samples) <= set(load_halves(results).generate_relations("A"))
+    (by_split,) = probe["samples"].values()
+    assert sorted(by_split) == generation_splits(prof)[:PROBE_SPLITS]
+    half_b = set(load_halves(results).generate_relations("A"))
+    assert all(arm.arm == PROBE_ARM and set(arm.samples) <= half_b for arm in by_split.values())
     agreement = bt.probe_agreement(prof, results, probe.pop("samples"))
     made = agreement["fp32"]
-    assert 0 < made["n"] == len(made["samples"]) == len(generated_only(arm.all_samples()))  # copies: not judged
+    judged = sum(len(generated_only(arm.all_samples())) for arm in by_split.values())  # copies: not judged
+    assert 0 < made["n"] == len(made["samples"]) == judged
     assert made["agrees"] == sum(s["relation"] == s["oracle"] for s in made["samples"])
     assert not list((results.root / "logs").glob("*probe*"))  # the probe's server log stays in its scratch folder
 

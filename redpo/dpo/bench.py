@@ -156,13 +156,17 @@ def step_name(run: Mapping[str, Any]) -> str:
 PROBE_ARM = "aao"
 """The arm the probe adapters write their samples with: one call asks for K samples, so a relation costs one to
 ``generation.aao_max_calls`` calls, where OBO would cost K or more."""
+PROBE_SPLITS = 3
+"""Generation splits the probes write for: one call's samples are alike, so the unit the comparison resamples is a
+relation on a split, and one split's 7-9 relations are too few of them."""
 
 
 def probe_equivalence(profile: Profile, pairs: Dataset, *, results: ResultsDir | None = None,
                       precisions: Sequence[Precision] = ("fp32", "bf16")) -> dict[str, Any]:
     """A probe adapter trained in each precision on the same pairs; each one's held-out reward accuracy and, given
     the run's ``results`` (its K-shot splits and relation halves), the samples each one writes (``"samples"``:
-    precision -> :class:`~redpo.generation.store.ArmResult`, not JSON: the caller judges and summarises them)."""
+    precision -> split -> :class:`~redpo.generation.store.ArmResult`, not JSON: the caller judges and summarises
+    them)."""
     train_pairs, held = hold_out(pairs, profile.dpo.held_out or 0.1, profile.seed)
     out: dict[str, Any] = {"train_pairs": PROBE_PAIRS, "held_out_pairs": len(held), "probe": PROBE, "adapters": {}}
     with tempfile.TemporaryDirectory(prefix="redpo-bench-probe-") as scratch:
@@ -185,23 +189,25 @@ def probe_equivalence(profile: Profile, pairs: Dataset, *, results: ResultsDir |
 
 
 def probe_samples(profile: Profile, results: ResultsDir, folders: Mapping[str, Path], scratch: Path
-                  ) -> dict[str, ArmResult]:
+                  ) -> dict[str, dict[tuple[int, int], ArmResult]]:
     """What each adapter of ``folders`` (name -> PEFT folder, all trained on half A's pairs) writes with
-    :data:`PROBE_ARM` for the relations an adapter of half A generates for, on the first generation split. Its
-    K-shot split, server log, model records and calls stay in ``scratch``: a probe is no part of the run it reads,
-    and needs nothing of it but the relation halves."""
+    :data:`PROBE_ARM` for the relations an adapter of half A generates for, on each of the first
+    :data:`PROBE_SPLITS` generation splits (name -> split -> samples). Its K-shot splits, server log, model records
+    and calls stay in ``scratch``: a probe is no part of the run it reads, and needs nothing of it but the relation
+    halves."""
     schema = profile_schema(profile)
     wanted = set(load_halves(results).generate_relations(HALVES[0]))
-    k, seed = generation_splits(profile)[0]
     probe_results = ResultsDir(profile, root=scratch)
     write_profile_kshots(profile, probe_results.kshot)  # KnowPrompt's seeded draw: the run's own splits, which a
     # committed run does not carry (they are data)
-    pools = {rel: pool for rel, pool in kshot_by_relation(profile, probe_results, k, seed, schema).items()
-             if rel in wanted}
-    out = {}
+    pools = {split: {rel: pool for rel, pool in kshot_by_relation(profile, probe_results, *split, schema).items()
+                     if rel in wanted}
+             for split in generation_splits(profile)[:PROBE_SPLITS]}
+    out: dict[str, dict[tuple[int, int], ArmResult]] = {}
     for name in folders:
         generator = adapter_generator(profile, probe_results, name, base_model_name(profile), folders)
-        out[name] = generate_arm(PROBE_ARM, profile, schema, pools, generator, adapter=f"probe-{name}", k=k,
-                                 kshot_seed=seed, progress=False)
+        out[name] = {(k, seed): generate_arm(PROBE_ARM, profile, schema, by_relation, generator,
+                                             adapter=f"probe-{name}", k=k, kshot_seed=seed, progress=False)
+                     for (k, seed), by_relation in pools.items()}
     clear_model_cache()
     return out

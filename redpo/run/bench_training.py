@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from redpo.analysis.audit import wilson
-from redpo.analysis.stats import PairedCells, paired_f1_bootstrap
+from redpo.analysis.stats import PairedCells, paired_f1_bootstrap, paired_mean_bootstrap
 from redpo.config import ConfigError, Profile
 from redpo.core.io import ResultsDir, read_json, write_json
 from redpo.core.replay import replay_models
@@ -144,31 +144,48 @@ def re_equivalence(profile: Profile) -> dict[str, Any]:
             "seed_agreement": {p: agreement(rs[0], rs[1]) for p, rs in by.items() if len(rs) > 1}}
 
 
-def probe_agreement(profile: Profile, results: ResultsDir, samples: Mapping[str, ArmResult]) -> dict[str, Any]:
-    """The oracle's label of every sample each probe adapter wrote (kept, so any share can be recomputed) and its
-    agreement with the relation each was written for. A replaying folder's oracle answers only for the committed
-    samples, so there the profile's oracle is trained in a scratch folder (one training on the train split)."""
+def probe_agreement(profile: Profile, results: ResultsDir,
+                    samples: Mapping[str, Mapping[tuple[int, int], ArmResult]]) -> dict[str, Any]:
+    """The oracle's label of every sample each probe adapter wrote (kept, with its split, so any share can be
+    recomputed) and its agreement with the relation each was written for. A replaying folder's oracle answers only
+    for the committed samples, so there the profile's oracle is trained in a scratch folder (one training on the
+    train split)."""
     schema = profile_schema(profile)
     with tempfile.TemporaryDirectory(prefix="redpo-bench-oracle-") as scratch:
         where = results if replay_models(results) is None else ResultsDir(profile, root=Path(scratch))
         oracle = ensure_oracle(profile, where, progress=False)
         out = {}
-        for precision, arm in samples.items():
-            made = generated_only(arm.all_samples())
-            labels = oracle.label(made)
+        for precision, by_split in samples.items():
+            rows = [{"k": k, "seed": seed, "relation": s.relation, "oracle": label, "marked": s.to_marked()}
+                    for (k, seed), arm in sorted(by_split.items())
+                    for made in [generated_only(arm.all_samples())]
+                    for s, label in zip(made, oracle.label(made), strict=True)]
             out[precision] = {
-                **correctness([s.relation for s in made], labels, schema), "arm": arm.arm,
-                "agrees": sum(s.relation == label for s, label in zip(made, labels, strict=True)),
-                "samples": [{"relation": s.relation, "oracle": label, "marked": s.to_marked()}
-                            for s, label in zip(made, labels, strict=True)],
+                **correctness([r["relation"] for r in rows], [r["oracle"] for r in rows], schema),
+                "arm": next(iter(by_split.values())).arm if by_split else None, "splits": len(by_split),
+                "agrees": sum(r["relation"] == r["oracle"] for r in rows), "samples": rows,
             }
     return out
 
 
-def dpo_equivalence(probe: dict[str, Any], agreement: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def _cluster_shares(rows: Sequence[Mapping[str, Any]]) -> dict[tuple[int, int, str], float]:
+    """Oracle agreement per relation on a split: the unit of the probes' comparison (one call's samples are alike)."""
+    counts: dict[tuple[int, int, str], list[int]] = {}
+    for r in rows:
+        c = counts.setdefault((r["k"], r["seed"], r["relation"]), [0, 0])
+        c[0] += r["relation"] == r["oracle"]
+        c[1] += 1
+    return {key: agree / n for key, (agree, n) in counts.items()}
+
+
+def dpo_equivalence(probe: dict[str, Any], agreement: Mapping[str, Any] | None = None, *, n_boot: int = 2000,
+                    seed: int = 0) -> dict[str, Any]:
     """The probe adapters of :func:`redpo.dpo.bench.probe_equivalence` with a Wilson interval on each held-out
-    reward accuracy (few held-out pairs: the normal interval would leave [0, 1]) and on the oracle's agreement
-    with each one's samples (:func:`probe_agreement`), and whether bf16's lies inside fp32's interval."""
+    reward accuracy (few held-out pairs: the normal interval would leave [0, 1]) and whether bf16's lies inside
+    fp32's; and the oracle's agreement with each one's samples (:func:`probe_agreement`), compared paired by
+    relation and split: the bootstrap CI of the mean per-relation difference bf16 - fp32 over the relations both
+    wrote for. A sample's Wilson interval is kept to describe each share, but decides nothing: a call's samples
+    are alike, so it would be too narrow."""
     n = probe["held_out_pairs"]
     adapters = {}
     for precision, a in probe["adapters"].items():
@@ -177,9 +194,17 @@ def dpo_equivalence(probe: dict[str, Any], agreement: Mapping[str, Any] | None =
         adapters[precision] = {**a, "reward_accuracy_ci": list(ci) if ci else None}
     samples = {precision: {**s, "oracle_agreement_ci": list(wilson(s["agrees"], s["n"], CI_LEVEL)) if s["n"] else None}
                for precision, s in (agreement or {}).items()}
-    return {**probe, "adapters": adapters, "samples": samples,
-            "bf16_within_fp32_ci": _within(adapters, "reward_accuracy"),
-            "bf16_samples_within_fp32_ci": _within(samples, "oracle_agreement")}
+    out = {**probe, "adapters": adapters, "samples": samples,
+           "bf16_within_fp32_ci": _within(adapters, "reward_accuracy")}
+    if {"fp32", "bf16"} <= set(samples):
+        fp32, bf16 = (_cluster_shares(samples[p]["samples"]) for p in ("fp32", "bf16"))
+        both = sorted(set(fp32) & set(bf16))
+        if both:
+            effect = paired_mean_bootstrap([bf16[c] - fp32[c] for c in both], n_boot=n_boot, seed=seed,
+                                           level=CI_LEVEL)
+            out["delta_oracle_agreement"] = {**effect.to_json(), "clusters": len(both)}
+            out["samples_ci_contains_zero"] = effect.low <= 0 <= effect.high
+    return out
 
 
 def _within(by_precision: Mapping[str, Mapping[str, Any]], field: str) -> bool | None:
@@ -274,11 +299,16 @@ def markdown(report: dict[str, Any]) -> str:
                          f"training losses {a['losses']}.")
         for precision, s in probe.get("samples", {}).items():
             lines.append(f"\n{kind}: DPO probe adapter in {precision}: the oracle agrees with {s['agrees']} of its "
-                         f"{s['n']} {s['arm']} samples, {s['oracle_agreement']} {s['oracle_agreement_ci']}.")
-        for field, what in (("bf16_within_fp32_ci", "reward accuracy"), ("bf16_samples_within_fp32_ci",
-                                                                          "samples' oracle agreement")):
-            if probe.get(field) is not None:
-                lines.append(f"\n{kind}: bf16's {what} is {'inside' if probe[field] else 'outside'} fp32's interval.")
+                         f"{s['n']} {s['arm']} samples on {s['splits']} splits, {s['oracle_agreement']} "
+                         f"{s['oracle_agreement_ci']} (Wilson, per sample).")
+        if probe.get("bf16_within_fp32_ci") is not None:
+            where = "inside" if probe["bf16_within_fp32_ci"] else "outside"
+            lines.append(f"\n{kind}: bf16's reward accuracy is {where} fp32's interval.")
+        if "delta_oracle_agreement" in probe:
+            d = probe["delta_oracle_agreement"]
+            lines.append(f"\n{kind}: oracle agreement of the probes' samples, bf16 - fp32, mean over {d['clusters']} "
+                         f"relations x splits: {d['estimate']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] (95% CI "
+                         f"{'contains' if probe['samples_ci_contains_zero'] else 'excludes'} 0).")
     return "\n".join(lines)
 
 
@@ -323,7 +353,9 @@ def bench_training(profile: Profile, results: ResultsDir, *, backends: Sequence[
             machine[part] = re_equivalence(profile)
         else:
             probe = probe_equivalence(profile, _half_a_pairs(profile, results), results=results)
-            machine[part] = dpo_equivalence(probe, probe_agreement(profile, results, probe.pop("samples")))
+            machine[part] = dpo_equivalence(probe, probe_agreement(profile, results, probe.pop("samples")),
+                                            n_boot=profile.claims.bootstrap_replicates,
+                                            seed=profile.claims.bootstrap_seed)
     if not info["native_bf16"]:
         machine["bf16"] = "not timed: this machine has no native bf16 (redpo.models.precision.native_bf16)"
     return summarised(report)
