@@ -105,6 +105,12 @@ def test_a_planned_dpo_step_is_its_own_workload_sped_up_over_the_first_editions_
         "DPO step, small, first edition's step (batch 4 unplanned, every position scored)"]
     markdown = bt.markdown({"machines": {"AVX512-test": machine}})
     assert "| 2.0x (2.0x cpu), over the first edition's step |" in markdown
+    # a plan timed with fixed padding only (its own workload) shows its fastest timed setting's speed-up
+    fixed_only = {"workload": "DPO step, small, training's step (micro-batch 2 x 2)", "bf16 fixed": 25.0,
+                  "bf16 fixed cpu": 50.0, "speed-up bf16 fixed": 3.2, "speed-up bf16 fixed cpu": 3.2,
+                  "baseline": "the first edition's step"}
+    one = bt.markdown({"machines": {"AVX512-test": {**machine, "table": [fixed_only]}}})
+    assert "| n/a | n/a | 25.0 s (50.0 s) | n/a | 3.2x (3.2x cpu), over the first edition's step |" in one
 
 
 def test_without_native_bf16_only_fp32_is_timed_and_the_report_says_why(

@@ -277,7 +277,8 @@ def markdown(report: dict[str, Any]) -> str:
         for row in machine.get("table", []):
             cells = [f"{row[k]} s ({row[k + ' cpu']} s)" if k in row else "n/a"
                      for k in ("fp32 fixed", "fp32 longest", "bf16 fixed", "bf16 longest")]
-            best = "bf16 longest" if "bf16 longest" in row else "fp32 longest"
+            best = next((s for s in ("bf16 longest", "fp32 longest", "bf16 fixed", "fp32 fixed") if s in row),
+                        "fp32 longest")  # the fastest setting timed (a fixed-padding plan may have only those)
             speed = f"{row.get(f'speed-up {best}', 'n/a')}x ({row.get(f'speed-up {best} cpu', 'n/a')}x cpu)"
             speed += f", over {row['baseline']}" if "baseline" in row else ""
             where = f"{kind} ({machine['machine']['cpu']})"
