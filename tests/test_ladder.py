@@ -170,6 +170,11 @@ def test_the_generators_are_charged_only_for_the_calls_up_to_each_relations_kth_
     alone = G.compare_generators(G.ladder_generators("small", None, {(k, 1): base}, {(k, 1): other}), sets, 3,
                                  NEG, cache, None, 0.8)
     assert len(alone) == 1 and alone[0]["oracle_agreement"] is None
+    # without L2 the base set is L5's at each split's own K, the same first K
+    counted = {(k, 1): L.split_sets(inputs, ["L5"], [4], NEG, 0.8, None)[0]}
+    (by_count,) = G.compare_generators(G.ladder_generators("small", None, {(k, 1): base}, {}, L.count_set), counted,
+                                       3, NEG, cache, label, 0.8)
+    assert by_count["set"] == L.count_set(k) and by_count["samples"] == small["samples"] == 3
     # a call the cache does not hold leaves the seconds unknown, not zero
     partial = LLMCache(None)
     partial.append_batch([CacheEntry(r.key, "", 10, 2.0) for r in base.records[1:]])

@@ -32,6 +32,7 @@ from datasets import Dataset
 
 from redpo.config import Profile, derive
 from redpo.core.io import ResultsDir
+from redpo.core.memory import GB, lifetime_peak
 from redpo.data.splits import generation_splits, profile_schema, write_profile_kshots
 from redpo.dpo.base import base_model_name, fresh_generator
 from redpo.dpo.evaluate import evaluate_held_out
@@ -96,20 +97,26 @@ def time_dpo_steps(profile: Profile, pairs: Dataset, model: str, precision: Prec
                    path: str = "training", steps: int = DPO_TIMED_STEPS) -> dict[str, Any]:
     """``steps`` timed DPO steps of ``model`` on the first ``steps x dpo.batch_size`` of ``pairs``, on ``path``
     (:data:`PATHS`). The training path plans its micro-batch for the padded length: with ``fixed`` padding every
-    pair is ``dpo.max_length`` tokens long."""
+    pair is ``dpo.max_length`` tokens long. ``peak_rss_gb`` is the process's lifetime peak, the model's load
+    included: time one setting per process for it to be that setting's."""
     from transformers import PrinterCallback
 
     if path not in PATHS:
         raise ValueError(f"unknown DPO step path {path!r}; use one of {PATHS}")
     other = {"generator.model": model, "generator.fit.steps": 0} if model != profile.generator.model else {}
-    prof = derive(profile, {**other, "dpo.precision": precision, "dpo.max_steps": steps, "dpo.checkpoint_steps": 0})
+    first_edition = {"dpo.max_prompt_length": None} if path == "first edition" else {}  # it truncated no prompt
+    prof = derive(profile, {**other, **first_edition, "dpo.precision": precision, "dpo.max_steps": steps,
+                            "dpo.checkpoint_steps": 0})
     dpo = prof.dpo
-    subset = pairs.select(range(min(len(pairs), steps * dpo.batch_size))).select_columns(PAIR_COLUMNS)
+    per_step = dpo.batch_size * dpo.gradient_accumulation_steps
+    subset = pairs.select(range(min(len(pairs), steps * per_step))).select_columns(PAIR_COLUMNS)
     loaded = fresh_generator(prof)
-    prompts, completions = token_lengths(subset, loaded.tokenizer)
-    lengths = pair_lengths(prompts, completions, dpo)
+    lengths = pair_lengths(*token_lengths(subset, loaded.tokenizer), dpo)
     if path == "training":
-        planned = replace(lengths, longest=dpo.max_length) if padding == "fixed" else lengths
+        # planned as train_adapter plans: on every pair it trains (its longest), not only on the timed ones
+        trained, _ = hold_out(pairs, dpo.held_out, prof.seed)
+        whole = pair_lengths(*token_lengths(trained, loaded.tokenizer), dpo)
+        planned = replace(whole, longest=dpo.max_length) if padding == "fixed" else whole
         plan = plan_for(dpo, planned, loaded.model, what=f"the DPO step of {model}").to_json()
     else:
         plan = {"micro_batch": dpo.batch_size, "accumulation": dpo.gradient_accumulation_steps,
@@ -135,7 +142,8 @@ def time_dpo_steps(profile: Profile, pairs: Dataset, model: str, precision: Prec
         history = [row for row in trainer.state.log_history if "loss" in row]
     del trainer, loaded
     gc.collect()  # the Trainer and its callbacks hold the model in cycles: free it before the next setting loads one
-    return {"model": model, "path": path, "precision": precision, "padding": padding, "batch_size": dpo.batch_size,
+    return {"model": model, "path": path, "peak_rss_gb": round(lifetime_peak() / GB, 2), "precision": precision,
+            "padding": padding, "batch_size": dpo.batch_size,
             "plan": plan, "max_length": dpo.max_length, "max_prompt_length": dpo.max_prompt_length,
             "longest_pair_tokens": lengths.longest,
             "mean_pair_tokens": lengths.mean,
@@ -145,7 +153,8 @@ def time_dpo_steps(profile: Profile, pairs: Dataset, model: str, precision: Prec
 
 def step_name(run: Mapping[str, Any]) -> str:
     """The workload a timed step belongs to: the model, the path and, on the training path, the memory plan (a
-    different plan is a different step, not a spread of one)."""
+    different plan is a different step, not a spread of one). The plan depends on the memory free when the step
+    was timed, so a timing repeated on a busier machine may start a workload of its own."""
     if run.get("path", "first edition") == "first edition":
         return f"{run['model']}, first edition's step (batch {run['batch_size']} unplanned, every position scored)"
     plan = run["plan"]

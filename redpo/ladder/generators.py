@@ -31,6 +31,8 @@ from redpo.ladder.sets import GEN, MANUAL, OTHER, agreed, distinct, split_negati
 
 Split = tuple[int, int]
 Labeller = Callable[[Sequence[RESample]], list[str]]
+SetName = Callable[[int], str]
+"""The name of a generator's training set at a split's K."""
 
 
 def records_to_k(records: Sequence[ResponseRecord], k: int, budget: int) -> list[ResponseRecord]:
@@ -76,22 +78,24 @@ def split_measures(result: ArmResult, trained: Sequence[RESample], k: int, budge
     }
 
 
-def compare_generators(generators: Mapping[str, tuple[str, str, Mapping[Split, ArmResult]]],
+def compare_generators(generators: Mapping[str, tuple[str, SetName, Mapping[Split, ArmResult]]],
                        sets: Mapping[Split, Mapping[str, Sequence[RESample]]], budget: int, negative: str | None,
                        cache: LLMCache, label: Labeller | None, near_copy_threshold: float) -> list[dict[str, Any]]:
-    """One row per generator (``{role: (model, set name, results per (K, seed) split)}``), summed over its splits,
-    each split measured at its own K, with the per-split measures kept beside the totals so any share can be
-    recomputed. ``sets`` are the ladder's training sets per split (:func:`redpo.ladder.sets.split_sets`): each
-    generator is measured on the very set that its rung trains (none where the split left it out as empty), and
-    its near copies against that split's ``L0:manual`` set, the demonstrations. ``budget`` is the arm's attempt
-    budget at K (``generation.max_attempts``, or ``aao_max_calls`` for an AAO arm)."""
+    """One row per generator (``{role: (model, its set's name at a split's K, results per (K, seed) split)}``),
+    summed over its splits, each split measured at its own K, with the per-split measures kept beside the totals
+    so any share can be recomputed. ``sets`` are the ladder's training sets per split
+    (:func:`redpo.ladder.sets.split_sets`): each generator is measured on the very set that its rung trains (none
+    where the split left it out as empty), and its near copies against that split's ``L0:manual`` set, the
+    demonstrations. ``budget`` is the arm's attempt budget at K (``generation.max_attempts``, or ``aao_max_calls``
+    for an AAO arm)."""
     rows = []
-    for role, (model, set_name, by_split) in generators.items():
+    for role, (model, set_of, by_split) in generators.items():
         if not by_split:
             continue
+        names = sorted({set_of(sk) for sk, _ in by_split})
         keys = [r.key for res in by_split.values() for r in res.records]
         seconds_of = {key: entry.seconds for key, entry in cache.lookup(keys).items()}
-        per_split = {f"k{sk}_s{seed}": split_measures(res, sets[(sk, seed)].get(set_name, []), sk, budget,
+        per_split = {f"k{sk}_s{seed}": split_measures(res, sets[(sk, seed)].get(set_of(sk), []), sk, budget,
                                                       sets[(sk, seed)][MANUAL], negative, seconds_of, label,
                                                       near_copy_threshold)
                      for (sk, seed), res in sorted(by_split.items())}
@@ -100,7 +104,7 @@ def compare_generators(generators: Mapping[str, tuple[str, str, Mapping[Split, A
                              "calls_without_seconds", "near_copies", "oracle_agrees")}
         seconds = total["model_seconds"]
         rows.append({
-            "role": role, "model": model, "set": set_name, "splits": len(per_split), **total,
+            "role": role, "model": model, "set": "/".join(names), "splits": len(per_split), **total,
             "valid_per_call": share(total["samples"], total["calls"]),
             "seconds_per_sample": None if seconds is None else share(seconds, total["samples"]),
             "model_seconds_per_split": None if seconds is None else seconds / len(per_split),
@@ -118,11 +122,11 @@ def _total(values: Sequence[float | None]) -> float | None:
 
 
 def ladder_generators(model: str, other_model: str | None, arm: Mapping[Split, ArmResult],
-                      other: Mapping[Split, ArmResult], base_set: str = GEN
-                      ) -> dict[str, tuple[str, str, Mapping[Split, ArmResult]]]:
-    """The generators the ladder ran, each with the set its first K positives per relation make (``base_set``:
-    ``L2:gen``, or ``L5:N=K``, the same set, where L2 did not run)."""
-    out: dict[str, tuple[str, str, Mapping[Split, ArmResult]]] = {"base": (model, base_set, arm)}
+                      other: Mapping[Split, ArmResult], base_set: SetName = lambda _k: GEN
+                      ) -> dict[str, tuple[str, SetName, Mapping[Split, ArmResult]]]:
+    """The generators the ladder ran, each with the name of the set its first K positives per relation make at a
+    split's K (``base_set``: ``L2:gen``, or ``L5:N=K``, the same set, where L2 did not run)."""
+    out: dict[str, tuple[str, SetName, Mapping[Split, ArmResult]]] = {"base": (model, base_set, arm)}
     if other_model and other:
-        out["L6"] = (other_model, OTHER, other)
+        out["L6"] = (other_model, lambda _k: OTHER, other)
     return out

@@ -106,8 +106,9 @@ def generator_comparison(profile: Profile, results: ResultsDir, pools: Pools,
     """The arm's generator beside ``ladder.generator`` (:mod:`redpo.ladder.generators`), on each split's own K and
     on the sets the ladder trains (:func:`ladder_training_sets`)."""
     lad, gen = profile.ladder, profile.generation
-    base_set = ladder_sets.GEN if "L2" in lad.rungs or "L5" not in lad.rungs else ladder_sets.count_set(
-        max(profile.fewshot.k))
+    def base_set(k: int) -> str:  # L2:gen, or where L2 did not run the same set as L5 names it at the split's K
+        return ladder_sets.GEN if "L2" in lad.rungs or "L5" not in lad.rungs else ladder_sets.count_set(k)
+
     return compare_generators(
         ladder_generators(profile.generator.model, lad.generator if "L6" in lad.rungs else None, pools.arm,
                           pools.other, base_set),

@@ -1,6 +1,6 @@
 """``python -m redpo bench training``: the cost of a unit of training work, per machine type, precision and padding.
 
-Parts (``--backends``, comma-separated; default all four):
+Parts (``--backends``, comma-separated; default all five):
 
 - ``re`` (or ``re:144``, ``re:680``): an RE run, train and predict, at each size of
   :data:`redpo.extraction.bench.RE_SIZES`, in fp32 and bf16 autocast, padded to each batch's longest sequence and to
@@ -12,8 +12,9 @@ Parts (``--backends``, comma-separated; default all four):
   speed-ups are over the first edition's step of the same model where that was timed;
 - ``re_equivalence``: bf16 against fp32 RE runs on one K-shot split x ``EQUIVALENCE_SEEDS`` classifier seeds, the
   paired bootstrap CI of F1(bf16) - F1(fp32) that every claim uses;
-- ``dpo_equivalence``: a probe adapter in each precision, its held-out reward accuracy with a 95% Wilson interval,
-  and whether bf16's accuracy lies inside fp32's interval (:func:`dpo_equivalence`).
+- ``dpo_equivalence``: a probe adapter in each precision, its held-out reward accuracy with a 95% Wilson interval
+  and whether bf16's accuracy lies inside fp32's interval, and the oracle's agreement with the samples each one
+  writes, compared paired by relation and split (:func:`dpo_equivalence`).
 
 bf16 is timed only where the machine has native bf16 (:func:`redpo.models.precision.native_bf16`); elsewhere its
 rows say why they are missing. Every invocation adds its measurements to ``metrics/bench_training.json`` under this
@@ -202,7 +203,9 @@ def dpo_equivalence(probe: dict[str, Any], agreement: Mapping[str, Any] | None =
         if both:
             effect = paired_mean_bootstrap([bf16[c] - fp32[c] for c in both], n_boot=n_boot, seed=seed,
                                            level=CI_LEVEL)
-            out["delta_oracle_agreement"] = {**effect.to_json(), "clusters": len(both)}
+            # a relation only one probe wrote for on a split has no pair: counted, so none drops out unseen
+            out["delta_oracle_agreement"] = {**effect.to_json(), "clusters": len(both),
+                                             "clusters_unpaired": len(set(fp32) ^ set(bf16))}
             out["samples_ci_contains_zero"] = effect.low <= 0 <= effect.high
     return out
 
@@ -223,10 +226,10 @@ def _half_a_pairs(profile: Profile, results: ResultsDir) -> Any:
 def speedups(machine: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per workload: median seconds in each setting, and the speed-up of each over the first edition's."""
     rows = []
-    workloads = [(f"RE run, {key.split('/')[0]} samples", key.rsplit("/", 2)[0], "run_seconds", machine.get("re", {}))
-                 for key in machine.get("re", {})]
-    workloads += [(f"DPO step, {key.split('/')[0]}", key.rsplit("/", 2)[0], "step_seconds", machine.get("dpo", {}))
-                  for key in machine.get("dpo", {})]
+    workloads = [(f"RE run, {stem} samples", stem, "run_seconds", machine.get("re", {}))
+                 for stem in (key.rsplit("/", 2)[0] for key in machine.get("re", {}))]
+    workloads += [(f"DPO step, {stem}", stem, "step_seconds", machine.get("dpo", {}))
+                  for stem in (key.rsplit("/", 2)[0] for key in machine.get("dpo", {}))]
     seen: set[str] = set()
     for label, stem, field, entries in workloads:
         if stem in seen:
@@ -300,7 +303,7 @@ def markdown(report: dict[str, Any]) -> str:
                          f"training losses {a['losses']}.")
         for precision, s in probe.get("samples", {}).items():
             lines.append(f"\n{kind}: DPO probe adapter in {precision}: the oracle agrees with {s['agrees']} of its "
-                         f"{s['n']} {s['arm']} samples on {s['splits']} splits, {s['oracle_agreement']} "
+                         f"{s['n']} {s['arm']} samples on {s.get('splits', 1)} splits, {s['oracle_agreement']} "
                          f"{s['oracle_agreement_ci']} (Wilson, per sample).")
         if probe.get("bf16_within_fp32_ci") is not None:
             where = "inside" if probe["bf16_within_fp32_ci"] else "outside"
@@ -308,7 +311,8 @@ def markdown(report: dict[str, Any]) -> str:
         if "delta_oracle_agreement" in probe:
             d = probe["delta_oracle_agreement"]
             lines.append(f"\n{kind}: oracle agreement of the probes' samples, bf16 - fp32, mean over {d['clusters']} "
-                         f"relations x splits: {d['estimate']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] (95% CI "
+                         f"relations x splits ({d.get('clusters_unpaired', 0)} unpaired): {d['estimate']:+.3f} "
+                         f"[{d['low']:+.3f}, {d['high']:+.3f}] (95% CI "
                          f"{'contains' if probe['samples_ci_contains_zero'] else 'excludes'} 0).")
     return "\n".join(lines)
 
