@@ -295,7 +295,7 @@ def markdown(report: dict[str, Any]) -> str:
                          f"{100 * d['estimate']:+.2f} points [{100 * d['low']:+.2f}, {100 * d['high']:+.2f}] "
                          f"(95% CI {'contains' if eq['ci_contains_zero'] else 'excludes'} 0); same prediction on "
                          f"{', '.join(f'{100 * a:.1f}%' for a in eq['prediction_agreement'])} of the test sentences "
-                         f"(two seeds of one precision: {eq.get('seed_agreement', 'not recorded')}).")
+                         f"(two seeds of one precision: {_seed_agreement(eq.get('seed_agreement'))}).")
         probe = machine.get("dpo_equivalence", {})
         for precision, a in probe.get("adapters", {}).items():
             lines.append(f"\n{kind}: DPO probe adapter in {precision}: held-out reward accuracy {a['reward_accuracy']} "
@@ -315,6 +315,13 @@ def markdown(report: dict[str, Any]) -> str:
                          f"[{d['low']:+.3f}, {d['high']:+.3f}] (95% CI "
                          f"{'contains' if probe['samples_ci_contains_zero'] else 'excludes'} 0).")
     return "\n".join(lines)
+
+
+def _seed_agreement(by_precision: Mapping[str, float] | None) -> str:
+    """How often two classifier seeds of one precision predict the same label: the yardstick of the agreement."""
+    if not by_precision:
+        return "not recorded"
+    return ", ".join(f"{100 * share:.1f}% in {precision}" for precision, share in sorted(by_precision.items()))
 
 
 def fill_docs(text: str, results_root: Path) -> str:
