@@ -185,7 +185,7 @@ def test_dpo_equivalence_puts_a_wilson_interval_on_each_probe_and_compares_the_s
     out = bt.dpo_equivalence(probe, agreement)
     low, high = out["adapters"]["fp32"]["reward_accuracy_ci"]
     assert 0.4 < low < 0.75 < high < 1.0  # 9 of 12: wide, and inside [0, 1]
-    assert out["bf16_within_fp32_ci"] is within
+    assert out["second_within_first_ci"] is within and out["pair"] == ["fp32", "bf16"]
     low, high = out["samples"]["fp32"]["oracle_agreement_ci"]
     assert 0.27 < low < 11 / 24 < high < 0.65  # 11 of 24, per sample
     delta = out["delta_oracle_agreement"]
@@ -198,6 +198,14 @@ def test_dpo_equivalence_puts_a_wilson_interval_on_each_probe_and_compares_the_s
     assert f"the oracle agrees with {agreement['bf16']['agrees']} of its 24 aao samples on 1 splits" in text
     assert ("contains" if contains else "excludes") + " 0)." in text and "(0 unpaired)" in text
     assert "delta_oracle_agreement" not in bt.dpo_equivalence(probe)  # no samples: nothing decided
+    # the seed yardstick is the same comparison between two other probes, named in its lines
+    named = {"fp32": probe["adapters"]["fp32"], "fp32, seed 43": probe["adapters"]["bf16"]}
+    noise = bt.dpo_equivalence({**probe, "adapters": named},
+                               {"fp32": agreement["fp32"], "fp32, seed 43": agreement["bf16"]},
+                               pair=("fp32", "fp32, seed 43"))
+    assert noise["delta_oracle_agreement"]["estimate"] == pytest.approx(expected, abs=1e-6)
+    lines = bt.markdown({"machines": {"AVX512-test": {"dpo_seed_noise": noise}}})
+    assert "(training seed), fp32, seed 43 - fp32, mean over 3 relations x splits" in lines
 
 
 def _files(folder: Path) -> dict[str, tuple[int, int]]:
@@ -221,7 +229,8 @@ def test_the_probe_adapters_write_samples_that_the_oracle_judges(smoke_pipeline:
     prof = load_profile("smoke")
     results = ResultsDir(prof, root=smoke_pipeline.parent)
     logs = _files(results.root / "logs")
-    probe = probe_equivalence(prof, load_pairs(results, "A"), results=results, precisions=("fp32",))
+    probe = probe_equivalence(prof, load_pairs(results, "A"), results=results,
+                              probes={"fp32": {"dpo.precision": "fp32"}})
     (by_split,) = probe["samples"].values()
     assert sorted(by_split) == generation_splits(prof)[:PROBE_SPLITS]
     half_b = set(load_halves(results).generate_relations("A"))

@@ -23,7 +23,7 @@ import gc
 import resource
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -170,25 +170,36 @@ PROBE_SPLITS = 3
 relation on a split, and one split's 7-9 relations are too few of them."""
 
 
+PRECISION_PROBES: dict[str, dict[str, Any]] = {"fp32": {"dpo.precision": "fp32"}, "bf16": {"dpo.precision": "bf16"}}
+"""``bench training``'s ``dpo_equivalence``: one probe per precision, otherwise alike."""
+
+
+def seed_probes(profile: Profile) -> dict[str, dict[str, Any]]:
+    """Two fp32 probes that differ in the training seed alone (the LoRA's initialisation, the pairs' order)."""
+    return {"fp32": {"dpo.precision": "fp32"},
+            f"fp32, seed {profile.seed + 1}": {"dpo.precision": "fp32", "seed": profile.seed + 1}}
+
+
 def probe_equivalence(profile: Profile, pairs: Dataset, *, results: ResultsDir | None = None,
-                      precisions: Sequence[Precision] = ("fp32", "bf16")) -> dict[str, Any]:
-    """A probe adapter trained in each precision on the same pairs; each one's held-out reward accuracy and, given
-    the run's ``results`` (its K-shot splits and relation halves), the samples each one writes (``"samples"``:
-    precision -> split -> :class:`~redpo.generation.store.ArmResult`, not JSON: the caller judges and summarises
-    them)."""
+                      probes: Mapping[str, Mapping[str, Any]] = PRECISION_PROBES) -> dict[str, Any]:
+    """A probe adapter for each of ``probes`` (name -> profile overrides on top of :data:`PROBE`) trained on the
+    same pairs; each one's held-out reward accuracy and, given the run's ``results`` (its K-shot splits and
+    relation halves), the samples each one writes (``"samples"``: name -> split ->
+    :class:`~redpo.generation.store.ArmResult`, not JSON: the caller judges and summarises them)."""
     train_pairs, held = hold_out(pairs, profile.dpo.held_out or 0.1, profile.seed)
-    out: dict[str, Any] = {"train_pairs": PROBE_PAIRS, "held_out_pairs": len(held), "probe": PROBE, "adapters": {}}
+    out: dict[str, Any] = {"train_pairs": PROBE_PAIRS, "held_out_pairs": len(held), "probe": PROBE, "adapters": {},
+                           "probes": {name: dict(changes) for name, changes in probes.items()}}
     with tempfile.TemporaryDirectory(prefix="redpo-bench-probe-") as scratch:
         folders = {}
-        for precision in precisions:
-            prof = derive(profile, {**PROBE, "dpo.precision": precision})
-            folders[precision] = folder = Path(scratch) / f"probe-{precision}"
+        for i, (name, changes) in enumerate(probes.items()):
+            prof = derive(profile, {**PROBE, **changes})
+            folders[name] = folder = Path(scratch) / f"probe-{i}"
             start = time.perf_counter()
             log = train_adapter(prof, train_pairs.select(range(min(PROBE_PAIRS, len(train_pairs)))), folder,
                                 progress=False)
             held_out = evaluate_held_out(prof, held, folder)
             accuracy = held_out["reward_accuracy"]
-            out["adapters"][precision] = {
+            out["adapters"][name] = {
                 "seconds": round(time.perf_counter() - start, 1), "losses": [row["loss"] for row in log["history"]],
                 "reward_accuracy": accuracy, "reward_margin": held_out["reward_margin"], "loss": held_out["loss"],
             }
@@ -213,10 +224,10 @@ def probe_samples(profile: Profile, results: ResultsDir, folders: Mapping[str, P
                      if rel in wanted}
              for split in generation_splits(profile)[:PROBE_SPLITS]}
     out: dict[str, dict[tuple[int, int], ArmResult]] = {}
-    for name in folders:
+    for i, name in enumerate(folders):
         generator = adapter_generator(profile, probe_results, name, base_model_name(profile), folders)
         out[name] = {(k, seed): generate_arm(PROBE_ARM, profile, schema, by_relation, generator,
-                                             adapter=f"probe-{name}", k=k, kshot_seed=seed, progress=False)
+                                             adapter=f"probe{i}", k=k, kshot_seed=seed, progress=False)
                      for (k, seed), by_relation in pools.items()}
     clear_model_cache()
     return out

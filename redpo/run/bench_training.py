@@ -1,6 +1,6 @@
 """``python -m redpo bench training``: the cost of a unit of training work, per machine type, precision and padding.
 
-Parts (``--backends``, comma-separated; default all five):
+Parts (``--backends``, comma-separated; default all six):
 
 - ``re`` (or ``re:144``, ``re:680``): an RE run, train and predict, at each size of
   :data:`redpo.extraction.bench.RE_SIZES`, in fp32 and bf16 autocast, padded to each batch's longest sequence and to
@@ -14,7 +14,9 @@ Parts (``--backends``, comma-separated; default all five):
   paired bootstrap CI of F1(bf16) - F1(fp32) that every claim uses;
 - ``dpo_equivalence``: a probe adapter in each precision, its held-out reward accuracy with a 95% Wilson interval
   and whether bf16's accuracy lies inside fp32's interval, and the oracle's agreement with the samples each one
-  writes, compared paired by relation and split (:func:`dpo_equivalence`).
+  writes, compared paired by relation and split (:func:`dpo_equivalence`);
+- ``dpo_seed_noise``: the same comparison between two fp32 probes of different training seeds, the yardstick of
+  ``dpo_equivalence``: how far two adapters differ when nothing but training noise separates them.
 
 bf16 is timed only where the machine has native bf16 (:func:`redpo.models.precision.native_bf16`); elsewhere its
 rows say why they are missing. Every invocation adds its measurements to ``metrics/bench_training.json`` under this
@@ -40,14 +42,14 @@ from redpo.core.io import ResultsDir, read_json, write_json
 from redpo.core.replay import replay_models
 from redpo.core.sample import generated_only
 from redpo.data.splits import profile_schema
-from redpo.dpo.bench import probe_equivalence, step_name, time_dpo_steps
+from redpo.dpo.bench import PRECISION_PROBES, probe_equivalence, seed_probes, step_name, time_dpo_steps
 from redpo.dpo.pairs import build_and_save_pairs, load_pairs, pairs_path
 from redpo.extraction.bench import RE_SIZES, equivalence_runs, time_re_run
 from redpo.extraction.oracle import correctness, ensure_oracle
 from redpo.generation.store import ArmResult
 from redpo.models.precision import machine_type
 
-PARTS = ("re", "dpo", "dpo_first_edition", "re_equivalence", "dpo_equivalence")
+PARTS = ("re", "dpo", "dpo_first_edition", "re_equivalence", "dpo_equivalence", "dpo_seed_noise")
 DPO_PARTS = {"dpo": "training", "dpo_first_edition": "first edition"}
 """The DPO timing parts and the step each times (:data:`redpo.dpo.bench.PATHS`)."""
 PRECISIONS = ("fp32", "bf16")
@@ -179,42 +181,49 @@ def _cluster_shares(rows: Sequence[Mapping[str, Any]]) -> dict[tuple[int, int, s
     return {key: agree / n for key, (agree, n) in counts.items()}
 
 
-def dpo_equivalence(probe: dict[str, Any], agreement: Mapping[str, Any] | None = None, *, n_boot: int = 2000,
-                    seed: int = 0) -> dict[str, Any]:
-    """The probe adapters of :func:`redpo.dpo.bench.probe_equivalence` with a Wilson interval on each held-out
-    reward accuracy (few held-out pairs: the normal interval would leave [0, 1]) and whether bf16's lies inside
-    fp32's; and the oracle's agreement with each one's samples (:func:`probe_agreement`), compared paired by
-    relation and split: the bootstrap CI of the mean per-relation difference bf16 - fp32 over the relations both
-    wrote for. A sample's Wilson interval is kept to describe each share, but decides nothing: a call's samples
-    are alike, so it would be too narrow."""
+def dpo_equivalence(probe: dict[str, Any], agreement: Mapping[str, Any] | None = None, *,
+                    pair: tuple[str, str] = ("fp32", "bf16"), n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """Two probe adapters of :func:`redpo.dpo.bench.probe_equivalence` (``pair``: the reference, then the one
+    compared with it) with a Wilson interval on each held-out reward accuracy (few held-out pairs: the normal
+    interval would leave [0, 1]) and whether the second's lies inside the first's; and the oracle's agreement with
+    each one's samples (:func:`probe_agreement`), compared paired by relation and split: the bootstrap CI of the
+    mean per-relation difference, second - first, over the relations both wrote for. A sample's Wilson interval
+    is kept to describe each share, but decides nothing: a call's samples are alike, so it would be too narrow."""
+    first, second = pair
     n = probe["held_out_pairs"]
     adapters = {}
-    for precision, a in probe["adapters"].items():
+    for name, a in probe["adapters"].items():
         accuracy = a["reward_accuracy"]
         ci = wilson(round(accuracy * n), n, CI_LEVEL) if accuracy is not None else None
-        adapters[precision] = {**a, "reward_accuracy_ci": list(ci) if ci else None}
-    samples = {precision: {**s, "oracle_agreement_ci": list(wilson(s["agrees"], s["n"], CI_LEVEL)) if s["n"] else None}
-               for precision, s in (agreement or {}).items()}
-    out = {**probe, "adapters": adapters, "samples": samples,
-           "bf16_within_fp32_ci": _within(adapters, "reward_accuracy")}
-    if {"fp32", "bf16"} <= set(samples):
-        fp32, bf16 = (_cluster_shares(samples[p]["samples"]) for p in ("fp32", "bf16"))
-        both = sorted(set(fp32) & set(bf16))
+        adapters[name] = {**a, "reward_accuracy_ci": list(ci) if ci else None}
+    samples = {name: {**s, "oracle_agreement_ci": list(wilson(s["agrees"], s["n"], CI_LEVEL)) if s["n"] else None}
+               for name, s in (agreement or {}).items()}
+    out = {**probe, "pair": list(pair), "adapters": adapters, "samples": samples,
+           "second_within_first_ci": _within(adapters.get(first, {}), adapters.get(second, {}), "reward_accuracy")}
+    if {first, second} <= set(samples):
+        a, b = (_cluster_shares(samples[name]["samples"]) for name in pair)
+        both = sorted(set(a) & set(b))
         if both:
-            effect = paired_mean_bootstrap([bf16[c] - fp32[c] for c in both], n_boot=n_boot, seed=seed,
-                                           level=CI_LEVEL)
+            effect = paired_mean_bootstrap([b[c] - a[c] for c in both], n_boot=n_boot, seed=seed, level=CI_LEVEL)
             # a relation only one probe wrote for on a split has no pair: counted, so none drops out unseen
             out["delta_oracle_agreement"] = {**effect.to_json(), "clusters": len(both),
-                                             "clusters_unpaired": len(set(fp32) ^ set(bf16))}
+                                             "clusters_unpaired": len(set(a) ^ set(b))}
             out["samples_ci_contains_zero"] = effect.low <= 0 <= effect.high
     return out
 
 
-def _within(by_precision: Mapping[str, Mapping[str, Any]], field: str) -> bool | None:
-    """Whether bf16's ``field`` lies inside fp32's ``<field>_ci``; ``None`` when either is missing."""
-    fp32, bf16 = by_precision.get("fp32", {}), by_precision.get("bf16", {})
-    ci = fp32.get(f"{field}_ci")
-    return None if not ci or bf16.get(field) is None else ci[0] <= bf16[field] <= ci[1]
+def _within(first: Mapping[str, Any], second: Mapping[str, Any], field: str) -> bool | None:
+    """Whether the second's ``field`` lies inside the first's ``<field>_ci``; ``None`` when either is missing."""
+    ci = first.get(f"{field}_ci")
+    return None if not ci or second.get(field) is None else ci[0] <= second[field] <= ci[1]
+
+
+def _compared_probes(profile: Profile, results: ResultsDir, probes: Mapping[str, Mapping[str, Any]]
+                     ) -> dict[str, Any]:
+    """Two probe adapters trained, their samples judged, and the second compared with the first."""
+    probe = probe_equivalence(profile, _half_a_pairs(profile, results), results=results, probes=probes)
+    return dpo_equivalence(probe, probe_agreement(profile, results, probe.pop("samples")), pair=tuple(probes),
+                           n_boot=profile.claims.bootstrap_replicates, seed=profile.claims.bootstrap_seed)
 
 
 def _half_a_pairs(profile: Profile, results: ResultsDir) -> Any:
@@ -296,25 +305,34 @@ def markdown(report: dict[str, Any]) -> str:
                          f"(95% CI {'contains' if eq['ci_contains_zero'] else 'excludes'} 0); same prediction on "
                          f"{', '.join(f'{100 * a:.1f}%' for a in eq['prediction_agreement'])} of the test sentences "
                          f"(two seeds of one precision: {_seed_agreement(eq.get('seed_agreement'))}).")
-        probe = machine.get("dpo_equivalence", {})
-        for precision, a in probe.get("adapters", {}).items():
-            lines.append(f"\n{kind}: DPO probe adapter in {precision}: held-out reward accuracy {a['reward_accuracy']} "
-                         f"{a['reward_accuracy_ci']} on {probe['held_out_pairs']} pairs, margin {a['reward_margin']}, "
-                         f"training losses {a['losses']}.")
-        for precision, s in probe.get("samples", {}).items():
-            lines.append(f"\n{kind}: DPO probe adapter in {precision}: the oracle agrees with {s['agrees']} of its "
-                         f"{s['n']} {s['arm']} samples on {s.get('splits', 1)} splits, {s['oracle_agreement']} "
-                         f"{s['oracle_agreement_ci']} (Wilson, per sample).")
-        if probe.get("bf16_within_fp32_ci") is not None:
-            where = "inside" if probe["bf16_within_fp32_ci"] else "outside"
-            lines.append(f"\n{kind}: bf16's reward accuracy is {where} fp32's interval.")
-        if "delta_oracle_agreement" in probe:
-            d = probe["delta_oracle_agreement"]
-            lines.append(f"\n{kind}: oracle agreement of the probes' samples, bf16 - fp32, mean over {d['clusters']} "
-                         f"relations x splits ({d.get('clusters_unpaired', 0)} unpaired): {d['estimate']:+.3f} "
-                         f"[{d['low']:+.3f}, {d['high']:+.3f}] (95% CI "
-                         f"{'contains' if probe['samples_ci_contains_zero'] else 'excludes'} 0).")
+        for part, what in (("dpo_equivalence", "precision"), ("dpo_seed_noise", "training seed")):
+            lines += _probe_lines(kind, machine.get(part, {}), what)
     return "\n".join(lines)
+
+
+def _probe_lines(kind: str, probe: Mapping[str, Any], what: str) -> list[str]:
+    """The docs' lines of one probe comparison (:func:`dpo_equivalence`): each probe's held-out reward accuracy and
+    samples' agreement, then the two comparisons; ``what`` names what differs between the two probes."""
+    lines = []
+    for name, a in probe.get("adapters", {}).items():
+        lines.append(f"\n{kind}: DPO probe adapter {name}: held-out reward accuracy {a['reward_accuracy']} "
+                     f"{a['reward_accuracy_ci']} on {probe['held_out_pairs']} pairs, margin {a['reward_margin']}, "
+                     f"training losses {a['losses']}.")
+    for name, s in probe.get("samples", {}).items():
+        lines.append(f"\n{kind}: DPO probe adapter {name}: the oracle agrees with {s['agrees']} of its {s['n']} "
+                     f"{s['arm']} samples on {s.get('splits', 1)} splits, {s['oracle_agreement']} "
+                     f"{s['oracle_agreement_ci']} (Wilson, per sample).")
+    first, second = probe.get("pair", ("fp32", "bf16"))
+    if probe.get("second_within_first_ci") is not None:
+        where = "inside" if probe["second_within_first_ci"] else "outside"
+        lines.append(f"\n{kind}: {second}'s reward accuracy is {where} {first}'s interval ({what}).")
+    if "delta_oracle_agreement" in probe:
+        d = probe["delta_oracle_agreement"]
+        lines.append(f"\n{kind}: oracle agreement of the probes' samples ({what}), {second} - {first}, mean over "
+                     f"{d['clusters']} relations x splits ({d.get('clusters_unpaired', 0)} unpaired): "
+                     f"{d['estimate']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] (95% CI "
+                     f"{'contains' if probe['samples_ci_contains_zero'] else 'excludes'} 0).")
+    return lines
 
 
 def _seed_agreement(by_precision: Mapping[str, float] | None) -> str:
@@ -359,15 +377,14 @@ def bench_training(profile: Profile, results: ResultsDir, *, backends: Sequence[
                                      path=DPO_PARTS[part])
                 _append(machine.setdefault("dpo", {}), f"{step_name(run)}/{precision}/{padding}",
                         _dpo_step_seconds(run), report, path)
+        elif part == "dpo_seed_noise":  # the yardstick of dpo_equivalence: two fp32 probes of different seeds
+            machine[part] = _compared_probes(profile, results, seed_probes(profile))
         elif not info["native_bf16"]:
             machine[part] = {"skipped": "no native bf16 on this machine: bf16 is refused here, nothing to compare"}
         elif part == "re_equivalence":
             machine[part] = re_equivalence(profile)
         else:
-            probe = probe_equivalence(profile, _half_a_pairs(profile, results), results=results)
-            machine[part] = dpo_equivalence(probe, probe_agreement(profile, results, probe.pop("samples")),
-                                            n_boot=profile.claims.bootstrap_replicates,
-                                            seed=profile.claims.bootstrap_seed)
+            machine[part] = _compared_probes(profile, results, PRECISION_PROBES)
     if not info["native_bf16"]:
         machine["bf16"] = "not timed: this machine has no native bf16 (redpo.models.precision.native_bf16)"
     return summarised(report)
