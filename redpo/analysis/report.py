@@ -32,6 +32,7 @@ from redpo.analysis.evidence import (
 from redpo.analysis.generation_tables import generation_tables
 from redpo.analysis.ladder import ladder_tables
 from redpo.analysis.re_tables import re_tables
+from redpo.analysis.run_setup import setup_lines
 from redpo.analysis.stats import FAILS, HOLDS, INCONCLUSIVE, NOT_RUN, holm, verdict
 from redpo.config import ClaimsConfig
 from redpo.core.io import ResultsDir, read_json, write_json
@@ -276,9 +277,9 @@ def claims_detail(claims: Sequence[ClaimResult]) -> list[dict[str, Any]]:
     } for c in claims]
 
 
-def claims_markdown(claims: Sequence[ClaimResult], profile: str) -> str:
-    """The claims report: a summary table, then per claim the primary effect with its CI, the secondary ones,
-    the paper's number, the verdict and its rule."""
+def claims_markdown(claims: Sequence[ClaimResult], profile: str, setup: Sequence[str] = ()) -> str:
+    """The claims report: a summary table, what ran (``setup``, :func:`redpo.analysis.run_setup.setup_lines`), then
+    per claim the primary effect with its CI, the secondary ones, the paper's number, the verdict and its rule."""
     summary = pd.DataFrame([{
         "claim": c.number, "verdict": c.verdict,
         "primary comparison": c.primary.spec.label if c.primary else "leakage check",
@@ -298,6 +299,9 @@ def claims_markdown(claims: Sequence[ClaimResult], profile: str) -> str:
         "",
         markdown_table(summary, index=False),
     ]
+    if setup:  # the table ends with a newline, so each section starts after a blank line
+        lines += ["## What ran", "", "The pipeline behind these verdicts, as the run's files record it:", "",
+                  *setup, ""]
     for c in claims:
         lines += [f"## Claim {c.number}", "", c.statement, "", f"**Verdict: {c.verdict}**", ""]
         lines += [f"- {'Primary' if e.spec.primary else 'Secondary'} {e.spec.label}: {effect_text(e)} → "
@@ -311,7 +315,7 @@ def claims_markdown(claims: Sequence[ClaimResult], profile: str) -> str:
 def write_claims(results: ResultsDir, settings: ClaimsConfig) -> list[ClaimResult]:
     """``claims.md`` at the results root, ``tables/claims.csv|md`` and ``tables/claims_detail.json``."""
     claims = check_claims(results, settings)
-    (results.root / "claims.md").write_text(claims_markdown(claims, results.root.name))
+    (results.root / "claims.md").write_text(claims_markdown(claims, results.root.name, setup_lines(results)))
     save_table(results, "claims", claims_frame(claims), index=False)
     write_json(results.tables / "claims_detail.json", claims_detail(claims))
     return claims

@@ -38,9 +38,10 @@ def seconds_per_step(log: Mapping[str, Any]) -> float | None:
 
 
 def training_summary(logs: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
-    """One row per adapter: pairs, steps, time, the micro-batch the memory plan chose and the training's peak RSS,
-    first/last training loss, and reward accuracy, margin and loss on the held-out pairs (the last training batch's
-    accuracy is not a measurement: it is one batch). Logs written before the plan existed have no memory entries."""
+    """One row per adapter: pairs, steps, epochs and precision, time, the micro-batch the memory plan chose and
+    the training's peak RSS, first/last training loss, and reward accuracy, margin and loss on the held-out pairs
+    (the last training batch's accuracy is not a measurement: it is one batch). Logs written before the plan
+    existed have no memory entries."""
     rows = []
     for name, log in logs.items():
         hist = log["history"]
@@ -49,6 +50,8 @@ def training_summary(logs: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
             "adapter": name,
             "pairs": log["pairs_trained"],
             "steps": log["steps"],
+            "epochs": log.get("dpo", {}).get("epochs"),
+            "precision": log.get("dpo", {}).get("precision", "fp32"),  # a log from before the setting: fp32
             "seconds": log["total_seconds"],
             "seconds_per_step": seconds_per_step(log),
             "micro_batch": memory.get("micro_batch"),
