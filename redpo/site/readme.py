@@ -3,6 +3,12 @@
 The block sits between two HTML comments that name the profile; ``python -m redpo readme`` rewrites what lies
 between them, and ``python -m redpo readme --check`` (run by the tests) fails when a hand edit or a rebuilt claims
 report left them apart. A copy by hand drifted as soon as the report changed a rule.
+
+An *editions* block (``<!-- editions:FIRST+SECOND start ... -->``) puts two editions of a run side by side, per
+claim: each edition's verdict and effect with its CI, the paper's number, and one line on what changed it. The
+numbers come from both ``claims.csv`` files; the lines are the one thing written by a person, in the second
+edition's ``what_changed.yaml`` (:data:`CHANGES_FILE`), because why a verdict moved is a reading of the two runs,
+not a number.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ import csv
 import re
 from pathlib import Path
 
-from redpo.config import ConfigError
+from redpo.config import ConfigError, safe_yaml
 from redpo.core.io import atomic_write, require_file
 
 START = "<!-- claims:{profile} start: written by `python -m redpo readme` from {source}; do not edit by hand -->"
@@ -42,15 +48,69 @@ def claim_rows(path: Path) -> list[dict[str, str]]:
 def claims_table(results_root: Path, profile: str) -> str:
     """The markdown table of one profile's claims: statement, verdict, primary comparison, effect with its 95% CI,
     the CI's half-width."""
-    path = require_file(results_root / profile / "tables" / "claims.csv", f"profile {profile}'s claims table",
-                        f"run `python -m redpo figures --profile {profile}`, or fix the profile in the block's markers")
-    rows = claim_rows(path)
+    rows = claim_rows(_claims_file(results_root, profile))
     lines = ["| claim | verdict | primary comparison | effect [95% CI] | CI ± |", "|---|---|---|---|---|"]
     for row in rows:
         cells = [f"{row['claim']}. {row['statement']}", f"**{row['verdict']}**", row["primary"],
                  short_effect(row["effect"]), row["ci_half_width"]]
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     return "\n".join(lines)
+
+
+EDITIONS_START = ("<!-- editions:{first}+{second} start: written by `python -m redpo readme` from {sources}; do not "
+                  "edit by hand -->")
+EDITIONS_END = "<!-- editions:{first}+{second} end -->"
+EDITIONS_RE = re.compile(r"<!-- editions:(?P<first>[A-Za-z0-9._-]+)\+(?P<second>[A-Za-z0-9._-]+) start\b[^\n]*-->\n"
+                         r"(?P<body>.*?)<!-- editions:(?P=first)\+(?P=second) end -->", re.DOTALL)
+CHANGES_FILE = "what_changed.yaml"
+"""In the second edition's results folder: ``since: <first edition's profile>`` and ``claims: {<n>: <one line>}``,
+one line per claim of its report on what changed the claim between the editions."""
+
+
+def _claims_file(results_root: Path, profile: str) -> Path:
+    return require_file(results_root / profile / "tables" / "claims.csv", f"profile {profile}'s claims table",
+                        f"run `python -m redpo figures --profile {profile}`, or fix the profile in the block's markers")
+
+
+def what_changed(results_root: Path, first: str, second: str, claims: list[str]) -> dict[str, str]:
+    """``{claim: line}`` from ``results/<second>/what_changed.yaml``, checked: written against ``first``, one
+    non-empty line for each of ``claims`` and for no other."""
+    path = require_file(results_root / second / CHANGES_FILE, f"the lines on what changed each claim since {first}",
+                        f"write it: `since: {first}` and `claims:` with one line per claim number")
+    data = safe_yaml(path.read_text(encoding="utf-8"), str(path), "fix the YAML")
+    if not isinstance(data, dict) or data.get("since") != first or not isinstance(data.get("claims"), dict):
+        raise ConfigError(f"{path}: must hold `since: {first}` and a `claims:` mapping of claim number to one line")
+    lines = {str(k): v for k, v in data["claims"].items()}
+    missing = [c for c in claims if not (isinstance(lines.get(c), str) and lines[c].strip())]
+    extra = sorted(set(lines) - set(claims))
+    if missing or extra:
+        raise ConfigError(f"{path}: " + "; ".join(
+            ([f"no line for claim(s) {', '.join(missing)}"] if missing else [])
+            + ([f"claim(s) {', '.join(extra)} are not in {second}'s report"] if extra else []))
+            + "; give each claim of the report exactly one line")
+    return {c: " ".join(lines[c].split()) for c in claims}
+
+
+def editions_table(results_root: Path, first: str, second: str) -> str:
+    """Per claim of ``second``'s report: both editions' verdict and effect [95% CI], the paper's number and what
+    changed it. A claim the first edition's report lacks shows an empty first column."""
+    old = {row["claim"]: row for row in claim_rows(_claims_file(results_root, first))}
+    new = claim_rows(_claims_file(results_root, second))
+    changed = what_changed(results_root, first, second, [row["claim"] for row in new])
+    lines = [f"| claim | `{first}` | `{second}` | paper | what changed it |", "|---|---|---|---|---|"]
+    for row in new:
+        before = old.get(row["claim"])
+        cells = [f"{row['claim']}. {row['statement']}",
+                 f"**{before['verdict']}** {short_effect(before['effect'])}" if before else "",
+                 f"**{row['verdict']}** {short_effect(row['effect'])}", row["paper"], changed[row["claim"]]]
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    return "\n".join(lines)
+
+
+def editions_block(results_root: Path, first: str, second: str) -> str:
+    sources = f"{claims_source(first)}, {claims_source(second)} and results/{second}/{CHANGES_FILE}"
+    return "\n".join([EDITIONS_START.format(first=first, second=second, sources=sources),
+                      editions_table(results_root, first, second), EDITIONS_END.format(first=first, second=second)])
 
 
 def block(results_root: Path, profile: str) -> str:
@@ -61,12 +121,16 @@ def block(results_root: Path, profile: str) -> str:
 
 
 def fill_blocks(text: str, results_root: Path) -> str:
-    """``text`` with every claims block rewritten from its profile's committed ``claims.csv``."""
-    return BLOCK_RE.sub(lambda m: block(results_root, m["profile"]), text)
+    """``text`` with every claims block rewritten from its profile's committed ``claims.csv``, and every editions
+    block from both editions' tables and the second's ``what_changed.yaml``."""
+    text = BLOCK_RE.sub(lambda m: block(results_root, m["profile"]), text)
+    return EDITIONS_RE.sub(lambda m: editions_block(results_root, m["first"], m["second"]), text)
 
 
 def block_profiles(text: str) -> list[str]:
-    return [m["profile"] for m in BLOCK_RE.finditer(text)]
+    """The profiles of the claims blocks, then each editions block as ``FIRST+SECOND``."""
+    return ([m["profile"] for m in BLOCK_RE.finditer(text)]
+            + [f"{m['first']}+{m['second']}" for m in EDITIONS_RE.finditer(text)])
 
 
 def refresh_blocks(path: Path, results_root: Path, *, check: bool) -> tuple[bool, str]:
