@@ -10,6 +10,7 @@ before they were stopped. The constants' own measurements are in :mod:`redpo.dpo
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing
 from pathlib import Path
@@ -264,6 +265,27 @@ def _tiny_trainer(profile: Any, pairs: Dataset) -> Any:
     args = trainer_config(profile, Path(scratch), progress=False, precompute_ref_log_probs=False)
     with completion_only_scoring():
         return dpo_trainer(profile, fresh_generator(profile), args, pairs)
+
+
+def test_training_and_its_benchmark_share_one_planned_trainer(tmp_path: Path) -> None:
+    from redpo.dpo.base import fresh_generator
+    from redpo.dpo.train import completion_only_scoring, planned_trainer, training_plan
+
+    profile = _tiny_profile(max_length=64, batch_size=4)
+    loaded = fresh_generator(profile)
+    pairs = Dataset.from_list([{"prompt": f"question {i} is short\n", "chosen": "yes yes", "rejected": "no"}
+                               for i in range(4)])
+    plan = training_plan(profile, pairs, loaded, what="a tiny adapter")
+    fixed = training_plan(profile, pairs, loaded, what="a tiny adapter", padded_to=64)
+    assert plan.longest_tokens < 64 and fixed.longest_tokens == 64  # fixed padding is planned at its length
+    halved = dataclasses.replace(plan, micro_batch=2, accumulation=2)
+    with completion_only_scoring():
+        trainer = planned_trainer(profile, loaded, pairs, halved, tmp_path, progress=False,
+                                  precompute_ref_log_probs=False)
+    assert (trainer.args.per_device_train_batch_size, trainer.args.gradient_accumulation_steps) == (2, 2)
+    too_long = Dataset.from_list([{"prompt": " ".join(f"w{i}" for i in range(200)), "chosen": "a", "rejected": "b"}])
+    with pytest.raises(ValueError, match=r"every prompt of a tiny adapter has >= dpo\.max_length=64 tokens"):
+        training_plan(profile, too_long, loaded, what="a tiny adapter")
 
 
 def test_prompts_are_truncated_from_the_left_and_long_prompts_are_kept() -> None:

@@ -24,7 +24,6 @@ import resource
 import tempfile
 import time
 from collections.abc import Mapping
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -38,16 +37,16 @@ from redpo.dpo.base import base_model_name, fresh_generator
 from redpo.dpo.evaluate import evaluate_held_out
 from redpo.dpo.generate import adapter_generator
 from redpo.dpo.halves import HALVES, load_halves
-from redpo.dpo.memory import pair_lengths, plan_for
+from redpo.dpo.memory import MemoryPlan, pair_lengths
 from redpo.dpo.pairs import hold_out
 from redpo.dpo.train import (
     PAIR_COLUMNS,
     completion_only_scoring,
     dataset_progress,
-    dpo_trainer,
+    planned_trainer,
     token_lengths,
     train_adapter,
-    trainer_config,
+    training_plan,
 )
 from redpo.generation.arms import kshot_by_relation
 from redpo.generation.loops import generate_arm
@@ -112,15 +111,15 @@ def time_dpo_steps(profile: Profile, pairs: Dataset, model: str, precision: Prec
     subset = pairs.select(range(min(len(pairs), steps * per_step))).select_columns(PAIR_COLUMNS)
     loaded = fresh_generator(prof)
     lengths = pair_lengths(*token_lengths(subset, loaded.tokenizer), dpo)
-    if path == "training":
-        # planned as train_adapter plans: on every pair it trains (its longest), not only on the timed ones
-        trained, _ = hold_out(pairs, dpo.held_out, prof.seed)
-        whole = pair_lengths(*token_lengths(trained, loaded.tokenizer), dpo)
-        planned = replace(whole, longest=dpo.max_length) if padding == "fixed" else whole
-        plan = plan_for(dpo, planned, loaded.model, what=f"the DPO step of {model}").to_json()
+    if path == "training":  # planned as train_adapter plans: on every pair it trains, not only on the timed ones
+        plan = training_plan(prof, hold_out(pairs, dpo.held_out, prof.seed)[0], loaded,
+                             what=f"the DPO step of {model}",
+                             padded_to=dpo.max_length if padding == "fixed" else None)
     else:
-        plan = {"micro_batch": dpo.batch_size, "accumulation": dpo.gradient_accumulation_steps,
-                "checkpointing": False, "planned": False}
+        plan = MemoryPlan(micro_batch=dpo.batch_size, accumulation=dpo.gradient_accumulation_steps,
+                          checkpointing=False, estimate_gb=None, budget_gb=None, resident_gb=None,
+                          available_gb=None, longest_tokens=lengths.longest,
+                          longest_completion_tokens=lengths.longest_completion)
     clock = _step_clock()
     shapes: list[int] = []  # the padded length of every forward pass (reference pass and training)
 
@@ -133,18 +132,18 @@ def time_dpo_steps(profile: Profile, pairs: Dataset, model: str, precision: Prec
     fixed = {"pad_to_multiple_of": dpo.max_length if padding == "fixed" else None}
     scoring = completion_only_scoring() if path == "training" else contextlib.nullcontext()
     with tempfile.TemporaryDirectory(prefix="redpo-bench-dpo-") as scratch, dataset_progress(False), scoring:
-        args = trainer_config(prof, Path(scratch), progress=False, output_dir=scratch,
-                              checkpointing=plan["checkpointing"], per_device_train_batch_size=plan["micro_batch"],
-                              gradient_accumulation_steps=plan["accumulation"], **fixed)
-        trainer = dpo_trainer(prof, loaded, args, subset, callbacks=[clock])
+        trainer = planned_trainer(prof, loaded, subset, plan, Path(scratch), progress=False, callbacks=[clock],
+                                  output_dir=scratch, **fixed)
         trainer.remove_callback(PrinterCallback)
         trainer.train()
         history = [row for row in trainer.state.log_history if "loss" in row]
     del trainer, loaded
     gc.collect()  # the Trainer and its callbacks hold the model in cycles: free it before the next setting loads one
+    planned = plan.to_json() if path == "training" else {  # the first edition's step was never planned
+        "micro_batch": plan.micro_batch, "accumulation": plan.accumulation, "checkpointing": False, "planned": False}
     return {"model": model, "path": path, "peak_rss_gb": round(lifetime_peak() / GB, 2), "precision": precision,
             "padding": padding, "batch_size": dpo.batch_size,
-            "plan": plan, "max_length": dpo.max_length, "max_prompt_length": dpo.max_prompt_length,
+            "plan": planned, "max_length": dpo.max_length, "max_prompt_length": dpo.max_prompt_length,
             "longest_pair_tokens": lengths.longest,
             "mean_pair_tokens": lengths.mean,
             "padded_lengths": sorted(set(shapes)), "steps": clock.steps,

@@ -32,7 +32,7 @@ from redpo.core.io import write_json
 from redpo.core.manifest import CHECKPOINTS_DIR
 from redpo.core.memory import peak_window
 from redpo.dpo.base import fresh_generator
-from redpo.dpo.memory import pair_lengths, plan_for
+from redpo.dpo.memory import MemoryPlan, pair_lengths, plan_for
 from redpo.dpo.pairs import hold_out
 from redpo.models.packaged import hash_model_dir
 from redpo.models.precision import check_precision, trainer_precision
@@ -236,6 +236,36 @@ def dpo_trainer(profile: Profile, loaded: LoadedModel, args: Any, train_set: Dat
                             max_prompt_length=profile.dpo.max_prompt_length, **kwargs)
 
 
+def training_plan(profile: Profile, train_pairs: Dataset, loaded: LoadedModel, *, what: str,
+                  padded_to: int | None = None) -> MemoryPlan:
+    """The memory plan for training ``loaded`` on ``train_pairs`` (the pairs a training steps through, the held-out
+    ones already left out): sized for their longest pair as TRL truncates it, or for ``padded_to`` tokens when
+    every batch is padded to one length. Planned on every trained pair, not on a sample of them, because the
+    longest pair decides what a step needs at its peak."""
+    dpo = profile.dpo
+    prompts, completions = token_lengths(train_pairs, loaded.tokenizer)
+    if dpo.max_prompt_length is None and min(prompts) >= dpo.max_length:
+        raise ValueError(
+            f"every prompt of {what} has >= dpo.max_length={dpo.max_length} tokens, so TRL would drop every "
+            "pair; set dpo.max_prompt_length, raise dpo.max_length or lower dpo.num_demos / dpo.chain_length"
+        )
+    lengths = pair_lengths(prompts, completions, dpo)
+    if padded_to is not None:
+        lengths = dataclasses.replace(lengths, longest=padded_to)
+    return plan_for(dpo, lengths, loaded.model, what=what)
+
+
+def planned_trainer(profile: Profile, loaded: LoadedModel, train_set: Dataset, plan: MemoryPlan, out_dir: Path, *,
+                    progress: bool, callbacks: list[Any] | None = None, **overrides: Any) -> Any:
+    """:func:`dpo_trainer` with the plan's micro-batch, accumulation and activation checkpointing: the one setup that
+    training and ``bench training`` both step through, so a timed step is a trained step. ``overrides`` replace
+    ``DPOConfig`` fields (:func:`trainer_config`). Build it inside :func:`completion_only_scoring`."""
+    args = trainer_config(profile, out_dir, progress=progress, checkpointing=plan.checkpointing,
+                          per_device_train_batch_size=plan.micro_batch,
+                          gradient_accumulation_steps=plan.accumulation, **overrides)
+    return dpo_trainer(profile, loaded, args, train_set, **({"callbacks": callbacks} if callbacks else {}))
+
+
 def train_adapter(
     profile: Profile,
     pairs: Dataset,
@@ -259,22 +289,13 @@ def train_adapter(
     dpo = profile.dpo
     loaded = loaded or fresh_generator(profile)
     train_pairs, _ = hold_out(pairs, dpo.held_out, profile.seed)
-    prompts, completions = token_lengths(train_pairs, loaded.tokenizer)
-    if dpo.max_prompt_length is None and min(prompts) >= dpo.max_length:
-        raise ValueError(
-            f"every prompt of {out_dir.name} has >= dpo.max_length={dpo.max_length} tokens, so TRL would drop every "
-            "pair; set dpo.max_prompt_length, raise dpo.max_length or lower dpo.num_demos / dpo.chain_length"
-        )
-    plan = plan_for(dpo, pair_lengths(prompts, completions, dpo), loaded.model, what=f"DPO adapter {out_dir.name}")
+    plan = training_plan(profile, train_pairs, loaded, what=f"DPO adapter {out_dir.name}")
     t0 = time.perf_counter()
     with dataset_progress(progress), completion_only_scoring(), peak_window() as peak:
         train_set = train_pairs.select_columns(PAIR_COLUMNS)
         if dpo.checkpoint_steps:  # resumable: TRL's derived data (reference log-probs) must resume too
             train_set = on_disk(train_set, checkpoint_dir(out_dir) / "data" / "train")
-        args = trainer_config(profile, out_dir, progress=progress, checkpointing=plan.checkpointing,
-                              per_device_train_batch_size=plan.micro_batch,
-                              gradient_accumulation_steps=plan.accumulation)
-        trainer = dpo_trainer(profile, loaded, args, train_set)
+        trainer = planned_trainer(profile, loaded, train_set, plan, out_dir, progress=progress)
         if not progress:
             trainer.remove_callback(PrinterCallback)
         kept = len(trainer.train_dataset)

@@ -159,10 +159,11 @@ def probe_agreement(profile: Profile, results: ResultsDir,
         oracle = ensure_oracle(profile, where, progress=False)
         out = {}
         for precision, by_split in samples.items():
-            rows = [{"k": k, "seed": seed, "relation": s.relation, "oracle": label, "marked": s.to_marked()}
-                    for (k, seed), arm in sorted(by_split.items())
-                    for made in [generated_only(arm.all_samples())]
-                    for s, label in zip(made, oracle.label(made), strict=True)]
+            rows: list[dict[str, Any]] = []
+            for (k, seed), arm in sorted(by_split.items()):
+                made = generated_only(arm.all_samples())
+                rows += [{"k": k, "seed": seed, "relation": s.relation, "oracle": label, "marked": s.to_marked()}
+                         for s, label in zip(made, oracle.label(made), strict=True)]
             out[precision] = {
                 **correctness([r["relation"] for r in rows], [r["oracle"] for r in rows], schema),
                 "arm": next(iter(by_split.values())).arm if by_split else None, "splits": len(by_split),
