@@ -77,3 +77,19 @@ def test_a_replaying_folder_labels_from_the_committed_run(tmp_path: Path) -> Non
     assert judge.label([known]) == ["Other"] and judge.summary == {"test_micro_f1": 0.8}
     with pytest.raises(ReplayMiss, match="the oracle's label of"):
         judge.label([known, other])
+
+
+def test_the_oracle_never_takes_the_few_shot_step_schedule() -> None:
+    """The step schedule is sized for few-shot sets; on the whole training split it would stop the oracle early, and
+    agreement shares would then differ between runs by their oracles, not their samples."""
+    stepped = load_profile("cpu-full-v2")
+    cfg = oracle.oracle_encoder(stepped)
+    assert (cfg.eval_steps, cfg.min_steps, cfg.max_steps, cfg.warmup_steps) == (None, 0, None, None)
+    assert (cfg.epochs, cfg.learning_rate) == (stepped.oracle.epochs, stepped.oracle.learning_rate)
+    assert cfg.precision == stepped.encoder.precision and cfg.batch_size == stepped.encoder.batch_size
+    train = [RESample(tokens=("a", "b"), head=(0, 1), tail=(1, 2), relation="Other")]
+    unstepped = load_profile("cpu-full-v2", {"encoder.eval_steps": None, "encoder.min_steps": 0,
+                                             "encoder.max_steps": None, "encoder.warmup_steps": None})
+    assert oracle.oracle_fingerprint(stepped, train, train) == oracle.oracle_fingerprint(unstepped, train, train)
+    other_lr = load_profile("cpu-full-v2", {"oracle.learning_rate": 1e-4})
+    assert oracle.oracle_fingerprint(other_lr, train, train) != oracle.oracle_fingerprint(stepped, train, train)
