@@ -76,6 +76,11 @@ def test_generated_arms_get_equal_per_relation_counts_and_the_manual_negatives(t
     manual = sets["manual"]
     assert sets["manual-steps"] == manual  # the same samples, trained on the largest mixed set's step schedule
     assert epoch_sizes(sets) == {"manual-steps": max(len(sets["mix:obo"]), len(sets["mix:obo_dpo"]))}
+    assert epoch_sizes(sets, prof.encoder) == epoch_sizes(sets)  # a schedule in epochs sizes by the mixed sets
+    stepped = load_profile("cpu-full-v2").encoder  # steps, cap and warm-up all in steps: no set's size matters
+    assert epoch_sizes(sets, stepped) == {}
+    capless = load_profile("cpu-full-v2", {"encoder.max_steps": None}).encoder  # the cap follows the epochs
+    assert epoch_sizes(sets, capless) == epoch_sizes(sets)
     negatives = [s for s in manual if s.relation == "Other"]
     # obo left Component-Whole short (1 of 2): every arm takes 1 of it, 2 of Cause-Effect, the 2 manual Others
     for arm in ("baseline", "obo", "obo_dpo"):
@@ -334,6 +339,19 @@ def test_run_grid_trains_every_arm_and_resumes(tmp_path: Path) -> None:
         "gen:obo_dpo"]}}, dev, test, progress=False)["runs"][0]
     original = by_arm["gen:obo_dpo"].get("same_run_as", "gen:obo_dpo")
     assert renamed["cached"] and renamed["same_run_as"] == original and renamed["arm"] == "plateau:x"
+
+
+@pytest.mark.slow
+def test_under_a_size_free_step_schedule_manual_steps_is_the_manual_run_reused(tmp_path: Path) -> None:
+    prof = _profile(**{"fewshot.k": [2], "encoder.threads": 1, "encoder.eval_steps": 2, "encoder.max_steps": 4,
+                       "encoder.warmup_steps": 1})
+    results = _results(tmp_path, prof)
+    dev = test = [_s(i, rel, "t") for rel in RELATIONS for i in range(2)]
+    by_arm = {r["arm"]: r for r in run_grid(prof, results, dev, test, progress=False)["runs"]}
+    steps = by_arm["manual-steps"]
+    assert steps["cached"] and steps["same_run_as"] == "manual" and steps["predictions"] == by_arm["manual"][
+        "predictions"]
+    assert by_arm["manual"]["steps"] == by_arm["mix:obo_dpo"]["steps"] == 4  # every set: the same 4 steps
 
 
 def test_own_quotas_let_each_arm_train_on_what_it_wrote_and_match_the_pair(tmp_path: Path) -> None:

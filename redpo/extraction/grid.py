@@ -65,7 +65,7 @@ def run_training_sets(
     work = []
     for (k, split_seed), sets in sets_by_split.items():
         mine = [c for c in cells if (c.k, c.split_seed) == (k, split_seed)]
-        sizes = epoch_sizes(sets)
+        sizes = epoch_sizes(sets, profile.encoder)
         work += [(c, arm, train, sizes.get(arm)) for c in mine for arm, train in sets.items()]
     runs: dict[int, dict[str, Any]] = {}  # by place in ``work``: the returned runs keep that order
     skipped: list[dict[str, Any]] = []

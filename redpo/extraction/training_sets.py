@@ -15,6 +15,8 @@ every cell, and all arms of all cells share one dev and one test set, so arms di
 * ``manual-steps``: the manual set again, trained on the step schedule of the mixed sets (:func:`epoch_sizes`).
   A mixed set is about twice the manual one, so with the same epoch cap and patience it gets about twice the
   optimizer steps; "mixed beats manual" could then mean only "more steps". This control gets the same steps.
+  Under a schedule in steps that no set's size changes (:func:`size_free_schedule`), every set already gets the
+  same steps, and ``manual-steps`` is the manual run, reused rather than trained again.
 
 **Comparable arms.** An arm comparison is confounded if arms differ in how much they train on, so every
 generated arm of a split takes the *same number of samples per relation*: the smallest count any arm reached
@@ -46,7 +48,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from redpo.config import Profile
+from redpo.config import EncoderConfig, Profile
 from redpo.core.io import ResultsDir, read_samples
 from redpo.core.sample import RESample
 from redpo.data.splits import generation_splits, load_profile_kshot, load_split, profile_schema, stratified_subset
@@ -213,11 +215,22 @@ MANUAL_STEPS_ARM = "manual-steps"
 """The step-matched manual control: the manual samples on the mixed arms' step schedule."""
 
 
-def epoch_sizes(sets: Mapping[str, Sequence[RESample]]) -> dict[str, int]:
+def size_free_schedule(encoder: EncoderConfig) -> bool:
+    """Whether every set trains on the same schedule whatever its size: the schedule in steps with its cap and
+    warm-up given in steps (``encoder.eval_steps``, ``max_steps``, ``warmup_steps``). Then a set's "epoch" sizes
+    nothing, and ``manual-steps`` is the manual run itself."""
+    return None not in (encoder.eval_steps, encoder.max_steps, encoder.warmup_steps)
+
+
+def epoch_sizes(sets: Mapping[str, Sequence[RESample]], encoder: EncoderConfig | None = None) -> dict[str, int]:
     """``{arm: samples per "epoch"}`` for arms trained on another set's step schedule: ``manual-steps`` gets the
     largest mixed set's size, so its evaluation interval, patience and cap in optimizer steps are those of the
     largest mixed arms: the primary pair's (claim 6 compares ``mix:obo_dpo@pair`` with it), whose quota is never
-    below the all-arm one; mixed sets of one quota differ only by generated samples equal to a manual one."""
+    below the all-arm one; mixed sets of one quota differ only by generated samples equal to a manual one. Empty
+    under a size-free ``encoder`` schedule (:func:`size_free_schedule`): there the manual run is already
+    step-matched, and the grid reuses it for ``manual-steps`` instead of training the same run twice."""
+    if encoder is not None and size_free_schedule(encoder):
+        return {}
     mixed = [len(v) for a, v in sets.items() if a.startswith("mix:")]
     return {MANUAL_STEPS_ARM: max(mixed)} if MANUAL_STEPS_ARM in sets and mixed else {}
 
