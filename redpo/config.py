@@ -494,9 +494,10 @@ class OracleConfig(_Strict):
 
     Trained once on the full training split with the profile's encoder, as ZeroGen measures synthetic data: its
     label for a generated sample says whether the sample expresses the relation it was generated for. The
-    encoder's other settings (max length, batch size, warm-up, decay, patience, precision) come from ``encoder``,
-    never its step schedule (``eval_steps``, ``min_steps``, ``max_steps``, ``warmup_steps``): that is sized for
-    few-shot sets, so the oracle is evaluated once per epoch for ``epochs`` epochs.
+    encoder's other settings (max length, batch size, ``warmup_ratio``, decay, patience) come from ``encoder``,
+    never its step schedule (``eval_steps``, ``min_steps``, ``max_steps``, ``warmup_steps``) or its precision: the
+    schedule is sized for few-shot sets, so the oracle is evaluated once per epoch for ``epochs`` epochs, in fp32,
+    the same in every run, so that agreement shares compare between runs.
     """
 
     enabled: bool = True

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from redpo.config import ConfigError
+from redpo.core.io import DataError
 from redpo.site import readme
 
 REPO = Path(__file__).resolve().parent.parent
@@ -47,6 +48,18 @@ def test_each_claim_shows_both_editions_the_paper_and_what_changed(root: Path) -
     assert table[4].startswith("| 9. statement 9 |  | **holds** new claim |")  # the first edition had no claim 9
 
 
+def test_a_claim_only_the_first_edition_had_keeps_its_row(root: Path) -> None:
+    _claims(root, "first", [("3", "does not hold", "-2.7 [-4.3, -0.7] Δ micro-F1 points (95% CI)"),
+                            ("4", "does not hold", "38.6 [33.6, 44.4] % of manual (95% CI)"),
+                            ("5", "holds", "+1.0 [0.1, 2.0] Δ micro-F1 points (95% CI)")])
+    with pytest.raises(ConfigError, match=r"no line for claim\(s\) 5"):
+        readme.editions_table(root, "first", "second")
+    (root / "second" / readme.CHANGES_FILE).write_text("since: first\nclaims: {3: a, 4: b, 5: dropped, 9: c}\n")
+    rows = readme.editions_table(root, "first", "second").splitlines()[2:]
+    assert [r.split(".")[0] for r in rows] == ["| 3", "| 4", "| 5", "| 9"]
+    assert rows[2] == "| 5. statement 5 | **holds** +1.0 [0.1, 2.0] Δ micro-F1 points |  | paper 5 | dropped |"
+
+
 def test_the_block_is_rewritten_in_place_and_a_stale_number_is_caught(root: Path, tmp_path: Path) -> None:
     fresh = readme.editions_block(root, "first", "second")
     text = f"intro\n{fresh}\noutro\n"
@@ -62,7 +75,7 @@ def test_the_block_is_rewritten_in_place_and_a_stale_number_is_caught(root: Path
     ("since: other\nclaims: {3: a, 4: b, 9: c}\n", "must hold `since: first`"),
     ("since: first\nclaims: {3: a, 9: c}\n", "no line for claim(s) 4"),
     ("since: first\nclaims: {3: a, 4: ' ', 9: c}\n", "no line for claim(s) 4"),
-    ("since: first\nclaims: {3: a, 4: b, 9: c, 10: d}\n", "claim(s) 10 are not in second's report"),
+    ("since: first\nclaims: {3: a, 4: b, 9: c, 10: d}\n", "claim(s) 10 are in neither report"),
     ("since: first\nclaims: [3\n", "not valid YAML"),
 ])
 def test_a_wrong_changes_file_is_one_error_naming_it(root: Path, changes: str, message: str) -> None:
@@ -74,7 +87,7 @@ def test_a_wrong_changes_file_is_one_error_naming_it(root: Path, changes: str, m
 
 def test_a_missing_changes_file_says_what_to_write(root: Path) -> None:
     (root / "second" / readme.CHANGES_FILE).unlink()
-    with pytest.raises(Exception, match=r"what_changed.yaml: the lines on what changed each claim since first not "
+    with pytest.raises(DataError, match=r"what_changed.yaml: the lines on what changed each claim since first not "
                                         r"found; write it: `since: first`"):
         readme.editions_table(root, "first", "second")
 

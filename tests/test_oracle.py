@@ -79,17 +79,30 @@ def test_a_replaying_folder_labels_from_the_committed_run(tmp_path: Path) -> Non
         judge.label([known, other])
 
 
-def test_the_oracle_never_takes_the_few_shot_step_schedule() -> None:
+def test_the_oracle_never_takes_the_few_shot_step_schedule_or_bf16() -> None:
     """The step schedule is sized for few-shot sets; on the whole training split it would stop the oracle early, and
     agreement shares would then differ between runs by their oracles, not their samples."""
     stepped = load_profile("cpu-full-v2")
     cfg = oracle.oracle_encoder(stepped)
     assert (cfg.eval_steps, cfg.min_steps, cfg.max_steps, cfg.warmup_steps) == (None, 0, None, None)
-    assert (cfg.epochs, cfg.learning_rate) == (stepped.oracle.epochs, stepped.oracle.learning_rate)
-    assert cfg.precision == stepped.encoder.precision and cfg.batch_size == stepped.encoder.batch_size
+    assert (cfg.epochs, cfg.learning_rate, cfg.precision) == (stepped.oracle.epochs, stepped.oracle.learning_rate,
+                                                              "fp32")
+    assert cfg.batch_size == stepped.encoder.batch_size
     train = [RESample(tokens=("a", "b"), head=(0, 1), tail=(1, 2), relation="Other")]
-    unstepped = load_profile("cpu-full-v2", {"encoder.eval_steps": None, "encoder.min_steps": 0,
-                                             "encoder.max_steps": None, "encoder.warmup_steps": None})
-    assert oracle.oracle_fingerprint(stepped, train, train) == oracle.oracle_fingerprint(unstepped, train, train)
+    # the second edition's oracle is the first edition's: they differ only in the RE schedule and precision
+    first = load_profile("cpu-full")
+    assert oracle.oracle_fingerprint(stepped, train, train) == oracle.oracle_fingerprint(first, train, train)
     other_lr = load_profile("cpu-full-v2", {"oracle.learning_rate": 1e-4})
     assert oracle.oracle_fingerprint(other_lr, train, train) != oracle.oracle_fingerprint(stepped, train, train)
+
+
+def test_the_committed_first_editions_oracle_keeps_its_fingerprint(data_root: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from redpo.extraction.training_sets import evaluation_sets
+
+    monkeypatch.setenv("REDPO_DATA_DIR", str(data_root))
+    profile = load_profile("cpu-full")
+    dev, _ = evaluation_sets(profile)
+    saved = Path(__file__).resolve().parent.parent / "results" / "cpu-full" / "metrics" / "correctness_icl.json"
+    committed = read_json(saved)["oracle"]
+    assert oracle.oracle_fingerprint(profile, oracle._train_set(profile), dev) == committed["fingerprint"]

@@ -33,6 +33,7 @@ def _generation_info(results: ResultsDir) -> dict[str, Any]:
 
 
 def _generator_line(info: Mapping[str, Any]) -> str | None:
+    """The generator's name, weights and sampling: what wrote every sample."""
     model = info.get("model", {})
     if not model:
         return None
@@ -43,6 +44,7 @@ def _generator_line(info: Mapping[str, Any]) -> str | None:
 
 
 def _generation_line(info: Mapping[str, Any]) -> str | None:
+    """The budget, filter, decoding and negatives: what made a reply a sample."""
     gen = info.get("generation", {})
     if not gen:
         return None
@@ -59,23 +61,28 @@ def _generation_line(info: Mapping[str, Any]) -> str | None:
 
 
 def _quota_line(re_results: Mapping[str, Any]) -> str | None:
+    """How many samples per relation each arm trained on."""
     quotas = re_results.get("quotas")
     if not quotas:
         return None
     own = any("@own:" in scope for scope in quotas)
-    how = ("each generated arm at its own first K per relation (comparisons matched count by count)" if own else
+    how = ("each generated arm at its own first K per relation" if own else
            "every generated arm cut to the per-relation counts of the weakest arm of its split")
-    return f"- **Training sets:** {how}."
+    pair = any(scope.endswith("@pair") for scope in quotas)
+    paired = "; the primary pair (obo, obo_dpo) at the counts both reached, for claims 3-6" if pair else ""
+    return f"- **Training sets:** {how}{paired}."
 
 
 def _encoder_line(re_results: Mapping[str, Any]) -> str | None:
+    """The RE model, its schedule and precision: what learnt from the samples."""
     enc = re_results.get("encoder")
     if not enc:
         return None
     if enc.get("eval_steps"):
+        cap = (f"{enc.get('min_steps', 0)}–{enc['max_steps']} steps" if enc.get("max_steps") else
+               f"at least {enc.get('min_steps', 0)} steps, at most {enc.get('epochs')} passes over the set")
         schedule = (f"a schedule in optimizer steps (an evaluation every {enc['eval_steps']} steps, patience "
-                    f"{enc.get('early_stopping_patience')} evaluations, {enc.get('min_steps', 0)}–"
-                    f"{enc.get('max_steps')} steps)")
+                    f"{enc.get('early_stopping_patience')} evaluations, {cap})")
     else:
         schedule = (f"a schedule in epochs (at most {enc.get('epochs')}, an evaluation per epoch, patience "
                     f"{enc.get('early_stopping_patience')} epochs)")
@@ -85,6 +92,7 @@ def _encoder_line(re_results: Mapping[str, Any]) -> str | None:
 
 
 def _dpo_line(dpo: Mapping[str, Any]) -> str | None:
+    """Each adapter's pairs, steps, epochs and precision: the size of DPO."""
     training = dpo.get("training")
     if not training:
         return None
@@ -92,7 +100,7 @@ def _dpo_line(dpo: Mapping[str, Any]) -> str | None:
     for row in training:
         kinds = dpo.get("pairs_by_kind", {}).get(row["adapter"], {})
         mix = " / ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in kinds.items())
-        epochs = f", {row['epochs']:g} epochs" if row.get("epochs") is not None else ""
+        epochs = "" if row.get("epochs") is None else f", {row['epochs']:g} epoch{'' if row['epochs'] == 1 else 's'}"
         made, steps = dpo.get("pairs", {}).get(row["adapter"]), row.get("steps")
         parts.append(f"adapter {row['adapter']}: {made} pairs ({mix}), {row.get('pairs')} of them trained, "
                      f"{steps} step{'' if steps == 1 else 's'}{epochs}, {row.get('precision') or 'fp32'}")

@@ -116,10 +116,7 @@ def time_dpo_steps(profile: Profile, pairs: Dataset, model: str, precision: Prec
                              what=f"the DPO step of {model}",
                              padded_to=dpo.max_length if padding == "fixed" else None)
     else:
-        plan = MemoryPlan(micro_batch=dpo.batch_size, accumulation=dpo.gradient_accumulation_steps,
-                          checkpointing=False, estimate_gb=None, budget_gb=None, resident_gb=None,
-                          available_gb=None, longest_tokens=lengths.longest,
-                          longest_completion_tokens=lengths.longest_completion)
+        plan = MemoryPlan.unplanned(dpo, lengths)
     clock = _step_clock()
     shapes: list[int] = []  # the padded length of every forward pass (reference pass and training)
 

@@ -185,6 +185,14 @@ class MemoryPlan:
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def unplanned(cls, dpo: DPOConfig, lengths: PairLengths, device: str = "cpu") -> MemoryPlan:
+        """The profile's own batch and accumulation, no checkpointing, no estimate: what runs where nothing is
+        planned (a GPU, or the first edition's step that ``bench training`` times)."""
+        return cls(micro_batch=dpo.batch_size, accumulation=dpo.gradient_accumulation_steps, checkpointing=False,
+                   estimate_gb=None, budget_gb=None, resident_gb=None, available_gb=None,
+                   longest_tokens=lengths.longest, longest_completion_tokens=lengths.longest_completion, device=device)
+
 
 def _budget(dpo: DPOConfig, resident: int, available: int, total: int | None) -> tuple[int, str]:
     share = int(resident + dpo.memory_share * available)
@@ -252,10 +260,7 @@ def plan_for(dpo: DPOConfig, lengths: PairLengths, model: Any, *, what: str) -> 
     device than the CPU is not planned (the module docstring): its plan is the profile's batch and accumulation."""
     device = next(model.parameters()).device.type
     if device != "cpu":
-        return MemoryPlan(micro_batch=dpo.batch_size, accumulation=dpo.gradient_accumulation_steps,
-                          checkpointing=False, estimate_gb=None, budget_gb=None, resident_gb=None, available_gb=None,
-                          longest_tokens=lengths.longest, longest_completion_tokens=lengths.longest_completion,
-                          device=device)
+        return MemoryPlan.unplanned(dpo, lengths, device)
     resident = resident_with_weights(model)
     return plan_micro_batch(dpo, lengths, ModelShape.of(model, dpo.lora), resident=resident,
                             available=available_bytes(), what=what, total=total_bytes())

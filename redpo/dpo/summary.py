@@ -50,7 +50,9 @@ def training_summary(logs: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
             "adapter": name,
             "pairs": log["pairs_trained"],
             "steps": log["steps"],
-            "epochs": log.get("dpo", {}).get("epochs"),
+            # the epochs configured, unless a step cap (dpo.max_steps, as in smoke) cut them short
+            "epochs": log.get("dpo", {}).get("epochs") if log.get("dpo", {}).get("max_steps", -1) in (-1, None)
+            else None,
             "precision": log.get("dpo", {}).get("precision", "fp32"),  # a log from before the setting: fp32
             "seconds": log["total_seconds"],
             "seconds_per_step": seconds_per_step(log),

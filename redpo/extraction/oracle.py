@@ -10,7 +10,7 @@ generated sample, and per arm we report
 - **negative share**: the share it labels as the negative class (the sample expresses no relation it knows).
 
 The oracle is only as good as its own test micro-F1, which is saved beside these shares so that readers know how
-far to trust them. It is trained with the profile's encoder and ``oracle`` section, always on an epoch schedule
+far to trust them. It is trained with the profile's encoder and ``oracle`` section, always in fp32 on an epoch schedule
 (:func:`oracle_encoder`: a profile's few-shot step schedule would stop it early), and cached under
 ``cache/oracle/<fingerprint>/`` (safetensors weights, tokenizer and a JSON summary), so it is trained once per
 profile and a killed run retrains at most it. Predictions are cheap and recomputed.
@@ -97,25 +97,27 @@ def _train_set(profile: Profile) -> list[RESample]:
     return stratified_subset(train, n, profile.oracle.seed) if n else train
 
 
-STEP_SCHEDULE = frozenset({"eval_steps", "min_steps", "max_steps", "warmup_steps"})
-"""The encoder's step schedule, which the oracle never takes. It is sized for few-shot sets (``cpu-full-v2``: at
-most 800 steps, patience 4 evaluations of 20 steps): on the whole training split it stopped the oracle after 660
+NOT_THE_ORACLES = frozenset({"eval_steps", "min_steps", "max_steps", "warmup_steps", "precision"})
+"""Encoder settings the oracle never takes. The step schedule is sized for few-shot sets (``cpu-full-v2``: at most
+800 steps, patience 4 evaluations of 20 steps): on the whole training split it stopped that run's oracle after 660
 steps (1.6 epochs; test micro-F1 77.8 against 83.1 over ``oracle.epochs`` = 3), and the weaker oracle agreed with
-the gold K-shot samples 0.70 of the time against 0.82, so agreement shares would not compare between runs."""
+the gold K-shot samples 0.70 of the time against 0.82. bf16 changes where a run stops too. Agreement shares are
+compared between runs and editions, so every run's oracle trains the same way: in fp32, evaluated once per epoch."""
 
 
 def oracle_encoder(profile: Profile) -> EncoderConfig:
     """The encoder settings the oracle trains with: the profile's encoder on the ``oracle`` section's epochs and
-    learning rate, evaluated once per epoch (:data:`STEP_SCHEDULE` left out)."""
+    learning rate, evaluated once per epoch, in fp32 (:data:`NOT_THE_ORACLES` left out)."""
     return derive(profile.encoder, {"epochs": profile.oracle.epochs, "learning_rate": profile.oracle.learning_rate,
-                                    "eval_steps": None, "min_steps": 0, "max_steps": None, "warmup_steps": None})
+                                    "eval_steps": None, "min_steps": 0, "max_steps": None, "warmup_steps": None,
+                                    "precision": "fp32"})
 
 
 def oracle_fingerprint(profile: Profile, train: Sequence[RESample], dev: Sequence[RESample]) -> str:
-    """Hash of what determines the oracle: encoder settings (less the step schedule, which it never takes), the
-    ``oracle`` section and the data it sees."""
+    """Hash of what determines the oracle: encoder settings (less :data:`NOT_THE_ORACLES`), the ``oracle`` section
+    and the data it sees. A profile that differs from another only in its RE schedule or precision has its oracle."""
     return json_sha256({
-        "encoder": identity(profile.encoder, exclude=STEP_SCHEDULE),
+        "encoder": identity(profile.encoder, exclude=NOT_THE_ORACLES),
         "oracle": identity(profile.oracle),
         "dataset": profile.dataset.name,
         "train": samples_digest(train),

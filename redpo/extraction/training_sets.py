@@ -15,8 +15,8 @@ every cell, and all arms of all cells share one dev and one test set, so arms di
 * ``manual-steps``: the manual set again, trained on the step schedule of the mixed sets (:func:`epoch_sizes`).
   A mixed set is about twice the manual one, so with the same epoch cap and patience it gets about twice the
   optimizer steps; "mixed beats manual" could then mean only "more steps". This control gets the same steps.
-  Under a schedule in steps that no set's size changes (:func:`size_free_schedule`), every set already gets the
-  same steps, and ``manual-steps`` is the manual run, reused rather than trained again.
+  Under a schedule in steps that no set's size changes (:func:`size_free_schedule`), every set already trains on
+  the same schedule, and ``manual-steps`` is the manual run, reused rather than trained again.
 
 **Comparable arms.** An arm comparison is confounded if arms differ in how much they train on, so every
 generated arm of a split takes the *same number of samples per relation*: the smallest count any arm reached
@@ -216,10 +216,10 @@ MANUAL_STEPS_ARM = "manual-steps"
 
 
 def size_free_schedule(encoder: EncoderConfig) -> bool:
-    """Whether every set trains on the same schedule whatever its size: the schedule in steps with its cap and
-    warm-up given in steps (``encoder.eval_steps``, ``max_steps``, ``warmup_steps``). Then a set's "epoch" sizes
-    nothing, and ``manual-steps`` is the manual run itself."""
-    return None not in (encoder.eval_steps, encoder.max_steps, encoder.warmup_steps)
+    """Whether every set trains on the same schedule whatever its size: the schedule in steps with its cap in steps
+    (``encoder.eval_steps`` and ``max_steps``; the warm-up is then in steps too, given or a share of the cap).
+    Then a set's "epoch" sizes nothing, and ``manual-steps`` is the manual run itself."""
+    return encoder.eval_steps is not None and encoder.max_steps is not None
 
 
 def epoch_sizes(sets: Mapping[str, Sequence[RESample]], encoder: EncoderConfig | None = None) -> dict[str, int]:

@@ -68,13 +68,14 @@ one line per claim of its report on what changed the claim between the editions.
 
 
 def _claims_file(results_root: Path, profile: str) -> Path:
+    """A profile's committed ``tables/claims.csv``, or an error saying how to make it."""
     return require_file(results_root / profile / "tables" / "claims.csv", f"profile {profile}'s claims table",
                         f"run `python -m redpo figures --profile {profile}`, or fix the profile in the block's markers")
 
 
 def what_changed(results_root: Path, first: str, second: str, claims: list[str]) -> dict[str, str]:
     """``{claim: line}`` from ``results/<second>/what_changed.yaml``, checked: written against ``first``, one
-    non-empty line for each of ``claims`` and for no other."""
+    non-empty line for each of ``claims`` (either report's) and for no other."""
     path = require_file(results_root / second / CHANGES_FILE, f"the lines on what changed each claim since {first}",
                         f"write it: `since: {first}` and `claims:` with one line per claim number")
     data = safe_yaml(path.read_text(encoding="utf-8"), str(path), "fix the YAML")
@@ -86,28 +87,32 @@ def what_changed(results_root: Path, first: str, second: str, claims: list[str])
     if missing or extra:
         raise ConfigError(f"{path}: " + "; ".join(
             ([f"no line for claim(s) {', '.join(missing)}"] if missing else [])
-            + ([f"claim(s) {', '.join(extra)} are not in {second}'s report"] if extra else []))
+            + ([f"claim(s) {', '.join(extra)} are in neither report"] if extra else []))
             + "; give each claim of the report exactly one line")
     return {c: " ".join(lines[c].split()) for c in claims}
 
 
 def editions_table(results_root: Path, first: str, second: str) -> str:
-    """Per claim of ``second``'s report: both editions' verdict and effect [95% CI], the paper's number and what
-    changed it. A claim the first edition's report lacks shows an empty first column."""
+    """Per claim of either edition's report: both editions' verdict and effect [95% CI], the paper's number and what
+    changed it. A claim one report lacks shows an empty cell for that edition."""
     old = {row["claim"]: row for row in claim_rows(_claims_file(results_root, first))}
-    new = claim_rows(_claims_file(results_root, second))
-    changed = what_changed(results_root, first, second, [row["claim"] for row in new])
+    new = {row["claim"]: row for row in claim_rows(_claims_file(results_root, second))}
+    claims = sorted(set(old) | set(new), key=lambda c: (len(c), c))  # numeric order of the claim numbers
+    changed = what_changed(results_root, first, second, claims)
     lines = [f"| claim | `{first}` | `{second}` | paper | what changed it |", "|---|---|---|---|---|"]
-    for row in new:
-        before = old.get(row["claim"])
-        cells = [f"{row['claim']}. {row['statement']}",
+    for claim in claims:
+        before, after = old.get(claim), new.get(claim)
+        either = after or before or {}
+        cells = [f"{claim}. {either['statement']}",
                  f"**{before['verdict']}** {short_effect(before['effect'])}" if before else "",
-                 f"**{row['verdict']}** {short_effect(row['effect'])}", row["paper"], changed[row["claim"]]]
+                 f"**{after['verdict']}** {short_effect(after['effect'])}" if after else "",
+                 either["paper"], changed[claim]]
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     return "\n".join(lines)
 
 
 def editions_block(results_root: Path, first: str, second: str) -> str:
+    """The whole editions block, markers included."""
     sources = f"{claims_source(first)}, {claims_source(second)} and results/{second}/{CHANGES_FILE}"
     return "\n".join([EDITIONS_START.format(first=first, second=second, sources=sources),
                       editions_table(results_root, first, second), EDITIONS_END.format(first=first, second=second)])
@@ -142,7 +147,8 @@ def refresh_blocks(path: Path, results_root: Path, *, check: bool) -> tuple[bool
     profiles = ", ".join(block_profiles(text))
     if not profiles:
         raise ConfigError(f"{path}: no claims block (<!-- claims:PROFILE start ... --> ... <!-- claims:PROFILE end "
-                          "-->); add one where the results summary belongs")
+                          "-->) and no editions block (<!-- editions:FIRST+SECOND start ... -->); add one where "
+                          "the results summary belongs")
     fresh = fill_blocks(text, results_root)
     if check:
         if fresh != text:
