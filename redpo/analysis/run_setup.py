@@ -9,16 +9,16 @@ code had before the setting existed (said as such, e.g. the paper's filter and f
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from redpo.core.io import ResultsDir
+from redpo.core.io import ResultsDir, read_json
 
 
 def _json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text()) if path.is_file() else {}
+    """A saved file's contents, or nothing when the run has not written it yet (each line is then left out)."""
+    return read_json(path) if path.is_file() else {}
 
 
 def _generation_info(results: ResultsDir) -> dict[str, Any]:
