@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from redpo.analysis.report import report_title
 from redpo.config import ConfigError
 from redpo.core.io import DataError
 from redpo.site import readme
@@ -28,8 +29,15 @@ def _claims(root: Path, profile: str, rows: list[tuple[str, str, str]]) -> None:
                              "rule": "r"})
 
 
+def _report(root: Path, profile: str, edition: str = "") -> None:
+    (root / profile).mkdir(parents=True, exist_ok=True)
+    (root / profile / "claims.md").write_text(report_title(profile, edition) + "\n\nbody\n")
+
+
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
+    _report(tmp_path, "first", "first edition (0.5B, pipeline 1)")
+    _report(tmp_path, "second")
     _claims(tmp_path, "first", [("3", "does not hold", "-2.7 [-4.3, -0.7] Δ micro-F1 points (95% CI), n = 10"),
                                 ("4", "does not hold", "38.6 [33.6, 44.4] % of manual (95% CI)")])
     _claims(tmp_path, "second", [("3", "holds", "+1.9 [0.4, 3.3] Δ micro-F1 points (95% CI), n = 10"),
@@ -100,3 +108,20 @@ def test_the_committed_first_edition_renders_against_itself(tmp_path: Path) -> N
     (tmp_path / "copy" / readme.CHANGES_FILE).write_text(f"since: cpu-full\nclaims:\n{lines}\n")
     table = readme.editions_table(tmp_path, "cpu-full", "copy").splitlines()
     assert len(table) == 10 and table[4].startswith("| 3. ") and table[4].count("**does not hold**") == 2
+
+
+def test_each_edition_is_named_from_its_report_title(root: Path) -> None:
+    """The block says what each folder was; an edition without a name adds no line, and a report whose title is
+    not the claims report's is one error naming it."""
+    block = readme.editions_block(root, "first", "second").splitlines()
+    assert block[1:3] == ["- `first`: first edition (0.5B, pipeline 1)", ""] and block[3].startswith("| claim |")
+    _report(root, "first")
+    assert readme.editions_block(root, "first", "second").splitlines()[1].startswith("| claim |")
+    (root / "second" / "claims.md").write_text("# something else\n")
+    with pytest.raises(DataError, match=r"second/claims.md: its first line is not the claims report's title"):
+        readme.edition_lines(root, "first", "second")
+
+
+def test_the_report_title_names_the_edition() -> None:
+    assert report_title("cpu-full") == "# Claims of the paper, checked on the `cpu-full` profile"
+    assert report_title("v2", "second edition (x)").endswith("`v2` profile: second edition (x)")

@@ -6,7 +6,8 @@ report left them apart. A copy by hand drifted as soon as the report changed a r
 
 An *editions* block (``<!-- editions:FIRST+SECOND start ... -->``) puts two editions of a run side by side, per
 claim: each edition's verdict and effect with its CI, the paper's number, and one line on what changed it. The
-numbers come from both ``claims.csv`` files; the lines are the one thing written by a person, in the second
+numbers come from both ``claims.csv`` files, each edition's name (:attr:`redpo.config.ClaimsConfig.edition`) from
+the title of its ``claims.md``; the lines are the one thing written by a person, in the second
 edition's ``what_changed.yaml`` (:data:`CHANGES_FILE`), because why a verdict moved is a reading of the two runs,
 not a number.
 """
@@ -17,6 +18,7 @@ import csv
 import re
 from pathlib import Path
 
+from redpo.analysis.report import report_edition
 from redpo.config import ConfigError, safe_yaml
 from redpo.core.io import atomic_write, require_file
 
@@ -111,11 +113,25 @@ def editions_table(results_root: Path, first: str, second: str) -> str:
     return "\n".join(lines)
 
 
+def edition_lines(results_root: Path, first: str, second: str) -> list[str]:
+    """One line per edition that names itself in its committed ``claims.md``: what the profile's folder held, its
+    generator and pipeline version, so the table's columns say more than two folder names."""
+    lines = []
+    for profile in (first, second):
+        report = require_file(results_root / profile / "claims.md", f"profile {profile}'s claims report",
+                              f"run `python -m redpo figures --profile {profile}`")
+        if edition := report_edition(report, profile):
+            lines.append(f"- `{profile}`: {edition}")
+    return [*lines, ""] if lines else []
+
+
 def editions_block(results_root: Path, first: str, second: str) -> str:
-    """The whole editions block, markers included."""
-    sources = f"{claims_source(first)}, {claims_source(second)} and results/{second}/{CHANGES_FILE}"
+    """The whole editions block, markers included: each edition's name, then the table."""
+    sources = (f"{claims_source(first)}, {claims_source(second)}, both claims.md titles and "
+               f"results/{second}/{CHANGES_FILE}")
     return "\n".join([EDITIONS_START.format(first=first, second=second, sources=sources),
-                      editions_table(results_root, first, second), EDITIONS_END.format(first=first, second=second)])
+                      *edition_lines(results_root, first, second), editions_table(results_root, first, second),
+                      EDITIONS_END.format(first=first, second=second)])
 
 
 def block(results_root: Path, profile: str) -> str:
