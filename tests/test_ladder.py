@@ -3,6 +3,7 @@ analysis reads per-sentence predictions into paired effects and run-health check
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -99,11 +100,10 @@ def _run(arm: str, split: int, gold: list[str], pred: list[str]) -> dict:
             "n_train": 10, "predictions": {"ids": [str(i) for i in range(len(gold))], "gold": gold, "pred": pred}}
 
 
-def test_run_health_flags_a_collapsed_run_and_the_negative_ratio() -> None:
+def test_run_health_flags_a_collapsed_run() -> None:
     gold = [A, A, A, A, NEG, NEG]
-    assert ladder_analysis.run_health(_run("x", 1, gold, [NEG] * 6), NEG)["collapsed"]
-    health = ladder_analysis.run_health(_run("x", 1, gold, [A, NEG, A, A, NEG, A]), NEG)
-    assert not health["collapsed"] and health["negative_ratio"] == pytest.approx((1 / 4) / (1 / 2))
+    assert ladder_analysis.run_health(_run("x", 1, gold, [NEG] * 6))["collapsed"]
+    assert not ladder_analysis.run_health(_run("x", 1, gold, [A, NEG, A, A, NEG, A]))["collapsed"]
 
 
 def test_ladder_detail_pairs_every_set_with_manual(tmp_path: Path) -> None:
@@ -115,6 +115,11 @@ def test_ladder_detail_pairs_every_set_with_manual(tmp_path: Path) -> None:
     gen = next(s for s in detail["sets"] if s["set"] == L.GEN)
     assert gen["vs_manual"]["high"] < 0 and gen["ratio"]["estimate"] == pytest.approx((2 * 20 / 50) / 1.0)
     assert detail["gap"][0]["estimate"] == pytest.approx(-gen["vs_manual"]["estimate"])
+    manual = next(s for s in detail["sets"] if s["set"] == L.MANUAL)
+    assert gen["negative_ratio"]["estimate"] == pytest.approx((10 / 30) / 1.0)  # pooled over both runs
+    assert manual["negative_ratio"]["estimate"] == 0.0
+    shown = ladder_analysis.set_table(detail)["negative ratio [95% CI]"].tolist()
+    assert shown[0] == "0.00 [0.00, 0.00]" and re.fullmatch(r"0\.33 \[0\.[0-3]\d, 0\.[3-9]\d\]", shown[1])
     assert detail["rungs"][0]["estimate"] == pytest.approx(gen["vs_manual"]["estimate"])
 
 

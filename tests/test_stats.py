@@ -97,3 +97,38 @@ def test_holm_adjusts_step_down_in_input_order() -> None:
 def test_cells_must_be_aligned() -> None:
     with pytest.raises(ValueError, match="same 2 sentences"):
         stats.PairedCells(["Other", "Other"], [["Other"]], [["Other", "Other"]], [1])
+
+
+def test_the_negative_ratio_pools_cells_and_keeps_a_run_that_never_calls_a_negative_negative() -> None:
+    """Pooled: mean rate on gold positives over mean rate on gold negatives. A cell that calls no gold negative
+    negative has no ratio of its own, yet its rates still count; a mean of per-run ratios would drop it."""
+    gold = ["A"] * 4 + ["N"] * 2
+    preds = [["N", "A", "A", "A", "N", "A"],  # 1/4 of positives, 1/2 of negatives called N
+             ["N", "N", "A", "A", "A", "A"]]  # 2/4 of positives, none of the negatives
+    effect = stats.negative_ratio_bootstrap(gold, preds, ["s1", "s2"], "N", n_boot=300)
+    assert effect.estimate == pytest.approx(((1 / 4 + 2 / 4) / 2) / ((1 / 2 + 0) / 2))
+    assert effect.n_splits == 2 and effect.n_cells == 2 and effect.n_units == 6
+    assert effect.low <= effect.estimate <= effect.high
+    assert dict(effect.per_split)["s1"] == pytest.approx(0.5)
+
+
+def test_a_negative_ratio_far_below_one_has_a_ci_below_one() -> None:
+    """A classifier that calls most gold negatives negative and few positives: its CI sits well below 1, and the
+    p-value against 1 (no discrimination) is small."""
+    rng = np.random.default_rng(3)
+    gold = ["A"] * 400 + ["N"] * 100
+    preds, splits = [], []
+    for split in range(3):
+        for _seed in range(2):
+            on_pos, on_neg = rng.random(400) < 0.05, rng.random(100) < 0.5
+            preds.append(["N" if x else "A" for x in on_pos] + ["N" if x else "A" for x in on_neg])
+            splits.append(split)
+    effect = stats.negative_ratio_bootstrap(gold, preds, splits, "N", n_boot=500)
+    assert 0.05 < effect.estimate < 0.2 and effect.high < 0.3 and effect.p_value < 0.01
+
+
+def test_the_negative_ratio_needs_both_kinds_of_gold_sentence() -> None:
+    with pytest.raises(ValueError, match="gold sentences of both kinds"):
+        stats.negative_ratio_bootstrap(["A", "A"], [["N", "A"]], ["s1"], "N")
+    with pytest.raises(ValueError, match="one prediction row of 2 sentences per cell"):
+        stats.negative_ratio_bootstrap(["A", "N"], [["N"]], ["s1"], "N")

@@ -27,7 +27,15 @@ from typing import Any, Literal
 
 import numpy as np
 
-from redpo.analysis.stats import Effect, Metric, PairedCells, Statistic, paired_f1_bootstrap, paired_mean_bootstrap
+from redpo.analysis.stats import (
+    Effect,
+    Metric,
+    PairedCells,
+    Statistic,
+    negative_ratio_bootstrap,
+    paired_f1_bootstrap,
+    paired_mean_bootstrap,
+)
 from redpo.config import ClaimsConfig
 from redpo.core.io import ResultsDir, read_json, read_samples
 from redpo.core.sample import RESample, generated_only
@@ -158,6 +166,26 @@ def f1_effect(runs: Sequence[Mapping[str, Any]], a: str, b: str, negative: str, 
     effect = paired_f1_bootstrap(cells, negative, metric=metric, n_boot=claims.bootstrap_replicates,
                                  seed=claims.bootstrap_seed, statistic=statistic, null=null)
     return effect, coverage_note(runs_a, runs_b, cells)
+
+
+def negative_ratio_effect(runs: Sequence[Mapping[str, Any]], arm: str, negative: str,
+                          claims: ClaimsConfig) -> Effect | None:
+    """One arm's negative ratio P(pred negative | gold positive) / P(pred negative | gold negative) over its runs,
+    on the sentences every run scored, with its hierarchical 95% CI (:func:`redpo.analysis.stats.
+    negative_ratio_bootstrap`); None where no run kept predictions, the sentences lack either kind, or no run
+    predicted the negative label for a gold negative (the ratio is undefined)."""
+    mine = [r for r in runs if r["arm"] == arm and "predictions" in r]
+    if not mine:
+        return None
+    tables = [_by_id(r) for r in mine]
+    ids = [i for i in tables[0] if all(i in t for t in tables[1:])]
+    gold = [tables[0][i][0] for i in ids]
+    if negative not in gold or all(g == negative for g in gold):
+        return None
+    effect = negative_ratio_bootstrap(gold, [[t[i][1] for i in ids] for t in tables],
+                                      ["k{}_s{}".format(*_cell_key(r)[:2]) for r in mine], negative,
+                                      n_boot=claims.bootstrap_replicates, seed=claims.bootstrap_seed)
+    return effect if np.isfinite(effect.estimate) else None  # no run called a gold negative negative
 
 
 # ---- diversity at equal N ----------------------------------------------------------------------------------

@@ -4,8 +4,9 @@ decomposed in points, all paired by cell and sentence, from ``metrics/ladder.jso
 - **Sets** (:func:`set_table`): mean micro-F1, the paired difference from manual and the ratio to manual, each
   with its 95% hierarchical-bootstrap CI; and two checks of every generated-only run's health: *collapsed* (it
   predicts one class for every test sentence: a schedule that stopped before learning) and the *negative ratio*
-  P(negative | gold positive) / P(negative | gold negative), the style shortcut's signature: near 1 when the model
-  sends gold positives to the negative class as often as gold negatives, 0.45 for manual data on ``cpu-full``.
+  P(negative | gold positive) / P(negative | gold negative), pooled over the set's runs with its 95% CI
+  (:func:`redpo.analysis.evidence.negative_ratio_effect`): near 1 when the model calls gold positives negative as
+  often as gold negatives, well below 1 for manual data.
 - **Rungs** (:func:`rung_table`): the comparisons :mod:`redpo.ladder.sets` declares, each changing one thing.
 - **Gap** (:func:`gap_table`): manual - generated as the pipeline makes it, and beside it what each rung says a
   piece of it is worth. The pieces are separate paired estimates, not an additive split: they overlap (label
@@ -26,8 +27,8 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from redpo.analysis.evidence import f1_effect
-from redpo.analysis.re_tables import run_health
+from redpo.analysis.evidence import f1_effect, negative_ratio_effect
+from redpo.analysis.re_tables import ratio_text, run_health
 from redpo.analysis.stats import Effect
 from redpo.config import ClaimsConfig
 from redpo.core.io import MissingMetrics, ResultsDir, read_json, read_metrics, write_json
@@ -53,8 +54,7 @@ def ladder_detail(payload: Mapping[str, Any], settings: ClaimsConfig) -> dict[st
     sets = []
     for name in names:
         mine = [r for r in runs if r["arm"] == name]
-        health = [run_health(r, payload.get("negative_label")) for r in mine]
-        ratios = [h["negative_ratio"] for h in health if h["negative_ratio"] is not None]
+        health = [run_health(r) for r in mine]
         reference = manual_of[name]
         diff = ratio = None
         if name != reference:
@@ -67,7 +67,7 @@ def ladder_detail(payload: Mapping[str, Any], settings: ClaimsConfig) -> dict[st
             "n_train": float(np.mean([r["n_train"] for r in mine])),
             "vs_manual": _effect_cells(diff), "ratio": _effect_cells(ratio),
             "collapsed": sum(h["collapsed"] for h in health),
-            "negative_ratio": float(np.mean(ratios)) if ratios else None,
+            "negative_ratio": _effect_cells(negative_ratio_effect(runs, name, negative, settings)),
         })
     rungs = []
     for c in sorted(payload["comparisons"], key=lambda c: c["rung"]):  # ladder order, whatever order a run wrote
@@ -127,7 +127,7 @@ def set_table(detail: Mapping[str, Any]) -> pd.DataFrame:
         f"Δ vs {s['reference']} [95% CI]": _points(s["vs_manual"]) if s["set"] != s["reference"] else "",
         "% of manual [95% CI]": _points(s["ratio"], sign="") if s["set"] != s["reference"] else "",
         "collapsed runs": s["collapsed"],
-        "negative ratio": None if s["negative_ratio"] is None else round(s["negative_ratio"], 2),
+        "negative ratio [95% CI]": ratio_text(s["negative_ratio"]),
     } for s in detail["sets"]]).rename(columns=lambda c: c.replace("L0:manual", "manual"))
 
 

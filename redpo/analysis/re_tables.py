@@ -14,7 +14,9 @@ import numpy as np
 import pandas as pd
 
 from redpo.analysis import paper_numbers
-from redpo.config import Profile
+from redpo.analysis.evidence import negative_ratio_effect
+from redpo.analysis.stats import Effect
+from redpo.config import ClaimsConfig, Profile
 from redpo.core.io import ResultsDir, read_json, write_json
 from redpo.core.sample import RESample
 from redpo.core.tables import format_mean_sd, json_safe, mean_sd, save_table
@@ -217,12 +219,15 @@ def convergence(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             "at_cap": sorted(f"{r['arm']} {r['cell']}" for r in trained if not r["stopped_early"])}
 
 
-def convergence_table(runs: Sequence[Mapping[str, Any]], negative: str | None = None) -> pd.DataFrame:
-    """Per arm: runs, the share that stopped early, the epochs and optimizer steps they took, and how many
-    collapsed (:func:`run_health`: one class predicted for every sentence). A collapsed run stays in every
+def convergence_table(runs: Sequence[Mapping[str, Any]], negative: str | None = None,
+                      claims: ClaimsConfig | None = None) -> pd.DataFrame:
+    """Per arm: runs, the share that stopped early, the epochs and optimizer steps they took, how many collapsed
+    (:func:`run_health`: one class predicted for every sentence) and, given the ``negative`` label and the claims'
+    bootstrap settings, the negative ratio with its 95% CI (:func:`redpo.analysis.evidence.negative_ratio_effect`:
+    near 1, the negative predictions ignore whether a sentence is negative). A collapsed run stays in every
     comparison; the table says where one is."""
     trained = [r for r in runs if r["arm"] not in LLM_ARMS and "stopped_early" in r]
-    frame = pd.DataFrame([{**r, "collapsed": run_health(r, negative)["collapsed"] if "predictions" in r else None}
+    frame = pd.DataFrame([{**r, "collapsed": run_health(r)["collapsed"] if "predictions" in r else None}
                           for r in trained])
     if frame.empty:
         return pd.DataFrame()
@@ -230,21 +235,30 @@ def convergence_table(runs: Sequence[Mapping[str, Any]], negative: str | None = 
         runs=("stopped_early", "size"), stopped_early=("stopped_early", "mean"), epochs=("epochs_run", "mean"),
         epochs_max=("epochs_run", "max"), steps=("steps", "mean"), collapsed=("collapsed", "sum"),
     )
-    return out.loc[arm_order(out.index.tolist())].round(3)
+    out = out.loc[arm_order(out.index.tolist())].round(3)
+    if negative is not None and claims is not None:
+        out["negative ratio [95% CI]"] = [ratio_text(_as_json(negative_ratio_effect(trained, arm, negative, claims)))
+                                         for arm in out.index]
+    return out
 
 
-def run_health(run: Mapping[str, Any], negative: str | None) -> dict[str, Any]:
-    """``predicted_labels`` (distinct), ``collapsed`` (one label for every sentence) and ``negative_ratio`` of one
-    run, from its per-sentence predictions (``None`` where a share is undefined)."""
-    gold, pred = np.array(run["predictions"]["gold"]), np.array(run["predictions"]["pred"])
-    labels = len(set(pred.tolist()))
-    ratio = None
-    if negative is not None and (gold == negative).any() and (gold != negative).any():
-        on_negative = float(np.mean(pred[gold == negative] == negative))
-        on_positive = float(np.mean(pred[gold != negative] == negative))
-        ratio = on_positive / on_negative if on_negative > 0 else None
-    return {"predicted_labels": labels, "collapsed": labels == 1, "negative_ratio": ratio}
+def _as_json(effect: Effect | None) -> dict[str, Any] | None:
+    return None if effect is None else effect.to_json()
 
+
+def ratio_text(effect: Mapping[str, Any] | None) -> str:
+    """A negative ratio and its CI (an :class:`~redpo.analysis.stats.Effect` as JSON), two decimals; empty where it
+    is undefined (no cell predicted the negative label for a gold negative)."""
+    if effect is None or effect["estimate"] is None:
+        return ""
+    return f"{effect['estimate']:.2f} [{effect['low']:.2f}, {effect['high']:.2f}]"
+
+
+def run_health(run: Mapping[str, Any]) -> dict[str, Any]:
+    """``predicted_labels`` (distinct) and ``collapsed`` (one label for every sentence) of one run, from its
+    per-sentence predictions."""
+    labels = len(set(run["predictions"]["pred"]))
+    return {"predicted_labels": labels, "collapsed": labels == 1}
 
 
 def save_re_results(
@@ -287,8 +301,9 @@ def save_re_results(
     return write_json(results.metrics / "re_results.json", json_safe(payload))
 
 
-def re_tables(results: ResultsDir) -> dict[str, pd.DataFrame]:
-    """Notebook 04's tables from ``metrics/re_results.json``, saved under ``tables/`` (CSV + markdown)."""
+def re_tables(results: ResultsDir, claims: ClaimsConfig) -> dict[str, pd.DataFrame]:
+    """Notebook 04's tables from ``metrics/re_results.json``, saved under ``tables/`` (CSV + markdown); ``claims``
+    gives the bootstrap behind the convergence table's negative ratios."""
     payload = read_json(results.root / "metrics" / "re_results.json")
     runs, every = payload["runs"], [*payload["runs"], *payload["llm_baseline"]]
     tables = {"re_main": results_table(every, payload["dataset"])}
@@ -297,7 +312,7 @@ def re_tables(results: ResultsDir) -> dict[str, pd.DataFrame]:
                                                    with_paper=False)
     tables["re_per_relation"] = per_relation_frame(every).round(4)
     tables["re_train_time"] = timing_table(runs)
-    tables["re_convergence"] = convergence_table(runs, payload.get("negative_label"))
+    tables["re_convergence"] = convergence_table(runs, payload.get("negative_label"), claims)
     if payload.get("quotas"):  # what every generated arm trained on: equal per-relation counts, shortfalls named
         tables["re_quotas"] = quota_frame(payload["quotas"])
     for name, frame in tables.items():

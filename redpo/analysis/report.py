@@ -348,7 +348,7 @@ def write_claims(results: ResultsDir, settings: ClaimsConfig) -> list[ClaimResul
 
 TABLES: dict[str, tuple[str, Callable[[ResultsDir, ClaimsConfig], dict[str, pd.DataFrame]]]] = {
     "generation": ("metrics/generation_baseline.json", lambda results, _settings: generation_tables(results)),
-    "re": ("metrics/re_results.json", lambda results, _settings: re_tables(results)),
+    "re": ("metrics/re_results.json", re_tables),
     "plateau": ("metrics/plateau.json", lambda results, _settings: plateau_tables(results)),
     "ladder": ("metrics/ladder.json", ladder_tables),  # its paired CIs use the claims' bootstrap settings
 }

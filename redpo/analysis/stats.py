@@ -24,7 +24,7 @@ Everything is numpy with a seeded ``Generator``; nothing here loads a model.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
@@ -170,34 +170,87 @@ def paired_f1_bootstrap(cells: PairedCells, negative: str, *, metric: Metric = "
     """Hierarchical bootstrap of the mean paired difference F1(a) - F1(b) (see the module docstring), or, with
     ``statistic="ratio"``, of mean F1(a) / mean F1(b) (claim 4: how close generated data comes to manual data).
     ``null`` is the value the p-value tests against (0 for a difference; a ratio's stated margin)."""
-    rng = np.random.default_rng(seed)
     n = len(cells.gold)
-    by_split: dict[Any, list[int]] = {}
-    for i, split in enumerate(cells.splits):
-        by_split.setdefault(split, []).append(i)
-    groups = list(by_split.values())
+    by_split = _by_split(cells.splits)
     features, actual, f1 = metric_features(cells.gold, metric, negative)
     rows_a, rows_b = np.stack([features(r) for r in cells.a]), np.stack([features(r) for r in cells.b])
     full_a, full_b = _cell_f1(np.ones(n), rows_a, rows_b, actual, f1)
     estimate = float(_combine(full_a, full_b, np.ones_like(full_a), (0,), statistic))
-    n_cells, n_groups = len(cells.a), len(groups)
     diffs = np.empty(n_boot)
+    for lo, weights, picks in _hierarchical_draws(np.random.default_rng(seed), list(by_split.values()), n,
+                                                  len(cells.a), n_boot, chunk):
+        f1_a, f1_b = _cell_f1(weights, rows_a, rows_b, actual, f1)  # each (size, n_groups, cells)
+        diffs[lo:lo + len(weights)] = _combine(f1_a, f1_b, picks, (1, 2), statistic)
+    per_split = tuple(sorted((str(split), float(_combine(full_a[m], full_b[m], np.ones(len(m)), (0,), statistic)))
+                             for split, m in by_split.items()))
+    return replace(_effect(estimate, diffs, level, len(by_split), len(cells.a), n, null), per_split=per_split)
+
+
+def _by_split(splits: Sequence[Any]) -> dict[Any, list[int]]:
+    """The cells of each split, in first-seen order of the splits."""
+    by_split: dict[Any, list[int]] = {}
+    for i, split in enumerate(splits):
+        by_split.setdefault(split, []).append(i)
+    return by_split
+
+
+def _hierarchical_draws(rng: np.random.Generator, groups: Sequence[Sequence[int]], n: int, n_cells: int,
+                        n_boot: int, chunk: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """The module docstring's resampling, ``chunk`` replicates at a time: ``(first replicate, weights, picks)``,
+    ``weights`` ``(size, n_groups, n)`` the test sentences' counts, one draw per drawn split, and ``picks``
+    ``(size, n_groups, n_cells)`` how often each cell of the drawn split is drawn (its seeds, with replacement)."""
+    n_groups = len(groups)
     for lo in range(0, n_boot, chunk):
         size = min(chunk, n_boot - lo)
         drawn = rng.integers(0, n_groups, size=(size, n_groups))  # splits, with replacement
         weights = rng.multinomial(n, np.full(n, 1 / n), size=(size, n_groups)).astype(float)  # one per drawn split
-        picks = np.zeros((size, n_groups, n_cells))  # how often each cell of the drawn split is drawn
+        picks = np.zeros((size, n_groups, n_cells))
         for g, members in enumerate(groups):
             hit = drawn == g
             counts = rng.multinomial(len(members), np.full(len(members), 1 / len(members)), size=int(hit.sum()))
             block = np.zeros((int(hit.sum()), n_cells))
             block[:, members] = counts
             picks[hit] = block
-        f1_a, f1_b = _cell_f1(weights, rows_a, rows_b, actual, f1)  # each (size, n_groups, cells)
-        diffs[lo:lo + size] = _combine(f1_a, f1_b, picks, (1, 2), statistic)
-    per_split = tuple(sorted((str(split), float(_combine(full_a[m], full_b[m], np.ones(len(m)), (0,), statistic)))
+        yield lo, weights, picks
+
+
+def negative_ratio_bootstrap(gold: Sequence[str], preds: Sequence[Sequence[str]], splits: Sequence[Any],
+                             negative: str, *, n_boot: int = 2000, seed: int = 0, level: float = 0.95,
+                             chunk: int = 200) -> Effect:
+    """How much more often one set's classifiers call a real negative sentence negative than a positive one:
+    P(pred negative | gold positive) / P(pred negative | gold negative), each rate the mean over the set's cells
+    (one row of ``preds`` per cell), with the hierarchical bootstrap's 95% CI over splits, seeds and sentences.
+
+    Why pooled and with a CI: one run predicts the negative label for a handful of gold negatives (SemEval's test
+    set has 454 `Other` sentences), so a per-run ratio swings with a few hits, and is undefined where a run never
+    predicts it for a gold negative; a mean of per-run ratios drops those runs. A ratio near 1 says the negative
+    predictions ignore whether the sentence is negative; the p-value tests against 1."""
+    if not preds or len(preds) != len(splits) or any(len(row) != len(gold) for row in preds):
+        raise ValueError(f"need one prediction row of {len(gold)} sentences per cell, with a split per cell")
+    actual = np.array(gold) == negative
+    if actual.all() or not actual.any():
+        raise ValueError(f"the ratio needs gold sentences of both kinds: {int(actual.sum())} of {len(gold)} "
+                         f"are {negative!r}")
+    called = np.stack([np.array(row) == negative for row in preds])  # (cells, n)
+    rows_pos, rows_neg = (called & ~actual).astype(float).T, (called & actual).astype(float).T  # (n, cells)
+    n_pos, n_neg = (~actual).astype(float), actual.astype(float)
+
+    def rates(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        on_pos = (weights @ rows_pos) / (weights @ n_pos)[..., None]
+        on_neg = (weights @ rows_neg) / (weights @ n_neg)[..., None]
+        return on_pos, on_neg
+
+    by_split = _by_split(splits)
+    full_pos, full_neg = rates(np.ones(len(gold)))
+    estimate = float(_combine(full_pos, full_neg, np.ones_like(full_pos), (0,), "ratio"))
+    draws = np.empty(n_boot)
+    for lo, weights, picks in _hierarchical_draws(np.random.default_rng(seed), list(by_split.values()), len(gold),
+                                                  len(preds), n_boot, chunk):
+        on_pos, on_neg = rates(weights)
+        draws[lo:lo + len(weights)] = _combine(on_pos, on_neg, picks, (1, 2), "ratio")
+    per_split = tuple(sorted((str(split), float(_combine(full_pos[m], full_neg[m], np.ones(len(m)), (0,), "ratio")))
                              for split, m in by_split.items()))
-    return replace(_effect(estimate, diffs, level, n_groups, n_cells, n, null), per_split=per_split)
+    return replace(_effect(estimate, draws, level, len(by_split), len(preds), len(gold), 1.0), per_split=per_split)
 
 
 def paired_mean_bootstrap(differences: Sequence[float], *, n_boot: int = 2000, seed: int = 0,
