@@ -670,11 +670,12 @@ class ClaimsConfig(_Strict):
     bootstrap_replicates: int = Field(2000, ge=100)
     """Replicates of every paired bootstrap behind a claim's CI."""
     bootstrap_seed: int = 0
-    edition: str = Field("", max_length=200)
+    edition: str = Field("", max_length=300, pattern=r"^[^\n\r]*$")
     """What this run is when a decisive run is repeated on a changed pipeline: which edition, its generator and
-    pipeline version (say ``first edition: Qwen2.5-Coder-0.5B, pipeline 1 (...)``). The folder keeps the profile's
-    name, so that the edition replays from its own archive; this name goes into the claims report's title and the
-    README's editions table, so that a reader sees what each edition was. Empty for a run that has no editions."""
+    pipeline version (say ``first edition (Qwen2.5-Coder-0.5B generator, pipeline 1: ...)``). The folder keeps the
+    profile's name, so that the edition replays from its own archive; this name goes into the claims report's title
+    and the README's editions table, so that a reader sees what each edition was: one line, since the title holds
+    it. Empty for a run that has no editions."""
     close_ratio: float = Field(0.6, gt=0, le=1)
     """Claim 4's "comes close": the lower end of the CI of F1(generated) / F1(manual) must reach this. A ratio,
     not a gap in points, because the paper's own SemEval gap (61.39 - 42.02 = 19.4 points) is a ratio of 0.68:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from redpo.analysis.report import report_title
-from redpo.config import ConfigError
+from redpo.analysis.report_title import report_title
+from redpo.config import ClaimsConfig, ConfigError
 from redpo.core.io import DataError
 from redpo.site import readme
 
@@ -125,3 +125,11 @@ def test_each_edition_is_named_from_its_report_title(root: Path) -> None:
 def test_the_report_title_names_the_edition() -> None:
     assert report_title("cpu-full") == "# Claims of the paper, checked on the `cpu-full` profile"
     assert report_title("v2", "second edition (x)").endswith("`v2` profile: second edition (x)")
+
+
+def test_an_edition_is_one_line_and_a_title_that_runs_on_is_an_error(root: Path) -> None:
+    with pytest.raises(ValueError, match="edition"):
+        ClaimsConfig(edition="first edition\nsecond line")
+    (root / "second" / "claims.md").write_text(report_title("second") + "s and more\n")
+    with pytest.raises(DataError, match="not the claims report's title for `second`"):
+        readme.edition_lines(root, "first", "second")

@@ -3,12 +3,12 @@ analysis reads per-sentence predictions into paired effects and run-health check
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
 
 from redpo.analysis import ladder as ladder_analysis
+from redpo.analysis import re_tables
 from redpo.config import ClaimsConfig
 from redpo.core.sample import RESample
 from redpo.generation.cache import CacheEntry, LLMCache
@@ -110,16 +110,22 @@ def test_ladder_detail_pairs_every_set_with_manual(tmp_path: Path) -> None:
     gold = [A] * 30 + [NEG] * 10
     right, worse = list(gold), [NEG] * 10 + [A] * 20 + [NEG] * 10
     runs = [_run(arm, s, gold, pred) for s in (1, 2) for arm, pred in ((L.MANUAL, right), (L.GEN, worse))]
+    # a set whose two runs differ: split 1 calls 10/30 positives and 10/10 negatives negative, split 2 3/30 and 5/10
+    runs += [_run("L9:uneven", 1, gold, worse), _run("L9:uneven", 2, gold, [NEG] * 3 + [A] * 27 + [NEG] * 5 + [A] * 5)]
     payload = {"runs": runs, "negative_label": NEG, "comparisons": [vars(L.Comparison("L2", L.GEN, L.MANUAL, "x"))]}
     detail = ladder_analysis.ladder_detail(payload, ClaimsConfig(bootstrap_replicates=200))
     gen = next(s for s in detail["sets"] if s["set"] == L.GEN)
     assert gen["vs_manual"]["high"] < 0 and gen["ratio"]["estimate"] == pytest.approx((2 * 20 / 50) / 1.0)
     assert detail["gap"][0]["estimate"] == pytest.approx(-gen["vs_manual"]["estimate"])
     manual = next(s for s in detail["sets"] if s["set"] == L.MANUAL)
-    assert gen["negative_ratio"]["estimate"] == pytest.approx((10 / 30) / 1.0)  # pooled over both runs
-    assert manual["negative_ratio"]["estimate"] == 0.0
+    uneven = next(s for s in detail["sets"] if s["set"] == "L9:uneven")["negative_ratio"]
+    assert gen["negative_ratio"]["estimate"] == pytest.approx(10 / 30) and manual["negative_ratio"]["estimate"] == 0
+    # pooled: the mean rates' ratio (0.2889), not the mean of the runs' ratios (0.2667)
+    assert uneven["estimate"] == pytest.approx(((10 / 30 + 3 / 30) / 2) / ((1 + 0.5) / 2))
+    assert uneven["low"] <= uneven["estimate"] <= uneven["high"] and uneven["undefined"] == 0
+    assert uneven["per_split"] == {"k8_s1": pytest.approx(1 / 3), "k8_s2": pytest.approx(0.2)}
     shown = ladder_analysis.set_table(detail)["negative ratio [95% CI]"].tolist()
-    assert shown[0] == "0.00 [0.00, 0.00]" and re.fullmatch(r"0\.33 \[0\.[0-3]\d, 0\.[3-9]\d\]", shown[1])
+    assert shown[0] == "0.00 [0.00, 0.00]" and shown[1].startswith("0.33 [")
     assert detail["rungs"][0]["estimate"] == pytest.approx(gen["vs_manual"]["estimate"])
 
 
@@ -238,3 +244,21 @@ def test_l3s_oracle_gets_the_notebooks_progress_switch(
     assert runs.ladder_labeller(without, ResultsDir(without, root=tmp_path), made) is None
     assert runs.ladder_labeller(prof, ResultsDir(prof, root=tmp_path), Pools(arm={})) is None  # nothing to label
     assert seen == [progress]
+
+
+def test_a_ratio_reads_as_its_ci_and_says_when_it_is_undefined_or_unbounded() -> None:
+    assert re_tables.ratio_text({"estimate": 0.4123, "low": 0.29, "high": 0.581}) == "0.41 [0.29, 0.58]"
+    assert re_tables.ratio_text({"estimate": 1.2, "low": 0.7, "high": None}) == "1.20 [0.70, ∞]"
+    assert re_tables.ratio_text({"estimate": 1.2, "low": 0.7, "high": float("inf")}) == "1.20 [0.70, ∞]"
+    assert re_tables.ratio_text(None) == "undefined"
+
+
+def test_the_convergence_table_gives_each_arm_its_pooled_negative_ratio() -> None:
+    gold = [A] * 30 + [NEG] * 10
+    runs = [{**_run(arm, s, gold, pred), "stopped_early": True, "epochs_run": 3, "steps": 40}
+            for s in (1, 2) for arm, pred in (("manual", [NEG] * 3 + [A] * 27 + [NEG] * 10),
+                                              ("gen:never", [A] * 40))]
+    table = re_tables.convergence_table(runs, NEG, ClaimsConfig(bootstrap_replicates=100))
+    assert table.loc["manual", "negative ratio [95% CI]"].startswith("0.10 [")
+    assert table.loc["gen:never", "negative ratio [95% CI]"] == "undefined"
+    assert "negative ratio [95% CI]" not in re_tables.convergence_table(runs, None, ClaimsConfig()).columns

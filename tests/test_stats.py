@@ -107,9 +107,40 @@ def test_the_negative_ratio_pools_cells_and_keeps_a_run_that_never_calls_a_negat
              ["N", "N", "A", "A", "A", "A"]]  # 2/4 of positives, none of the negatives
     effect = stats.negative_ratio_bootstrap(gold, preds, ["s1", "s2"], "N", n_boot=300)
     assert effect.estimate == pytest.approx(((1 / 4 + 2 / 4) / 2) / ((1 / 2 + 0) / 2))
-    assert effect.n_splits == 2 and effect.n_cells == 2 and effect.n_units == 6
-    assert effect.low <= effect.estimate <= effect.high
-    assert dict(effect.per_split)["s1"] == pytest.approx(0.5)
+    assert effect.n_splits == 2 and effect.n_cells == 2 and effect.n_units == 6 and effect.n_boot == 300
+    assert dict(effect.per_split) == {"s1": pytest.approx(0.5), "s2": np.inf}
+
+
+def test_a_draw_without_a_negative_hit_is_infinite_and_one_without_any_is_undefined() -> None:
+    """Dropping the replicates that drew no gold negative called negative would cut the CI's upper tail; they
+    are infinite, and the bound with them. A classifier that never says negative has no ratio at all."""
+    gold = ["A"] * 8 + ["N"] * 4
+    rare = ["N"] + ["A"] * 7 + ["N"] + ["A"] * 3  # 1 of 8 positives, 1 of 4 negatives
+    effect = stats.negative_ratio_bootstrap(gold, [rare], ["s1"], "N", n_boot=400)
+    assert effect.estimate == pytest.approx(0.5) and effect.high == np.inf and effect.undefined > 0
+    assert effect.low <= effect.estimate and effect.to_json()["undefined"] == effect.undefined
+    never = stats.negative_ratio_bootstrap(gold, [["A"] * 12], ["s1"], "N", n_boot=50)
+    assert np.isnan(never.estimate) and never.undefined == 50 and never.n_boot == 50
+    plenty = ["A"] * 40 + ["N"] * 40
+    called = ["N"] * 10 + ["A"] * 30 + ["N"] * 30 + ["A"] * 10
+    assert "undefined" not in stats.negative_ratio_bootstrap(plenty, [called], ["s1"], "N", n_boot=50).to_json()
+
+
+def test_the_split_is_the_unit_of_the_negative_ratio() -> None:
+    """Splits that disagree widen the CI; the same cells, all agreeing, do not."""
+    rng = np.random.default_rng(0)
+    gold = ["A"] * 600 + ["N"] * 200
+
+    def cell(on_pos: float) -> list[str]:
+        return (["N" if x else "A" for x in rng.random(600) < on_pos]
+                + ["N" if x else "A" for x in rng.random(200) < 0.5])
+
+    splits = [s for s in range(4) for _ in range(2)]
+    apart = stats.negative_ratio_bootstrap(gold, [cell(r) for r in (0.05, 0.05, 0.15, 0.15, 0.3, 0.3, 0.4, 0.4)],
+                                           splits, "N", n_boot=400)
+    alike = stats.negative_ratio_bootstrap(gold, [cell(0.225) for _ in range(8)], splits, "N", n_boot=400)
+    assert apart.estimate == pytest.approx(alike.estimate, abs=0.06)
+    assert apart.half_width > 2 * alike.half_width
 
 
 def test_a_negative_ratio_far_below_one_has_a_ci_below_one() -> None:

@@ -88,6 +88,11 @@ def _cell_key(run: Mapping[str, Any]) -> tuple[int, int, int | None]:
     return int(run["k"]), int(run["split_seed"]), None if seed is None else int(seed)
 
 
+def _split_label(run: Mapping[str, Any]) -> str:
+    """The K-shot split a run belongs to, ``k<K>_s<seed>``: the unit of replication every bootstrap resamples."""
+    return "k{}_s{}".format(*_cell_key(run)[:2])
+
+
 def _same_cell(ra: Mapping[str, Any], rb: Mapping[str, Any]) -> bool:
     ka, kb = _cell_key(ra), _cell_key(rb)
     return ka[:2] == kb[:2] and (ka[2] is None or kb[2] is None or ka[2] == kb[2])
@@ -114,7 +119,7 @@ def paired_cells(runs_a: Sequence[Mapping[str, Any]], runs_b: Sequence[Mapping[s
     every cell of its split. None when no cell or no sentence is shared, or a run has no predictions."""
     if not runs_a or not runs_b or any("predictions" not in r for r in (*runs_a, *runs_b)):
         return None
-    pairs = [(ra, rb, "k{}_s{}".format(*_cell_key(ra)[:2])) for ra in runs_a for rb in runs_b if _same_cell(ra, rb)]
+    pairs = [(ra, rb, _split_label(ra)) for ra in runs_a for rb in runs_b if _same_cell(ra, rb)]
     if not pairs:
         return None
     tables = {id(r): _by_id(r) for ra, rb, _ in pairs for r in (ra, rb)}
@@ -183,7 +188,7 @@ def negative_ratio_effect(runs: Sequence[Mapping[str, Any]], arm: str, negative:
     if negative not in gold or all(g == negative for g in gold):
         return None
     effect = negative_ratio_bootstrap(gold, [[t[i][1] for i in ids] for t in tables],
-                                      ["k{}_s{}".format(*_cell_key(r)[:2]) for r in mine], negative,
+                                      [_split_label(r) for r in mine], negative,
                                       n_boot=claims.bootstrap_replicates, seed=claims.bootstrap_seed)
     return effect if np.isfinite(effect.estimate) else None  # no run called a gold negative negative
 

@@ -2,8 +2,8 @@
 decomposed in points, all paired by cell and sentence, from ``metrics/ladder.json`` alone.
 
 - **Sets** (:func:`set_table`): mean micro-F1, the paired difference from manual and the ratio to manual, each
-  with its 95% hierarchical-bootstrap CI; and two checks of every generated-only run's health: *collapsed* (it
-  predicts one class for every test sentence: a schedule that stopped before learning) and the *negative ratio*
+  with its 95% hierarchical-bootstrap CI; and two checks of its runs' health: *collapsed* runs (each predicts one
+  class for every test sentence: a schedule that stopped before learning) and the set's *negative ratio*
   P(negative | gold positive) / P(negative | gold negative), pooled over the set's runs with its 95% CI
   (:func:`redpo.analysis.evidence.negative_ratio_effect`): near 1 when the model calls gold positives negative as
   often as gold negatives, well below 1 for manual data.
@@ -46,6 +46,16 @@ def _effect_cells(effect: Effect | None) -> dict[str, Any]:
             "cells": effect.n_cells}
 
 
+def _ratio_cells(effect: Effect | None) -> dict[str, Any]:
+    """A negative ratio as :func:`_effect_cells` saves it, an unbounded upper end as ``None`` (JSON has no
+    infinity), with its per-split values and the replicates where it was undefined."""
+    if effect is None:
+        return {**_effect_cells(None), "per_split": {}, "undefined": None}
+    cells = _effect_cells(effect)
+    return {**cells, "high": cells["high"] if np.isfinite(cells["high"]) else None,
+            "per_split": dict(effect.per_split), "undefined": effect.undefined}
+
+
 def ladder_detail(payload: Mapping[str, Any], settings: ClaimsConfig) -> dict[str, Any]:
     """Every number the tables and the figure show, computed once (the bootstraps are the slow part)."""
     runs, negative = payload["runs"], payload.get("negative_label") or "\u2205"
@@ -67,7 +77,7 @@ def ladder_detail(payload: Mapping[str, Any], settings: ClaimsConfig) -> dict[st
             "n_train": float(np.mean([r["n_train"] for r in mine])),
             "vs_manual": _effect_cells(diff), "ratio": _effect_cells(ratio),
             "collapsed": sum(h["collapsed"] for h in health),
-            "negative_ratio": _effect_cells(negative_ratio_effect(runs, name, negative, settings)),
+            "negative_ratio": _ratio_cells(negative_ratio_effect(runs, name, negative, settings)),
         })
     rungs = []
     for c in sorted(payload["comparisons"], key=lambda c: c["rung"]):  # ladder order, whatever order a run wrote

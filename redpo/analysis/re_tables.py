@@ -219,13 +219,14 @@ def convergence(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             "at_cap": sorted(f"{r['arm']} {r['cell']}" for r in trained if not r["stopped_early"])}
 
 
-def convergence_table(runs: Sequence[Mapping[str, Any]], negative: str | None = None,
-                      claims: ClaimsConfig | None = None) -> pd.DataFrame:
+def convergence_table(runs: Sequence[Mapping[str, Any]], negative: str | None,
+                      claims: ClaimsConfig) -> pd.DataFrame:
     """Per arm: runs, the share that stopped early, the epochs and optimizer steps they took, how many collapsed
-    (:func:`run_health`: one class predicted for every sentence) and, given the ``negative`` label and the claims'
-    bootstrap settings, the negative ratio with its 95% CI (:func:`redpo.analysis.evidence.negative_ratio_effect`:
-    near 1, the negative predictions ignore whether a sentence is negative). A collapsed run stays in every
-    comparison; the table says where one is."""
+    (:func:`run_health`: one class predicted for every sentence) and, where the dataset has a ``negative`` label,
+    the negative ratio with its 95% CI (:func:`redpo.analysis.evidence.negative_ratio_effect`, with the
+    ``claims``' bootstrap settings; near 1, the negative predictions ignore whether a sentence is negative; with one
+    run per arm, the CI resamples sentences only). A collapsed run stays in every comparison; the table says where
+    one is."""
     trained = [r for r in runs if r["arm"] not in LLM_ARMS and "stopped_early" in r]
     frame = pd.DataFrame([{**r, "collapsed": run_health(r)["collapsed"] if "predictions" in r else None}
                           for r in trained])
@@ -236,22 +237,25 @@ def convergence_table(runs: Sequence[Mapping[str, Any]], negative: str | None = 
         epochs_max=("epochs_run", "max"), steps=("steps", "mean"), collapsed=("collapsed", "sum"),
     )
     out = out.loc[arm_order(out.index.tolist())].round(3)
-    if negative is not None and claims is not None:
-        out["negative ratio [95% CI]"] = [ratio_text(_as_json(negative_ratio_effect(trained, arm, negative, claims)))
+    if negative is not None:
+        out["negative ratio [95% CI]"] = [ratio_text(_json(negative_ratio_effect(trained, arm, negative, claims)))
                                          for arm in out.index]
     return out
 
 
-def _as_json(effect: Effect | None) -> dict[str, Any] | None:
+def _json(effect: Effect | None) -> dict[str, Any] | None:
     return None if effect is None else effect.to_json()
 
 
 def ratio_text(effect: Mapping[str, Any] | None) -> str:
-    """A negative ratio and its CI (an :class:`~redpo.analysis.stats.Effect` as JSON), two decimals; empty where it
-    is undefined (no cell predicted the negative label for a gold negative)."""
+    """A negative ratio and its CI, two decimals, from an :class:`~redpo.analysis.stats.Effect`'s JSON (or the
+    ladder's saved cells, where an unbounded end is ``None``): ``undefined`` where no cell called a gold negative
+    negative, and an upper end of ``∞`` where enough replicates drew none."""
     if effect is None or effect["estimate"] is None:
-        return ""
-    return f"{effect['estimate']:.2f} [{effect['low']:.2f}, {effect['high']:.2f}]"
+        return "undefined"
+    high = effect["high"]
+    upper = "∞" if high is None or not np.isfinite(high) else f"{high:.2f}"
+    return f"{effect['estimate']:.2f} [{effect['low']:.2f}, {upper}]"
 
 
 def run_health(run: Mapping[str, Any]) -> dict[str, Any]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -33,10 +32,11 @@ from redpo.analysis.evidence import (
 from redpo.analysis.generation_tables import generation_tables
 from redpo.analysis.ladder import ladder_tables
 from redpo.analysis.re_tables import re_tables
+from redpo.analysis.report_title import report_title
 from redpo.analysis.run_setup import setup_lines
 from redpo.analysis.stats import FAILS, HOLDS, INCONCLUSIVE, NOT_RUN, holm, verdict
 from redpo.config import ClaimsConfig
-from redpo.core.io import DataError, ResultsDir, read_json, write_json
+from redpo.core.io import ResultsDir, read_json, write_json
 from redpo.core.tables import markdown_table, save_table
 from redpo.plateau.curves import plateau_tables
 
@@ -276,27 +276,6 @@ def claims_detail(claims: Sequence[ClaimResult]) -> list[dict[str, Any]]:
             "verdict": evidence_verdict(e), "note": e.note,
         } for e in c.evidence],
     } for c in claims]
-
-
-REPORT_TITLE = "# Claims of the paper, checked on the `{profile}` profile"
-"""The claims report's first line; an edition's name follows it after ``": "``."""
-
-
-def report_title(profile: str, edition: str = "") -> str:
-    """The claims report's first line: the profile, then its edition (:attr:`redpo.config.ClaimsConfig.edition`)."""
-    return REPORT_TITLE.format(profile=profile) + (f": {edition}" if edition else "")
-
-
-def report_edition(report: Path, profile: str) -> str:
-    """The edition a committed claims report names in its title, ``""`` where it names none: the README's editions
-    table reads each edition's name from the report it was written with, not from a profile edited since."""
-    with report.open(encoding="utf-8") as fh:
-        title = fh.readline().rstrip("\n")
-    bare = REPORT_TITLE.format(profile=profile)
-    if not title.startswith(bare):
-        raise DataError(f"{report}: its first line is not the claims report's title for `{profile}`; rebuild it "
-                        f"with `python -m redpo figures --profile {profile}`")
-    return title[len(bare):].removeprefix(": ")
 
 
 def claims_markdown(claims: Sequence[ClaimResult], profile: str, setup: Sequence[str] = (),

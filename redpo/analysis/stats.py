@@ -11,6 +11,9 @@ replication (a generation draw is made per split; seeds only measure classifier 
   cell and sentence once. F1 is recomputed from per-sentence predictions with the draw's sentence counts as
   weights (:func:`weighted_f1`), so no resampled prediction list is ever built, and every replicate of every cell
   is scored by a few matrix products.
+- **Negative ratios** (:func:`negative_ratio_bootstrap`): one set's P(negative | gold positive) /
+  P(negative | gold negative), pooled over its cells, with the same resampling: a health check of the runs, not a
+  claim.
 - **Diversity differences** (:func:`paired_mean_bootstrap`): per relation at equal N, paired; the CI resamples
   relations.
 - **Verdicts** (:func:`verdict`): *holds* when the CI lies wholly on the claimed side of the margin (0 unless a
@@ -38,7 +41,8 @@ Metric = Literal["micro_f1", "semeval_macro_f1"]
 
 @dataclass(frozen=True)
 class Effect:
-    """A paired difference (claimed direction positive) with its 95% CI and what it was computed over."""
+    """A statistic with its 95% CI and what it was computed over: a paired difference or ratio (claimed direction
+    positive), or one set's negative ratio (:func:`negative_ratio_bootstrap`)."""
 
     estimate: float
     low: float
@@ -52,6 +56,9 @@ class Effect:
     per_split: tuple[tuple[str, float], ...] = ()
     """``(split, point estimate within it)`` per split (F1: mean over its cells), sorted by split: with a handful
     of splits a percentile bootstrap has few distinct resamples and understates their spread, so it is shown."""
+    undefined: int = 0
+    """Replicates (of ``n_boot``) where the statistic was undefined (a ratio's 0/0), left out of the CI and the
+    p-value; only a ratio of rates has them, and the JSON names them only then."""
 
     @property
     def half_width(self) -> float:
@@ -64,7 +71,7 @@ class Effect:
                 return round(v, 6)
             return [rounded(x) for x in v] if isinstance(v, tuple) else v
 
-        return {k: rounded(v) for k, v in asdict(self).items()}
+        return {k: rounded(v) for k, v in asdict(self).items() if k != "undefined" or v}
 
 
 # ---- the bootstraps ----------------------------------------------------------------------------------------
@@ -217,14 +224,15 @@ def _hierarchical_draws(rng: np.random.Generator, groups: Sequence[Sequence[int]
 def negative_ratio_bootstrap(gold: Sequence[str], preds: Sequence[Sequence[str]], splits: Sequence[Any],
                              negative: str, *, n_boot: int = 2000, seed: int = 0, level: float = 0.95,
                              chunk: int = 200) -> Effect:
-    """How much more often one set's classifiers call a real negative sentence negative than a positive one:
+    """How much more often one set's classifiers call a gold negative sentence negative than a gold positive one:
     P(pred negative | gold positive) / P(pred negative | gold negative), each rate the mean over the set's cells
-    (one row of ``preds`` per cell), with the hierarchical bootstrap's 95% CI over splits, seeds and sentences.
+    (one row of ``preds`` per cell; all cells score the same sentences, so this is the pooled rate), with the
+    hierarchical bootstrap's 95% CI over splits, seeds and sentences (the module docstring).
 
-    Why pooled and with a CI: one run predicts the negative label for a handful of gold negatives (SemEval's test
-    set has 454 `Other` sentences), so a per-run ratio swings with a few hits, and is undefined where a run never
-    predicts it for a gold negative; a mean of per-run ratios drops those runs. A ratio near 1 says the negative
-    predictions ignore whether the sentence is negative; the p-value tests against 1."""
+    Why pooled and with a CI: a run that calls few gold negatives negative has a per-run ratio that swings with a
+    few hits, and none at all where it calls none. A ratio near 1 says the negative predictions ignore whether a
+    sentence is negative; the p-value tests against 1. A replicate that calls no drawn gold negative negative has
+    an infinite ratio, and one that calls nothing negative at all an undefined one (counted in ``undefined``)."""
     if not preds or len(preds) != len(splits) or any(len(row) != len(gold) for row in preds):
         raise ValueError(f"need one prediction row of {len(gold)} sentences per cell, with a split per cell")
     actual = np.array(gold) == negative
@@ -233,24 +241,34 @@ def negative_ratio_bootstrap(gold: Sequence[str], preds: Sequence[Sequence[str]]
                          f"are {negative!r}")
     called = np.stack([np.array(row) == negative for row in preds])  # (cells, n)
     rows_pos, rows_neg = (called & ~actual).astype(float).T, (called & actual).astype(float).T  # (n, cells)
-    n_pos, n_neg = (~actual).astype(float), actual.astype(float)
 
-    def rates(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        on_pos = (weights @ rows_pos) / (weights @ n_pos)[..., None]
-        on_neg = (weights @ rows_neg) / (weights @ n_neg)[..., None]
-        return on_pos, on_neg
+    def rate(weights: np.ndarray, hits: np.ndarray, kind: np.ndarray) -> np.ndarray:
+        """Per cell, the weighted share of ``kind`` sentences called negative (NaN where a draw has none)."""
+        total = (weights @ kind.astype(float))[..., None]
+        return np.divide(weights @ hits, total, out=np.full((*total.shape[:-1], hits.shape[1]), np.nan),
+                         where=total > 0)
+
+    def ratio(on_pos: np.ndarray, on_neg: np.ndarray, counts: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+        mean_pos = (counts * on_pos).sum(axis=axes) / counts.sum(axis=axes)
+        mean_neg = (counts * on_neg).sum(axis=axes) / counts.sum(axis=axes)
+        out = np.divide(mean_pos, mean_neg, out=np.full_like(mean_pos, np.nan), where=mean_neg > 0)
+        return np.where((mean_neg == 0) & (mean_pos > 0), np.inf, out)
 
     by_split = _by_split(splits)
-    full_pos, full_neg = rates(np.ones(len(gold)))
-    estimate = float(_combine(full_pos, full_neg, np.ones_like(full_pos), (0,), "ratio"))
+    ones = np.ones(len(gold))
+    full_pos, full_neg = rate(ones, rows_pos, ~actual), rate(ones, rows_neg, actual)
+    estimate = float(ratio(full_pos, full_neg, np.ones_like(full_pos), (0,)))
     draws = np.empty(n_boot)
     for lo, weights, picks in _hierarchical_draws(np.random.default_rng(seed), list(by_split.values()), len(gold),
                                                   len(preds), n_boot, chunk):
-        on_pos, on_neg = rates(weights)
-        draws[lo:lo + len(weights)] = _combine(on_pos, on_neg, picks, (1, 2), "ratio")
-    per_split = tuple(sorted((str(split), float(_combine(full_pos[m], full_neg[m], np.ones(len(m)), (0,), "ratio")))
+        draws[lo:lo + len(weights)] = ratio(rate(weights, rows_pos, ~actual), rate(weights, rows_neg, actual),
+                                            picks, (1, 2))
+    undefined = np.isnan(draws)
+    per_split = tuple(sorted((str(split), float(ratio(full_pos[m], full_neg[m], np.ones(len(m)), (0,))))
                              for split, m in by_split.items()))
-    return replace(_effect(estimate, draws, level, len(by_split), len(preds), len(gold), 1.0), per_split=per_split)
+    effect = _effect(estimate, draws[~undefined], level, len(by_split), len(preds), len(gold), 1.0,
+                     method="inverted_cdf")  # no interpolation: an infinite draw must not make the bound NaN
+    return replace(effect, n_boot=n_boot, undefined=int(undefined.sum()), per_split=per_split)
 
 
 def paired_mean_bootstrap(differences: Sequence[float], *, n_boot: int = 2000, seed: int = 0,
@@ -265,9 +283,11 @@ def paired_mean_bootstrap(differences: Sequence[float], *, n_boot: int = 2000, s
 
 
 def _effect(estimate: float, draws: np.ndarray, level: float, n_splits: int, n_cells: int, n_units: int,
-            null: float = 0.0) -> Effect:
+            null: float = 0.0, method: str = "linear") -> Effect:
     alpha = (1 - level) / 2
-    low, high = np.nanquantile(draws, [alpha, 1 - alpha])
+    if draws.size == 0:  # every replicate undefined: no interval
+        return Effect(estimate, float("nan"), float("nan"), 1.0, n_splits, n_cells, n_units, 0)
+    low, high = np.nanquantile(draws, [alpha, 1 - alpha], method=method)
     below, above = np.mean(draws <= null), np.mean(draws >= null)
     p = min(1.0, 2 * min(below, above) + 1 / (len(draws) + 1))  # two-sided, never exactly 0
     return Effect(estimate, float(low), float(high), float(p), n_splits, n_cells, n_units, len(draws))

@@ -18,7 +18,7 @@ import csv
 import re
 from pathlib import Path
 
-from redpo.analysis.report import report_edition
+from redpo.analysis.report_title import report_edition
 from redpo.config import ConfigError, safe_yaml
 from redpo.core.io import atomic_write, require_file
 
