@@ -7,6 +7,10 @@ TORCH_PIP_ARGS ?=
 REDPO_DATA_MIRROR ?= ../shared/data
 MIRROR ?= $(REDPO_DATA_MIRROR)
 KERNEL ?= redpo
+# Every other package at the version `make lock` last wrote (constraints.txt, for the Python it names), so that a run
+# spanning machines and sessions trains and scores with the same libraries as CI. `make setup CONSTRAINTS=` resolves
+# freely instead (say, beside a CUDA torch whose dependencies want other versions).
+CONSTRAINTS ?= constraints.txt
 # dev and docs are always installed (the tests build the documentation site); EXTRAS adds optional extras of
 # pyproject.toml, comma-separated: `make setup EXTRAS=ray` (executor: ray, docs/cluster.md).
 EXTRAS ?=
@@ -18,7 +22,7 @@ STAMP := .venv/.redpo-installed-$(subst $(comma),-,$(PIP_EXTRAS))
 # Pass --mirror only when the mirror exists; otherwise `redpo data --fetch` downloads the pinned files.
 MIRROR_ARG := $(if $(wildcard $(MIRROR)),--mirror $(MIRROR))
 
-.PHONY: setup data test test-fast reproduce figures lab browser strip lint docs docs-serve clean
+.PHONY: setup lock data test test-fast reproduce figures lab browser strip lint docs docs-serve clean
 
 # A non-default PYTHON (e.g. a conda env from environment.yml) is used as it is: no .venv is built.
 # `redpo engine --build` compiles llama-server from the pinned llama.cpp source once per machine (about 7.5 min on
@@ -34,13 +38,23 @@ endif
 
 # torch goes in first, on its own, so resolving the rest never pulls a CUDA build; the stamp (one per set of extras)
 # makes a second `make setup` a no-op until pyproject.toml changes.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x .venv/bin/python || python3 -m venv .venv
 	.venv/bin/python -m pip install --quiet --quiet --upgrade pip
 	.venv/bin/python -m pip install --quiet --quiet $(TORCH_PIP_ARGS) '$(TORCH_SPEC)'
-	.venv/bin/python -m pip install --quiet --quiet -e '.[$(PIP_EXTRAS)]'
+	.venv/bin/python -m pip install --quiet --quiet $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e '.[$(PIP_EXTRAS)]'
 	.venv/bin/python -m ipykernel install --user --name $(KERNEL) --display-name "$(KERNEL)"
 	touch $@
+
+# Rewrite constraints.txt from this environment: build it with `make setup EXTRAS=ray CONSTRAINTS=` on a fresh
+# .venv first, so that it holds the newest releases pyproject.toml allows and nothing installed by hand. torch is
+# left out (TORCH_SPEC pins it); each line carries this Python's version as a marker, so another Python resolves
+# freely rather than failing on a release that has no wheel for it.
+lock: setup
+	{ echo "# Written by \`make lock\` (see the Makefile): every package of \`make setup EXTRAS=ray\` but torch."; \
+	  $(PYTHON) -m pip freeze --exclude-editable | grep -v -i -E '^torch(==| @)' | \
+	  sed "s/\$$/; python_version == \"$$($(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')\"/"; \
+	} > constraints.txt
 
 data: setup
 	$(PYTHON) -m redpo data --fetch $(MIRROR_ARG)

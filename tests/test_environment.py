@@ -99,3 +99,53 @@ def test_the_extras_environment_yml_and_the_makefile_install_exist() -> None:
     pip = _conda_pip_deps()
     named = {x for line in pip if line.startswith("-e") for x in re.findall(r"\[(.*)\]", line)[0].split(",")}
     assert named | set(_make_extras()) <= _optional_extras()
+
+
+def _constraints() -> dict[str, tuple[str, str]]:
+    """constraints.txt as {normalised name: (version, marker)}."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    pins: dict[str, tuple[str, str]] = {}
+    for number, line in enumerate((REPO_ROOT / "constraints.txt").read_text().splitlines(), start=1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        req = Requirement(line)
+        specs = list(req.specifier)
+        assert len(specs) == 1 and specs[0].operator == "==", f"constraints.txt:{number}: not one exact pin: {line}"
+        pins[canonicalize_name(req.name)] = (specs[0].version, str(req.marker))
+    return pins
+
+
+def test_constraints_pin_every_direct_dependency_within_pyproject() -> None:
+    """The lock must cover what pyproject.toml names (else a release could still drift in) and agree with it (else
+    `make setup` fails to resolve); torch stays with TORCH_SPEC."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    pins = _constraints()
+    assert "torch" not in pins, "constraints.txt must not pin torch: the Makefile's TORCH_SPEC does"
+    with (REPO_ROOT / "pyproject.toml").open("rb") as f:
+        project = tomllib.load(f)["project"]
+    direct = [*project["dependencies"], *(r for extra in project["optional-dependencies"].values() for r in extra)]
+    for spec in direct:
+        req = Requirement(spec)
+        name = canonicalize_name(req.name)
+        if name == "torch":
+            continue
+        assert name in pins, f"constraints.txt lacks {name}: rerun `make lock`"
+        assert req.specifier.contains(pins[name][0], prereleases=True), (
+            f"constraints.txt pins {name}=={pins[name][0]}, outside pyproject.toml's {req.specifier}")
+
+
+def test_constraints_apply_to_one_python_only() -> None:
+    """Every pin carries the same python_version marker, so another Python resolves freely instead of failing on a
+    release without a wheel for it."""
+    markers = {marker for _, marker in _constraints().values()}
+    assert len(markers) == 1 and re.fullmatch(r'python_version == "3\.\d+"', markers.pop())
+
+
+def test_make_setup_installs_under_the_constraints() -> None:
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    assert re.search(r"^CONSTRAINTS \?= constraints\.txt$", makefile, re.MULTILINE)
+    assert "$(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e '.[$(PIP_EXTRAS)]'" in makefile
