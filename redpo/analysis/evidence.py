@@ -83,6 +83,12 @@ def _by_id(run: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
     return {i: (g, x) for i, g, x in zip(p["ids"], p["gold"], p["pred"], strict=True)}
 
 
+def _shared_ids(tables: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The sentence ids every table (:func:`_by_id`) scored, in the first one's order: runs of one comparison are
+    compared on the same sentences only."""
+    return [i for i in tables[0] if all(i in t for t in tables[1:])]
+
+
 def _cell_key(run: Mapping[str, Any]) -> tuple[int, int, int | None]:
     seed = run.get("classifier_seed")
     return int(run["k"]), int(run["split_seed"]), None if seed is None else int(seed)
@@ -124,7 +130,7 @@ def paired_cells(runs_a: Sequence[Mapping[str, Any]], runs_b: Sequence[Mapping[s
         return None
     tables = {id(r): _by_id(r) for ra, rb, _ in pairs for r in (ra, rb)}
     first = tables[id(pairs[0][0])]
-    ids = [i for i in first if all(i in tables[id(r)] for ra, rb, _ in pairs for r in (ra, rb))]
+    ids = _shared_ids([first, *tables.values()])
     if not ids:
         return None
     return PairedCells(
@@ -183,7 +189,7 @@ def negative_ratio_effect(runs: Sequence[Mapping[str, Any]], arm: str, negative:
     if not mine:
         return None
     tables = [_by_id(r) for r in mine]
-    ids = [i for i in tables[0] if all(i in t for t in tables[1:])]
+    ids = _shared_ids(tables)
     gold = [tables[0][i][0] for i in ids]
     if negative not in gold or all(g == negative for g in gold):
         return None
