@@ -17,7 +17,9 @@ EXTRAS ?=
 comma := ,
 PIP_EXTRAS := dev,docs$(if $(EXTRAS),$(comma)$(EXTRAS))
 NOTEBOOKS := $(wildcard notebooks/*.ipynb)
-STAMP := .venv/.redpo-installed-$(subst $(comma),-,$(PIP_EXTRAS))
+# One stamp per set of extras, and per whether the constraints applied (so dropping them, or bringing them back,
+# reinstalls rather than keeping the other kind of environment without a word).
+STAMP := .venv/.redpo-installed-$(subst $(comma),-,$(PIP_EXTRAS))$(if $(CONSTRAINTS),-locked,-free)
 
 # Pass --mirror only when the mirror exists; otherwise `redpo data --fetch` downloads the pinned files.
 MIRROR_ARG := $(if $(wildcard $(MIRROR)),--mirror $(MIRROR))
@@ -36,8 +38,8 @@ setup:
 	$(PYTHON) -m redpo engine --build
 endif
 
-# torch goes in first, on its own, so resolving the rest never pulls a CUDA build; the stamp (one per set of extras)
-# makes a second `make setup` a no-op until pyproject.toml changes.
+# torch goes in first, on its own, so resolving the rest never pulls a CUDA build; the stamp makes a second `make
+# setup` a no-op until pyproject.toml or constraints.txt changes.
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x .venv/bin/python || python3 -m venv .venv
 	.venv/bin/python -m pip install --quiet --quiet --upgrade pip
@@ -46,14 +48,18 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	.venv/bin/python -m ipykernel install --user --name $(KERNEL) --display-name "$(KERNEL)"
 	touch $@
 
-# Rewrite constraints.txt from this environment: build it with `make setup EXTRAS=ray CONSTRAINTS=` on a fresh
-# .venv first, so that it holds the newest releases pyproject.toml allows and nothing installed by hand. torch is
-# left out (TORCH_SPEC pins it); each line carries this Python's version as a marker, so another Python resolves
-# freely rather than failing on a release that has no wheel for it.
-lock: setup
+# Rewrite constraints.txt from a .venv built by `rm -rf .venv && make setup EXTRAS=ray CONSTRAINTS=`: every extra,
+# the newest releases pyproject.toml allows, nothing installed by hand (the stamp below proves how it was built).
+# torch is left out (TORCH_SPEC pins it); each line carries this Python's version as a marker, so another Python
+# resolves freely rather than failing on a release that has no wheel for it. A package installed from a URL or a
+# path cannot be a constraint: the lock stops rather than write it.
+LOCK_FROM := .venv/.redpo-installed-dev-docs-ray-free
+lock:
+	@test -e $(LOCK_FROM) || { echo "make lock: no $(LOCK_FROM); first: rm -rf .venv && make setup EXTRAS=ray CONSTRAINTS="; exit 2; }
+	@! .venv/bin/python -m pip freeze --exclude-editable | grep ' @ ' || { echo "make lock: the packages above come from a URL or a path; reinstall them from the index"; exit 2; }
 	{ echo "# Written by \`make lock\` (see the Makefile): every package of \`make setup EXTRAS=ray\` but torch."; \
-	  $(PYTHON) -m pip freeze --exclude-editable | grep -v -i -E '^torch(==| @)' | \
-	  sed "s/\$$/; python_version == \"$$($(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')\"/"; \
+	  .venv/bin/python -m pip freeze --exclude-editable | grep -v -i -E '^torch==' | \
+	  sed "s/\$$/; python_version == \"$$(.venv/bin/python -c 'import sys; print("%d.%d" % sys.version_info[:2])')\"/"; \
 	} > constraints.txt
 
 data: setup

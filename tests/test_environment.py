@@ -113,7 +113,9 @@ def _constraints() -> dict[str, tuple[str, str]]:
         req = Requirement(line)
         specs = list(req.specifier)
         assert len(specs) == 1 and specs[0].operator == "==", f"constraints.txt:{number}: not one exact pin: {line}"
-        pins[canonicalize_name(req.name)] = (specs[0].version, str(req.marker))
+        name = canonicalize_name(req.name)
+        assert name not in pins, f"constraints.txt:{number}: {name} pinned twice"
+        pins[name] = (specs[0].version, str(req.marker))
     return pins
 
 
@@ -131,21 +133,34 @@ def test_constraints_pin_every_direct_dependency_within_pyproject() -> None:
     for spec in direct:
         req = Requirement(spec)
         name = canonicalize_name(req.name)
-        if name == "torch":
+        if name == "torch" or (req.marker and not req.marker.evaluate({"python_version": _locked_python()})):
             continue
         assert name in pins, f"constraints.txt lacks {name}: rerun `make lock`"
         assert req.specifier.contains(pins[name][0], prereleases=True), (
             f"constraints.txt pins {name}=={pins[name][0]}, outside pyproject.toml's {req.specifier}")
 
 
-def test_constraints_apply_to_one_python_only() -> None:
-    """Every pin carries the same python_version marker, so another Python resolves freely instead of failing on a
-    release without a wheel for it."""
+def _locked_python() -> str:
+    """The one Python version every pin is marked for."""
     markers = {marker for _, marker in _constraints().values()}
-    assert len(markers) == 1 and re.fullmatch(r'python_version == "3\.\d+"', markers.pop())
+    assert len(markers) == 1, f"constraints.txt mixes markers: {sorted(markers)}"
+    version = re.fullmatch(r'python_version == "(3\.\d+)"', markers.pop())
+    assert version, "every constraints.txt line must end in `; python_version == \"3.X\"`"
+    return version.group(1)
 
 
-def test_make_setup_installs_under_the_constraints() -> None:
+def test_constraints_are_for_the_python_conda_users_get() -> None:
+    """Every pin carries one python_version marker (another Python resolves freely instead of failing on a release
+    without a wheel for it), and it is the Python environment.yml installs, which the README promises the lock."""
+    env = yaml.safe_load((REPO_ROOT / "environment.yml").read_text())
+    conda = [d.split("=", 1)[1] for d in env["dependencies"] if isinstance(d, str) and d.startswith("python=")]
+    assert [_locked_python()] == conda
+
+
+def test_make_setup_installs_under_the_constraints_and_reinstalls_when_they_change() -> None:
     makefile = (REPO_ROOT / "Makefile").read_text()
-    assert re.search(r"^CONSTRAINTS \?= constraints\.txt$", makefile, re.MULTILINE)
     assert "$(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e '.[$(PIP_EXTRAS)]'" in makefile
+    stamp = re.search(r"^\$\(STAMP\): (.*)$", makefile, re.MULTILINE)
+    assert stamp and "$(CONSTRAINTS)" in stamp.group(1).split(), "the install must rerun when the lock changes"
+    name = re.search(r"^STAMP := (.*)$", makefile, re.MULTILINE)
+    assert name and "$(if $(CONSTRAINTS)," in name.group(1), "a locked and a free environment need distinct stamps"
