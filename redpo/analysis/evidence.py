@@ -83,7 +83,7 @@ def _by_id(run: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
     return {i: (g, x) for i, g, x in zip(p["ids"], p["gold"], p["pred"], strict=True)}
 
 
-def _shared_ids(tables: Sequence[Mapping[str, Any]]) -> list[str]:
+def _shared_ids(tables: Sequence[Mapping[str, tuple[str, str]]]) -> list[str]:
     """The sentence ids every table (:func:`_by_id`) scored, in the first one's order: runs of one comparison are
     compared on the same sentences only."""
     return [i for i in tables[0] if all(i in t for t in tables[1:])]
