@@ -43,11 +43,16 @@ def test_conda_pip_list_matches_pyproject() -> None:
     )
 
 
+def _conda_python() -> list[str]:
+    """The Python version(s) environment.yml pins (one, when it is right)."""
+    env = yaml.safe_load((REPO_ROOT / "environment.yml").read_text())
+    return [d.split("=", 1)[1] for d in env["dependencies"] if isinstance(d, str) and d.startswith("python=")]
+
+
 def test_conda_python_satisfies_requires_python() -> None:
     from packaging.specifiers import SpecifierSet
 
-    env = yaml.safe_load((REPO_ROOT / "environment.yml").read_text())
-    pins = [d.split("=", 1)[1] for d in env["dependencies"] if isinstance(d, str) and d.startswith("python=")]
+    pins = _conda_python()
     requires = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
     assert len(pins) == 1 and pins[0] in SpecifierSet(requires), (pins, requires)
 
@@ -130,10 +135,11 @@ def test_constraints_pin_every_direct_dependency_within_pyproject() -> None:
     with (REPO_ROOT / "pyproject.toml").open("rb") as f:
         project = tomllib.load(f)["project"]
     direct = [*project["dependencies"], *(r for extra in project["optional-dependencies"].values() for r in extra)]
+    python = _locked_python()
     for spec in direct:
         req = Requirement(spec)
         name = canonicalize_name(req.name)
-        if name == "torch" or (req.marker and not req.marker.evaluate({"python_version": _locked_python()})):
+        if name == "torch" or (req.marker and not req.marker.evaluate({"python_version": python})):
             continue
         assert name in pins, f"constraints.txt lacks {name}: rerun `make lock`"
         assert req.specifier.contains(pins[name][0], prereleases=True), (
@@ -152,9 +158,7 @@ def _locked_python() -> str:
 def test_constraints_are_for_the_python_conda_users_get() -> None:
     """Every pin carries one python_version marker (another Python resolves freely instead of failing on a release
     without a wheel for it), and it is the Python environment.yml installs, which the README promises the lock."""
-    env = yaml.safe_load((REPO_ROOT / "environment.yml").read_text())
-    conda = [d.split("=", 1)[1] for d in env["dependencies"] if isinstance(d, str) and d.startswith("python=")]
-    assert [_locked_python()] == conda
+    assert [_locked_python()] == _conda_python()
 
 
 def test_make_setup_installs_under_the_constraints_and_reinstalls_when_they_change() -> None:

@@ -128,9 +128,9 @@ def paired_cells(runs_a: Sequence[Mapping[str, Any]], runs_b: Sequence[Mapping[s
     pairs = [(ra, rb, _split_label(ra)) for ra in runs_a for rb in runs_b if _same_cell(ra, rb)]
     if not pairs:
         return None
-    tables = {id(r): _by_id(r) for ra, rb, _ in pairs for r in (ra, rb)}
+    tables = {id(r): _by_id(r) for ra, rb, _ in pairs for r in (ra, rb)}  # the first pair's `a` run comes first
     first = tables[id(pairs[0][0])]
-    ids = _shared_ids([first, *tables.values()])
+    ids = _shared_ids(list(tables.values()))
     if not ids:
         return None
     return PairedCells(
