@@ -622,8 +622,20 @@ class LadderConfig(_Strict):
     """L7: the other encoder, trained on manual data and on the best generated rung."""
     seed: int = 0
     """Seeds L1's draw of other real sentences."""
+    share_negatives: bool = False
+    """L2 also trains ``L2:gen+negshare``: ``L2:gen`` with its manual negatives topped up by other real ones to the
+    training split's share of the negative label (17.6% in SemEval's, against K in a K-shot split's 144), a perfect
+    negative generator at a realistic count. It bounds what any fix of the negatives can do for generated
+    positives."""
 
     _increasing = field_validator("n_values")(classmethod(lambda cls, v: strictly_increasing(v)))
+
+    @model_validator(mode="after")
+    def _share_needs_l2(self) -> LadderConfig:
+        if self.share_negatives and "L2" not in self.rungs:
+            raise ValueError("ladder.share_negatives adds a set to rung L2: add L2 to ladder.rungs, or set "
+                             "ladder.share_negatives: false")
+        return self
 
 
 RAY_INSTALL = "pip install -e '.[ray]' (or make setup EXTRAS=ray)"

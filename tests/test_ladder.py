@@ -9,13 +9,14 @@ import pytest
 
 from redpo.analysis import ladder as ladder_analysis
 from redpo.analysis import re_tables
-from redpo.config import ClaimsConfig
+from redpo.config import ClaimsConfig, ConfigError, load_profile
 from redpo.core.sample import RESample
 from redpo.generation.cache import CacheEntry, LLMCache
 from redpo.generation.parse import exact_key
 from redpo.generation.store import ArmResult, RelationStats, ResponseRecord
 from redpo.ladder import generators as G
 from redpo.ladder import sets as L
+from redpo.ladder.runs import negative_share
 
 NEG, A, B = "Other", "Cause-Effect(e1,e2)", "Component-Whole(e1,e2)"
 
@@ -93,6 +94,52 @@ def test_an_empty_filter_is_a_note_not_a_set() -> None:
 def test_comparisons_pair_neighbours_and_counts_in_order() -> None:
     pairs = {(c.a, c.b) for c in L.comparisons(["L1", "L5"], [8, 16, 32], k=8)}
     assert pairs == {(L.REAL, L.MANUAL), (L.count_set(16), L.count_set(8)), (L.count_set(32), L.count_set(16))}
+
+
+def test_the_training_share_tops_up_the_manual_negatives_beside_the_same_generated_positives() -> None:
+    inputs = _inputs()
+    share_negs = [_make(i, NEG, "s") for i in range(5)]
+    manual_neg = [s for s in inputs.manual if s.relation == NEG]
+    shared = L.SplitInputs(**{**vars(inputs), "share_negatives": share_negs, "negative_share": 0.5})
+    sets, notes = L.split_sets(shared, ["L0", "L2"], [2], NEG, 0.8, label=None)
+    plain, _ = L.split_sets(inputs, ["L0", "L2"], [2], NEG, 0.8, label=None)
+    assert L.GEN_NEGSHARE not in plain and sets.keys() - plain.keys() == {L.GEN_NEGSHARE}
+    # 4 positives at 50%: 4 negatives, the 2 manual ones and 2 more
+    assert sets[L.GEN_NEGSHARE] == [*sets[L.GEN][:4], *manual_neg, *share_negs[:2]]
+    assert all(sets[name] == plain[name] for name in plain) and not notes
+    short = L.SplitInputs(**{**vars(inputs), "share_negatives": share_negs[:1], "negative_share": 0.5})
+    sets, notes = L.split_sets(short, ["L0", "L2"], [2], NEG, 0.8, label=None)
+    assert L.GEN_NEGSHARE not in sets and notes == [f"{L.GEN_NEGSHARE}: 2 more real Other sentences wanted, 1 left "
+                                                    "in the training split"]
+    low = L.SplitInputs(**{**vars(inputs), "share_negatives": share_negs, "negative_share": 0.2})
+    assert L.split_sets(low, ["L0", "L2"], [2], NEG, 0.8, label=None)[1] == [
+        f"{L.GEN_NEGSHARE}: the split's Other samples already reach the training share"]
+
+
+def test_the_negative_count_follows_the_share() -> None:
+    assert L.negatives_at_share(112, 0.176) == 24  # SemEval's train share beside a K = 8 generated set
+    assert L.negatives_at_share(1, 0.01) == 1
+    with pytest.raises(ValueError, match="strictly between 0 and 1"):
+        L.negatives_at_share(10, 1.0)
+
+
+def test_the_share_set_is_compared_with_l2_gen_and_is_no_candidate_for_l7() -> None:
+    def pairs(**kw: bool) -> set[tuple[str, str]]:
+        return {(c.a, c.b) for c in L.comparisons(["L2"], [8], k=8, **kw)}
+    assert pairs(share_negatives=True) - pairs() == {(L.GEN_NEGSHARE, L.GEN)}
+    assert L.generated_sets([L.GEN, L.GEN_NEGSHARE, L.ORACLE]) == [L.GEN, L.ORACLE]
+
+
+def test_the_training_share_of_the_negative_label() -> None:
+    train = [_make(i, rel, "t") for rel, n in ((NEG, 1), (A, 3)) for i in range(n)]
+    assert negative_share(train, NEG) == 0.25
+    assert negative_share(train, None) is None and negative_share(train[1:], NEG) is None
+
+
+def test_the_share_set_needs_rung_l2() -> None:
+    assert load_profile("smoke", {"ladder.share_negatives": True}).ladder.share_negatives
+    with pytest.raises(ConfigError, match=r"add L2 to ladder\.rungs"):
+        load_profile("smoke", {"ladder.share_negatives": True, "ladder.rungs": ["L0", "L1"]})
 
 
 def _run(arm: str, split: int, gold: list[str], pred: list[str]) -> dict:

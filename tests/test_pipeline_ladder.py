@@ -43,6 +43,7 @@ def test_tables_and_figure_are_written(smoke_pipeline: Path) -> None:
     for name in ("ladder_sets", "ladder_rungs", "ladder_gap"):
         assert (tables / f"{name}.csv").is_file() and (tables / f"{name}.md").is_file()
     detail = json.loads((tables / "ladder_detail.json").read_text())
-    assert {s["set"] for s in detail["sets"]} >= {L.MANUAL, L.REAL, L.GEN}
+    assert {s["set"] for s in detail["sets"]} >= {L.MANUAL, L.REAL, L.GEN, L.GEN_NEGSHARE}
+    assert any(r["a"] == L.GEN_NEGSHARE and r["estimate"] is not None for r in detail["rungs"])
     assert detail["gap"][0]["piece"].startswith("gap: manual")
     assert (smoke_pipeline / "figures" / "ladder_f1.png").is_file()

@@ -50,15 +50,27 @@ def split_inputs(profile: Profile, results: ResultsDir, pools: Pools, dev: Seque
                  test: Sequence[RESample]) -> dict[Split, ladder_sets.SplitInputs]:
     """Each split's manual samples, its K other real sentences per relation, and its generations."""
     train = load_split(profile, "train")
+    negative = profile_schema(profile).negative_label
+    share = negative_share(train, negative) if profile.ladder.share_negatives else None
     out = {}
     for k, seed in ladder_splits(profile):
         manual = load_profile_kshot(profile, results.kshot, k, seed)
-        real = ladder_sets.real_samples(train, [*manual, *dev, *test], k, profile.ladder.seed * 1000 + seed,
-                                        {s.relation for s in manual})
+        draw_seed = profile.ladder.seed * 1000 + seed
+        real = ladder_sets.real_samples(train, [*manual, *dev, *test], k, draw_seed, {s.relation for s in manual})
         made = [made_by[(k, seed)].all_samples() if (k, seed) in made_by else []
                 for made_by in (pools.arm, pools.negatives, pools.other)]
-        out[(k, seed)] = ladder_sets.SplitInputs(k, manual, real, *made, demos=manual)
+        share_negs = [] if share is None else ladder_sets.real_samples(
+            train, [*manual, *dev, *test, *real], len(train), draw_seed, {negative})
+        out[(k, seed)] = ladder_sets.SplitInputs(k, manual, real, *made, demos=manual, share_negatives=share_negs,
+                                                 negative_share=share)
     return out
+
+
+def negative_share(train: Sequence[RESample], negative: str | None) -> float | None:
+    """The negative label's share of the training split (``L2:gen+negshare``'s), or ``None`` where the dataset has
+    no negative label or the split holds none of it."""
+    n = sum(s.relation == negative for s in train) if negative is not None else 0
+    return n / len(train) if 0 < n < len(train) else None
 
 
 def ladder_training_sets(profile: Profile, results: ResultsDir, pools: Pools, dev: Sequence[RESample],
@@ -155,7 +167,8 @@ def run_ladder(profile: Profile, results: ResultsDir, pools: Pools, dev: Sequenc
         "notes": [*pools.notes, *left_out],
         "best_generated": best,
         "generators": generators,
-        "comparisons": [asdict(c) for c in ladder_sets.comparisons(lad.rungs, lad.n_values, k)],
+        "comparisons": [asdict(c) for c in ladder_sets.comparisons(lad.rungs, lad.n_values, k,
+                                                                   share_negatives=lad.share_negatives)],
         "sets": {f"k{split_k}_s{seed}": {name: {"n": len(samples), "per_relation": _per_relation(samples)}
                                          for name, samples in s.items()}
                  for (split_k, seed), s in sets.items()},

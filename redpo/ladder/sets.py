@@ -12,6 +12,9 @@ manual ones (what notebook 04's generated arms train on), so each rung changes o
 ``L2:gen``         the arm's first K positives per relation + the manual negatives: the pipeline as is
 ``L2:real+genneg`` real positives + K generated negatives
 ``L2:gen+genneg``  generated positives + generated negatives
+``L2:gen+negshare`` ``L2:gen`` with its manual negatives topped up by other real ones to the training split's
+                   share of the negative label (``ladder.share_negatives``): a perfect negative generator at a
+                   realistic count, the bound on what any fix of the negatives can do for generated positives
 ``L3:oracle``      the positives the oracle labels as intended, first n per relation; ``L3:all`` the first n
                    of all, n = min(K, what the filter kept): the same counts, so only label noise differs
 ``L4:distinct``    the positives that are no near copy of a demonstration or an earlier kept sample, first n;
@@ -28,7 +31,7 @@ from __future__ import annotations
 import itertools
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from redpo.core.sample import RESample, generated_only
 from redpo.extraction.training_sets import first_per_relation
@@ -36,6 +39,7 @@ from redpo.generation.parse import exact_key, near_copy_score
 
 MANUAL, REAL, GEN = "L0:manual", "L1:real", "L2:gen"
 REAL_GENNEG, GEN_GENNEG = "L2:real+genneg", "L2:gen+genneg"
+GEN_NEGSHARE = "L2:gen+negshare"
 ORACLE, ORACLE_ALL = "L3:oracle", "L3:all"
 DISTINCT, DISTINCT_ALL = "L4:distinct", "L4:all"
 OTHER = "L6:other"
@@ -57,13 +61,17 @@ class Comparison:
     meaning: str
 
 
-def comparisons(rungs: Sequence[str], n_values: Sequence[int], k: int) -> list[Comparison]:
+def comparisons(rungs: Sequence[str], n_values: Sequence[int], k: int, *, share_negatives: bool = False
+                ) -> list[Comparison]:
     """Each rung against its neighbour (what changing that one thing is worth); every set is also compared with
     manual data by :mod:`redpo.analysis.ladder`."""
+    at_share = [Comparison("L2", GEN_NEGSHARE, GEN, "the manual negatives topped up with other real ones to the "
+                                                    "training split's share, beside generated positives")]
     out = [Comparison("L1", REAL, MANUAL, "a perfect generator through the pipeline, against manual"),
            Comparison("L2", GEN, REAL, "generated positives instead of real ones"),
            Comparison("L2", REAL_GENNEG, REAL, "generated negatives instead of real ones, beside real positives"),
            Comparison("L2", GEN_GENNEG, GEN, "generated negatives instead of real ones, beside generated positives"),
+           *(at_share if share_negatives else []),
            Comparison("L3", ORACLE, ORACLE_ALL, "label noise removed (oracle-filtered), same counts"),
            Comparison("L4", DISTINCT, DISTINCT_ALL, "near copies removed, same counts")]
     ns = sorted({*n_values, k})
@@ -90,6 +98,13 @@ def real_samples(train: Sequence[RESample], exclude: Iterable[RESample], k: int,
     candidates = [s for s in train if s.relation in wanted and exact_key(s) not in banned]
     random.Random(seed).shuffle(candidates)
     return [s for rel in sorted(wanted) for s in first_per_relation([c for c in candidates if c.relation == rel], k)]
+
+
+def negatives_at_share(n_positives: int, share: float) -> int:
+    """How many negatives make ``share`` of a set beside ``n_positives`` positives (at least one)."""
+    if not 0 < share < 1:
+        raise ValueError(f"a negative share must lie strictly between 0 and 1, not {share}")
+    return max(1, round(share / (1 - share) * n_positives))
 
 
 def matched(kept: Sequence[RESample], pool: Sequence[RESample], k: int) -> tuple[list[RESample], list[RESample]]:
@@ -129,6 +144,11 @@ class SplitInputs:
     negatives: list[RESample]
     other: list[RESample]
     demos: list[RESample]
+    share_negatives: list[RESample] = field(default_factory=list)
+    """Real negatives, none in the split, dev, test or ``real``, in a seeded order: ``L2:gen+negshare`` tops the
+    split's manual negatives up with the first of them to :func:`negatives_at_share`."""
+    negative_share: float | None = None
+    """The negative label's share of the training split; ``None``: no ``L2:gen+negshare``."""
 
 
 def split_sets(inputs: SplitInputs, rungs: Sequence[str], n_values: Sequence[int], negative: str | None,
@@ -143,6 +163,7 @@ def split_sets(inputs: SplitInputs, rungs: Sequence[str], n_values: Sequence[int
     gen_neg = [s for s in generated_only(inputs.negatives) if s.relation == negative][:len(manual_neg) or k]
     first_k = first_per_relation(pool, k)
     sets: dict[str, list[RESample]] = {MANUAL: list(inputs.manual)}
+    notes: list[str] = []
     if "L1" in rungs or "L2" in rungs:
         sets[REAL] = [*real_pos, *manual_neg]
     if "L2" in rungs:
@@ -150,6 +171,15 @@ def split_sets(inputs: SplitInputs, rungs: Sequence[str], n_values: Sequence[int
         if gen_neg:
             sets[REAL_GENNEG] = [*real_pos, *gen_neg]
             sets[GEN_GENNEG] = [*first_k, *gen_neg]
+        if inputs.negative_share is not None and first_k:
+            more = negatives_at_share(len(first_k), inputs.negative_share) - len(manual_neg)
+            if more <= 0:
+                notes.append(f"{GEN_NEGSHARE}: the split's {negative} samples already reach the training share")
+            elif more > len(inputs.share_negatives):
+                notes.append(f"{GEN_NEGSHARE}: {more} more real {negative} sentences wanted, "
+                             f"{len(inputs.share_negatives)} left in the training split")
+            else:
+                sets[GEN_NEGSHARE] = [*first_k, *manual_neg, *inputs.share_negatives[:more]]
     if "L3" in rungs and label is not None:
         sets[ORACLE], sets[ORACLE_ALL] = (s + manual_neg for s in matched(agreed(pool, label), pool, k))
     if "L4" in rungs:
@@ -161,16 +191,18 @@ def split_sets(inputs: SplitInputs, rungs: Sequence[str], n_values: Sequence[int
         other, _ = split_negatives(generated_only(inputs.other), negative)
         sets[OTHER] = [*first_per_relation(other, k), *manual_neg]
     empty = [name for name, samples in sets.items() if not any(s.relation != negative for s in samples)]
-    notes = [f"{name}: no positive sample (the arm wrote none{', or the filter kept none' if name in FILTERED else ''})"
-             for name in empty]
+    kept_none = ", or the filter kept none"
+    notes += [f"{name}: no positive sample (the arm wrote none{kept_none if name in FILTERED else ''})"
+              for name in empty]
     if "L2" in rungs and negative is not None and not gen_neg:
         notes.append(f"{REAL_GENNEG}, {GEN_GENNEG}: the arm wrote no {negative} sample")
     return {name: samples for name, samples in sets.items() if name not in empty}, notes
 
 
 def generated_sets(names: Iterable[str]) -> list[str]:
-    """The sets whose positives are generated: the candidates for L7's "best generated set"."""
-    real = {MANUAL, REAL, REAL_GENNEG, L7_MANUAL, L7_BEST}
+    """The sets a generator wrote all of: the candidates for L7's "best generated set". ``L2:gen+negshare``'s
+    negatives are real, so it is a bound, not a configuration."""
+    real = {MANUAL, REAL, REAL_GENNEG, GEN_NEGSHARE, L7_MANUAL, L7_BEST}
     return [n for n in names if n not in real]
 
 
