@@ -624,9 +624,8 @@ class LadderConfig(_Strict):
     """Seeds L1's draw of other real sentences."""
     share_negatives: bool = False
     """L2 also trains ``L2:gen+negshare``: ``L2:gen`` with its manual negatives topped up by other real ones to the
-    training split's share of the negative label (17.6% in SemEval's, against K in a K-shot split's 144), a perfect
-    negative generator at a realistic count. It bounds what any fix of the negatives can do for generated
-    positives."""
+    training split's share of the negative label (17.6% in SemEval's, against 8 in a K-shot split's 144 at K = 8):
+    what a realistic count of real negatives does beside generated positives."""
 
     _increasing = field_validator("n_values")(classmethod(lambda cls, v: strictly_increasing(v)))
 

@@ -16,7 +16,6 @@ from redpo.generation.parse import exact_key
 from redpo.generation.store import ArmResult, RelationStats, ResponseRecord
 from redpo.ladder import generators as G
 from redpo.ladder import sets as L
-from redpo.ladder.runs import negative_share
 
 NEG, A, B = "Other", "Cause-Effect(e1,e2)", "Component-Whole(e1,e2)"
 
@@ -100,18 +99,18 @@ def test_the_training_share_tops_up_the_manual_negatives_beside_the_same_generat
     inputs = _inputs()
     share_negs = [_make(i, NEG, "s") for i in range(5)]
     manual_neg = [s for s in inputs.manual if s.relation == NEG]
-    shared = L.SplitInputs(**{**vars(inputs), "share_negatives": share_negs, "negative_share": 0.5})
+    shared = L.SplitInputs(**{**vars(inputs), "extra_negatives": share_negs, "negative_share": 0.5})
     sets, notes = L.split_sets(shared, ["L0", "L2"], [2], NEG, 0.8, label=None)
     plain, _ = L.split_sets(inputs, ["L0", "L2"], [2], NEG, 0.8, label=None)
     assert L.GEN_NEGSHARE not in plain and sets.keys() - plain.keys() == {L.GEN_NEGSHARE}
     # 4 positives at 50%: 4 negatives, the 2 manual ones and 2 more
     assert sets[L.GEN_NEGSHARE] == [*sets[L.GEN][:4], *manual_neg, *share_negs[:2]]
     assert all(sets[name] == plain[name] for name in plain) and not notes
-    short = L.SplitInputs(**{**vars(inputs), "share_negatives": share_negs[:1], "negative_share": 0.5})
+    short = L.SplitInputs(**{**vars(inputs), "extra_negatives": share_negs[:1], "negative_share": 0.5})
     sets, notes = L.split_sets(short, ["L0", "L2"], [2], NEG, 0.8, label=None)
     assert L.GEN_NEGSHARE not in sets and notes == [f"{L.GEN_NEGSHARE}: 2 more real Other sentences wanted, 1 left "
                                                     "in the training split"]
-    low = L.SplitInputs(**{**vars(inputs), "share_negatives": share_negs, "negative_share": 0.2})
+    low = L.SplitInputs(**{**vars(inputs), "extra_negatives": share_negs, "negative_share": 0.2})
     assert L.split_sets(low, ["L0", "L2"], [2], NEG, 0.8, label=None)[1] == [
         f"{L.GEN_NEGSHARE}: the split's Other samples already reach the training share"]
 
@@ -124,20 +123,35 @@ def test_the_negative_count_follows_the_share() -> None:
 
 
 def test_the_share_set_is_compared_with_l2_gen_and_is_no_candidate_for_l7() -> None:
-    def pairs(**kw: bool) -> set[tuple[str, str]]:
-        return {(c.a, c.b) for c in L.comparisons(["L2"], [8], k=8, **kw)}
-    assert pairs(share_negatives=True) - pairs() == {(L.GEN_NEGSHARE, L.GEN)}
+    rungs = ["L1", "L2", "L3", "L4", "L5", "L6", "L7"]
+    plain = [(c.a, c.b) for c in L.comparisons(rungs, [8, 16], k=8)]
+    assert plain == [(L.REAL, L.MANUAL), (L.GEN, L.REAL), (L.REAL_GENNEG, L.REAL), (L.GEN_GENNEG, L.GEN),
+                     (L.ORACLE, L.ORACLE_ALL), (L.DISTINCT, L.DISTINCT_ALL), (L.count_set(16), L.count_set(8)),
+                     (L.OTHER, L.GEN), (L.L7_BEST, L.L7_MANUAL)]  # the key off: what the committed ladders hold
+    shared = [(c.a, c.b) for c in L.comparisons(rungs, [8, 16], k=8, share_negatives=True)]
+    assert shared == [*plain[:4], (L.GEN_NEGSHARE, L.GEN), *plain[4:]]
     assert L.generated_sets([L.GEN, L.GEN_NEGSHARE, L.ORACLE]) == [L.GEN, L.ORACLE]
 
 
 def test_the_training_share_of_the_negative_label() -> None:
     train = [_make(i, rel, "t") for rel, n in ((NEG, 1), (A, 3)) for i in range(n)]
-    assert negative_share(train, NEG) == 0.25
-    assert negative_share(train, None) is None and negative_share(train[1:], NEG) is None
+    assert L.negative_share(train, NEG) == 0.25
+    assert L.negative_share(train, None) is None and L.negative_share(train[1:], NEG) is None
+
+
+def test_extra_negatives_are_real_negatives_outside_the_split_dev_test_and_l1() -> None:
+    train = [_make(i, rel, "t") for rel in (NEG, A) for i in range(8)]
+    split, dev, real = [train[0]], [train[1]], [train[2]]
+    test = [RESample.from_marked(train[3].to_marked(), NEG)]  # the same sentence, another object
+    extra = L.extra_negatives(train, [*split, *dev, *test, *real], seed=5, negative=NEG)
+    assert sorted(map(exact_key, extra)) == sorted(map(exact_key, train[4:8]))  # every other negative, no positive
+    assert extra == L.extra_negatives(train, [*split, *dev, *test, *real], seed=5, negative=NEG)
+    assert extra != L.extra_negatives(train, [*split, *dev, *test, *real], seed=6, negative=NEG)
 
 
 def test_the_share_set_needs_rung_l2() -> None:
-    assert load_profile("smoke", {"ladder.share_negatives": True}).ladder.share_negatives
+    without_l2 = {"ladder.share_negatives": False, "ladder.rungs": ["L0", "L1"]}
+    assert not load_profile("smoke", without_l2).ladder.share_negatives
     with pytest.raises(ConfigError, match=r"add L2 to ladder\.rungs"):
         load_profile("smoke", {"ladder.share_negatives": True, "ladder.rungs": ["L0", "L1"]})
 

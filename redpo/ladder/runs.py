@@ -51,7 +51,7 @@ def split_inputs(profile: Profile, results: ResultsDir, pools: Pools, dev: Seque
     """Each split's manual samples, its K other real sentences per relation, and its generations."""
     train = load_split(profile, "train")
     negative = profile_schema(profile).negative_label
-    share = negative_share(train, negative) if profile.ladder.share_negatives else None
+    share = ladder_sets.negative_share(train, negative) if profile.ladder.share_negatives else None
     out = {}
     for k, seed in ladder_splits(profile):
         manual = load_profile_kshot(profile, results.kshot, k, seed)
@@ -59,18 +59,11 @@ def split_inputs(profile: Profile, results: ResultsDir, pools: Pools, dev: Seque
         real = ladder_sets.real_samples(train, [*manual, *dev, *test], k, draw_seed, {s.relation for s in manual})
         made = [made_by[(k, seed)].all_samples() if (k, seed) in made_by else []
                 for made_by in (pools.arm, pools.negatives, pools.other)]
-        share_negs = [] if share is None else ladder_sets.real_samples(
-            train, [*manual, *dev, *test, *real], len(train), draw_seed, {negative})
-        out[(k, seed)] = ladder_sets.SplitInputs(k, manual, real, *made, demos=manual, share_negatives=share_negs,
+        extra = [] if share is None or negative is None else ladder_sets.extra_negatives(
+            train, [*manual, *dev, *test, *real], draw_seed, negative)
+        out[(k, seed)] = ladder_sets.SplitInputs(k, manual, real, *made, demos=manual, extra_negatives=extra,
                                                  negative_share=share)
     return out
-
-
-def negative_share(train: Sequence[RESample], negative: str | None) -> float | None:
-    """The negative label's share of the training split (``L2:gen+negshare``'s), or ``None`` where the dataset has
-    no negative label or the split holds none of it."""
-    n = sum(s.relation == negative for s in train) if negative is not None else 0
-    return n / len(train) if 0 < n < len(train) else None
 
 
 def ladder_training_sets(profile: Profile, results: ResultsDir, pools: Pools, dev: Sequence[RESample],
@@ -80,7 +73,10 @@ def ladder_training_sets(profile: Profile, results: ResultsDir, pools: Pools, de
     left out. ``label`` is the oracle (:func:`ladder_labeller`); without it L3 has no sets."""
     lad, schema = profile.ladder, profile_schema(profile)
     sets, notes = {}, []
-    for (k, seed), inputs in split_inputs(profile, results, pools, dev, test).items():
+    inputs_by_split = split_inputs(profile, results, pools, dev, test)
+    if lad.share_negatives and any(i.negative_share is None for i in inputs_by_split.values()):
+        notes.append(f"{ladder_sets.GEN_NEGSHARE}: the training split has no negative label to share")
+    for (k, seed), inputs in inputs_by_split.items():
         sets[(k, seed)], left_out = ladder_sets.split_sets(inputs, lad.rungs, lad.n_values, schema.negative_label,
                                                            profile.generation.near_copy_threshold, label)
         notes += [f"k{k}_s{seed} {note}" for note in left_out]

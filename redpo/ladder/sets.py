@@ -13,8 +13,8 @@ manual ones (what notebook 04's generated arms train on), so each rung changes o
 ``L2:real+genneg`` real positives + K generated negatives
 ``L2:gen+genneg``  generated positives + generated negatives
 ``L2:gen+negshare`` ``L2:gen`` with its manual negatives topped up by other real ones to the training split's
-                   share of the negative label (``ladder.share_negatives``): a perfect negative generator at a
-                   realistic count, the bound on what any fix of the negatives can do for generated positives
+                   share of the negative label (``ladder.share_negatives``): what a realistic count of real
+                   negatives does beside generated positives
 ``L3:oracle``      the positives the oracle labels as intended, first n per relation; ``L3:all`` the first n
                    of all, n = min(K, what the filter kept): the same counts, so only label noise differs
 ``L4:distinct``    the positives that are no near copy of a demonstration or an earlier kept sample, first n;
@@ -100,6 +100,23 @@ def real_samples(train: Sequence[RESample], exclude: Iterable[RESample], k: int,
     return [s for rel in sorted(wanted) for s in first_per_relation([c for c in candidates if c.relation == rel], k)]
 
 
+def negative_share(train: Sequence[RESample], negative: str | None) -> float | None:
+    """The negative label's share of the training split, or ``None`` where the dataset has no negative label or
+    the split holds none of it (or nothing else)."""
+    n = sum(s.relation == negative for s in train) if negative is not None else 0
+    return n / len(train) if 0 < n < len(train) else None
+
+
+def extra_negatives(train: Sequence[RESample], exclude: Iterable[RESample], seed: int, negative: str
+                    ) -> list[RESample]:
+    """Every real negative of the training split that is none of ``exclude`` (the K-shot split, dev, test, L1's
+    sentences), in a seeded order: what ``L2:gen+negshare`` tops its manual negatives up from."""
+    banned = {exact_key(s) for s in exclude}
+    out = [s for s in train if s.relation == negative and exact_key(s) not in banned]
+    random.Random(seed).shuffle(out)
+    return out
+
+
 def negatives_at_share(n_positives: int, share: float) -> int:
     """How many negatives make ``share`` of a set beside ``n_positives`` positives (at least one)."""
     if not 0 < share < 1:
@@ -144,9 +161,9 @@ class SplitInputs:
     negatives: list[RESample]
     other: list[RESample]
     demos: list[RESample]
-    share_negatives: list[RESample] = field(default_factory=list)
-    """Real negatives, none in the split, dev, test or ``real``, in a seeded order: ``L2:gen+negshare`` tops the
-    split's manual negatives up with the first of them to :func:`negatives_at_share`."""
+    extra_negatives: list[RESample] = field(default_factory=list)
+    """Real negatives, none in the split, dev, test or ``real`` (:func:`extra_negatives`): ``L2:gen+negshare``
+    tops the split's manual negatives up with the first of them to :func:`negatives_at_share`."""
     negative_share: float | None = None
     """The negative label's share of the training split; ``None``: no ``L2:gen+negshare``."""
 
@@ -154,8 +171,9 @@ class SplitInputs:
 def split_sets(inputs: SplitInputs, rungs: Sequence[str], n_values: Sequence[int], negative: str | None,
                near_copy_threshold: float, label: Callable[[Sequence[RESample]], list[str]] | None
                ) -> tuple[dict[str, list[RESample]], list[str]]:
-    """Every set of the rungs asked for (the module docstring's table) and one note per set left out because it
-    holds no positive (an arm that came back empty, a filter that kept nothing). ``label`` is the oracle."""
+    """Every set of the rungs asked for (the module docstring's table) and one note per set left out: it holds no
+    positive (an arm that came back empty, a filter that kept nothing), the arm wrote no negative, or
+    ``L2:gen+negshare`` needs no or too many extra negatives. ``label`` is the oracle."""
     k = inputs.k
     _, manual_neg = split_negatives(inputs.manual, negative)
     real_pos, _ = split_negatives(inputs.real, negative)
@@ -175,11 +193,11 @@ def split_sets(inputs: SplitInputs, rungs: Sequence[str], n_values: Sequence[int
             more = negatives_at_share(len(first_k), inputs.negative_share) - len(manual_neg)
             if more <= 0:
                 notes.append(f"{GEN_NEGSHARE}: the split's {negative} samples already reach the training share")
-            elif more > len(inputs.share_negatives):
+            elif more > len(inputs.extra_negatives):
                 notes.append(f"{GEN_NEGSHARE}: {more} more real {negative} sentences wanted, "
-                             f"{len(inputs.share_negatives)} left in the training split")
+                             f"{len(inputs.extra_negatives)} left in the training split")
             else:
-                sets[GEN_NEGSHARE] = [*first_k, *manual_neg, *inputs.share_negatives[:more]]
+                sets[GEN_NEGSHARE] = [*first_k, *manual_neg, *inputs.extra_negatives[:more]]
     if "L3" in rungs and label is not None:
         sets[ORACLE], sets[ORACLE_ALL] = (s + manual_neg for s in matched(agreed(pool, label), pool, k))
     if "L4" in rungs:
@@ -200,8 +218,8 @@ def split_sets(inputs: SplitInputs, rungs: Sequence[str], n_values: Sequence[int
 
 
 def generated_sets(names: Iterable[str]) -> list[str]:
-    """The sets a generator wrote all of: the candidates for L7's "best generated set". ``L2:gen+negshare``'s
-    negatives are real, so it is a bound, not a configuration."""
+    """The sets whose positives are generated: the candidates for L7's "best generated set". Not
+    ``L2:gen+negshare``, which adds real sentences from outside the split: no generator's configuration."""
     real = {MANUAL, REAL, REAL_GENNEG, GEN_NEGSHARE, L7_MANUAL, L7_BEST}
     return [n for n in names if n not in real]
 
