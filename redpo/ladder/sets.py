@@ -93,11 +93,19 @@ def real_samples(train: Sequence[RESample], exclude: Iterable[RESample], k: int,
                  relations: Iterable[str]) -> list[RESample]:
     """K real training sentences per relation, seeded, none equal (by ``exact_key``) to an excluded one (the
     K-shot split, dev, test): what a perfect generator would write."""
-    banned = {exact_key(s) for s in exclude}
     wanted = set(relations)
-    candidates = [s for s in train if s.relation in wanted and exact_key(s) not in banned]
-    random.Random(seed).shuffle(candidates)
+    candidates = unseen_shuffled(train, exclude, seed, wanted)
     return [s for rel in sorted(wanted) for s in first_per_relation([c for c in candidates if c.relation == rel], k)]
+
+
+def unseen_shuffled(train: Sequence[RESample], exclude: Iterable[RESample], seed: int, relations: set[str]
+                    ) -> list[RESample]:
+    """The training sentences of ``relations`` that are none (by ``exact_key``) of ``exclude``, in a seeded order:
+    the draw behind L1's real sentences and ``L2:gen+negshare``'s extra negatives."""
+    banned = {exact_key(s) for s in exclude}
+    out = [s for s in train if s.relation in relations and exact_key(s) not in banned]
+    random.Random(seed).shuffle(out)
+    return out
 
 
 def negative_share(train: Sequence[RESample], negative: str | None) -> float | None:
@@ -111,10 +119,7 @@ def extra_negatives(train: Sequence[RESample], exclude: Iterable[RESample], seed
                     ) -> list[RESample]:
     """Every real negative of the training split that is none of ``exclude`` (the K-shot split, dev, test, L1's
     sentences), in a seeded order: what ``L2:gen+negshare`` tops its manual negatives up from."""
-    banned = {exact_key(s) for s in exclude}
-    out = [s for s in train if s.relation == negative and exact_key(s) not in banned]
-    random.Random(seed).shuffle(out)
-    return out
+    return unseen_shuffled(train, exclude, seed, {negative})
 
 
 def negatives_at_share(n_positives: int, share: float) -> int:
